@@ -1,0 +1,9 @@
+//! Crash-injection harnesses for EagleDB. The harnesses themselves are the tests in `tests/`; this
+//! library holds what they share: producing crash images at every fence of a workload run under
+//! the power-failure simulator, checking each one, and the one-line summaries scripts read.
+
+mod fence_images;
+mod scratch;
+
+pub use fence_images::{FenceImages, Report, standard_policies};
+pub use scratch::Scratch;

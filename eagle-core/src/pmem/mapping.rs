@@ -1,0 +1,382 @@
+//! Mapping a pool: device-dax character devices, fsdax files (MAP_SYNC) and plain files
+//! (emulation). All `mmap`/`munmap` calls of the engine are here.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use super::PmemError;
+
+/// What kind of memory backs a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    /// A device-dax character device (`/dev/daxX.Y`): loads and stores go straight to the media.
+    DevDax,
+    /// A file on a DAX-mounted file system, mapped with `MAP_SYNC`: the file system keeps its
+    /// metadata durable, cache-line flushes make data durable.
+    FsDax,
+    /// Any other file, mapped `MAP_SHARED` through the page cache: survives a process crash; a
+    /// power loss only with the `msync` flush mode.
+    Emulated,
+}
+
+impl fmt::Display for PoolKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PoolKind::DevDax => "devdax",
+            PoolKind::FsDax => "fsdax",
+            PoolKind::Emulated => "emulated",
+        })
+    }
+}
+
+/// A shared, writable mapping of a whole pool file or device. Unmapped on drop.
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+    kind: PoolKind,
+    on_tmpfs: bool,
+    path: PathBuf,
+    file: File,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; the pointer is only an address.
+// Synchronising accesses to the bytes is the job of the layers above (atomics and locks).
+unsafe impl Send for Mapping {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `file` (opened read-write at `path`). Regular files are mapped over their current
+    /// length, which must be non-zero; a device-dax device over its sysfs size rounded down to its
+    /// alignment. With `require_dax`, a file that cannot be mapped with `MAP_SYNC` is an error
+    /// instead of falling back to emulation.
+    pub fn map(file: File, path: &Path, require_dax: bool) -> Result<Mapping, PmemError> {
+        let io = |op: &'static str, source: std::io::Error| PmemError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        };
+        let meta = file.metadata().map_err(|e| io("stat", e))?;
+        let ft = meta.file_type();
+        if ft.is_char_device() {
+            let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+            let (size, align) = devdax_geometry(path, major, minor)?;
+            let len = size - size % align;
+            let mapped = mmap_shared(&file, path, len, libc::MAP_SHARED)?;
+            return Ok(Mapping::new(
+                mapped,
+                len,
+                PoolKind::DevDax,
+                false,
+                path,
+                file,
+            ));
+        }
+        if ft.is_block_device() {
+            return Err(PmemError::DevDax {
+                path: path.to_path_buf(),
+                what: "block devices cannot be mapped with DAX: make a file system on it and \
+                       mount it with -o dax, or reconfigure the namespace as devdax"
+                    .into(),
+            });
+        }
+        let len = meta.len();
+        let on_tmpfs = is_tmpfs(&file);
+        match mmap_shared(&file, path, len, libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC) {
+            Ok(mapped) => Ok(Mapping::new(
+                mapped,
+                len,
+                PoolKind::FsDax,
+                on_tmpfs,
+                path,
+                file,
+            )),
+            Err(PmemError::Io { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) =>
+            {
+                if require_dax {
+                    return Err(PmemError::DaxRequired {
+                        path: path.to_path_buf(),
+                        reason: format!("mmap with MAP_SYNC: {source}"),
+                    });
+                }
+                let mapped = mmap_shared(&file, path, len, libc::MAP_SHARED)?;
+                Ok(Mapping::new(
+                    mapped,
+                    len,
+                    PoolKind::Emulated,
+                    on_tmpfs,
+                    path,
+                    file,
+                ))
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| match e {
+            PmemError::Io { source, op, .. } => io(op, source),
+            e => e,
+        })
+    }
+
+    fn new(
+        base: NonNull<u8>,
+        len: u64,
+        kind: PoolKind,
+        on_tmpfs: bool,
+        path: &Path,
+        file: File,
+    ) -> Mapping {
+        Mapping {
+            base,
+            len: len as usize,
+            kind,
+            on_tmpfs,
+            path: path.to_path_buf(),
+            file,
+        }
+    }
+
+    /// First byte of the mapping (page aligned).
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never: `map` refuses empty files).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The kind detected when mapping.
+    pub fn kind(&self) -> PoolKind {
+        self.kind
+    }
+
+    /// Whether the file lives on tmpfs (DRAM: survives a process crash, not a reboot).
+    pub fn on_tmpfs(&self) -> bool {
+        self.on_tmpfs
+    }
+
+    /// The path it was mapped from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file or device behind the mapping.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("path", &self.path)
+            .field("kind", &self.kind)
+            .field("len", &self.len)
+            .field("on_tmpfs", &self.on_tmpfs)
+            .finish()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base..base+len` is exactly the mapping created in `map`, and nothing derived
+        // from it outlives `self` (regions and persisters borrow or own the mapping).
+        unsafe { libc::munmap(self.base.as_ptr().cast::<c_void>(), self.len) };
+    }
+}
+
+fn mmap_shared(file: &File, path: &Path, len: u64, flags: i32) -> Result<NonNull<u8>, PmemError> {
+    let invalid = |why| PmemError::InvalidLength {
+        path: path.to_path_buf(),
+        len,
+        why,
+    };
+    if len == 0 {
+        return Err(invalid("the file is empty"));
+    }
+    let len_usize = usize::try_from(len)
+        .ok()
+        .filter(|&l| l <= isize::MAX as usize)
+        .ok_or_else(|| invalid("larger than the address space"))?;
+    // SAFETY: a fresh mapping chosen by the kernel (addr = NULL) aliases no Rust object; the fd is
+    // open for the duration of the call. The result is checked against MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len_usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(PmemError::Io {
+            path: path.to_path_buf(),
+            op: "mmap",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| invalid("mmap returned a null address"))
+}
+
+fn is_tmpfs(file: &File) -> bool {
+    // SAFETY: statfs is plain data; zeroed is a valid value for it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the fd is open and `st` is a valid out-pointer.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    rc == 0 && st.f_type == libc::TMPFS_MAGIC
+}
+
+/// Size and mapping alignment of a device-dax device, from sysfs.
+fn devdax_geometry(path: &Path, major: u32, minor: u32) -> Result<(u64, u64), PmemError> {
+    let mut dirs = vec![PathBuf::from(format!("/sys/dev/char/{major}:{minor}"))];
+    if let Some(name) = path.file_name() {
+        dirs.push(Path::new("/sys/bus/dax/devices").join(name));
+    }
+    let mut last = String::from("no sysfs directory found");
+    for dir in &dirs {
+        match devdax_geometry_in(dir) {
+            Ok(g) => return Ok(g),
+            Err(what) => last = format!("{}: {what}", dir.display()),
+        }
+    }
+    Err(PmemError::DevDax {
+        path: path.to_path_buf(),
+        what: last,
+    })
+}
+
+/// Reads `size` and `align` from a device-dax sysfs directory. Kernels before 5.1 have no
+/// `align` attribute; devdax namespaces are then aligned to 2 MiB.
+pub(crate) fn devdax_geometry_in(dir: &Path) -> Result<(u64, u64), String> {
+    let read = |name: &str| -> Result<Option<u64>, String> {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(s) => parse_sysfs_number(&s)
+                .map(Some)
+                .ok_or_else(|| format!("{name}: not a number: {:?}", s.trim())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{name}: {e}")),
+        }
+    };
+    let size = read("size")?.ok_or("no size attribute")?;
+    let align = read("align")?.unwrap_or(2 << 20);
+    if align == 0 || !align.is_power_of_two() {
+        return Err(format!("align {align} is not a power of two"));
+    }
+    if size < align {
+        return Err(format!("size {size} is smaller than its alignment {align}"));
+    }
+    Ok((size, align))
+}
+
+fn parse_sysfs_number(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("eagle-mapping-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn new_file(path: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap()
+    }
+
+    #[test]
+    fn devdax_geometry_reads_size_and_align_from_sysfs() {
+        let dir = tmp("sysfs");
+        std::fs::write(dir.join("size"), "1071644672\n").unwrap();
+        std::fs::write(dir.join("align"), "2097152\n").unwrap();
+        assert_eq!(devdax_geometry_in(&dir), Ok((1071644672, 2097152)));
+        std::fs::remove_file(dir.join("align")).unwrap();
+        assert_eq!(devdax_geometry_in(&dir), Ok((1071644672, 2 << 20)));
+        std::fs::write(dir.join("align"), "3000\n").unwrap();
+        assert!(
+            devdax_geometry_in(&dir)
+                .unwrap_err()
+                .contains("power of two")
+        );
+        std::fs::write(dir.join("align"), "0x1000\n").unwrap();
+        std::fs::write(dir.join("size"), "garbage").unwrap();
+        assert!(
+            devdax_geometry_in(&dir)
+                .unwrap_err()
+                .contains("not a number")
+        );
+        std::fs::remove_file(dir.join("size")).unwrap();
+        assert!(devdax_geometry_in(&dir).unwrap_err().contains("no size"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn plain_file_falls_back_to_emulation_or_refuses_with_require_dax() {
+        let dir = tmp("fallback");
+        let path = dir.join("p");
+        let f = new_file(&path);
+        f.set_len(1 << 20).unwrap();
+        let m = Mapping::map(f.try_clone().unwrap(), &path, false).unwrap();
+        assert_eq!(m.kind(), PoolKind::Emulated);
+        assert_eq!(m.len(), 1 << 20);
+        drop(m);
+        let e = Mapping::map(f, &path, true).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PmemError::DaxRequired { .. }), "{msg}");
+        assert!(
+            msg.contains(path.to_str().unwrap()) && msg.contains("MAP_SYNC"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn empty_file_is_refused_with_the_path() {
+        let dir = tmp("empty");
+        let path = dir.join("p");
+        let f = new_file(&path);
+        let e = Mapping::map(f, &path, false).err().unwrap();
+        assert!(e.to_string().contains("empty"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stores_through_the_mapping_reach_the_file() {
+        let dir = tmp("store");
+        let path = dir.join("p");
+        let f = new_file(&path);
+        f.set_len(8192).unwrap();
+        let m = Mapping::map(f, &path, false).unwrap();
+        // SAFETY: offset 4096 is inside the 8 KiB mapping and nothing else accesses it.
+        unsafe { m.base().add(4096).write(0xA5) };
+        drop(m);
+        assert_eq!(std::fs::read(&path).unwrap()[4096], 0xA5);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,176 @@
+//! A mapped pool together with the persister for it, and bounds-checked access by offset.
+//!
+//! Everything above this module addresses the pool by 8-byte offsets from its base; this is where
+//! an offset becomes an address, after a bounds (and, for atomics, alignment) check, so an offset
+//! read from a corrupted pool yields an error, never a wild access.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use pmem_emulation::Simulator;
+
+use super::{
+    CpuFlushCaps, FLUSH_ENV, FlushMode, FlushSource, Mapping, Persister, PmemError, PoolKind,
+};
+
+/// A hook the power-failure simulator calls at every fence (see `pmem_emulation::Simulator`).
+pub type FenceHook = Box<dyn FnMut(&Simulator, u64) + Send>;
+
+/// A mapped pool and the means to make its bytes durable.
+pub struct Region {
+    // Field order matters: the persister (which holds the base address) drops before the mapping.
+    persister: Persister,
+    mapping: Mapping,
+}
+
+impl Region {
+    /// Wraps a mapping with the flush mode `flush`, or, when `None`, the one named by
+    /// `EAGLE_FLUSH`, or the best the CPU has. `Some(FlushMode::Simulated)` attaches a fresh
+    /// power-failure simulator whose durable image is the mapping's current contents.
+    pub fn new(mapping: Mapping, flush: Option<FlushMode>) -> Result<Region, PmemError> {
+        Self::with_hook(mapping, flush, None)
+    }
+
+    /// As [`Region::new`], and installs `hook` on the simulator before anything is written.
+    pub fn with_hook(
+        mapping: Mapping,
+        flush: Option<FlushMode>,
+        hook: Option<FenceHook>,
+    ) -> Result<Region, PmemError> {
+        let caps = CpuFlushCaps::detect();
+        let env = std::env::var(FLUSH_ENV).ok();
+        let (mode, source) = FlushMode::resolve(flush, env.as_deref(), caps)?;
+        let sim = (mode == FlushMode::Simulated).then(|| {
+            // SAFETY: the mapping is page aligned, its length a multiple of the page size for files
+            // we create (and of the device alignment for devdax), and it outlives the simulator:
+            // the region drops the persister (the simulator's only owner besides clones handed to
+            // tests, which must not use it after the region is gone) before the mapping.
+            let sim = Arc::new(unsafe { Simulator::new(mapping.base(), mapping.len()) });
+            if let Some(hook) = hook {
+                sim.set_fence_hook(Some(hook));
+            }
+            sim
+        });
+        // SAFETY: the mapping lives as long as the region, which owns both; `resolve` checked the
+        // mode against the CPU; `sim` is present exactly in simulated mode and observes this mapping.
+        let persister = unsafe { Persister::new(mapping.base(), mapping.len(), mode, source, sim) };
+        Ok(Region { persister, mapping })
+    }
+
+    /// The flush/fence primitives for this region.
+    pub fn persister(&self) -> &Persister {
+        &self.persister
+    }
+
+    /// The flush mode in use.
+    pub fn flush_mode(&self) -> FlushMode {
+        self.persister.mode()
+    }
+
+    /// Who chose the flush mode.
+    pub fn flush_source(&self) -> FlushSource {
+        self.persister.source()
+    }
+
+    /// The underlying mapping.
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// What backs the region.
+    pub fn kind(&self) -> PoolKind {
+        self.mapping.kind()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// Whether the region is empty (never, for a mapped pool).
+    pub fn is_empty(&self) -> bool {
+        self.mapping.is_empty()
+    }
+
+    /// Whether `offset..offset+len` lies inside the region.
+    #[inline]
+    pub fn contains(&self, offset: u64, len: u64) -> bool {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.mapping.len() as u64)
+    }
+
+    /// Copies `out.len()` bytes at `offset` out of the region; `false` (and nothing copied) when
+    /// the range is outside it.
+    pub fn read(&self, offset: u64, out: &mut [u8]) -> bool {
+        if !self.contains(offset, out.len() as u64) {
+            return false;
+        }
+        // SAFETY: the range is inside the mapping (checked above) and `out` is a distinct Rust
+        // buffer. Concurrent writers to the same bytes are excluded by the callers' protocols
+        // (records are immutable once published; headers are written before publication).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.mapping.base().add(offset as usize),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        true
+    }
+
+    /// Copies `data` into the region at `offset` (not yet durable: flush and fence it).
+    ///
+    /// # Safety
+    /// - No other thread may read or write `offset..offset+data.len()` concurrently, except
+    ///   through a protocol that tolerates torn reads (optimistic readers re-validating a version).
+    ///
+    /// Panics if the range is outside the region (a caller bug).
+    pub unsafe fn write(&self, offset: u64, data: &[u8]) {
+        assert!(
+            self.contains(offset, data.len() as u64),
+            "write of {} bytes at {offset} outside a region of {} bytes",
+            data.len(),
+            self.len()
+        );
+        // SAFETY: in bounds (asserted above); exclusivity is the caller's obligation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.mapping.base().add(offset as usize),
+                data.len(),
+            )
+        };
+    }
+
+    /// The 8-byte word at `offset` as an atomic, or `None` if `offset` is out of range or not
+    /// 8-byte aligned. An aligned 8-byte store is the unit the media writes failure-atomically.
+    #[inline]
+    pub fn atomic_u64(&self, offset: u64) -> Option<&AtomicU64> {
+        if !offset.is_multiple_of(8) || !self.contains(offset, 8) {
+            return None;
+        }
+        // SAFETY: the word is inside the mapping, which lives as long as `self`, and is 8-byte
+        // aligned (the mapping base is page aligned). Shared memory may be mutated by other
+        // threads; AtomicU64 is made for exactly that.
+        Some(unsafe { AtomicU64::from_ptr(self.mapping.base().add(offset as usize).cast()) })
+    }
+
+    /// See [`Persister::flush`].
+    #[inline]
+    pub fn flush(&self, offset: u64, len: usize) {
+        self.persister.flush(offset, len)
+    }
+
+    /// See [`Persister::fence`].
+    #[inline]
+    pub fn fence(&self) {
+        self.persister.fence()
+    }
+
+    /// See [`Persister::persist`].
+    #[inline]
+    pub fn persist(&self, offset: u64, len: usize) {
+        self.persister.persist(offset, len)
+    }
+}
