@@ -4,9 +4,14 @@
 //! Module roots only declare and re-export; `unsafe` is confined to [`pmem`] (mapping and cache-line
 //! flushes) and the few typed accessors built on it.
 
+pub mod dash;
+pub mod engine;
 pub mod fault;
+pub mod heap;
 pub mod pmem;
 pub mod pool;
+pub mod record;
 
+pub use engine::{Engine, EngineError};
 pub use pmem::{FlushMode, PmemError, PoolKind};
 pub use pool::{Pool, PoolError, PoolOptions};

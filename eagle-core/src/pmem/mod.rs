@@ -6,6 +6,7 @@ mod durability;
 mod error;
 mod flush_mode;
 mod mapping;
+mod object;
 mod persister;
 mod region;
 
@@ -14,5 +15,6 @@ pub use durability::Durability;
 pub use error::PmemError;
 pub use flush_mode::{FLUSH_ENV, FlushMode, FlushSource};
 pub use mapping::{Mapping, PoolKind};
+pub use object::PmemObject;
 pub use persister::{CACHE_LINE, Persister};
 pub use region::{FenceHook, Region};

@@ -9,6 +9,8 @@ use std::sync::atomic::AtomicU64;
 
 use pmem_emulation::Simulator;
 
+use super::PmemObject;
+
 use super::{
     CpuFlushCaps, FLUSH_ENV, FlushMode, FlushSource, Mapping, Persister, PmemError, PoolKind,
 };
@@ -154,6 +156,32 @@ impl Region {
         // aligned (the mapping base is page aligned). Shared memory may be mutated by other
         // threads; AtomicU64 is made for exactly that.
         Some(unsafe { AtomicU64::from_ptr(self.mapping.base().add(offset as usize).cast()) })
+    }
+
+    /// A typed view of the object at `offset`, or `None` if it does not fit in the region or is
+    /// misaligned for `T` (so an offset read from a corrupted pool cannot cause a wild access).
+    #[inline]
+    pub fn object<T: PmemObject>(&self, offset: u64) -> Option<&T> {
+        let align = std::mem::align_of::<T>() as u64;
+        if !offset.is_multiple_of(align) || !self.contains(offset, std::mem::size_of::<T>() as u64)
+        {
+            return None;
+        }
+        // SAFETY: in bounds and aligned (the mapping base is page aligned, and page alignment
+        // exceeds every PmemObject's alignment); `T: PmemObject` accepts any bytes and only
+        // allows shared mutation through atomics; the mapping outlives `&self`.
+        Some(unsafe { &*self.mapping.base().add(offset as usize).cast::<T>() })
+    }
+
+    /// A raw pointer to `offset`, for bulk copies by the few modules that own a byte range
+    /// exclusively (record writers). `None` when `offset..offset+len` is outside the region.
+    #[inline]
+    pub fn ptr(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        if !self.contains(offset, len) {
+            return None;
+        }
+        // SAFETY: in bounds, so the result points into the live mapping.
+        Some(unsafe { self.mapping.base().add(offset as usize) })
     }
 
     /// See [`Persister::flush`].

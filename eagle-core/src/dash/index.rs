@@ -1,0 +1,298 @@
+//! The index type, opening it, and optimistic lookups.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_epoch::{Collector, Guard};
+use parking_lot::Mutex;
+
+use super::bucket::set_bits;
+use super::bucket::{Bucket, fingerprint};
+use super::directory::{Directory, dir_size};
+use super::error::{IndexError, corrupted};
+use super::segment::{ALL_BUCKETS, BUCKETS, STASH, Segment, bucket_index};
+use crate::heap::{Heap, SEGMENT_CLASS_SIZE};
+use crate::pmem::Region;
+use crate::record::RecordRef;
+
+/// Where a record was found: bucket index in the segment (64.. for stash) and slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub bucket: usize,
+    pub slot: usize,
+    pub record: u64,
+}
+
+/// Counts for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IndexStats {
+    /// Records in the index.
+    pub len: u64,
+    /// Segments.
+    pub segments: u64,
+    /// Global depth of the directory.
+    pub global_depth: u32,
+    /// Records / slots (normal and stash).
+    pub load_factor: f64,
+}
+
+/// The Dash extendible hash index over a pool's heap.
+pub struct Dash {
+    pub(crate) heap: Arc<Heap>,
+    pub(crate) seed: u64,
+    pub(crate) collector: Arc<Collector>,
+    /// Serialises directory changes (split publication, doubling) and repairs.
+    pub(crate) dir_lock: Mutex<()>,
+    pub(crate) len: AtomicU64,
+    pub(crate) segments: AtomicU64,
+    pub(crate) epoch: u64,
+    pub(crate) root_at: u64,
+}
+
+impl Dash {
+    /// Opens the index in `heap`'s pool, creating an empty one in a new pool. Repairs every
+    /// segment a crash left inconsistent, then sweeps: marks every reachable block in the heap
+    /// and lets the heap reclaim the rest.
+    pub fn open(heap: Arc<Heap>) -> Result<Dash, IndexError> {
+        let pool = heap.pool().clone();
+        let uuid = pool.header().uuid;
+        let seed = u64::from_le_bytes(uuid[0..8].try_into().expect("8 bytes"))
+            ^ u64::from_le_bytes(uuid[8..16].try_into().expect("8 bytes"));
+        let dash = Dash {
+            seed,
+            collector: Arc::new(Collector::new()),
+            dir_lock: Mutex::new(()),
+            len: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+            epoch: pool.recovery_epoch(),
+            root_at: pool.layout().meta.offset,
+            heap,
+        };
+        if dash.root().load(Ordering::Acquire) == 0 {
+            dash.create()?;
+        }
+        dash.sweep()?;
+        Ok(dash)
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        self.heap.pool().region()
+    }
+
+    pub(crate) fn root(&self) -> &AtomicU64 {
+        self.region()
+            .atomic_u64(self.root_at)
+            .expect("the metadata region is mapped")
+    }
+
+    /// Builds an empty index: one segment, a directory of depth 0, then the root.
+    fn create(&self) -> Result<(), IndexError> {
+        let region = self.region();
+        let seg_off = self.new_segment(0, 0, 0)?;
+        let dir_off = self.heap.alloc(dir_size(0))?;
+        let dir = Directory::init(region, dir_off, 0);
+        dir.entry(0).store(seg_off, Ordering::Relaxed);
+        region.persist(dir_off, dir_size(0) as usize);
+        // Ordering: segment and directory are durable (persisted above and in new_segment)
+        // before the root's 8-byte store publishes them; a crash before it leaves the root 0
+        // (the next open creates again) and both blocks unreachable (the sweep reclaims them).
+        self.root().store(dir_off, Ordering::Release);
+        region.persist(self.root_at, 8);
+        Ok(())
+    }
+
+    /// Allocates a segment, zeroes its buckets, writes its header, and persists all of it.
+    pub(crate) fn new_segment(
+        &self,
+        depth: u32,
+        pattern: u64,
+        parent: u64,
+    ) -> Result<u64, IndexError> {
+        let region = self.region();
+        let off = self.heap.alloc(SEGMENT_CLASS_SIZE as u64)?;
+        let zeroes = vec![0u8; SEGMENT_CLASS_SIZE as usize];
+        // SAFETY: the block was just allocated and is not reachable by anyone else.
+        unsafe { region.write(off, &zeroes) };
+        let seg = self.segment(off)?;
+        seg.init_header(depth, pattern, parent, self.epoch);
+        region.persist(off, SEGMENT_CLASS_SIZE as usize);
+        self.segments.fetch_add(1, Ordering::Relaxed);
+        Ok(off)
+    }
+
+    pub(crate) fn segment(&self, off: u64) -> Result<&Segment, IndexError> {
+        self.region()
+            .object::<Segment>(off)
+            .ok_or_else(|| corrupted(format!("segment offset {off:#x} is outside the pool")))
+    }
+
+    pub(crate) fn directory(&self) -> Result<Directory<'_>, IndexError> {
+        let off = self.root().load(Ordering::Acquire);
+        Directory::open(self.region(), off)
+            .ok_or_else(|| corrupted(format!("no directory at the root's offset {off:#x}")))
+    }
+
+    pub(crate) fn pin(&self) -> Guard {
+        super::epoch::pin(&self.collector)
+    }
+
+    /// The key's hash (xxh3-64, seeded per pool so clients cannot aim at one segment).
+    #[inline]
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+    }
+
+    /// The segment that `hash` maps to now, repaired if a crash left it untouched since.
+    pub(crate) fn locate(&self, hash: u64) -> Result<(u64, &Segment), IndexError> {
+        loop {
+            let dir = self.directory()?;
+            let seg_off = dir.entry(dir.index_of(hash)).load(Ordering::Acquire);
+            let seg = self.segment(seg_off)?;
+            if seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
+                || seg.header.parent.load(Ordering::Acquire) != 0
+            {
+                self.repair(seg_off)?;
+                continue;
+            }
+            return Ok((seg_off, seg));
+        }
+    }
+
+    /// Looks `key` up and hands its record to `f`. Lock-free: retries while a writer holds one
+    /// of the two candidate buckets or changed them meanwhile; never writes to the pool (except
+    /// the one-time repair of a segment a crash left behind).
+    pub fn get<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(RecordRef<'_>) -> R,
+    ) -> Result<Option<R>, IndexError> {
+        let h = self.hash(key);
+        let _guard = self.pin();
+        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        loop {
+            let (_, seg) = self.locate(h)?;
+            let (Some(v0), Some(v1)) =
+                (seg.bucket(b).read_version(), seg.bucket(b1).read_version())
+            else {
+                std::hint::spin_loop();
+                continue;
+            };
+            if !seg.covers(h) {
+                continue;
+            }
+            let found = self.search(seg, h, key);
+            if !(seg.bucket(b).validate(v0) && seg.bucket(b1).validate(v1)) {
+                continue;
+            }
+            return match found? {
+                None => Ok(None),
+                Some(found) => {
+                    let rec = RecordRef::open(self.region(), found.record).ok_or_else(|| {
+                        corrupted(format!("record {:#x} is unreadable", found.record))
+                    })?;
+                    Ok(Some(f(rec)))
+                }
+            };
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, IndexError> {
+        Ok(self.get(key, |_| ())?.is_some())
+    }
+
+    /// Searches the two candidate buckets and, if their overflow metadata says so, the stash.
+    pub(crate) fn search(
+        &self,
+        seg: &Segment,
+        h: u64,
+        key: &[u8],
+    ) -> Result<Option<Found>, IndexError> {
+        let fp = fingerprint(h);
+        let b = bucket_index(h);
+        for bi in [b, (b + 1) % BUCKETS] {
+            if let Some(f) = self.search_bucket(seg.bucket(bi), bi, fp, h, key)? {
+                return Ok(Some(f));
+            }
+        }
+        for s in set_bits(seg.bucket(b).stash_candidates(fp, STASH)) {
+            if let Some(f) = self.search_bucket(seg.stash(s), BUCKETS + s, fp, h, key)? {
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
+    }
+
+    fn search_bucket(
+        &self,
+        bucket: &Bucket,
+        bi: usize,
+        fp: u8,
+        h: u64,
+        key: &[u8],
+    ) -> Result<Option<Found>, IndexError> {
+        for i in set_bits(bucket.match_fp(fp)) {
+            if bucket.slots[i].hash.load(Ordering::Relaxed) != h {
+                continue;
+            }
+            let record = bucket.slots[i].record.load(Ordering::Acquire);
+            if self.key_equals(record, key)? {
+                return Ok(Some(Found {
+                    bucket: bi,
+                    slot: i,
+                    record,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn key_equals(&self, record: u64, key: &[u8]) -> Result<bool, IndexError> {
+        let rec = RecordRef::open(self.region(), record)
+            .ok_or_else(|| corrupted(format!("record {record:#x} is unreadable")))?;
+        // The caller holds an epoch guard taken before it read `record` from a slot.
+        Ok(rec.key() == key)
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts for metrics.
+    pub fn stats(&self) -> IndexStats {
+        let len = self.len();
+        let segments = self.segments.load(Ordering::Relaxed);
+        let slots = segments * (ALL_BUCKETS * super::bucket::SLOTS) as u64;
+        IndexStats {
+            len,
+            segments,
+            global_depth: self.directory().map_or(0, |d| d.global_depth),
+            load_factor: if slots == 0 {
+                0.0
+            } else {
+                len as f64 / slots as f64
+            },
+        }
+    }
+
+    /// Runs the epoch reclamation as far as it can go and gives the heap back (closing).
+    /// Records retired but not yet freed stay allocated on the media: nothing reaches them, so
+    /// the next open's sweep reclaims them.
+    pub fn into_heap(self) -> Arc<Heap> {
+        for _ in 0..4 {
+            self.pin().flush();
+        }
+        self.heap
+    }
+
+    /// The heap the index allocates from.
+    pub fn heap(&self) -> &Arc<Heap> {
+        &self.heap
+    }
+}

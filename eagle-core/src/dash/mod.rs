@@ -1,0 +1,21 @@
+//! Dash: extendible hashing for persistent memory (Lu et al., VLDB 2020), as a type stack:
+//! bucket (`bucket.rs`) → segment (`segment.rs`) → directory (`directory.rs`) → the index
+//! (`index.rs`: open and lookups; `write.rs`: inserts and deletes; `split.rs`; `repair.rs`:
+//! recovery and the heap sweep; `scan.rs`). Layouts are drawn in `docs/format.md`.
+
+mod bucket;
+mod directory;
+mod epoch;
+mod error;
+mod index;
+mod repair;
+mod scan;
+mod segment;
+mod split;
+mod write;
+
+pub use bucket::{Bucket, SLOTS, Slot};
+pub use error::IndexError;
+pub use index::{Dash, IndexStats};
+pub use segment::{BUCKETS, STASH, Segment};
+pub use write::{PutMode, PutOutcome};

@@ -1,0 +1,177 @@
+//! Recovery: lazy repair of a segment the first time it is touched after a crash, and the sweep
+//! that tells the heap which blocks are reachable.
+//!
+//! Repair of a segment S (directory lock held; no other thread touches S's buckets, since every
+//! operation repairs a segment before locking or reading it):
+//! 1. if S was created by a split that may not have finished (`parent` set), repair the parent,
+//!    which finishes that split;
+//! 2. reset every bucket lock (a crash can leave them held);
+//! 3. if S was splitting (`sibling` set), roll the split forward (`finish_split`);
+//! 4. drop duplicate slots (a crash during displacement leaves a record in two buckets), fix
+//!    probe bits, rebuild fingerprints and overflow metadata from the slots' hashes: everything
+//!    but the alloc bits and slot contents is derivable;
+//! 5. persist S, then tag it with the current recovery epoch (persisted last: a crash during
+//!    repair repeats it, every step being idempotent).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use super::bucket::set_bits;
+use super::error::{IndexError, corrupted};
+use super::index::Dash;
+use super::segment::{ALL_BUCKETS, BUCKETS, Segment, bucket_index};
+use super::split::rebuild_overflow;
+use crate::heap::SEGMENT_CLASS_SIZE;
+
+impl Dash {
+    /// Repairs the segment at `seg_off` if it needs it.
+    pub(crate) fn repair(&self, seg_off: u64) -> Result<(), IndexError> {
+        let _dir = self.dir_lock.lock();
+        self.repair_locked(seg_off)
+    }
+
+    fn repair_locked(&self, seg_off: u64) -> Result<(), IndexError> {
+        let region = self.region();
+        let seg = self.segment(seg_off)?;
+        if !seg.has_magic() {
+            return Err(corrupted(format!(
+                "directory names {seg_off:#x}, which is no segment"
+            )));
+        }
+        let parent = seg.header.parent.load(Ordering::Acquire);
+        if parent != 0 {
+            let p = self.segment(parent)?;
+            if p.header.sibling.load(Ordering::Acquire) == seg_off {
+                self.repair_segment(parent, p)?;
+            }
+            // Ordering: the parent's split is complete and durable (finish_split persisted it)
+            // before this segment stops pointing at it.
+            seg.header.parent.store(0, Ordering::Release);
+            region.persist(seg_off, 64);
+        }
+        if seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch {
+            self.repair_segment(seg_off, seg)?;
+        }
+        Ok(())
+    }
+
+    fn repair_segment(&self, seg_off: u64, seg: &Segment) -> Result<(), IndexError> {
+        let region = self.region();
+        for bi in 0..ALL_BUCKETS {
+            seg.bucket(bi).reset_lock();
+        }
+        let sibling = seg.header.sibling.load(Ordering::Acquire);
+        if sibling != 0 {
+            let s = self.segment(sibling)?;
+            for bi in 0..ALL_BUCKETS {
+                s.bucket(bi).reset_lock();
+            }
+            self.finish_split(seg_off, seg, sibling)?;
+        }
+        let (d, p) = seg.depth_pattern();
+        let mut seen = HashSet::new();
+        for bi in 0..ALL_BUCKETS {
+            let bucket = seg.bucket(bi);
+            let (mut alloc, mut probe) = (0u32, 0u32);
+            for i in set_bits(bucket.alloc_bits()) {
+                let rec = bucket.slots[i].record.load(Ordering::Relaxed);
+                let h = bucket.slots[i].hash.load(Ordering::Relaxed);
+                if super::segment::prefix(h, d) != p {
+                    return Err(corrupted(format!(
+                        "segment {seg_off:#x} (depth {d}, pattern {p:#x}) holds a record of hash {h:#018x}"
+                    )));
+                }
+                let home = bucket_index(h);
+                let legal = bi == home || bi == (home + 1) % BUCKETS || bi >= BUCKETS;
+                if !legal {
+                    return Err(corrupted(format!(
+                        "segment {seg_off:#x} bucket {bi} holds a record of bucket {home}"
+                    )));
+                }
+                if !seen.insert(rec) {
+                    continue; // the second copy left by an interrupted displacement
+                }
+                alloc |= 1 << i;
+                if bi < BUCKETS && bi != home {
+                    probe |= 1 << i;
+                }
+                bucket.set_fp(i, h);
+            }
+            bucket.set_bitmap(alloc, probe);
+        }
+        rebuild_overflow(seg);
+        region.persist(seg_off, SEGMENT_CLASS_SIZE as usize);
+        // Ordering: the repaired contents are durable before the tag says so; a crash before the
+        // tag's persist repeats the repair, which is idempotent.
+        seg.header
+            .repaired_epoch
+            .store(self.epoch, Ordering::Release);
+        region.persist(seg_off, 64);
+        Ok(())
+    }
+
+    /// Calls `f` with each distinct segment offset in directory order.
+    pub(crate) fn for_each_segment(
+        &self,
+        mut f: impl FnMut(u64) -> Result<(), IndexError>,
+    ) -> Result<(), IndexError> {
+        let dir = self.directory()?;
+        let mut prev = None;
+        for i in 0..dir.len() {
+            let s = dir.entry(i).load(Ordering::Acquire);
+            if prev != Some(s) {
+                f(s)?;
+                prev = Some(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// Repairs every segment, counts the records, and marks every reachable block in the heap
+    /// (directory, segments, records); then the heap reclaims the rest.
+    pub(crate) fn sweep(&self) -> Result<(), IndexError> {
+        loop {
+            let mut pending = Vec::new();
+            self.for_each_segment(|s| {
+                let seg = self.segment(s)?;
+                if seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
+                    || seg.header.parent.load(Ordering::Acquire) != 0
+                {
+                    pending.push(s);
+                }
+                Ok(())
+            })?;
+            if pending.is_empty() {
+                break;
+            }
+            for s in pending {
+                self.repair(s)?;
+            }
+        }
+        let heap = &self.heap;
+        let mark = |off: u64, what: &str| {
+            heap.mark(off)
+                .map_err(|e| corrupted(format!("{what}: {e}")))
+        };
+        let dir = self.directory()?;
+        mark(dir.offset, "directory")?;
+        let (mut records, mut segments) = (0u64, 0u64);
+        self.for_each_segment(|s| {
+            mark(s, "segment")?;
+            segments += 1;
+            let seg = self.segment(s)?;
+            for bi in 0..ALL_BUCKETS {
+                let b = seg.bucket(bi);
+                for i in set_bits(b.alloc_bits()) {
+                    mark(b.slots[i].record.load(Ordering::Relaxed), "record")?;
+                    records += 1;
+                }
+            }
+            Ok(())
+        })?;
+        self.len.store(records, Ordering::Relaxed);
+        self.segments.store(segments, Ordering::Relaxed);
+        self.heap.finish_sweep();
+        Ok(())
+    }
+}

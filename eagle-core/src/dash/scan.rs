@@ -1,0 +1,99 @@
+//! SCAN: a cursor over the hash space. The cursor is the start of a segment's hash range with
+//! the bucket to resume at in its low 6 bits. Segments only ever split (never merge), and a
+//! split divides a range into two contiguous halves, so every key present for the whole scan is
+//! returned at least once, even across splits and directory doublings: a range already passed
+//! is never revisited, a range not yet reached is visited whole (in one segment or in two).
+
+use std::sync::atomic::Ordering;
+
+use super::bucket::set_bits;
+use super::error::IndexError;
+use super::index::Dash;
+use super::segment::{BUCKETS, STASH, Segment, bucket_index};
+use crate::record::RecordRef;
+
+impl Dash {
+    /// Visits the records of home buckets from `cursor` on, at least `count` of them unless the
+    /// scan ends; returns the cursor to continue from, 0 when the whole index was visited.
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        mut f: impl FnMut(RecordRef<'_>),
+    ) -> Result<u64, IndexError> {
+        let _guard = self.pin();
+        let mut pos = cursor & !(BUCKETS as u64 - 1);
+        let mut j = (cursor & (BUCKETS as u64 - 1)) as usize;
+        let mut seen = 0;
+        let mut batch = Vec::new();
+        loop {
+            let (_, seg) = self.locate(pos)?;
+            let (d, p) = seg.depth_pattern();
+            if !seg.covers(pos) {
+                continue;
+            }
+            let start = if d == 0 { 0 } else { p << (64 - d) };
+            let end = if d == 0 {
+                0
+            } else {
+                start.wrapping_add(1 << (64 - d))
+            };
+            while j < BUCKETS {
+                batch.clear();
+                if !read_home(seg, j, &mut batch) {
+                    continue; // a writer was active: read the bucket again
+                }
+                for &rec in &batch {
+                    let r = RecordRef::open(self.region(), rec).ok_or_else(|| {
+                        super::error::corrupted(format!("record {rec:#x} is unreadable"))
+                    })?;
+                    f(r);
+                }
+                seen += batch.len();
+                j += 1;
+                if seen >= count && j < BUCKETS {
+                    return Ok(start | j as u64);
+                }
+            }
+            if end == 0 {
+                return Ok(0);
+            }
+            pos = end;
+            j = 0;
+            if seen >= count {
+                return Ok(pos);
+            }
+        }
+    }
+}
+
+/// Collects the records whose home is bucket `j` (in `j`, in `j + 1` as probes, or in the
+/// stash) under optimistic validation; false if a writer interfered.
+fn read_home(seg: &Segment, j: usize, out: &mut Vec<u64>) -> bool {
+    let j1 = (j + 1) % BUCKETS;
+    let mut versions = [0u32; 2 + STASH];
+    let mut buckets = [0usize; 2 + STASH];
+    buckets[0] = j;
+    buckets[1] = j1;
+    for s in 0..STASH {
+        buckets[2 + s] = BUCKETS + s;
+    }
+    for (v, &bi) in versions.iter_mut().zip(&buckets) {
+        match seg.bucket(bi).read_version() {
+            Some(x) => *v = x,
+            None => return false,
+        }
+    }
+    for &bi in &buckets {
+        let b = seg.bucket(bi);
+        for i in set_bits(b.alloc_bits()) {
+            if bucket_index(b.slots[i].hash.load(Ordering::Relaxed)) == j {
+                out.push(b.slots[i].record.load(Ordering::Acquire));
+            }
+        }
+    }
+    versions
+        .iter()
+        .zip(&buckets)
+        .all(|(&v, &bi)| seg.bucket(bi).validate(v))
+}

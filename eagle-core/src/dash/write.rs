@@ -1,0 +1,343 @@
+//! Inserts, upserts and deletes. Every persistent write below carries its ordering argument.
+
+use std::sync::atomic::Ordering;
+
+use super::bucket::fingerprint;
+use super::bucket::set_bits;
+use super::error::IndexError;
+use super::index::{Dash, Found};
+use super::segment::{BUCKETS, STASH, Segment, bucket_index, bucket_offset};
+use crate::record::{RecordKind, record_size, write_record};
+
+/// Whether a put may replace an existing record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Only if the key is absent.
+    Insert,
+    /// Insert or replace.
+    Upsert,
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The key was absent and now holds the record.
+    Inserted,
+    /// The key held a record, now replaced.
+    Replaced,
+    /// `PutMode::Insert` and the key exists: nothing changed.
+    Exists,
+}
+
+/// The buckets a writer holds, released in reverse on drop.
+struct Held<'a> {
+    seg: &'a Segment,
+    buckets: [usize; 8],
+    n: usize,
+}
+
+impl<'a> Held<'a> {
+    /// Locks the home bucket and its neighbour in index order.
+    fn home(seg: &'a Segment, b: usize, b1: usize) -> Held<'a> {
+        let (lo, hi) = if b < b1 { (b, b1) } else { (b1, b) };
+        seg.bucket(lo).lock();
+        seg.bucket(hi).lock();
+        Held {
+            seg,
+            buckets: [lo, hi, 0, 0, 0, 0, 0, 0],
+            n: 2,
+        }
+    }
+
+    /// Locks one more bucket, blocking: only for buckets after every one held (stash).
+    fn add(&mut self, i: usize) {
+        debug_assert!(self.buckets[..self.n].iter().all(|&h| h < i));
+        self.seg.bucket(i).lock();
+        self.buckets[self.n] = i;
+        self.n += 1;
+    }
+
+    /// Tries to lock one more bucket in any order (never blocks, so never deadlocks).
+    fn try_add(&mut self, i: usize) -> bool {
+        if self.buckets[..self.n].contains(&i) || !self.seg.bucket(i).try_lock() {
+            return false;
+        }
+        self.buckets[self.n] = i;
+        self.n += 1;
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        for &i in self.buckets[..self.n].iter().rev() {
+            self.seg.bucket(i).unlock();
+        }
+    }
+}
+
+impl Dash {
+    /// Inserts or replaces `key` with a record of `kind` holding `value`. On return the change is
+    /// durable.
+    pub fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        kind: RecordKind,
+        expire_at_ms: u64,
+        mode: PutMode,
+    ) -> Result<PutOutcome, IndexError> {
+        let region = self.region();
+        let h = self.hash(key);
+        let guard = self.pin();
+        // The record is written and flushed before any lock is taken: it is private until
+        // published, and the flush overlaps with the lock wait.
+        let size = record_size(key, value.len() as u64);
+        let rec = self.heap.alloc(size)?;
+        // SAFETY: `rec` was just allocated; nothing else can reach it.
+        unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
+        let outcome = self.publish_record(key, h, rec, mode, &guard);
+        if outcome.is_err() {
+            // Never published: free it now rather than leave it to the next open's sweep.
+            let _ = self.heap.free(rec);
+        }
+        outcome
+    }
+
+    fn publish_record(
+        &self,
+        key: &[u8],
+        h: u64,
+        rec: u64,
+        mode: PutMode,
+        guard: &crossbeam_epoch::Guard,
+    ) -> Result<PutOutcome, IndexError> {
+        let region = self.region();
+        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        loop {
+            let (seg_off, seg, mut held) = self.lock_home(h)?;
+            if let Some(found) = self.search(seg, h, key)? {
+                if mode == PutMode::Insert {
+                    drop(held);
+                    // Never published: no reader can have seen it, so it is freed at once.
+                    self.heap.free(rec)?;
+                    return Ok(PutOutcome::Exists);
+                }
+                let slot = &seg.bucket(found.bucket).slots[found.slot];
+                // Ordering: this fence makes the record (flushed in write_record) durable before
+                // the slot's 8-byte store points to it. The swap is failure-atomic: after a crash
+                // the slot holds the old or the new offset, each naming a complete record.
+                region.fence();
+                slot.record.store(rec, Ordering::Release);
+                region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
+                drop(held);
+                self.retire(guard, found.record);
+                return Ok(PutOutcome::Replaced);
+            }
+            let target = match self.pick_slot(seg, seg_off, &mut held, b, b1) {
+                Some(t) => t,
+                None => {
+                    drop(held);
+                    self.split(seg_off, h)?;
+                    continue;
+                }
+            };
+            let (bi, i) = target;
+            let bucket = seg.bucket(bi);
+            bucket.write_slot(i, rec, h);
+            region.flush(slot_offset(seg_off, bi, i), 16);
+            // Ordering: record and slot contents are durable before the alloc bit publishes them
+            // (a crash before this fence leaves the bit clear: the record is unreachable and
+            // the sweep reclaims it).
+            region.fence();
+            bucket.publish(i, h, bi == b1);
+            region.flush(bucket_off(seg_off, bi), 8 + 14);
+            if bi >= BUCKETS {
+                // Stashed: note it in the home bucket's overflow metadata. Derivable, so it may
+                // share the fence: repair rebuilds it from the stash if the crash tears it.
+                seg.bucket(b).add_overflow(fingerprint(h), bi - BUCKETS);
+                region.flush(bucket_off(seg_off, b), 32);
+            }
+            // Ordering: the alloc bit is durable before the bucket is unlocked, so no reader
+            // (they wait for unlocked buckets) ever sees a record that a crash could take away.
+            region.fence();
+            drop(held);
+            self.len.fetch_add(1, Ordering::Relaxed);
+            return Ok(PutOutcome::Inserted);
+        }
+    }
+
+    /// A free slot for a new record of home bucket `b`: the less full of `b` and `b1`, else one
+    /// made by displacing a record, else one in the stash. `None`: the segment must split.
+    fn pick_slot(
+        &self,
+        seg: &Segment,
+        seg_off: u64,
+        held: &mut Held<'_>,
+        b: usize,
+        b1: usize,
+    ) -> Option<(usize, usize)> {
+        let (c0, c1) = (seg.bucket(b).count(), seg.bucket(b1).count());
+        let first = if c0 <= c1 { b } else { b1 };
+        let second = if first == b { b1 } else { b };
+        for bi in [first, second] {
+            if let Some(i) = seg.bucket(bi).free_slot() {
+                return Some((bi, i));
+            }
+        }
+        if let Some(t) = self.displace(seg, seg_off, held, b, b1) {
+            return Some(t);
+        }
+        for s in 0..STASH {
+            held.add(BUCKETS + s);
+            if let Some(i) = seg.stash(s).free_slot() {
+                return Some((BUCKETS + s, i));
+            }
+        }
+        None
+    }
+
+    /// Frees a slot in `b1` by moving one of its own records to `b2` (as a probe record), or a
+    /// slot in `b` by moving a probe record back to its home `b - 1`.
+    fn displace(
+        &self,
+        seg: &Segment,
+        seg_off: u64,
+        held: &mut Held<'_>,
+        b: usize,
+        b1: usize,
+    ) -> Option<(usize, usize)> {
+        let b2 = (b1 + 1) % BUCKETS;
+        let b0 = (b + BUCKETS - 1) % BUCKETS;
+        // (from, to, which records may move, moved record is probe in `to`)
+        for (from, to, move_probe, probe_in_to) in [(b1, b2, false, true), (b, b0, true, false)] {
+            if seg.bucket(to).free_slot().is_none() || !held.try_add(to) {
+                continue;
+            }
+            let Some(j) = seg.bucket(to).free_slot() else {
+                continue;
+            };
+            let src = seg.bucket(from);
+            for i in set_bits(src.alloc_bits()) {
+                if src.is_probe(i) != move_probe {
+                    continue;
+                }
+                self.move_slot(seg, seg_off, (from, i), (to, j), probe_in_to);
+                return Some((from, i));
+            }
+        }
+        None
+    }
+
+    /// Copies a published slot to a free slot of another bucket, then removes the original.
+    /// Both buckets are locked by the caller.
+    fn move_slot(
+        &self,
+        seg: &Segment,
+        seg_off: u64,
+        (from, i): (usize, usize),
+        (to, j): (usize, usize),
+        probe: bool,
+    ) {
+        let region = self.region();
+        let src = &seg.bucket(from).slots[i];
+        let (rec, h) = (
+            src.record.load(Ordering::Relaxed),
+            src.hash.load(Ordering::Relaxed),
+        );
+        let dst = seg.bucket(to);
+        dst.write_slot(j, rec, h);
+        region.flush(slot_offset(seg_off, to, j), 16);
+        region.fence();
+        dst.publish(j, h, probe);
+        region.flush(bucket_off(seg_off, to), 8 + 14);
+        // Ordering: the copy is durable before the original is removed. A crash between the
+        // two fences leaves the record in both buckets; repair removes the duplicate.
+        region.fence();
+        seg.bucket(from).unpublish(i);
+        region.persist(bucket_off(seg_off, from), 8);
+    }
+
+    /// Locks the home bucket pair of `h` in the segment that holds `h` now (retrying across
+    /// splits that move it).
+    fn lock_home(&self, h: u64) -> Result<(u64, &Segment, Held<'_>), IndexError> {
+        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        loop {
+            let (seg_off, seg) = self.locate(h)?;
+            let held = Held::home(seg, b, b1);
+            let dir = self.directory()?;
+            if seg.covers(h) && dir.entry(dir.index_of(h)).load(Ordering::Acquire) == seg_off {
+                return Ok((seg_off, seg, held));
+            }
+        }
+    }
+
+    /// Deletes `key`; true if it was present. On return the deletion is durable.
+    pub fn delete(&self, key: &[u8]) -> Result<bool, IndexError> {
+        let h = self.hash(key);
+        let guard = self.pin();
+        let b = bucket_index(h);
+        let (seg_off, seg, mut held) = self.lock_home(h)?;
+        let Some(Found {
+            bucket,
+            slot,
+            record,
+        }) = self.search(seg, h, key)?
+        else {
+            return Ok(false);
+        };
+        if bucket >= BUCKETS {
+            held.add(bucket);
+        }
+        self.unlink(seg, seg_off, bucket, slot, b, h);
+        drop(held);
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.retire(&guard, record);
+        Ok(true)
+    }
+
+    /// Removes slot `i` of bucket `bi` (home bucket `b`, all locked) durably.
+    pub(crate) fn unlink(
+        &self,
+        seg: &Segment,
+        seg_off: u64,
+        bi: usize,
+        i: usize,
+        b: usize,
+        h: u64,
+    ) {
+        let region = self.region();
+        seg.bucket(bi).unpublish(i);
+        region.flush(bucket_off(seg_off, bi), 8);
+        if bi >= BUCKETS {
+            seg.bucket(b).remove_overflow(fingerprint(h), bi - BUCKETS);
+            region.flush(bucket_off(seg_off, b), 32);
+        }
+        // Ordering: the cleared alloc bit is durable before the bucket is unlocked and before
+        // the record is retired; the record is only freed after every reader that could have
+        // seen it has unpinned.
+        region.fence();
+    }
+
+    /// Hands a record to epoch reclamation: freed (zeroed) once no reader can hold it.
+    pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, record: u64) {
+        let heap = std::sync::Arc::downgrade(&self.heap);
+        guard.defer(move || {
+            // If the index is gone, the block stays allocated on the media and the next open's
+            // sweep reclaims it (nothing reaches it).
+            if let Some(heap) = heap.upgrade() {
+                let _ = heap.free(record);
+            }
+        });
+    }
+}
+
+/// Offset of bucket `bi` of the segment at `seg_off`.
+pub(crate) fn bucket_off(seg_off: u64, bi: usize) -> u64 {
+    seg_off + bucket_offset(bi)
+}
+
+/// Offset of slot `i` of bucket `bi`.
+pub(crate) fn slot_offset(seg_off: u64, bi: usize, i: usize) -> u64 {
+    bucket_off(seg_off, bi) + 32 + 16 * i as u64
+}

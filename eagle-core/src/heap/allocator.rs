@@ -1,0 +1,505 @@
+//! The heap allocator: size-class chunks with DRAM free bitmaps, whole chunks for large objects.
+//!
+//! Durability argument. The only allocator state on the media is the chunk table. A chunk's word
+//! is written (and fenced) before the first block of it is handed out, and returned to `Free` only
+//! once every block in it is free. Whether a block is in use is *not* persisted: it is in use iff
+//! the index reaches it, and after every open [`Heap::finish_sweep`] rebuilds the DRAM bitmaps of
+//! the chunks that were in use from the index's marks. So a block allocated but never published
+//! (crash before the publishing store) or unlinked but not yet freed (crash before the deferred
+//! free ran) is found unreachable and reclaimed; no block is both free and reachable, none leaks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use zeroize::Zeroize;
+
+use super::HeapError;
+use super::chunk_table::{ChunkKind, Geometry};
+use super::classes::{CHUNK, CLASS_SIZES, blocks_per_chunk, class_for, class_size};
+use crate::pool::Pool;
+
+/// Space accounting, for metrics and INFO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Bytes of chunks in the heap.
+    pub capacity: u64,
+    /// Bytes in blocks handed out (block sizes, not requested sizes).
+    pub used: u64,
+    /// Bytes in chunks assigned to a class or a large object.
+    pub chunk_bytes: u64,
+    /// Chunks not assigned to anything.
+    pub free_chunks: u32,
+}
+
+impl HeapStats {
+    /// Bytes not handed out.
+    pub fn free(&self) -> u64 {
+        self.capacity - self.used
+    }
+
+    /// Share of assigned chunk bytes not in use (0.0 = none wasted).
+    pub fn fragmentation(&self) -> f64 {
+        if self.chunk_bytes == 0 {
+            0.0
+        } else {
+            1.0 - self.used as f64 / self.chunk_bytes as f64
+        }
+    }
+}
+
+#[derive(Default)]
+struct ClassState {
+    /// Free-block bitmaps of this class's chunks (bit set = free).
+    chunks: HashMap<u32, Blocks>,
+    /// Chunks with at least one free block.
+    partial: BTreeSet<u32>,
+}
+
+struct Blocks {
+    free_bits: Vec<u64>,
+    free: u32,
+}
+
+impl Blocks {
+    fn all_free(n: u32) -> Blocks {
+        let mut free_bits = vec![u64::MAX; n.div_ceil(64) as usize];
+        if !n.is_multiple_of(64) {
+            *free_bits.last_mut().expect("n > 0") = (1u64 << (n % 64)) - 1;
+        }
+        Blocks { free_bits, free: n }
+    }
+
+    fn take(&mut self) -> Option<u32> {
+        let (w, bits) = self
+            .free_bits
+            .iter_mut()
+            .enumerate()
+            .find(|(_, b)| **b != 0)?;
+        let bit = bits.trailing_zeros();
+        *bits &= !(1 << bit);
+        self.free -= 1;
+        Some(w as u32 * 64 + bit)
+    }
+
+    /// Marks block `i` free; false if it already was (a double free).
+    fn put(&mut self, i: u32) -> bool {
+        let (w, b) = ((i / 64) as usize, i % 64);
+        if self.free_bits[w] & (1 << b) != 0 {
+            return false;
+        }
+        self.free_bits[w] |= 1 << b;
+        self.free += 1;
+        true
+    }
+}
+
+struct Chunks {
+    /// DRAM mirror of the chunk table.
+    kinds: Vec<ChunkKind>,
+    /// Free chunks available for allocation (excludes chunks awaiting the sweep).
+    free: BTreeSet<u32>,
+}
+
+/// Chunks in use when the pool was opened, whose blocks' state the sweep establishes.
+struct Sweep {
+    /// Live-block bitmaps of old small chunks (bit set = reachable).
+    small: HashMap<u32, Vec<u64>>,
+    /// Old large objects (head chunk) found reachable.
+    large: HashMap<u32, bool>,
+}
+
+/// The persistent heap.
+pub struct Heap {
+    pool: Arc<Pool>,
+    geo: Geometry,
+    classes: Vec<Mutex<ClassState>>,
+    chunks: Mutex<Chunks>,
+    sweep: Mutex<Option<Sweep>>,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl Heap {
+    /// Opens the heap of `pool`: reads and validates the chunk table. Chunks in use are held
+    /// back until [`finish_sweep`](Self::finish_sweep); until then only free chunks serve
+    /// allocations.
+    pub fn open(pool: Arc<Pool>) -> Result<Heap, HeapError> {
+        let region = pool.region();
+        let geo = Geometry::for_heap(pool.layout().heap);
+        let mut kinds = Vec::with_capacity(geo.chunks as usize);
+        let mut free = BTreeSet::new();
+        let mut sweep = Sweep {
+            small: HashMap::new(),
+            large: HashMap::new(),
+        };
+        let mut c = 0;
+        while c < geo.chunks {
+            let kind = geo.read(region, c).map_err(|w| HeapError::Corrupted {
+                what: format!("chunk table entry {c} holds {w:#018x}"),
+            })?;
+            match kind {
+                ChunkKind::Free => {
+                    free.insert(c);
+                }
+                ChunkKind::Small(k) => {
+                    sweep
+                        .small
+                        .insert(c, vec![0; blocks_per_chunk(k).div_ceil(64) as usize]);
+                }
+                ChunkKind::LargeHead(n) => {
+                    // A head whose tails do not all follow is a large allocation torn by a
+                    // crash before it was published: the sweep frees it (nothing reaches it).
+                    sweep.large.insert(c, false);
+                    let _ = n;
+                }
+                ChunkKind::LargeTail(_) => {}
+            }
+            kinds.push(kind);
+            c += 1;
+        }
+        Ok(Heap {
+            classes: CLASS_SIZES.iter().map(|_| Mutex::default()).collect(),
+            chunks: Mutex::new(Chunks { kinds, free }),
+            sweep: Mutex::new(Some(sweep)),
+            used: 0.into(),
+            pool,
+            geo,
+        })
+    }
+
+    /// The pool this heap lives in.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Gives the pool back (closing).
+    pub fn into_pool(self) -> Arc<Pool> {
+        self.pool
+    }
+
+    /// Allocates `size` bytes and returns the block's offset. The block is not zeroed unless it
+    /// was freed by this allocator; the caller writes, persists, then publishes it.
+    pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
+        let off = match class_for(size) {
+            Some(k) => self.alloc_small(k),
+            None => self.alloc_large(size),
+        }
+        .ok_or(HeapError::OutOfSpace { requested: size })?;
+        Ok(off)
+    }
+
+    fn alloc_small(&self, k: u8) -> Option<u64> {
+        let mut class = self.classes[k as usize].lock();
+        if class.partial.is_empty() {
+            let c = self.take_chunks(1, ChunkKind::Small(k))?;
+            class
+                .chunks
+                .insert(c, Blocks::all_free(blocks_per_chunk(k)));
+            class.partial.insert(c);
+        }
+        let c = *class.partial.last().expect("a partial chunk exists");
+        let blocks = class
+            .chunks
+            .get_mut(&c)
+            .expect("partial chunks have bitmaps");
+        let i = blocks.take().expect("partial chunks have a free block");
+        if blocks.free == 0 {
+            class.partial.remove(&c);
+        }
+        self.used
+            .fetch_add(class_size(k), std::sync::atomic::Ordering::Relaxed);
+        Some(self.geo.chunk_offset(c) + i as u64 * class_size(k))
+    }
+
+    fn alloc_large(&self, size: u64) -> Option<u64> {
+        let n = u32::try_from(size.div_ceil(CHUNK)).ok()?;
+        let c = self.take_chunks(n, ChunkKind::LargeHead(n))?;
+        self.used
+            .fetch_add(n as u64 * CHUNK, std::sync::atomic::Ordering::Relaxed);
+        Some(self.geo.chunk_offset(c))
+    }
+
+    /// Assigns `n` contiguous free chunks to `kind` and makes that durable.
+    fn take_chunks(&self, n: u32, kind: ChunkKind) -> Option<u32> {
+        let mut chunks = self.chunks.lock();
+        let first = if n == 1 {
+            *chunks.free.first()?
+        } else {
+            let mut run = (0u32, 0u32);
+            let mut found = None;
+            for &c in &chunks.free {
+                run = if run.1 > 0 && run.0 + run.1 == c {
+                    (run.0, run.1 + 1)
+                } else {
+                    (c, 1)
+                };
+                if run.1 == n {
+                    found = Some(run.0);
+                    break;
+                }
+            }
+            found?
+        };
+        let region = self.pool.region();
+        for d in 1..n {
+            self.geo.write(region, first + d, ChunkKind::LargeTail(d));
+        }
+        self.geo.write(region, first, kind);
+        // Ordering: the chunk words are durable before any block of the chunk is handed out,
+        // so a published block never lies in a chunk that recovery reads as free. A crash
+        // before this fence leaves the chunks free or half-assigned with nothing published in
+        // them; the sweep returns such chunks to free.
+        region.fence();
+        for d in 0..n {
+            chunks.free.remove(&(first + d));
+            chunks.kinds[(first + d) as usize] = if d == 0 {
+                kind
+            } else {
+                ChunkKind::LargeTail(d)
+            };
+        }
+        Some(first)
+    }
+
+    /// Returns a block to the heap: zeroes it (so deleted values do not linger in persistent
+    /// memory), persists the zeroes, and makes it available. The caller guarantees that nothing
+    /// reaches the block any more and no reader can still be reading it (epoch reclamation).
+    pub fn free(&self, offset: u64) -> Result<(), HeapError> {
+        let (c, within) = self.geo.locate(offset).ok_or(HeapError::BadFree {
+            offset,
+            why: "outside the heap's chunks",
+        })?;
+        let kind = self.chunks.lock().kinds[c as usize];
+        let (size, block) = match kind {
+            ChunkKind::Small(k) if within % class_size(k) == 0 => {
+                (class_size(k), (within / class_size(k)) as u32)
+            }
+            ChunkKind::LargeHead(n) if within == 0 => (n as u64 * CHUNK, 0),
+            _ => {
+                return Err(HeapError::BadFree {
+                    offset,
+                    why: "not the start of an allocated block",
+                });
+            }
+        };
+        self.zero(offset, size);
+        if let Some(sweep) = self.sweep.lock().as_mut() {
+            // Still sweeping and the block is in a chunk that was in use at open: its state is
+            // decided by the sweep; clearing its live mark is all that freeing means yet.
+            let old = match kind {
+                ChunkKind::Small(_) => sweep.small.get_mut(&c).map(|live| {
+                    live[(block / 64) as usize] &= !(1 << (block % 64));
+                }),
+                _ => sweep.large.get_mut(&c).map(|l| *l = false),
+            };
+            if old.is_some() {
+                return Ok(());
+            }
+        }
+        self.used
+            .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+        match kind {
+            ChunkKind::Small(k) => {
+                let mut class = self.classes[k as usize].lock();
+                let blocks = class.chunks.get_mut(&c).ok_or(HeapError::BadFree {
+                    offset,
+                    why: "chunk has no blocks",
+                })?;
+                if !blocks.put(block) {
+                    return Err(HeapError::BadFree {
+                        offset,
+                        why: "double free",
+                    });
+                }
+                if blocks.free == blocks_per_chunk(k) {
+                    class.chunks.remove(&c);
+                    class.partial.remove(&c);
+                    self.release_chunks(c, 1);
+                } else {
+                    class.partial.insert(c);
+                }
+            }
+            _ => self.release_chunks(c, (size / CHUNK) as u32),
+        }
+        Ok(())
+    }
+
+    fn release_chunks(&self, first: u32, n: u32) {
+        let region = self.pool.region();
+        let mut chunks = self.chunks.lock();
+        // Head first: a crash after it leaves tails without a head, which open treats as free.
+        for d in 0..n {
+            self.geo.write(region, first + d, ChunkKind::Free);
+        }
+        // Ordering: every block of these chunks is already free and zeroed (persisted), so
+        // whether or not these words reach the media before a crash, nothing reachable is lost.
+        region.fence();
+        for d in 0..n {
+            chunks.kinds[(first + d) as usize] = ChunkKind::Free;
+            chunks.free.insert(first + d);
+        }
+    }
+
+    fn zero(&self, offset: u64, size: u64) {
+        let region = self.pool.region();
+        let p = region
+            .ptr(offset, size)
+            .expect("blocks lie inside the heap region");
+        // SAFETY: the block is inside the mapping, and the caller of `free` (or the sweep, for
+        // unreachable blocks) guarantees that no other thread accesses it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(p, size as usize) };
+        bytes.zeroize();
+        region.persist(offset, size as usize);
+    }
+
+    /// Records during the sweep that the index reaches the block at `offset`. Errors name what
+    /// is wrong with the reference (outside the heap, not a block start, referenced twice).
+    pub fn mark(&self, offset: u64) -> Result<(), HeapError> {
+        let bad = |why: &'static str| HeapError::BadReference { offset, why };
+        let (c, within) = self
+            .geo
+            .locate(offset)
+            .ok_or(bad("outside the heap's chunks"))?;
+        let kind = self.chunks.lock().kinds[c as usize];
+        let mut guard = self.sweep.lock();
+        let sweep = guard.as_mut().ok_or(bad("marked after the sweep ended"))?;
+        match kind {
+            ChunkKind::Small(k) if within % class_size(k) == 0 => {
+                let i = (within / class_size(k)) as usize;
+                // A chunk assigned after open is managed live: nothing to establish.
+                let Some(live) = sweep.small.get_mut(&c) else {
+                    return Ok(());
+                };
+                if live[i / 64] & (1 << (i % 64)) != 0 {
+                    return Err(bad("referenced twice"));
+                }
+                live[i / 64] |= 1 << (i % 64);
+                Ok(())
+            }
+            ChunkKind::LargeHead(_) if within == 0 => {
+                let Some(live) = sweep.large.get_mut(&c) else {
+                    return Ok(());
+                };
+                if std::mem::replace(live, true) {
+                    return Err(bad("referenced twice"));
+                }
+                Ok(())
+            }
+            _ => Err(bad("not the start of an allocated block")),
+        }
+    }
+
+    /// Ends the sweep: every block of the chunks in use at open that was not marked is free
+    /// (zeroed if it holds anything), chunks left empty return to the free pool. Returns the
+    /// number of blocks reclaimed.
+    pub fn finish_sweep(&self) -> u64 {
+        let Some(sweep) = self.sweep.lock().take() else {
+            return 0;
+        };
+        let mut reclaimed = 0;
+        let kinds = self.chunks.lock().kinds.clone();
+        for (c, live) in sweep.small {
+            let ChunkKind::Small(k) = kinds[c as usize] else {
+                continue;
+            };
+            let n = blocks_per_chunk(k);
+            let mut blocks = Blocks::all_free(n);
+            let mut in_use = 0;
+            for i in 0..n {
+                let off = self.geo.chunk_offset(c) + i as u64 * class_size(k);
+                if live[(i / 64) as usize] & (1 << (i % 64)) != 0 {
+                    blocks.free_bits[(i / 64) as usize] &= !(1 << (i % 64));
+                    blocks.free -= 1;
+                    in_use += 1;
+                } else if !self.is_zero(off, class_size(k)) {
+                    self.zero(off, class_size(k));
+                    reclaimed += 1;
+                }
+            }
+            if in_use == 0 {
+                self.release_chunks(c, 1);
+                continue;
+            }
+            self.used
+                .fetch_add(in_use * class_size(k), std::sync::atomic::Ordering::Relaxed);
+            let mut class = self.classes[k as usize].lock();
+            if blocks.free > 0 {
+                class.partial.insert(c);
+            }
+            class.chunks.insert(c, blocks);
+        }
+        for (c, live) in sweep.large {
+            let ChunkKind::LargeHead(n) = kinds[c as usize] else {
+                continue;
+            };
+            let n = n.min(self.geo.chunks - c);
+            let intact = (1..n).all(|d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d));
+            if live && intact {
+                self.used
+                    .fetch_add(n as u64 * CHUNK, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                self.zero(self.geo.chunk_offset(c), CHUNK);
+                reclaimed += 1;
+                let tails = (1..n)
+                    .take_while(|&d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d))
+                    .count() as u32;
+                self.release_chunks(c, 1 + tails);
+            }
+        }
+        // Tails left without their head (a release or an assignment torn by a crash).
+        let kinds = self.chunks.lock().kinds.clone();
+        for c in 0..self.geo.chunks {
+            if let ChunkKind::LargeTail(d) = kinds[c as usize] {
+                let headed =
+                    d <= c && matches!(kinds[(c - d) as usize], ChunkKind::LargeHead(n) if n > d);
+                if !headed {
+                    self.zero(self.geo.chunk_offset(c), CHUNK);
+                    self.release_chunks(c, 1);
+                }
+            }
+        }
+        reclaimed
+    }
+
+    fn is_zero(&self, offset: u64, size: u64) -> bool {
+        let p = self
+            .pool
+            .region()
+            .ptr(offset, size)
+            .expect("blocks lie inside the heap region");
+        // SAFETY: inside the mapping; during the sweep nothing writes unreachable blocks.
+        let bytes = unsafe { std::slice::from_raw_parts(p, size as usize) };
+        bytes.iter().all(|&b| b == 0)
+    }
+
+    /// Whether the sweep after open has finished.
+    pub fn swept(&self) -> bool {
+        self.sweep.lock().is_none()
+    }
+
+    /// Current space accounting.
+    pub fn stats(&self) -> HeapStats {
+        let chunks = self.chunks.lock();
+        let free_chunks = chunks
+            .kinds
+            .iter()
+            .filter(|k| **k == ChunkKind::Free)
+            .count() as u32;
+        HeapStats {
+            capacity: self.geo.chunks as u64 * CHUNK,
+            used: self.used.load(std::sync::atomic::Ordering::Relaxed),
+            chunk_bytes: (self.geo.chunks - free_chunks) as u64 * CHUNK,
+            free_chunks,
+        }
+    }
+
+    /// Usable bytes of the block at `offset` (its class size, or its chunks), if it is a block.
+    pub fn block_size(&self, offset: u64) -> Option<u64> {
+        let (c, within) = self.geo.locate(offset)?;
+        match self.chunks.lock().kinds[c as usize] {
+            ChunkKind::Small(k) if within % class_size(k) == 0 => Some(class_size(k)),
+            ChunkKind::LargeHead(n) if within == 0 => Some(n as u64 * CHUNK),
+            _ => None,
+        }
+    }
+}

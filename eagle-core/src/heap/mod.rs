@@ -1,0 +1,12 @@
+//! The persistent heap: records, Dash segments and directories live here. See `allocator.rs` for
+//! the crash-consistency argument.
+
+mod allocator;
+mod chunk_table;
+mod classes;
+mod error;
+
+pub use allocator::{Heap, HeapStats};
+pub use chunk_table::{ChunkKind, Geometry};
+pub use classes::{CHUNK, SEGMENT_CLASS_SIZE};
+pub use error::HeapError;

@@ -1,0 +1,180 @@
+//! The Dash index against a model: inserts, upserts, deletes and lookups through many splits and
+//! directory doublings, across clean reopens and crashes (drop without close).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use eagle_core::dash::{PutMode, PutOutcome};
+use eagle_core::pmem::FlushMode;
+use eagle_core::record::RecordKind;
+use eagle_core::{Engine, PoolOptions};
+use proptest::prelude::*;
+
+fn pool_path(name: &str) -> PathBuf {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let p = dir.join(format!("eagle-dash-{}-{name}.pool", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn opts(size: u64) -> PoolOptions {
+    PoolOptions {
+        size,
+        flush: Some(FlushMode::None),
+        ..PoolOptions::default()
+    }
+}
+
+fn get(e: &Engine, key: &[u8]) -> Option<Vec<u8>> {
+    e.index().get(key, |r| r.value().to_vec()).unwrap()
+}
+
+fn put(e: &Engine, key: &[u8], value: &[u8], mode: PutMode) -> PutOutcome {
+    e.index()
+        .put(key, value, RecordKind::String, 0, mode)
+        .unwrap()
+}
+
+fn check_all(e: &Engine, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    assert_eq!(e.index().len(), model.len() as u64);
+    for (k, v) in model {
+        assert_eq!(get(e, k).as_deref(), Some(&v[..]), "key {k:?}");
+    }
+    // A full scan returns every key (at least once) and nothing else.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = 0;
+    loop {
+        cursor = e
+            .index()
+            .scan(cursor, 100, |r| {
+                seen.insert(r.key().to_vec());
+            })
+            .unwrap();
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), model.len());
+    assert!(model.keys().all(|k| seen.contains(k)));
+}
+
+#[test]
+fn inserts_and_deletes_survive_splits_doublings_reopen_and_crash() {
+    let path = pool_path("splits");
+    let e = Engine::open(&path, opts(64 << 20)).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0u64..60_000 {
+        let k = format!("key:{i}").into_bytes();
+        let v = i.to_le_bytes().to_vec();
+        assert_eq!(put(&e, &k, &v, PutMode::Insert), PutOutcome::Inserted);
+        model.insert(k, v);
+    }
+    let stats = e.index().stats();
+    assert!(stats.segments >= 32 && stats.global_depth >= 5, "{stats:?}");
+    assert!(stats.load_factor > 0.5, "{stats:?}");
+    for i in (0u64..60_000).step_by(3) {
+        let k = format!("key:{i}").into_bytes();
+        assert!(e.index().delete(&k).unwrap());
+        model.remove(&k);
+    }
+    for i in (1u64..60_000).step_by(3) {
+        let k = format!("key:{i}").into_bytes();
+        assert_eq!(put(&e, &k, b"new", PutMode::Upsert), PutOutcome::Replaced);
+        assert_eq!(put(&e, &k, b"newer", PutMode::Insert), PutOutcome::Exists);
+        model.insert(k, b"new".to_vec());
+    }
+    assert_eq!(get(&e, b"absent"), None);
+    assert!(!e.index().delete(b"absent").unwrap());
+    check_all(&e, &model);
+    e.close().unwrap();
+
+    let e = Engine::open(&path, opts(64 << 20)).unwrap();
+    assert!(e.pool().was_clean());
+    check_all(&e, &model);
+    drop(e); // crash: no close
+    let e = Engine::open(&path, opts(64 << 20)).unwrap();
+    assert!(!e.pool().was_clean());
+    check_all(&e, &model);
+    let used = e.index().heap().stats().used;
+    e.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(used > 0);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u16, u8),
+    Upsert(u16, u8),
+    Delete(u16),
+    Get(u16),
+    Reopen { crash: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<u16>(), any::<u8>()).prop_map(|(k, v)| Op::Insert(k, v)),
+        3 => (any::<u16>(), any::<u8>()).prop_map(|(k, v)| Op::Upsert(k, v)),
+        3 => any::<u16>().prop_map(Op::Delete),
+        2 => any::<u16>().prop_map(Op::Get),
+        1 => any::<bool>().prop_map(|crash| Op::Reopen { crash }),
+    ]
+}
+
+fn key(k: u16) -> Vec<u8> {
+    // Keys of varied length, some long enough to need bigger size classes.
+    let mut v = format!("k{k}").into_bytes();
+    v.resize(2 + (k as usize % 7) * 13, b'.');
+    v
+}
+
+fn value(k: u16, v: u8) -> Vec<u8> {
+    vec![v; (k as usize % 5) * 50 + (v as usize % 3)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_match_a_btreemap(ops in proptest::collection::vec(op(), 1..3000)) {
+        let path = pool_path(&format!("model-{}", std::thread::current().name().unwrap_or("t").len()));
+        let mut e = Some(Engine::open(&path, opts(32 << 20)).unwrap());
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for op in ops {
+            let eng = e.as_ref().unwrap();
+            match op {
+                Op::Insert(k, v) => {
+                    let got = put(eng, &key(k), &value(k, v), PutMode::Insert);
+                    if let std::collections::btree_map::Entry::Vacant(slot) = model.entry(key(k)) {
+                        prop_assert_eq!(got, PutOutcome::Inserted);
+                        slot.insert(value(k, v));
+                    } else {
+                        prop_assert_eq!(got, PutOutcome::Exists);
+                    }
+                }
+                Op::Upsert(k, v) => {
+                    let got = put(eng, &key(k), &value(k, v), PutMode::Upsert);
+                    let had = model.insert(key(k), value(k, v)).is_some();
+                    prop_assert_eq!(got, if had { PutOutcome::Replaced } else { PutOutcome::Inserted });
+                }
+                Op::Delete(k) => {
+                    prop_assert_eq!(eng.index().delete(&key(k)).unwrap(), model.remove(&key(k)).is_some());
+                }
+                Op::Get(k) => {
+                    prop_assert_eq!(get(eng, &key(k)), model.get(&key(k)).cloned());
+                }
+                Op::Reopen { crash } => {
+                    let eng = e.take().unwrap();
+                    if crash { drop(eng) } else { eng.close().unwrap() }
+                    e = Some(Engine::open(&path, opts(32 << 20)).unwrap());
+                }
+            }
+        }
+        check_all(e.as_ref().unwrap(), &model);
+        e.take().unwrap().close().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+}
