@@ -53,8 +53,29 @@ impl FenceImages {
     /// A hook that, at every fence, takes an image under each of `policies` and calls
     /// `check(fence, policy, image)`; an `Err(why)` is recorded as a violation. The returned
     /// collector gives the report once the workload is done.
-    pub fn hook<F>(policies: Vec<Eviction>, mut check: F) -> (FenceHook, FenceImages)
+    pub fn hook<F>(policies: Vec<Eviction>, check: F) -> (FenceHook, FenceImages)
     where
+        F: FnMut(u64, &Eviction, &[u8]) -> Result<(), String> + Send + 'static,
+    {
+        Self::hook_choosing(move |_| policies.clone(), check)
+    }
+
+    /// One image per fence, the policy rotating through `policies` (fence n uses policy
+    /// n mod len): every policy is exercised at a fraction of the cost.
+    pub fn hook_rotating<F>(policies: Vec<Eviction>, check: F) -> (FenceHook, FenceImages)
+    where
+        F: FnMut(u64, &Eviction, &[u8]) -> Result<(), String> + Send + 'static,
+    {
+        Self::hook_choosing(
+            move |fence| vec![policies[(fence % policies.len() as u64) as usize]],
+            check,
+        )
+    }
+
+    /// The general form: `choose(fence)` gives the policies for that fence.
+    pub fn hook_choosing<C, F>(mut choose: C, mut check: F) -> (FenceHook, FenceImages)
+    where
+        C: FnMut(u64) -> Vec<Eviction> + Send + 'static,
         F: FnMut(u64, &Eviction, &[u8]) -> Result<(), String> + Send + 'static,
     {
         let report = Arc::new(Mutex::new(Report::default()));
@@ -62,7 +83,7 @@ impl FenceImages {
         let mut buf = Vec::new();
         let hook: FenceHook = Box::new(move |sim: &Simulator, fence: u64| {
             buf.resize(sim.len(), 0);
-            for policy in &policies {
+            for policy in &choose(fence) {
                 sim.crash_image_into(policy, &mut buf);
                 let verdict = check(fence, policy, &buf);
                 let mut r = sink.lock();

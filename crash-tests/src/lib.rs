@@ -3,7 +3,9 @@
 //! the power-failure simulator, checking each one, and the one-line summaries scripts read.
 
 mod fence_images;
+mod kv_model;
 mod scratch;
 
 pub use fence_images::{FenceImages, Report, standard_policies};
+pub use kv_model::{KvModel, KvOp};
 pub use scratch::Scratch;

@@ -81,6 +81,11 @@ impl Engine {
         self.index.heap().pool()
     }
 
+    /// Walks everything reachable and checks it against the heap's accounting (quiescent use).
+    pub fn check(&self) -> crate::dash::CheckReport {
+        self.index.check()
+    }
+
     /// How long opening (and recovering) took.
     pub fn open_ns(&self) -> u64 {
         self.recovery_ns

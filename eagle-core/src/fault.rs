@@ -7,6 +7,8 @@
 pub enum Fault {
     /// Pool creation publishes the magic without first persisting the rest of the header.
     SkipHeaderBodyPersist,
+    /// An insert publishes its slot's alloc bit without first fencing the record and slot.
+    SkipFenceBeforePublish,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -60,6 +60,8 @@ fn check_all(e: &Engine, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
     }
     assert_eq!(seen.len(), model.len());
     assert!(model.keys().all(|k| seen.contains(k)));
+    let report = e.check();
+    assert!(report.is_clean(), "{report:#?}");
 }
 
 #[test]

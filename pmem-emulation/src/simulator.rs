@@ -123,8 +123,11 @@ impl Simulator {
     /// Panics if `base` is not 64-byte aligned or `len` is not a multiple of 64.
     ///
     /// # Safety
-    /// `base..base+len` must stay mapped and readable for the simulator's whole life; `base` is
-    /// 64-byte aligned, `len` a multiple of 64. Other threads may store to the region concurrently
+    /// `base..base+len` must stay mapped and readable for as long as any method other than
+    /// [`durable_image`](Self::durable_image) and [`fence_count`](Self::fence_count) is called
+    /// (those two read only the simulator's own state, so a test may call them after the region
+    /// is unmapped, e.g. to see what survives a power failure right after a clean close);
+    /// `base` is 64-byte aligned, `len` a multiple of 64. Other threads may store to the region concurrently
     /// (the simulator reads it with relaxed atomic 8-byte loads; see the note on plain stores in
     /// the crate documentation).
     pub unsafe fn new(base: *const u8, len: usize) -> Simulator {
@@ -299,7 +302,7 @@ impl Simulator {
         }
     }
 
-    /// A copy of the durable image.
+    /// A copy of the durable image. Reads only the simulator's shadow, never the region.
     pub fn durable_image(&self) -> Vec<u8> {
         let mut out = vec![0; self.len()];
         write_words(&mut out, &self.state.lock().durable);

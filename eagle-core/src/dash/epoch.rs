@@ -2,31 +2,44 @@
 //!
 //! `Collector::register` is far too slow for every operation, so each thread keeps its handles in
 //! a small thread-local list keyed by the collector, and prunes the handles of indexes that no
-//! longer exist.
+//! longer exist. Pinning may run deferred frees, which persist (fence) and so may re-enter this
+//! module (a crash harness's fence hook opens another index): the list is never borrowed across
+//! a `pin` or the drop of a handle.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::{Collector, Guard, LocalHandle};
 
+type Handles = Vec<(Weak<Collector>, Rc<LocalHandle>)>;
+
 thread_local! {
-    static HANDLES: RefCell<Vec<(Weak<Collector>, LocalHandle)>> = const { RefCell::new(Vec::new()) };
+    static HANDLES: RefCell<Handles> = const { RefCell::new(Vec::new()) };
 }
 
 /// Pins the calling thread in `collector`'s epoch.
 pub fn pin(collector: &Arc<Collector>) -> Guard {
-    HANDLES.with(|h| {
-        let mut handles = h.borrow_mut();
-        if let Some((_, handle)) = handles
+    let found = HANDLES.with(|h| {
+        h.borrow()
             .iter()
             .find(|(c, _)| std::ptr::eq(c.as_ptr(), Arc::as_ptr(collector)))
-        {
-            return handle.pin();
-        }
-        handles.retain(|(c, _)| c.strong_count() > 0);
-        let handle = collector.register();
-        let guard = handle.pin();
-        handles.push((Arc::downgrade(collector), handle));
-        guard
-    })
+            .map(|(_, handle)| handle.clone())
+    });
+    if let Some(handle) = found {
+        return handle.pin();
+    }
+    // A Weak keeps its allocation, so a dead collector's address is never reused by a live one
+    // while its entry exists: address equality above is identity.
+    let dead: Handles = HANDLES.with(|h| {
+        let mut handles = h.borrow_mut();
+        let (dead, live) = handles.drain(..).partition(|(c, _)| c.strong_count() == 0);
+        *handles = live;
+        dead
+    });
+    drop(dead);
+    let handle = Rc::new(collector.register());
+    let guard = handle.pin();
+    HANDLES.with(|h| h.borrow_mut().push((Arc::downgrade(collector), handle)));
+    guard
 }

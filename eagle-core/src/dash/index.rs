@@ -34,6 +34,8 @@ pub struct IndexStats {
     pub global_depth: u32,
     /// Records / slots (normal and stash).
     pub load_factor: f64,
+    /// Bytes retired to epoch reclamation and not yet freed.
+    pub garbage_bytes: u64,
 }
 
 /// The Dash extendible hash index over a pool's heap.
@@ -44,6 +46,8 @@ pub struct Dash {
     /// Serialises directory changes (split publication, doubling) and repairs.
     pub(crate) dir_lock: Mutex<()>,
     pub(crate) len: AtomicU64,
+    /// Bytes retired to the epoch and not yet freed.
+    pub(crate) garbage: Arc<AtomicU64>,
     pub(crate) segments: AtomicU64,
     pub(crate) epoch: u64,
     pub(crate) root_at: u64,
@@ -63,6 +67,7 @@ impl Dash {
             collector: Arc::new(Collector::new()),
             dir_lock: Mutex::new(()),
             len: AtomicU64::new(0),
+            garbage: Arc::new(AtomicU64::new(0)),
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
             root_at: pool.layout().meta.offset,
@@ -278,6 +283,7 @@ impl Dash {
             } else {
                 len as f64 / slots as f64
             },
+            garbage_bytes: self.garbage.load(Ordering::Relaxed),
         }
     }
 
@@ -288,6 +294,18 @@ impl Dash {
         for _ in 0..4 {
             self.pin().flush();
         }
+        // Writers flush a bucket's first line while they hold its lock, and nothing flushes the
+        // unlock: the media may hold lock bits set. After a crash repair clears them; after a
+        // clean close nothing would, so write the unlocked words back now. A failure to walk the
+        // directory here means a corruption that the next open reports.
+        let region = self.region();
+        let _ = self.for_each_segment(|s| {
+            for bi in 0..super::segment::ALL_BUCKETS {
+                region.flush(super::write::bucket_off(s, bi), 8);
+            }
+            Ok(())
+        });
+        region.fence();
         self.heap
     }
 

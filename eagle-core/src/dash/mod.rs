@@ -4,6 +4,7 @@
 //! recovery and the heap sweep; `scan.rs`). Layouts are drawn in `docs/format.md`.
 
 mod bucket;
+mod check;
 mod directory;
 mod epoch;
 mod error;
@@ -15,6 +16,7 @@ mod split;
 mod write;
 
 pub use bucket::{Bucket, SLOTS, Slot};
+pub use check::CheckReport;
 pub use error::IndexError;
 pub use index::{Dash, IndexStats};
 pub use segment::{BUCKETS, STASH, Segment};

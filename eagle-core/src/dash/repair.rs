@@ -1,5 +1,7 @@
-//! Recovery: lazy repair of a segment the first time it is touched after a crash, and the sweep
-//! that tells the heap which blocks are reachable.
+//! Recovery: repair of a segment before it is first used after a crash, and the sweep that tells
+//! the heap which blocks are reachable. For now `Dash::open` runs the sweep, which repairs every
+//! segment, before the index is returned: open time grows with the index. Making the sweep a
+//! background task (and repair truly lazy) is the instant-recovery work of the WAL issue.
 //!
 //! Repair of a segment S (directory lock held; no other thread touches S's buckets, since every
 //! operation repairs a segment before locking or reading it):

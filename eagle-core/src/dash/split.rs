@@ -24,7 +24,6 @@ use super::segment::{ALL_BUCKETS, BUCKETS, Segment, bucket_index, prefix};
 use super::write::bucket_off;
 
 impl Dash {
-    /// Splits the segment at `seg_off` (if nobody else did meanwhile).
     /// Splits the segment at `seg_off`, which had no room for a record of hash `h` (unless
     /// another writer split it, or made room, meanwhile).
     pub(crate) fn split(&self, seg_off: u64, h: u64) -> Result<(), IndexError> {
@@ -91,19 +90,13 @@ impl Dash {
                 }
             }
         }
-        // Each record keeps its bucket and slot (and probe bit): N is empty apart from earlier
-        // copies of these same records, so every position is free or already holds the copy.
+        // Each record keeps its bucket and slot (and probe bit). Until step 7 nothing but this
+        // step writes N (it is unreachable, or reachable only through a directory entry whose
+        // users repair N, and so finish this split, first). So N's copy of a position is this
+        // record, or, after a crash tore the previous attempt, zeroes or a half-written slot:
+        // rewriting every position is both correct and idempotent.
         for &(bi, i, rec, h) in &moved {
             let dst = new.bucket(bi);
-            let here = dst.alloc_bits() & (1 << i) != 0;
-            if here && dst.slots[i].record.load(Ordering::Relaxed) == rec {
-                continue;
-            }
-            if here {
-                return Err(corrupted(format!(
-                    "new segment {new_off:#x} slot {bi}/{i} holds another record"
-                )));
-            }
             dst.write_slot(i, rec, h);
             dst.publish(i, h, seg.bucket(bi).is_probe(i));
         }

@@ -7,6 +7,7 @@ use super::bucket::set_bits;
 use super::error::IndexError;
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, STASH, Segment, bucket_index, bucket_offset};
+use crate::fault::{self, Fault};
 use crate::record::{RecordKind, record_size, write_record};
 
 /// Whether a put may replace an existing record.
@@ -149,7 +150,9 @@ impl Dash {
             // Ordering: record and slot contents are durable before the alloc bit publishes them
             // (a crash before this fence leaves the bit clear: the record is unreachable and
             // the sweep reclaims it).
-            region.fence();
+            if !fault::armed(Fault::SkipFenceBeforePublish) {
+                region.fence();
+            }
             bucket.publish(i, h, bi == b1);
             region.flush(bucket_off(seg_off, bi), 8 + 14);
             if bi >= BUCKETS {
@@ -319,14 +322,19 @@ impl Dash {
         region.fence();
     }
 
-    /// Hands a record to epoch reclamation: freed (zeroed) once no reader can hold it.
-    pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, record: u64) {
+    /// Hands a block (a replaced or deleted record, an old directory) to epoch reclamation:
+    /// freed (zeroed) once no reader can hold it. Counted as pending garbage until then.
+    pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, block: u64) {
+        let size = self.heap.block_size(block).unwrap_or(0);
+        self.garbage.fetch_add(size, Ordering::Relaxed);
         let heap = std::sync::Arc::downgrade(&self.heap);
+        let garbage = self.garbage.clone();
         guard.defer(move || {
             // If the index is gone, the block stays allocated on the media and the next open's
             // sweep reclaims it (nothing reaches it).
             if let Some(heap) = heap.upgrade() {
-                let _ = heap.free(record);
+                let _ = heap.free(block);
+                garbage.fetch_sub(size, Ordering::Relaxed);
             }
         });
     }

@@ -126,6 +126,19 @@ impl Heap {
     pub fn open(pool: Arc<Pool>) -> Result<Heap, HeapError> {
         let region = pool.region();
         let geo = Geometry::for_heap(pool.layout().heap);
+        if pool.created() {
+            // A new pool on a reused device may hold old bytes where the table goes.
+            let table = geo.chunks as u64 * 8;
+            let p = region
+                .ptr(geo.table, table)
+                .expect("the chunk table lies inside the heap");
+            // SAFETY: the pool was just created by this process and nothing else uses it yet.
+            unsafe { std::ptr::write_bytes(p, 0, table as usize) };
+            // Ordering: the zeroed table is durable before any chunk is assigned (each
+            // assignment fences after it). A crash before this fence leaves the pool without
+            // an index root, so the next open creates the index again over this same table.
+            region.persist(geo.table, table as usize);
+        }
         let mut kinds = Vec::with_capacity(geo.chunks as usize);
         let mut free = BTreeSet::new();
         let mut sweep = Sweep {
@@ -327,7 +340,8 @@ impl Heap {
     fn release_chunks(&self, first: u32, n: u32) {
         let region = self.pool.region();
         let mut chunks = self.chunks.lock();
-        // Head first: a crash after it leaves tails without a head, which open treats as free.
+        // The words may reach the media in any order: a crash can leave a head without some
+        // tails or tails without their head; `finish_sweep` frees (and zeroes) both.
         for d in 0..n {
             self.geo.write(region, first + d, ChunkKind::Free);
         }
@@ -438,11 +452,12 @@ impl Heap {
                 self.used
                     .fetch_add(n as u64 * CHUNK, std::sync::atomic::Ordering::Relaxed);
             } else {
-                self.zero(self.geo.chunk_offset(c), CHUNK);
-                reclaimed += 1;
+                // Unreachable (or torn before it was published): zero every chunk it spans.
                 let tails = (1..n)
                     .take_while(|&d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d))
                     .count() as u32;
+                self.zero(self.geo.chunk_offset(c), (1 + tails) as u64 * CHUNK);
+                reclaimed += 1;
                 self.release_chunks(c, 1 + tails);
             }
         }

@@ -1,6 +1,6 @@
 //! The persistent chunk table: one 8-byte word per chunk, at the start of the heap region. It is
 //! the only allocator state on the media; which blocks of a chunk are in use is derived from what
-//! the index reaches (see `sweep.rs`).
+//! the index reaches (`Dash::sweep` marks, `Heap::finish_sweep` rebuilds).
 //!
 //! Word encoding (little-endian u64), bits 56..64 the kind:
 //! - `0`: free;

@@ -1,0 +1,162 @@
+//! A full walk of the index that verifies every reachable structure and the heap's accounting:
+//! the basis of `eagle-admin check` and of the crash harnesses' leak check.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use super::bucket::set_bits;
+use super::index::Dash;
+use super::segment::{ALL_BUCKETS, BUCKETS, bucket_index, prefix};
+use crate::record::RecordRef;
+
+/// What a check found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Records reached.
+    pub records: u64,
+    /// Segments reached.
+    pub segments: u64,
+    /// Bytes of every reachable block (directory, segments, records), at block size.
+    pub reachable_bytes: u64,
+    /// Bytes the heap accounts as in use.
+    pub heap_used: u64,
+    /// Bytes retired to epoch reclamation, not yet freed (in use, but unreachable).
+    pub garbage: u64,
+    /// Everything wrong, one line each.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// No problem found, and the heap's accounting equals the reachable bytes (no leak).
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.reachable_bytes + self.garbage == self.heap_used
+    }
+}
+
+impl Dash {
+    /// Walks the whole index. Run it while no writer is active (the sweep at open must be done).
+    pub fn check(&self) -> CheckReport {
+        let mut r = CheckReport {
+            heap_used: self.heap.stats().used,
+            garbage: self.garbage.load(Ordering::Relaxed),
+            ..CheckReport::default()
+        };
+        let _guard = self.pin();
+        let dir = match self.directory() {
+            Ok(d) => d,
+            Err(e) => {
+                r.problems.push(e.to_string());
+                return r;
+            }
+        };
+        let mut blocks = HashSet::new();
+        let mut block = |r: &mut CheckReport, off: u64, what: &str, at_least: u64| match self
+            .heap
+            .block_size(off)
+        {
+            None => r
+                .problems
+                .push(format!("{what} at {off:#x} is not an allocated block")),
+            Some(size) if size < at_least => r.problems.push(format!(
+                "{what} at {off:#x} ({at_least} bytes) overflows its {size}-byte block"
+            )),
+            Some(size) if blocks.insert(off) => r.reachable_bytes += size,
+            Some(_) => r
+                .problems
+                .push(format!("{what} at {off:#x} is referenced twice")),
+        };
+        block(
+            &mut r,
+            dir.offset,
+            "directory",
+            super::directory::dir_size(dir.global_depth),
+        );
+        let mut i = 0;
+        while i < dir.len() {
+            let s = dir.entry(i).load(Ordering::Acquire);
+            let Ok(seg) = self.segment(s) else {
+                r.problems.push(format!(
+                    "directory entry {i} names {s:#x}, outside the pool"
+                ));
+                i += 1;
+                continue;
+            };
+            let (d, p) = seg.depth_pattern();
+            if !seg.has_magic() || d > dir.global_depth {
+                r.problems.push(format!(
+                    "directory entry {i}: {s:#x} is no segment, or deeper ({d}) than the directory"
+                ));
+                i += 1;
+                continue;
+            }
+            let span = 1u64 << (dir.global_depth - d);
+            if i % span != 0 || i >> (dir.global_depth - d) != p {
+                r.problems.push(format!(
+                    "directory entry {i}: segment {s:#x} pattern {p:#x}/{d} does not cover it"
+                ));
+            }
+            for j in i..(i + span).min(dir.len()) {
+                if dir.entry(j).load(Ordering::Acquire) != s {
+                    r.problems.push(format!(
+                        "directory entries {i}..{} do not all name segment {s:#x}",
+                        i + span
+                    ));
+                    break;
+                }
+            }
+            if seg.header.sibling.load(Ordering::Acquire) != 0
+                || seg.header.parent.load(Ordering::Acquire) != 0
+            {
+                r.problems
+                    .push(format!("segment {s:#x} is in the middle of a split"));
+            }
+            block(&mut r, s, "segment", crate::heap::SEGMENT_CLASS_SIZE as u64);
+            r.segments += 1;
+            for bi in 0..ALL_BUCKETS {
+                let b = seg.bucket(bi);
+                for k in set_bits(b.alloc_bits()) {
+                    let rec = b.slots[k].record.load(Ordering::Acquire);
+                    let h = b.slots[k].hash.load(Ordering::Acquire);
+                    r.records += 1;
+                    let home = bucket_index(h);
+                    if prefix(h, d) != p
+                        || !(bi == home || bi == (home + 1) % BUCKETS || bi >= BUCKETS)
+                    {
+                        r.problems.push(format!("segment {s:#x} bucket {bi} slot {k}: hash {h:#018x} does not belong there"));
+                    }
+                    match RecordRef::open(self.region(), rec) {
+                        None => r.problems.push(format!(
+                            "record {rec:#x} (segment {s:#x} bucket {bi} slot {k}) is unreadable"
+                        )),
+                        Some(rr) => {
+                            if !rr.verify() {
+                                r.problems
+                                    .push(format!("record {rec:#x}: checksum mismatch"));
+                            } else if self.hash(rr.key()) != h {
+                                r.problems.push(format!(
+                                    "record {rec:#x}: its key does not hash to its slot's hash"
+                                ));
+                            }
+                            block(&mut r, rec, "record", rr.size());
+                        }
+                    }
+                }
+            }
+            i += span;
+        }
+        if r.records != self.len() {
+            r.problems.push(format!(
+                "{} records reachable, the index counts {}",
+                r.records,
+                self.len()
+            ));
+        }
+        if r.reachable_bytes + r.garbage != r.heap_used {
+            r.problems.push(format!(
+                "heap accounts {} bytes in use, {} are reachable and {} await reclamation",
+                r.heap_used, r.reachable_bytes, r.garbage
+            ));
+        }
+        r
+    }
+}
