@@ -23,6 +23,14 @@ pub(crate) struct Found {
     pub record: u64,
 }
 
+/// Where `locate` found a segment: the directory, the entry, the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Located {
+    pub root: u64,
+    pub index: u64,
+    pub segment: u64,
+}
+
 /// Counts for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct IndexStats {
@@ -51,6 +59,8 @@ pub struct Dash {
     pub(crate) segments: AtomicU64,
     pub(crate) epoch: u64,
     pub(crate) root_at: u64,
+    /// Set once every segment is known repaired (the open-time sweep repairs them all).
+    pub(crate) all_repaired: std::sync::atomic::AtomicBool,
 }
 
 impl Dash {
@@ -71,6 +81,7 @@ impl Dash {
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
             root_at: pool.layout().meta.offset,
+            all_repaired: false.into(),
             heap,
         };
         if dash.root().load(Ordering::Acquire) == 0 {
@@ -147,20 +158,44 @@ impl Dash {
         xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
     }
 
-    /// The segment that `hash` maps to now, repaired if a crash left it untouched since.
-    pub(crate) fn locate(&self, hash: u64) -> Result<(u64, &Segment), IndexError> {
+    /// The segment that `hash` maps to now, repaired if a crash left it untouched since, with
+    /// where it was found (for [`still_current`](Self::still_current)).
+    pub(crate) fn locate(&self, hash: u64) -> Result<(Located, &Segment), IndexError> {
         loop {
             let dir = self.directory()?;
-            let seg_off = dir.entry(dir.index_of(hash)).load(Ordering::Acquire);
+            let index = dir.index_of(hash);
+            let seg_off = dir.entry(index).load(Ordering::Acquire);
             let seg = self.segment(seg_off)?;
-            if seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
-                || seg.header.parent.load(Ordering::Acquire) != 0
+            // After the open-time sweep every segment is repaired; until then (or if that
+            // changes) the header says whether this one is. Skipping the header read saves a
+            // cache miss per operation.
+            if !self.all_repaired.load(Ordering::Acquire)
+                && (seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
+                    || seg.header.parent.load(Ordering::Acquire) != 0)
             {
                 self.repair(seg_off)?;
                 continue;
             }
-            return Ok((seg_off, seg));
+            let at = Located {
+                root: dir.offset,
+                index,
+                segment: seg_off,
+            };
+            return Ok((at, seg));
         }
+    }
+
+    /// Whether the directory still maps the hash to the segment `locate` found. Called after a
+    /// bucket version snapshot (or lock): a split updates the directory before it unlocks the
+    /// segment's buckets, and a doubling switches the root before any later split, so a segment
+    /// that lost the hash meanwhile either fails this check or changes the snapshotted version.
+    #[inline]
+    pub(crate) fn still_current(&self, at: &Located) -> bool {
+        if self.root().load(Ordering::Acquire) != at.root {
+            return false;
+        }
+        Directory::open(self.region(), at.root)
+            .is_some_and(|d| d.entry(at.index).load(Ordering::Acquire) == at.segment)
     }
 
     /// Looks `key` up and hands its record to `f`. Lock-free: retries while a writer holds one
@@ -175,14 +210,14 @@ impl Dash {
         let _guard = self.pin();
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
-            let (_, seg) = self.locate(h)?;
+            let (at, seg) = self.locate(h)?;
             let (Some(v0), Some(v1)) =
                 (seg.bucket(b).read_version(), seg.bucket(b1).read_version())
             else {
                 std::hint::spin_loop();
                 continue;
             };
-            if !seg.covers(h) {
+            if !self.still_current(&at) {
                 continue;
             }
             let found = self.search(seg, h, key);

@@ -171,6 +171,7 @@ impl Dash {
             }
             Ok(())
         })?;
+        self.all_repaired.store(true, Ordering::Release);
         self.len.store(records, Ordering::Relaxed);
         self.segments.store(segments, Ordering::Relaxed);
         self.heap.finish_sweep();

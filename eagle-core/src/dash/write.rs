@@ -266,11 +266,10 @@ impl Dash {
     fn lock_home(&self, h: u64) -> Result<(u64, &Segment, Held<'_>), IndexError> {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
-            let (seg_off, seg) = self.locate(h)?;
+            let (at, seg) = self.locate(h)?;
             let held = Held::home(seg, b, b1);
-            let dir = self.directory()?;
-            if seg.covers(h) && dir.entry(dir.index_of(h)).load(Ordering::Acquire) == seg_off {
-                return Ok((seg_off, seg, held));
+            if self.still_current(&at) {
+                return Ok((at.segment, seg, held));
             }
         }
     }

@@ -295,7 +295,10 @@ impl Heap {
                 });
             }
         };
-        self.zero(offset, size);
+        // Zeroed and flushed, not fenced: the zeroes are for privacy, not consistency. The
+        // thread's next fence makes them durable; a crash before it leaves old bytes in a free
+        // block, which the next open's sweep finds non-zero and zeroes.
+        self.zero_unfenced(offset, size);
         if let Some(sweep) = self.sweep.lock().as_mut() {
             // Still sweeping and the block is in a chunk that was in use at open: its state is
             // decided by the sweep; clearing its live mark is all that freeing means yet.
@@ -355,6 +358,11 @@ impl Heap {
     }
 
     fn zero(&self, offset: u64, size: u64) {
+        self.zero_unfenced(offset, size);
+        self.pool.region().fence();
+    }
+
+    fn zero_unfenced(&self, offset: u64, size: u64) {
         let region = self.pool.region();
         let p = region
             .ptr(offset, size)
@@ -363,7 +371,7 @@ impl Heap {
         // unreachable blocks) guarantees that no other thread accesses it.
         let bytes = unsafe { std::slice::from_raw_parts_mut(p, size as usize) };
         bytes.zeroize();
-        region.persist(offset, size as usize);
+        region.flush(offset, size as usize);
     }
 
     /// Records during the sweep that the index reaches the block at `offset`. Errors name what
