@@ -11,6 +11,7 @@ pub mod heap;
 pub mod pmem;
 pub mod pool;
 pub mod record;
+mod shard;
 
 pub use engine::{Engine, EngineError};
 pub use pmem::{FlushMode, PmemError, PoolKind};

@@ -14,6 +14,7 @@ use super::segment::{ALL_BUCKETS, BUCKETS, STASH, Segment, bucket_index};
 use crate::heap::{Heap, SEGMENT_CLASS_SIZE};
 use crate::pmem::Region;
 use crate::record::RecordRef;
+use crate::shard::StripedCounter;
 
 /// Where a record was found: bucket index in the segment (64.. for stash) and slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +54,7 @@ pub struct Dash {
     pub(crate) collector: Arc<Collector>,
     /// Serialises directory changes (split publication, doubling) and repairs.
     pub(crate) dir_lock: Mutex<()>,
-    pub(crate) len: AtomicU64,
+    pub(crate) len: StripedCounter,
     /// Bytes retired to the epoch and not yet freed.
     pub(crate) garbage: Arc<AtomicU64>,
     pub(crate) segments: AtomicU64,
@@ -76,7 +77,7 @@ impl Dash {
             seed,
             collector: Arc::new(Collector::new()),
             dir_lock: Mutex::new(()),
-            len: AtomicU64::new(0),
+            len: StripedCounter::default(),
             garbage: Arc::new(AtomicU64::new(0)),
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
@@ -296,7 +297,7 @@ impl Dash {
 
     /// Number of records.
     pub fn len(&self) -> u64 {
-        self.len.load(Ordering::Relaxed)
+        self.len.sum().max(0) as u64
     }
 
     /// Whether there are no records.

@@ -172,7 +172,7 @@ impl Dash {
             Ok(())
         })?;
         self.all_repaired.store(true, Ordering::Release);
-        self.len.store(records, Ordering::Relaxed);
+        self.len.set(records as i64);
         self.segments.store(segments, Ordering::Relaxed);
         self.heap.finish_sweep();
         Ok(())

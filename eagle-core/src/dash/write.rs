@@ -165,7 +165,7 @@ impl Dash {
             // (they wait for unlocked buckets) ever sees a record that a crash could take away.
             region.fence();
             drop(held);
-            self.len.fetch_add(1, Ordering::Relaxed);
+            self.len.add(1);
             return Ok(PutOutcome::Inserted);
         }
     }
@@ -293,7 +293,7 @@ impl Dash {
         }
         self.unlink(seg, seg_off, bucket, slot, b, h);
         drop(held);
-        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.len.add(-1);
         self.retire(&guard, record);
         Ok(true)
     }

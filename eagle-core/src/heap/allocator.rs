@@ -18,6 +18,7 @@ use super::HeapError;
 use super::chunk_table::{ChunkKind, Geometry};
 use super::classes::{CHUNK, CLASS_SIZES, blocks_per_chunk, class_for, class_size};
 use crate::pool::Pool;
+use crate::shard::{self, SHARDS};
 
 /// Space accounting, for metrics and INFO.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,7 +114,11 @@ struct Sweep {
 pub struct Heap {
     pool: Arc<Pool>,
     geo: Geometry,
-    classes: Vec<Mutex<ClassState>>,
+    /// Per class, per shard: threads allocate from their own shard's chunks, so same-sized
+    /// allocations on different threads do not share a lock.
+    classes: Vec<[Mutex<ClassState>; SHARDS]>,
+    /// Which shard owns each small chunk (frees go back to the owner).
+    owner: Vec<std::sync::atomic::AtomicU8>,
     chunks: Mutex<Chunks>,
     sweep: Mutex<Option<Sweep>>,
     used: std::sync::atomic::AtomicU64,
@@ -171,7 +176,11 @@ impl Heap {
             c += 1;
         }
         Ok(Heap {
-            classes: CLASS_SIZES.iter().map(|_| Mutex::default()).collect(),
+            classes: CLASS_SIZES
+                .iter()
+                .map(|_| std::array::from_fn(|_| Mutex::default()))
+                .collect(),
+            owner: (0..geo.chunks).map(|_| 0.into()).collect(),
             chunks: Mutex::new(Chunks { kinds, free }),
             sweep: Mutex::new(Some(sweep)),
             used: 0.into(),
@@ -202,15 +211,31 @@ impl Heap {
     }
 
     fn alloc_small(&self, k: u8) -> Option<u64> {
-        let mut class = self.classes[k as usize].lock();
-        if class.partial.is_empty() {
-            let c = self.take_chunks(1, ChunkKind::Small(k))?;
-            class
-                .chunks
-                .insert(c, Blocks::all_free(blocks_per_chunk(k)));
-            class.partial.insert(c);
+        let home = shard::current();
+        {
+            let mut class = self.classes[k as usize][home].lock();
+            if class.partial.is_empty()
+                && let Some(c) = self.take_chunks(1, ChunkKind::Small(k))
+            {
+                self.owner[c as usize].store(home as u8, std::sync::atomic::Ordering::Relaxed);
+                class
+                    .chunks
+                    .insert(c, Blocks::all_free(blocks_per_chunk(k)));
+                class.partial.insert(c);
+            }
+            if let Some(off) = self.take_block(&mut class, k) {
+                return Some(off);
+            }
         }
-        let c = *class.partial.last().expect("a partial chunk exists");
+        // No free chunk left: take a block from another shard's chunks before giving up.
+        (1..SHARDS).find_map(|d| {
+            let mut class = self.classes[k as usize][(home + d) % SHARDS].lock();
+            self.take_block(&mut class, k)
+        })
+    }
+
+    fn take_block(&self, class: &mut ClassState, k: u8) -> Option<u64> {
+        let c = *class.partial.last()?;
         let blocks = class
             .chunks
             .get_mut(&c)
@@ -316,7 +341,8 @@ impl Heap {
             .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
         match kind {
             ChunkKind::Small(k) => {
-                let mut class = self.classes[k as usize].lock();
+                let shard = self.owner[c as usize].load(std::sync::atomic::Ordering::Relaxed);
+                let mut class = self.classes[k as usize][shard as usize].lock();
                 let blocks = class.chunks.get_mut(&c).ok_or(HeapError::BadFree {
                     offset,
                     why: "chunk has no blocks",
@@ -444,7 +470,10 @@ impl Heap {
             }
             self.used
                 .fetch_add(in_use * class_size(k), std::sync::atomic::Ordering::Relaxed);
-            let mut class = self.classes[k as usize].lock();
+            // Chunks in use at open are spread over the shards round-robin.
+            let shard = c as usize % SHARDS;
+            self.owner[c as usize].store(shard as u8, std::sync::atomic::Ordering::Relaxed);
+            let mut class = self.classes[k as usize][shard].lock();
             if blocks.free > 0 {
                 class.partial.insert(c);
             }
