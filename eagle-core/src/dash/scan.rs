@@ -26,10 +26,10 @@ impl Dash {
         let mut j = (cursor & (BUCKETS as u64 - 1)) as usize;
         let mut seen = 0;
         let mut batch = Vec::new();
-        loop {
-            let (_, seg) = self.locate(pos)?;
+        'segment: loop {
+            let (at, seg) = self.locate(pos)?;
             let (d, p) = seg.depth_pattern();
-            if !seg.covers(pos) {
+            if !seg.covers(pos) || !self.still_current(&at) {
                 continue;
             }
             let start = if d == 0 { 0 } else { p << (64 - d) };
@@ -42,6 +42,13 @@ impl Dash {
                 batch.clear();
                 if !read_home(seg, j, &mut batch) {
                     continue; // a writer was active: read the bucket again
+                }
+                // A split of this segment since `locate` moved the upper half of its range (and
+                // of bucket j) elsewhere: find the segment for `pos` again and re-read bucket j
+                // there (duplicates are allowed, misses are not); the moved half is visited
+                // when the scan reaches its range.
+                if seg.depth_pattern() != (d, p) || !self.still_current(&at) {
+                    continue 'segment;
                 }
                 for &rec in &batch {
                     let r = RecordRef::open(self.region(), rec).ok_or_else(|| {
