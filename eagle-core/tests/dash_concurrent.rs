@@ -107,7 +107,7 @@ fn concurrent_readers_writers_and_scans_see_only_linearizable_states() {
                         let id = rng % (stable_base + STABLE);
                         // Keys with id % 3 != 0 are never deleted: once acknowledged they must be
                         // present, at the acknowledged version or a later one.
-                        let floor = if id < stable_base && id % 3 != 0 {
+                        let floor = if id < stable_base && !id.is_multiple_of(3) {
                             acked[id as usize].load(Ordering::Acquire)
                         } else {
                             u64::MAX
