@@ -9,7 +9,7 @@
 //! ```
 //! - `lock`: bit 31 set while a writer holds the bucket; bits 0..31 a version bumped at every
 //!   unlock. Readers snapshot it and re-check it; they never write it. Not meaningful on the media
-//!   (a crash can leave it set): repair resets it.
+//!   (a crash can leave it set): repair resets it. The protocol is in `version_lock.rs`.
 //! - `bitmap`: bits 0..14 say which slots hold a record (the only bucket state recovery trusts,
 //!   with the slots); bits 14..28 mark records that belong to the previous bucket ("probe").
 //! - fingerprints: the low byte of each slot's hash; `ovf fp`/`om`/`oi`/`oc`: up to four
@@ -20,13 +20,13 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use super::version_lock;
 use crate::pmem::PmemObject;
 
 /// Slots per bucket.
 pub const SLOTS: usize = 14;
 /// Overflow fingerprints per bucket.
 pub const OVERFLOW_FPS: usize = 4;
-const LOCKED: u32 = 1 << 31;
 const ALLOC_MASK: u32 = (1 << SLOTS) - 1;
 
 /// A record reference: where the record is, and its key's hash.
@@ -78,60 +78,41 @@ pub fn fingerprint(hash: u64) -> u8 {
 }
 
 impl Bucket {
-    // ---- the version lock ----
+    // ---- the version lock (the protocol lives in `version_lock.rs`) ----
 
     /// A version snapshot for an optimistic read, or `None` if a writer holds the bucket.
     #[inline]
     pub fn read_version(&self) -> Option<u32> {
-        let v = self.lock.load(Ordering::Acquire);
-        (v & LOCKED == 0).then_some(v)
+        version_lock::read_version(&self.lock)
     }
 
     /// Whether the version is still `v` (no writer has held the bucket since the snapshot).
     #[inline]
     pub fn validate(&self, v: u32) -> bool {
-        std::sync::atomic::fence(Ordering::Acquire);
-        self.lock.load(Ordering::Relaxed) == v
+        version_lock::validate(&self.lock, v)
     }
 
     /// Takes the lock if it is free.
     #[inline]
     pub fn try_lock(&self) -> bool {
-        let v = self.lock.load(Ordering::Relaxed);
-        v & LOCKED == 0
-            && self
-                .lock
-                .compare_exchange(v, v | LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+        version_lock::try_lock(&self.lock)
     }
 
     /// Spins until the lock is taken.
     #[inline]
     pub fn lock(&self) {
-        let mut spins = 0u32;
-        while !self.try_lock() {
-            spins += 1;
-            if spins.is_multiple_of(64) {
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
+        version_lock::lock(&self.lock);
     }
 
     /// Releases the lock and bumps the version.
     #[inline]
     pub fn unlock(&self) {
-        let v = self.lock.load(Ordering::Relaxed);
-        self.lock
-            .store((v & !LOCKED).wrapping_add(1) & !LOCKED, Ordering::Release);
+        version_lock::unlock(&self.lock);
     }
 
     /// After a crash: forget a lock held by a writer that no longer exists.
     pub fn reset_lock(&self) {
-        let v = self.lock.load(Ordering::Relaxed);
-        self.lock
-            .store((v & !LOCKED).wrapping_add(1) & !LOCKED, Ordering::Release);
+        version_lock::reset_lock(&self.lock);
     }
 
     // ---- slots ----

@@ -13,6 +13,7 @@ mod repair;
 mod scan;
 mod segment;
 mod split;
+mod version_lock;
 mod write;
 
 pub use bucket::{Bucket, SLOTS, Slot};
