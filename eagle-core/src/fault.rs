@@ -9,6 +9,8 @@ pub enum Fault {
     SkipHeaderBodyPersist,
     /// An insert publishes its slot's alloc bit without first fencing the record and slot.
     SkipFenceBeforePublish,
+    /// A WAL append is acknowledged without being flushed and fenced.
+    SkipWalPersist,
 }
 
 #[cfg(feature = "fault-injection")]

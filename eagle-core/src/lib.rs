@@ -12,6 +12,7 @@ pub mod pmem;
 pub mod pool;
 pub mod record;
 mod shard;
+pub mod wal;
 
 pub use engine::{Engine, EngineError};
 pub use pmem::{FlushMode, PmemError, PoolKind};

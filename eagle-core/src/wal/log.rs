@@ -1,0 +1,315 @@
+//! The circular write-ahead log in the pool's WAL region.
+//!
+//! State on the media: the records, and one 8-byte *head word* in the metadata region
+//! (`generation << 32 | offset` of the oldest record still needed; 0 means generation 1, offset
+//! 0). The tail is not stored: recovery finds it by reading records from the head until one does
+//! not validate (torn, never written, or stale from an earlier lap, whose checksum was seeded
+//! with another generation).
+//!
+//! Appends are serialised and each is persisted before it is acknowledged, so the durable
+//! records always form a prefix of the appended ones: recovery's "truncate at the first invalid
+//! record" never drops an acknowledged record. (Group commit would let concurrent appenders share
+//! a fence; it is not implemented.) Reads of the mapping cannot fail with an I/O error: a media
+//! error surfaces as SIGBUS, never as bytes mistaken for a torn tail.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use super::record::{self, HEADER, WRAP, footprint};
+use crate::fault::{self, Fault};
+use crate::pool::Pool;
+
+/// Offset of the head word inside the metadata region (the Dash root is at 0).
+pub const HEAD_WORD: u64 = 64;
+
+/// A log sequence number.
+pub type Lsn = u64;
+
+/// A record found by recovery: not yet checkpointed, so its effect may be incomplete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalEntry {
+    /// Its sequence number.
+    pub lsn: Lsn,
+    /// The kind the appender gave it.
+    pub kind: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A WAL error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalError {
+    /// No room until older records are checkpointed.
+    Full {
+        /// Bytes the record needs.
+        needed: usize,
+    },
+    /// The record can never fit in this log.
+    TooLarge {
+        /// Its payload length.
+        len: usize,
+    },
+    /// Kind 0xFF is reserved for the end-of-lap marker.
+    ReservedKind,
+    /// The head word points outside the log.
+    Corrupted {
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl std::fmt::Display for WalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WalError::Full { needed } => write!(f, "write-ahead log full ({needed} bytes needed)"),
+            WalError::TooLarge { len } => {
+                write!(f, "a {len}-byte record cannot fit in the write-ahead log")
+            }
+            WalError::ReservedKind => write!(f, "WAL record kind 0xFF is reserved"),
+            WalError::Corrupted { what } => write!(f, "write-ahead log corrupted: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    lsn: Lsn,
+    pos: u64,
+    generation: u32,
+    done: bool,
+}
+
+struct State {
+    tail: u64,
+    tail_gen: u32,
+    head: u64,
+    head_gen: u32,
+    next_lsn: Lsn,
+    live: VecDeque<Live>,
+    buf: Vec<u8>,
+}
+
+/// The write-ahead log.
+pub struct Wal {
+    pool: Arc<Pool>,
+    start: u64,
+    len: u64,
+    head_word: u64,
+    state: Mutex<State>,
+}
+
+/// The smallest record (an end-of-lap marker), kept free at the end of every lap.
+const MARKER: u64 = 24;
+
+impl Wal {
+    /// Opens the log and returns the records recovery must redo (oldest first).
+    pub fn open(pool: Arc<Pool>) -> Result<(Wal, Vec<WalEntry>), WalError> {
+        let ext = pool.layout().wal;
+        let head_word = pool.layout().meta.offset + HEAD_WORD;
+        let word = pool
+            .region()
+            .atomic_u64(head_word)
+            .expect("the metadata region is mapped")
+            .load(Ordering::Acquire);
+        let (mut generation, mut pos) = if word == 0 {
+            (1, 0)
+        } else {
+            ((word >> 32) as u32, word & 0xFFFF_FFFF)
+        };
+        if pos % 8 != 0 || pos + MARKER > ext.len {
+            return Err(WalError::Corrupted {
+                what: format!("head at {pos} in a log of {} bytes", ext.len),
+            });
+        }
+        let (head, head_gen) = (pos, generation);
+        let uuid = pool.header().uuid;
+        let region = pool.region();
+        let mut entries = Vec::new();
+        let mut live = VecDeque::new();
+        let mut expect: Option<Lsn> = None;
+        let mut hdr = [0u8; HEADER];
+        loop {
+            if pos + HEADER as u64 > ext.len || !region.read(ext.offset + pos, &mut hdr) {
+                break;
+            }
+            let Some(h) = record::header(&hdr) else { break };
+            let size = footprint(h.len) as u64;
+            if h.len as u64 > ext.len || pos + size > ext.len {
+                break;
+            }
+            let mut rec = vec![0u8; size as usize];
+            region.read(ext.offset + pos, &mut rec);
+            if !record::valid(&rec, &h, record::seed(&uuid, generation)) {
+                break;
+            }
+            if h.kind == WRAP {
+                pos = 0;
+                generation = generation.wrapping_add(1);
+                continue;
+            }
+            if expect.is_some_and(|e| e != h.lsn) {
+                break;
+            }
+            expect = Some(h.lsn + 1);
+            live.push_back(Live {
+                lsn: h.lsn,
+                pos,
+                generation,
+                done: false,
+            });
+            entries.push(WalEntry {
+                lsn: h.lsn,
+                kind: h.kind,
+                payload: rec[HEADER..HEADER + h.len].to_vec(),
+            });
+            pos += size;
+        }
+        let wal = Wal {
+            start: ext.offset,
+            len: ext.len,
+            head_word,
+            state: Mutex::new(State {
+                tail: pos,
+                tail_gen: generation,
+                head,
+                head_gen,
+                next_lsn: expect.unwrap_or(1),
+                live,
+                buf: Vec::new(),
+            }),
+            pool,
+        };
+        Ok((wal, entries))
+    }
+
+    /// Appends a record; on return it is durable. Its LSN is returned.
+    pub fn append(&self, kind: u8, payload: &[u8]) -> Result<Lsn, WalError> {
+        if kind == WRAP {
+            return Err(WalError::ReservedKind);
+        }
+        let size = footprint(payload.len()) as u64;
+        if size + MARKER > self.len {
+            return Err(WalError::TooLarge { len: payload.len() });
+        }
+        let region = self.pool.region();
+        let uuid = self.pool.header().uuid;
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        // Where the record goes: at the tail, or at the start of the next lap.
+        let wrap = if st.tail_gen == st.head_gen {
+            if st.tail + size + MARKER <= self.len {
+                false
+            } else if size + MARKER <= st.head {
+                true
+            } else {
+                return Err(WalError::Full {
+                    needed: size as usize,
+                });
+            }
+        } else if st.tail + size + MARKER <= st.head {
+            false
+        } else {
+            return Err(WalError::Full {
+                needed: size as usize,
+            });
+        };
+        if wrap {
+            st.buf.resize(MARKER as usize, 0);
+            record::encode(
+                &mut st.buf,
+                record::seed(&uuid, st.tail_gen),
+                WRAP,
+                st.next_lsn,
+                &[],
+            );
+            // SAFETY: the bytes from the tail to the end of the lap are not part of any live
+            // record (the space check above) and only this thread (holding the state lock)
+            // writes the log.
+            unsafe { region.write(self.start + st.tail, &st.buf) };
+            region.flush(self.start + st.tail, MARKER as usize);
+            st.tail = 0;
+            st.tail_gen = st.tail_gen.wrapping_add(1);
+        }
+        let lsn = st.next_lsn;
+        st.buf.resize(size as usize, 0);
+        record::encode(
+            &mut st.buf,
+            record::seed(&uuid, st.tail_gen),
+            kind,
+            lsn,
+            payload,
+        );
+        // SAFETY: as above, the space at the tail is free and only this thread writes the log.
+        unsafe { region.write(self.start + st.tail, &st.buf) };
+        // Ordering: one fence for the marker (if any) and the record: recovery validates each
+        // by its own checksum, so either may be torn; a torn marker ends the scan before the
+        // record, which was then not acknowledged. On return the record is durable, and every
+        // earlier record was durable before it was written (appends are serialised), so the
+        // durable records are a prefix of the appended ones.
+        if !fault::armed(Fault::SkipWalPersist) {
+            region.persist(self.start + st.tail, size as usize);
+        }
+        st.live.push_back(Live {
+            lsn,
+            pos: st.tail,
+            generation: st.tail_gen,
+            done: false,
+        });
+        st.tail += size;
+        st.next_lsn += 1;
+        Ok(lsn)
+    }
+
+    /// Declares the record `lsn` applied (its effects durable): the log may reuse its space once
+    /// every older record is applied too.
+    pub fn checkpoint(&self, lsn: Lsn) {
+        let mut st = self.state.lock();
+        if let Some(l) = st.live.iter_mut().find(|l| l.lsn == lsn) {
+            l.done = true;
+        }
+        let mut moved = false;
+        while st.live.front().is_some_and(|l| l.done) {
+            st.live.pop_front();
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+        let (head, head_gen) = match st.live.front() {
+            Some(l) => (l.pos, l.generation),
+            None => (st.tail, st.tail_gen),
+        };
+        st.head = head;
+        st.head_gen = head_gen;
+        let word = (head_gen as u64) << 32 | head;
+        let region = self.pool.region();
+        region
+            .atomic_u64(self.head_word)
+            .expect("the metadata region is mapped")
+            .store(word, Ordering::Release);
+        // Ordering: one failure-atomic 8-byte store moves the head; the records it passes were
+        // applied durably by the caller before it called checkpoint, so a crash either replays
+        // them (old head; redo is idempotent) or not (new head).
+        region.persist(self.head_word, 8);
+    }
+
+    /// Bytes between the head and the tail (what recovery would read).
+    pub fn used(&self) -> u64 {
+        let st = self.state.lock();
+        if st.tail_gen == st.head_gen {
+            st.tail - st.head
+        } else {
+            self.len - st.head + st.tail
+        }
+    }
+
+    /// The log's capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.len
+    }
+}
