@@ -48,27 +48,51 @@ impl From<IndexError> for EngineError {
     }
 }
 
-/// An open pool with its index.
+/// An open pool with its index. Dropping it without [`close`](Engine::close) is the same as a
+/// crash (the background recovery, if still running, is stopped first).
 pub struct Engine {
-    index: Dash,
-    recovery_ns: u64,
+    index: Arc<Dash>,
+    recovery: Option<std::thread::JoinHandle<()>>,
+    open_ns: u64,
 }
 
 impl Engine {
-    /// Opens (or creates) the pool at `path` and its index, repairing after a crash.
+    /// Opens (or creates) the pool at `path` and its index, and recovers: repair after a crash,
+    /// the heap sweep, counting keys (`Dash::run_recovery`), before returning.
     pub fn open(path: impl AsRef<Path>, opts: PoolOptions) -> Result<Engine, EngineError> {
         let started = Instant::now();
         let pool = Arc::new(Pool::open(path, opts)?);
-        let heap = Arc::new(Heap::open(pool.clone())?);
-        let index = Dash::open(heap)?;
-        let recovery_ns = started.elapsed().as_nanos() as u64;
-        if !pool.was_clean() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            pool.record_recovery(now, recovery_ns);
+        let heap = Arc::new(Heap::open(pool)?);
+        let index = Arc::new(Dash::open(heap)?);
+        let worker = index.clone();
+        // EXPERIMENTAL, off by default: recovery on a background thread (first request served at
+        // once). A randomized test of it found a double free (fixed: `Dash::retire` keeps the
+        // block) and then hung; until that is understood and the crash harnesses run in this
+        // mode, recovery finishes inside `open`. See docs/recovery.md.
+        let background = std::env::var_os("EAGLE_BACKGROUND_RECOVERY").is_some();
+        if !background {
+            index.run_recovery();
         }
-        Ok(Engine { index, recovery_ns })
+        let recovery = if !background {
+            None
+        } else {
+            match std::thread::Builder::new()
+                .name("eagle-recovery".into())
+                .spawn(move || worker.run_recovery())
+            {
+                Ok(handle) => Some(handle),
+                Err(_) => {
+                    // No thread to be had: recover before returning instead.
+                    index.run_recovery();
+                    None
+                }
+            }
+        };
+        Ok(Engine {
+            index,
+            recovery,
+            open_ns: started.elapsed().as_nanos() as u64,
+        })
     }
 
     /// The index.
@@ -81,19 +105,29 @@ impl Engine {
         self.index.heap().pool()
     }
 
-    /// Walks everything reachable and checks it against the heap's accounting (quiescent use).
+    /// Walks everything reachable and checks it against the heap's accounting (quiescent use;
+    /// waits for the background recovery).
     pub fn check(&self) -> crate::dash::CheckReport {
         self.index.check()
     }
 
-    /// How long opening (and recovering) took.
+    /// How long opening took (until requests could be served).
     pub fn open_ns(&self) -> u64 {
-        self.recovery_ns
+        self.open_ns
     }
 
-    /// Closes cleanly: the pool is marked clean once everything is durable.
-    pub fn close(self) -> Result<(), EngineError> {
-        let Engine { index, .. } = self;
+    /// Closes cleanly: waits for the background recovery, then marks the pool clean once
+    /// everything is durable. If recovery failed, the pool is left as after a crash.
+    pub fn close(mut self) -> Result<(), EngineError> {
+        if let Some(handle) = self.recovery.take() {
+            let _ = handle.join();
+        }
+        self.index.wait_recovered()?;
+        let index = self.index.clone();
+        drop(self); // its Drop has nothing left to join
+        let Ok(index) = Arc::try_unwrap(index) else {
+            unreachable!("the engine holds the only reference once recovery has joined");
+        };
         let heap = index.into_heap();
         let pool = match Arc::try_unwrap(heap) {
             Ok(heap) => heap.into_pool(),
@@ -104,5 +138,17 @@ impl Engine {
             Err(_) => unreachable!("the heap is the pool's only owner"),
         }
         Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(handle) = self.recovery.take() {
+            self.index
+                .recovery
+                .cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = handle.join();
+        }
     }
 }

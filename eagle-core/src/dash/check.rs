@@ -36,6 +36,12 @@ impl CheckReport {
 impl Dash {
     /// Walks the whole index. Run it while no writer is active (the sweep at open must be done).
     pub fn check(&self) -> CheckReport {
+        if let Err(e) = self.wait_recovered() {
+            return CheckReport {
+                problems: vec![format!("recovery: {e}")],
+                ..CheckReport::default()
+            };
+        }
         let mut r = CheckReport {
             heap_used: self.heap.stats().used,
             garbage: self.garbage.load(Ordering::Relaxed),

@@ -60,14 +60,20 @@ pub struct Dash {
     pub(crate) segments: AtomicU64,
     pub(crate) epoch: u64,
     pub(crate) root_at: u64,
-    /// Set once every segment is known repaired (the open-time sweep repairs them all).
+    /// Set once every segment is known repaired: at once after a clean close (every segment
+    /// was repaired in this epoch), else when the background recovery ends.
     pub(crate) all_repaired: std::sync::atomic::AtomicBool,
+    pub(crate) recovery: super::sweep::Recovery,
 }
 
+/// Where the key count is kept across a clean close (metadata region offset).
+const LEN_AT: u64 = 8;
+
 impl Dash {
-    /// Opens the index in `heap`'s pool, creating an empty one in a new pool. Repairs every
-    /// segment a crash left inconsistent, then sweeps: marks every reachable block in the heap
-    /// and lets the heap reclaim the rest.
+    /// Opens the index in `heap`'s pool, creating an empty one in a new pool. Returns at once:
+    /// the caller runs [`run_recovery`](Self::run_recovery) (on a thread of its own), which
+    /// repairs what a crash left, counts the keys after a crash, and sweeps the heap; until it
+    /// ends, operations repair the segment they touch first.
     pub fn open(heap: Arc<Heap>) -> Result<Dash, IndexError> {
         let pool = heap.pool().clone();
         let uuid = pool.header().uuid;
@@ -82,14 +88,32 @@ impl Dash {
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
             root_at: pool.layout().meta.offset,
-            all_repaired: false.into(),
+            all_repaired: pool.was_clean().into(),
+            recovery: Default::default(),
             heap,
         };
         if dash.root().load(Ordering::Acquire) == 0 {
             dash.create()?;
         }
-        dash.sweep()?;
+        if pool.was_clean() {
+            let len = dash.len_word().load(Ordering::Acquire);
+            dash.len.set(len as i64);
+        } else {
+            dash.recovery.count_from_zero();
+        }
+        let mut segments = 0;
+        dash.for_each_segment(|_| {
+            segments += 1;
+            Ok(())
+        })?;
+        dash.segments.store(segments, Ordering::Relaxed);
         Ok(dash)
+    }
+
+    fn len_word(&self) -> &AtomicU64 {
+        self.region()
+            .atomic_u64(self.root_at + LEN_AT)
+            .expect("the metadata region is mapped")
     }
 
     pub(crate) fn region(&self) -> &Region {
@@ -106,7 +130,7 @@ impl Dash {
     fn create(&self) -> Result<(), IndexError> {
         let region = self.region();
         let seg_off = self.new_segment(0, 0, 0)?;
-        let dir_off = self.heap.alloc(dir_size(0))?;
+        let dir_off = self.alloc(dir_size(0))?;
         let dir = Directory::init(region, dir_off, 0);
         dir.entry(0).store(seg_off, Ordering::Relaxed);
         region.persist(dir_off, dir_size(0) as usize);
@@ -126,7 +150,7 @@ impl Dash {
         parent: u64,
     ) -> Result<u64, IndexError> {
         let region = self.region();
-        let off = self.heap.alloc(SEGMENT_CLASS_SIZE as u64)?;
+        let off = self.alloc(SEGMENT_CLASS_SIZE as u64)?;
         let zeroes = vec![0u8; SEGMENT_CLASS_SIZE as usize];
         // SAFETY: the block was just allocated and is not reachable by anyone else.
         unsafe { region.write(off, &zeroes) };
@@ -297,6 +321,10 @@ impl Dash {
 
     /// Number of records.
     pub fn len(&self) -> u64 {
+        if self.recovery.counting() {
+            // After a crash the count is known only once the recovery has counted every segment.
+            let _ = self.wait_recovered();
+        }
         self.len.sum().max(0) as u64
     }
 
@@ -330,6 +358,11 @@ impl Dash {
         for _ in 0..4 {
             self.pin().flush();
         }
+        // The key count, for the next open after this clean close. Ordering: persisted before
+        // the caller stores the clean marker, which alone makes the next open trust it.
+        let len = self.len();
+        self.len_word().store(len, Ordering::Release);
+        self.region().persist(self.root_at + LEN_AT, 8);
         // Writers flush a bucket's first line while they hold its lock, and nothing flushes the
         // unlock: the media may hold lock bits set. After a crash repair clears them; after a
         // clean close nothing would, so write the unlocked words back now. A failure to walk the

@@ -13,6 +13,7 @@ mod repair;
 mod scan;
 mod segment;
 mod split;
+mod sweep;
 mod version_lock;
 mod write;
 

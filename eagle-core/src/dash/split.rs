@@ -52,6 +52,7 @@ impl Dash {
         }
         // Step 1.
         let new_off = self.new_segment(d + 1, p << 1 | 1, seg_off)?;
+        self.note_split(seg_off, new_off);
         // Step 2. Ordering: N is durable (new_segment persisted it) before S names it.
         seg.header.sibling.store(new_off, Ordering::Release);
         region.persist(seg_off, 64);
@@ -151,7 +152,7 @@ impl Dash {
                 "directory would exceed depth {MAX_GLOBAL_DEPTH}"
             )));
         }
-        let new_off = self.heap.alloc(dir_size(g))?;
+        let new_off = self.alloc(dir_size(g))?;
         let new = Directory::init(region, new_off, g);
         for i in 0..old.len() {
             let seg = old.entry(i).load(Ordering::Acquire);

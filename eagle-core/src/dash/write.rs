@@ -94,15 +94,25 @@ impl Dash {
         // The record is written and flushed before any lock is taken: it is private until
         // published, and the flush overlaps with the lock wait.
         let size = record_size(key, value.len() as u64);
-        let rec = self.heap.alloc(size)?;
-        // SAFETY: `rec` was just allocated; nothing else can reach it.
-        unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
-        let outcome = self.publish_record(key, h, rec, mode, &guard);
-        if outcome.is_err() {
-            // Never published: free it now rather than leave it to the next open's sweep.
-            let _ = self.heap.free(rec);
+        loop {
+            let rec = match self.alloc(size) {
+                Ok(rec) => rec,
+                Err(e) if self.wait_if_recovery_frees_space(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            // SAFETY: `rec` was just allocated; nothing else can reach it.
+            unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
+            match self.publish_record(key, h, rec, mode, &guard) {
+                Err(e) => {
+                    // Never published: free it now rather than leave it to the next sweep.
+                    let _ = self.heap.free(rec);
+                    if !self.wait_if_recovery_frees_space(&e) {
+                        return Err(e);
+                    }
+                }
+                outcome => return outcome,
+            }
         }
-        outcome
     }
 
     fn publish_record(
@@ -131,8 +141,9 @@ impl Dash {
                 region.fence();
                 slot.record.store(rec, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
-                drop(held);
+                // Retired with the bucket still locked: see `retire`.
                 self.retire(guard, found.record);
+                drop(held);
                 return Ok(PutOutcome::Replaced);
             }
             let target = match self.pick_slot(seg, seg_off, &mut held, b, b1) {
@@ -164,8 +175,8 @@ impl Dash {
             // Ordering: the alloc bit is durable before the bucket is unlocked, so no reader
             // (they wait for unlocked buckets) ever sees a record that a crash could take away.
             region.fence();
+            self.count(seg_off, 1);
             drop(held);
-            self.len.add(1);
             return Ok(PutOutcome::Inserted);
         }
     }
@@ -292,9 +303,9 @@ impl Dash {
             held.add(bucket);
         }
         self.unlink(seg, seg_off, bucket, slot, b, h);
-        drop(held);
-        self.len.add(-1);
+        self.count(seg_off, -1);
         self.retire(&guard, record);
+        drop(held);
         Ok(true)
     }
 
@@ -323,7 +334,14 @@ impl Dash {
 
     /// Hands a block (a replaced or deleted record, an old directory) to epoch reclamation:
     /// freed (zeroed) once no reader can hold it. Counted as pending garbage until then.
+    ///
+    /// Called while the block's last reference is still locked (its bucket, or the directory
+    /// lock for a directory): a background sweep that has not yet visited it must count it as
+    /// in use, or it would free it too and the deferred free would later free a reallocated
+    /// block. The sweep visits under the same locks, so either it saw the reference or this
+    /// keeps the block.
     pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, block: u64) {
+        self.heap.keep(block);
         let size = self.heap.block_size(block).unwrap_or(0);
         self.garbage.fetch_add(size, Ordering::Relaxed);
         let heap = std::sync::Arc::downgrade(&self.heap);

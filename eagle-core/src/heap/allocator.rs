@@ -121,6 +121,8 @@ pub struct Heap {
     owner: Vec<std::sync::atomic::AtomicU8>,
     chunks: Mutex<Chunks>,
     sweep: Mutex<Option<Sweep>>,
+    /// Chunks in use at open whose blocks the sweep has not settled yet.
+    unsettled: Vec<std::sync::atomic::AtomicBool>,
     used: std::sync::atomic::AtomicU64,
 }
 
@@ -181,6 +183,10 @@ impl Heap {
                 .map(|_| std::array::from_fn(|_| Mutex::default()))
                 .collect(),
             owner: (0..geo.chunks).map(|_| 0.into()).collect(),
+            unsettled: kinds
+                .iter()
+                .map(|k| (*k != ChunkKind::Free).into())
+                .collect(),
             chunks: Mutex::new(Chunks { kinds, free }),
             sweep: Mutex::new(Some(sweep)),
             used: 0.into(),
@@ -324,7 +330,9 @@ impl Heap {
         // thread's next fence makes them durable; a crash before it leaves old bytes in a free
         // block, which the next open's sweep finds non-zero and zeroes.
         self.zero_unfenced(offset, size);
-        if let Some(sweep) = self.sweep.lock().as_mut() {
+        if self.unsettled[c as usize].load(std::sync::atomic::Ordering::Acquire)
+            && let Some(sweep) = self.sweep.lock().as_mut()
+        {
             // Still sweeping and the block is in a chunk that was in use at open: its state is
             // decided by the sweep; clearing its live mark is all that freeing means yet.
             let old = match kind {
@@ -400,8 +408,8 @@ impl Heap {
         region.flush(offset, size as usize);
     }
 
-    /// Records during the sweep that the index reaches the block at `offset`. Errors name what
-    /// is wrong with the reference (outside the heap, not a block start, referenced twice).
+    /// Records during the sweep that the index reaches the block at `offset` (idempotent).
+    /// Errors name what is wrong with the reference (outside the heap, not a block start).
     pub fn mark(&self, offset: u64) -> Result<(), HeapError> {
         let bad = |why: &'static str| HeapError::BadReference { offset, why };
         let (c, within) = self
@@ -418,9 +426,8 @@ impl Heap {
                 let Some(live) = sweep.small.get_mut(&c) else {
                     return Ok(());
                 };
-                if live[i / 64] & (1 << (i % 64)) != 0 {
-                    return Err(bad("referenced twice"));
-                }
+                // Idempotent: a sweep running beside writers meets a record moved by a split
+                // twice. Double references are `Dash::check`'s business.
                 live[i / 64] |= 1 << (i % 64);
                 Ok(())
             }
@@ -428,12 +435,20 @@ impl Heap {
                 let Some(live) = sweep.large.get_mut(&c) else {
                     return Ok(());
                 };
-                if std::mem::replace(live, true) {
-                    return Err(bad("referenced twice"));
-                }
+                *live = true;
                 Ok(())
             }
             _ => Err(bad("not the start of an allocated block")),
+        }
+    }
+
+    /// Keeps a block in use through the sweep: called when it is retired (its free deferred),
+    /// so the sweep does not also free it. Nothing to do once the sweep has ended.
+    pub fn keep(&self, offset: u64) {
+        if let Some((c, _)) = self.geo.locate(offset)
+            && self.unsettled[c as usize].load(std::sync::atomic::Ordering::Acquire)
+        {
+            let _ = self.mark(offset);
         }
     }
 
@@ -441,7 +456,10 @@ impl Heap {
     /// (zeroed if it holds anything), chunks left empty return to the free pool. Returns the
     /// number of blocks reclaimed.
     pub fn finish_sweep(&self) -> u64 {
-        let Some(sweep) = self.sweep.lock().take() else {
+        // Held throughout: a free of a block in a chunk still being settled waits here, then
+        // finds the chunk registered (fresh chunks never take this lock in `free`).
+        let mut guard = self.sweep.lock();
+        let Some(sweep) = guard.take() else {
             return 0;
         };
         let mut reclaimed = 0;
@@ -510,6 +528,10 @@ impl Heap {
                 }
             }
         }
+        for u in &self.unsettled {
+            u.store(false, std::sync::atomic::Ordering::Release);
+        }
+        drop(guard);
         reclaimed
     }
 

@@ -1,0 +1,206 @@
+//! Recovery in the background: after `Dash::open` returns (so the first request is served at
+//! once), a thread repairs every segment, marks every reachable heap block, and, after a crash,
+//! counts the keys; then the heap rebuilds its free lists. Operations meanwhile repair the
+//! segment they touch first (`locate`), and allocate only from chunks that were free at open.
+//!
+//! Counting beside writers: a segment is counted once, under all its bucket locks, and added to
+//! `counted`; a write adds to the key counter only if its segment is already counted (it checks
+//! while holding its bucket locks, so it is ordered with the count); a split of a counted segment
+//! counts the new one too (its records were counted in the old one).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::bucket::set_bits;
+use super::error::{IndexError, corrupted};
+use super::index::Dash;
+use super::segment::ALL_BUCKETS;
+
+/// The state of the background recovery.
+#[derive(Default)]
+pub(crate) struct Recovery {
+    /// While keys are being counted (after a crash): the segments already counted.
+    counted: RwLock<Option<HashSet<u64>>>,
+    /// Fast-path flag for `counted.is_some()`.
+    counting: AtomicBool,
+    /// `Some` once the sweep ended (its result).
+    done: Mutex<Option<Result<(), IndexError>>>,
+    cond: Condvar,
+    /// Set when the engine is dropped without closing: stop early.
+    pub cancel: AtomicBool,
+}
+
+impl Recovery {
+    /// Starts counting from zero (after a crash).
+    pub fn count_from_zero(&self) {
+        *self.counted.write() = Some(HashSet::new());
+        self.counting.store(true, Ordering::Release);
+    }
+
+    fn stop_counting(&self) {
+        *self.counted.write() = None;
+        self.counting.store(false, Ordering::Release);
+    }
+
+    /// Whether the key count is still being established.
+    pub fn counting(&self) -> bool {
+        self.counting.load(Ordering::Acquire)
+    }
+}
+
+impl Dash {
+    /// Adds `delta` to the key count for a write to the segment at `seg_off`. Called with the
+    /// segment's bucket locks held.
+    #[inline]
+    pub(crate) fn count(&self, seg_off: u64, delta: i64) {
+        if self.recovery.counting() {
+            let c = self.recovery.counted.read();
+            if let Some(set) = &*c
+                && !set.contains(&seg_off)
+            {
+                return; // the sweep will count this segment as it is then
+            }
+        }
+        self.len.add(delta);
+    }
+
+    /// A split of the segment at `from` created `new`: if `from` was counted, so are `new`'s
+    /// records (they were counted in `from`). Called under the directory lock and `from`'s locks.
+    pub(crate) fn note_split(&self, from: u64, new: u64) {
+        if self.recovery.counting() {
+            let mut c = self.recovery.counted.write();
+            if let Some(set) = c.as_mut()
+                && set.contains(&from)
+            {
+                set.insert(new);
+            }
+        }
+    }
+
+    /// The body of the recovery thread. Publishes its result for `wait_recovered`.
+    pub fn run_recovery(&self) {
+        let started = Instant::now();
+        let result = self.sweep();
+        if result.is_ok() {
+            self.all_repaired.store(true, Ordering::Release);
+            let pool = self.heap.pool();
+            if !pool.was_clean() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                pool.record_recovery(now, started.elapsed().as_nanos() as u64);
+            }
+        }
+        *self.recovery.done.lock() = Some(result);
+        self.recovery.cond.notify_all();
+    }
+
+    /// Allocates from the heap, never waiting (callers may hold locks the recovery needs).
+    pub(crate) fn alloc(&self, size: u64) -> Result<u64, IndexError> {
+        Ok(self.heap.alloc(size)?)
+    }
+
+    /// Whether `e` is a lack of space that the running recovery may cure (it hands back the
+    /// chunks that were in use at open): the caller, holding no lock, waits and tries again.
+    pub(crate) fn wait_if_recovery_frees_space(&self, e: &IndexError) -> bool {
+        if matches!(
+            e,
+            IndexError::Heap(crate::heap::HeapError::OutOfSpace { .. })
+        ) && !self.recovered()
+        {
+            let _ = self.wait_recovered();
+            return true;
+        }
+        false
+    }
+
+    /// Blocks until the background recovery has ended; its result.
+    pub fn wait_recovered(&self) -> Result<(), IndexError> {
+        let mut done = self.recovery.done.lock();
+        while done.is_none() {
+            self.recovery.cond.wait(&mut done);
+        }
+        done.clone().expect("set above")
+    }
+
+    /// Whether the background recovery has ended.
+    pub fn recovered(&self) -> bool {
+        self.recovery.done.lock().is_some()
+    }
+
+    fn sweep(&self) -> Result<(), IndexError> {
+        let mut visited = HashSet::new();
+        loop {
+            let mut pending = Vec::new();
+            self.for_each_segment(|s| {
+                if !visited.contains(&s) {
+                    pending.push(s);
+                }
+                Ok(())
+            })?;
+            if pending.is_empty() {
+                break;
+            }
+            for s in pending {
+                if self.recovery.cancel.load(Ordering::Relaxed) {
+                    return Err(corrupted("recovery cancelled: the engine was dropped"));
+                }
+                if visited.insert(s) {
+                    self.visit(s)?;
+                }
+            }
+        }
+        {
+            // Under the directory lock, so no doubling retires it between reading and marking.
+            let _dir = self.dir_lock.lock();
+            let dir = self.directory()?;
+            self.heap
+                .mark(dir.offset)
+                .map_err(|e| corrupted(format!("directory: {e}")))?;
+        }
+        self.heap.finish_sweep();
+        self.recovery.stop_counting();
+        Ok(())
+    }
+
+    /// Repairs (if needed), marks and counts one segment, all its buckets locked.
+    fn visit(&self, s: u64) -> Result<(), IndexError> {
+        let seg = self.segment(s)?;
+        if seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
+            || seg.header.parent.load(Ordering::Acquire) != 0
+        {
+            self.repair(s)?;
+        }
+        let mark = |off: u64, what: &str| {
+            self.heap
+                .mark(off)
+                .map_err(|e| corrupted(format!("{what}: {e}")))
+        };
+        seg.lock_all();
+        let result = (|| {
+            mark(s, "segment")?;
+            let mut n = 0i64;
+            for bi in 0..ALL_BUCKETS {
+                let b = seg.bucket(bi);
+                for i in set_bits(b.alloc_bits()) {
+                    mark(b.slots[i].record.load(Ordering::Relaxed), "record")?;
+                    n += 1;
+                }
+            }
+            if self.recovery.counting() {
+                let mut c = self.recovery.counted.write();
+                if let Some(set) = c.as_mut()
+                    && set.insert(s)
+                {
+                    self.len.add(n);
+                }
+            }
+            Ok(())
+        })();
+        seg.unlock_all();
+        result
+    }
+}
