@@ -67,8 +67,8 @@ impl Engine {
         let worker = index.clone();
         // EXPERIMENTAL, off by default: recovery on a background thread (first request served at
         // once). A randomized test of it found a double free (fixed: `Dash::retire` keeps the
-        // block) and then hung; until that is understood and the crash harnesses run in this
-        // mode, recovery finishes inside `open`. See docs/recovery.md.
+        // block); since then the whole test suite and that test pass in this mode, but it has
+        // not run long enough to be the default. See docs/recovery.md.
         let background = std::env::var_os("EAGLE_BACKGROUND_RECOVERY").is_some();
         if !background {
             index.run_recovery();
