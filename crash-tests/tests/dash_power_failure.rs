@@ -88,7 +88,14 @@ fn crash_during_recovery(
     let mut report = images.report();
     match Engine::open(&path, opts) {
         Ok(e) => {
-            report = images.report();
+            // Recovery may run on a background thread: its fences (and the images taken at
+            // them) come after open returns.
+            if let Err(err) = e.index().wait_recovered() {
+                report
+                    .violations
+                    .push(format!("recovery under the simulator failed: {err}"));
+            }
+            report.merge(images.report());
             if let Err(v) = model.verify(&e) {
                 report
                     .violations
