@@ -220,13 +220,6 @@ impl Bucket {
         out
     }
 
-    /// Whether any record of this bucket may be in the stash.
-    #[inline]
-    pub fn has_overflow(&self) -> bool {
-        self.overflow_valid.load(Ordering::Relaxed) != 0
-            || self.overflow_count.load(Ordering::Relaxed) != 0
-    }
-
     /// Notes that a record with fingerprint `fp` of this bucket went to stash bucket `s`.
     pub fn add_overflow(&self, fp: u8, s: usize) {
         let valid = self.overflow_valid.load(Ordering::Relaxed);

@@ -130,9 +130,4 @@ impl Segment {
             b.unlock();
         }
     }
-
-    /// Records in the segment (normal and stash).
-    pub fn count(&self) -> u32 {
-        self.buckets.iter().map(Bucket::count).sum()
-    }
 }

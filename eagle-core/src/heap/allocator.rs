@@ -96,8 +96,6 @@ impl Blocks {
 }
 
 struct Chunks {
-    /// DRAM mirror of the chunk table.
-    kinds: Vec<ChunkKind>,
     /// Free chunks available for allocation (excludes chunks awaiting the sweep).
     free: BTreeSet<u32>,
 }
@@ -120,6 +118,9 @@ pub struct Heap {
     /// Which shard owns each small chunk (frees go back to the owner).
     owner: Vec<std::sync::atomic::AtomicU8>,
     chunks: Mutex<Chunks>,
+    /// DRAM mirror of the chunk table, encoded as on the media. Written under `chunks` (with
+    /// the free set), read without a lock, so frees and size lookups take no global lock.
+    kinds: Vec<std::sync::atomic::AtomicU64>,
     sweep: Mutex<Option<Sweep>>,
     /// Chunks in use at open whose blocks the sweep has not settled yet.
     unsettled: Vec<std::sync::atomic::AtomicBool>,
@@ -166,11 +167,10 @@ impl Heap {
                         .small
                         .insert(c, vec![0; blocks_per_chunk(k).div_ceil(64) as usize]);
                 }
-                ChunkKind::LargeHead(n) => {
+                ChunkKind::LargeHead(_) => {
                     // A head whose tails do not all follow is a large allocation torn by a
                     // crash before it was published: the sweep frees it (nothing reaches it).
                     sweep.large.insert(c, false);
-                    let _ = n;
                 }
                 ChunkKind::LargeTail(_) => {}
             }
@@ -187,7 +187,8 @@ impl Heap {
                 .iter()
                 .map(|k| (*k != ChunkKind::Free).into())
                 .collect(),
-            chunks: Mutex::new(Chunks { kinds, free }),
+            kinds: kinds.iter().map(|k| k.encode().into()).collect(),
+            chunks: Mutex::new(Chunks { free }),
             sweep: Mutex::new(Some(sweep)),
             used: 0.into(),
             pool,
@@ -296,11 +297,12 @@ impl Heap {
         region.fence();
         for d in 0..n {
             chunks.free.remove(&(first + d));
-            chunks.kinds[(first + d) as usize] = if d == 0 {
+            let k = if d == 0 {
                 kind
             } else {
                 ChunkKind::LargeTail(d)
             };
+            self.set_kind(first + d, k);
         }
         Some(first)
     }
@@ -313,7 +315,7 @@ impl Heap {
             offset,
             why: "outside the heap's chunks",
         })?;
-        let kind = self.chunks.lock().kinds[c as usize];
+        let kind = self.kind(c);
         let (size, block) = match kind {
             ChunkKind::Small(k) if within % class_size(k) == 0 => {
                 (class_size(k), (within / class_size(k)) as u32)
@@ -386,7 +388,7 @@ impl Heap {
         // whether or not these words reach the media before a crash, nothing reachable is lost.
         region.fence();
         for d in 0..n {
-            chunks.kinds[(first + d) as usize] = ChunkKind::Free;
+            self.set_kind(first + d, ChunkKind::Free);
             chunks.free.insert(first + d);
         }
     }
@@ -416,7 +418,7 @@ impl Heap {
             .geo
             .locate(offset)
             .ok_or(bad("outside the heap's chunks"))?;
-        let kind = self.chunks.lock().kinds[c as usize];
+        let kind = self.kind(c);
         let mut guard = self.sweep.lock();
         let sweep = guard.as_mut().ok_or(bad("marked after the sweep ended"))?;
         match kind {
@@ -463,7 +465,7 @@ impl Heap {
             return 0;
         };
         let mut reclaimed = 0;
-        let kinds = self.chunks.lock().kinds.clone();
+        let kinds = self.kinds_snapshot();
         for (c, live) in sweep.small {
             let ChunkKind::Small(k) = kinds[c as usize] else {
                 continue;
@@ -517,7 +519,7 @@ impl Heap {
             }
         }
         // Tails left without their head (a release or an assignment torn by a crash).
-        let kinds = self.chunks.lock().kinds.clone();
+        let kinds = self.kinds_snapshot();
         for c in 0..self.geo.chunks {
             if let ChunkKind::LargeTail(d) = kinds[c as usize] {
                 let headed =
@@ -546,18 +548,23 @@ impl Heap {
         bytes.iter().all(|&b| b == 0)
     }
 
-    /// Whether the sweep after open has finished.
-    pub fn swept(&self) -> bool {
-        self.sweep.lock().is_none()
+    fn kind(&self, c: u32) -> ChunkKind {
+        let w = self.kinds[c as usize].load(std::sync::atomic::Ordering::Acquire);
+        ChunkKind::decode(w).expect("the mirror holds only encodings this module wrote")
+    }
+
+    fn set_kind(&self, c: u32, kind: ChunkKind) {
+        self.kinds[c as usize].store(kind.encode(), std::sync::atomic::Ordering::Release);
+    }
+
+    fn kinds_snapshot(&self) -> Vec<ChunkKind> {
+        (0..self.geo.chunks).map(|c| self.kind(c)).collect()
     }
 
     /// Current space accounting.
     pub fn stats(&self) -> HeapStats {
-        let chunks = self.chunks.lock();
-        let free_chunks = chunks
-            .kinds
-            .iter()
-            .filter(|k| **k == ChunkKind::Free)
+        let free_chunks = (0..self.geo.chunks)
+            .filter(|&c| self.kind(c) == ChunkKind::Free)
             .count() as u32;
         HeapStats {
             capacity: self.geo.chunks as u64 * CHUNK,
@@ -570,7 +577,7 @@ impl Heap {
     /// Usable bytes of the block at `offset` (its class size, or its chunks), if it is a block.
     pub fn block_size(&self, offset: u64) -> Option<u64> {
         let (c, within) = self.geo.locate(offset)?;
-        match self.chunks.lock().kinds[c as usize] {
+        match self.kind(c) {
             ChunkKind::Small(k) if within % class_size(k) == 0 => Some(class_size(k)),
             ChunkKind::LargeHead(n) if within == 0 => Some(n as u64 * CHUNK),
             _ => None,
