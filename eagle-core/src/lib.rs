@@ -5,6 +5,7 @@
 //! flushes) and the few typed accessors built on it.
 
 pub mod dash;
+pub mod db;
 pub mod engine;
 pub mod fault;
 pub mod heap;
@@ -14,6 +15,7 @@ pub mod record;
 mod shard;
 pub mod wal;
 
+pub use db::{Db, DbError, DbOptions};
 pub use engine::{Engine, EngineError};
 pub use pmem::{FlushMode, PmemError, PoolKind};
 pub use pool::{Pool, PoolError, PoolOptions};

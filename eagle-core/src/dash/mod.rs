@@ -9,6 +9,7 @@ mod directory;
 mod epoch;
 mod error;
 mod index;
+mod prepared;
 mod repair;
 mod scan;
 mod segment;

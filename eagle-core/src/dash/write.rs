@@ -115,7 +115,7 @@ impl Dash {
         }
     }
 
-    fn publish_record(
+    pub(crate) fn publish_record(
         &self,
         key: &[u8],
         h: u64,

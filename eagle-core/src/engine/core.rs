@@ -1,13 +1,17 @@
-//! The engine: a pool, its heap and its index, opened and closed together.
+//! The engine: a pool, its heap, its index and its log, opened and closed together.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
+
+use super::batch::BatchError;
 use crate::dash::{Dash, IndexError};
 use crate::heap::{Heap, HeapError};
 use crate::pool::{Pool, PoolError, PoolOptions};
+use crate::wal::{Wal, WalError};
 
 /// An error opening or closing an engine.
 #[derive(Debug)]
@@ -18,6 +22,10 @@ pub enum EngineError {
     Heap(HeapError),
     /// From the index.
     Index(IndexError),
+    /// From the write-ahead log.
+    Wal(WalError),
+    /// Redoing a logged batch failed.
+    Batch(BatchError),
 }
 
 impl fmt::Display for EngineError {
@@ -26,6 +34,8 @@ impl fmt::Display for EngineError {
             EngineError::Pool(e) => e.fmt(f),
             EngineError::Heap(e) => e.fmt(f),
             EngineError::Index(e) => e.fmt(f),
+            EngineError::Wal(e) => e.fmt(f),
+            EngineError::Batch(e) => e.fmt(f),
         }
     }
 }
@@ -47,11 +57,28 @@ impl From<IndexError> for EngineError {
         EngineError::Index(e)
     }
 }
+impl From<WalError> for EngineError {
+    fn from(e: WalError) -> Self {
+        EngineError::Wal(e)
+    }
+}
+impl From<BatchError> for EngineError {
+    fn from(e: BatchError) -> Self {
+        EngineError::Batch(e)
+    }
+}
 
 /// An open pool with its index. Dropping it without [`close`](Engine::close) is the same as a
 /// crash (the background recovery, if still running, is stopped first).
 pub struct Engine {
     index: Arc<Dash>,
+    pub(super) wal: Wal,
+    /// Serialises batches (see `batch.rs` for why at most one may be unfinished).
+    pub(super) batch_lock: Mutex<()>,
+    /// Set when a logged batch could not be applied whole: writes are refused until a reopen
+    /// redoes it (see `Engine::writable`).
+    pub(super) batch_failed: std::sync::atomic::AtomicBool,
+    replayed: usize,
     recovery: Option<std::thread::JoinHandle<()>>,
     open_ns: u64,
 }
@@ -62,37 +89,57 @@ impl Engine {
     pub fn open(path: impl AsRef<Path>, opts: PoolOptions) -> Result<Engine, EngineError> {
         let started = Instant::now();
         let pool = Arc::new(Pool::open(path, opts)?);
-        let heap = Arc::new(Heap::open(pool)?);
+        let heap = Arc::new(Heap::open(pool.clone())?);
+        let (wal, entries) = Wal::open(pool)?;
         let index = Arc::new(Dash::open(heap)?);
-        let worker = index.clone();
+        let mut engine = Engine {
+            index,
+            wal,
+            batch_lock: Mutex::new(()),
+            batch_failed: false.into(),
+            replayed: 0,
+            recovery: None,
+            open_ns: 0,
+        };
+        // Redo before the sweep: the logged batches name records that nothing else reaches yet.
+        engine.replayed = engine.replay(entries)?;
         // EXPERIMENTAL, off by default: recovery on a background thread (first request served at
         // once). A randomized test of it found a double free (fixed: `Dash::retire` keeps the
         // block); since then the whole test suite and that test pass in this mode, but it has
         // not run long enough to be the default. See docs/recovery.md.
         let background = std::env::var_os("EAGLE_BACKGROUND_RECOVERY").is_some();
-        if !background {
-            index.run_recovery();
-        }
-        let recovery = if !background {
-            None
-        } else {
+        if background {
+            let worker = engine.index.clone();
             match std::thread::Builder::new()
                 .name("eagle-recovery".into())
                 .spawn(move || worker.run_recovery())
             {
-                Ok(handle) => Some(handle),
-                Err(_) => {
-                    // No thread to be had: recover before returning instead.
-                    index.run_recovery();
-                    None
-                }
+                Ok(handle) => engine.recovery = Some(handle),
+                // No thread to be had: recover before returning instead.
+                Err(_) => engine.index.run_recovery(),
             }
-        };
-        Ok(Engine {
-            index,
-            recovery,
-            open_ns: started.elapsed().as_nanos() as u64,
-        })
+        } else {
+            engine.index.run_recovery();
+        }
+        engine.open_ns = started.elapsed().as_nanos() as u64;
+        Ok(engine)
+    }
+
+    /// Logged batches redone by this open.
+    pub fn replayed_batches(&self) -> usize {
+        self.replayed
+    }
+
+    /// Whether writes may proceed: false once a logged batch failed half-applied (only a
+    /// reopen, which redoes it, can complete it; a write to one of its keys meanwhile would be
+    /// overwritten by that redo).
+    pub fn writable(&self) -> bool {
+        !self.batch_failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The write-ahead log.
+    pub fn wal(&self) -> &Wal {
+        &self.wal
     }
 
     /// The index.
@@ -124,7 +171,7 @@ impl Engine {
         }
         self.index.wait_recovered()?;
         let index = self.index.clone();
-        drop(self); // its Drop has nothing left to join
+        drop(self); // its Drop has nothing left to join; drops the log's pool reference
         let Ok(index) = Arc::try_unwrap(index) else {
             unreachable!("the engine holds the only reference once recovery has joined");
         };

@@ -1,0 +1,90 @@
+//! Two-phase writes for the keyspace's atomic multi-key operations: a record is *prepared*
+//! (allocated, written and flushed, reachable from nothing) and later *published* under its key,
+//! possibly after the write-ahead log has named it. Redo after a crash publishes it again
+//! (`replay_put`), which is idempotent.
+
+use super::error::{IndexError, corrupted};
+use super::index::Dash;
+use super::write::{PutMode, PutOutcome};
+use crate::record::{RecordKind, RecordRef, record_size, write_record};
+
+impl Dash {
+    /// Allocates a record for `key` and writes it, flushed but not fenced and reachable from
+    /// nothing. Its offset goes to [`publish`](Self::publish) or [`discard`](Self::discard);
+    /// a crash before either leaves it unreachable, and the next open's sweep reclaims it.
+    pub fn prepare(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        kind: RecordKind,
+        expire_at_ms: u64,
+    ) -> Result<u64, IndexError> {
+        let size = record_size(key, value.len() as u64);
+        let rec = loop {
+            match self.alloc(size) {
+                Ok(rec) => break rec,
+                Err(e) if self.wait_if_recovery_frees_space(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        // SAFETY: `rec` was just allocated; nothing else can reach it.
+        unsafe { write_record(self.region(), rec, kind, key, value, expire_at_ms) };
+        Ok(rec)
+    }
+
+    /// Publishes a prepared record under `key` (which must be the key it was prepared with).
+    /// With `PutMode::Insert` and the key present, the record is freed and `Exists` returned.
+    /// On return the change is durable.
+    pub fn publish(
+        &self,
+        key: &[u8],
+        record: u64,
+        mode: PutMode,
+    ) -> Result<PutOutcome, IndexError> {
+        let h = self.hash(key);
+        let guard = self.pin();
+        self.publish_record(key, h, record, mode, &guard)
+    }
+
+    /// Frees a prepared record that will not be published.
+    pub fn discard(&self, record: u64) -> Result<(), IndexError> {
+        Ok(self.heap.free(record)?)
+    }
+
+    /// Redo of a logged publication: makes `key` name `record` unless it already does. The
+    /// record must be intact and hold `key` (it was durable before the log record naming it).
+    pub(crate) fn replay_put(&self, key: &[u8], record: u64) -> Result<(), IndexError> {
+        let intact =
+            RecordRef::open(self.region(), record).is_some_and(|r| r.verify() && r.key() == key);
+        if !intact {
+            return Err(corrupted(format!(
+                "the log names record {record:#x}, which is not an intact record of its key"
+            )));
+        }
+        let current = self.get(key, |r| r.offset())?;
+        if current == Some(record) {
+            return Ok(());
+        }
+        self.publish(key, record, PutMode::Upsert).map(|_| ())
+    }
+
+    /// Sets the expiry word of `key`'s record in place (ms since the Unix epoch, 0 = none);
+    /// false if the key is absent. The caller excludes other writers of `key` (the keyspace's
+    /// key locks), so the record cannot be replaced meanwhile.
+    pub fn set_expire_at(&self, key: &[u8], expire_at_ms: u64) -> Result<bool, IndexError> {
+        let region = self.region();
+        let done = self.get(key, |r| {
+            r.expire_at()
+                .store(expire_at_ms, std::sync::atomic::Ordering::Release);
+            // Ordering: one failure-atomic 8-byte store, persisted before the caller
+            // acknowledges; outside the record's checksum, so either value validates.
+            region.persist(r.offset() + 16, 8);
+        })?;
+        Ok(done.is_some())
+    }
+
+    /// The kind of a record without copying it (for callers that only need the type).
+    pub fn kind_of(&self, key: &[u8]) -> Result<Option<RecordKind>, IndexError> {
+        self.get(key, |r| r.kind())
+    }
+}

@@ -1,0 +1,253 @@
+//! The `Db` type: the engine, the key locks, and the lookups every command builds on.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::clock::Clock;
+use super::error::DbError;
+use super::stripes::{Held, Stripes};
+use crate::dash::{IndexStats, PutMode};
+use crate::engine::Engine;
+use crate::heap::HeapStats;
+use crate::pool::PoolOptions;
+use crate::record::RecordKind;
+
+/// The type of a key, as TYPE names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    /// A string.
+    String,
+    /// A hash.
+    Hash,
+}
+
+impl KeyType {
+    /// TYPE's reply.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::String => "string",
+            KeyType::Hash => "hash",
+        }
+    }
+
+    pub(crate) fn of(kind: RecordKind) -> KeyType {
+        match kind {
+            RecordKind::String => KeyType::String,
+            RecordKind::Hash => KeyType::Hash,
+        }
+    }
+}
+
+/// How to open a keyspace.
+#[derive(Default)]
+pub struct DbOptions {
+    /// The pool's options.
+    pub pool: PoolOptions,
+    /// Where time comes from.
+    pub clock: Clock,
+}
+
+/// Counts for INFO and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DbStats {
+    /// Keys (expired ones not yet removed included, as in Redis's DBSIZE).
+    pub keys: u64,
+    /// Keys with an expiry.
+    pub expired_keys: u64,
+    /// Heap accounting.
+    pub heap: HeapStats,
+    /// Index counts.
+    pub index: IndexStats,
+    /// Bytes of the write-ahead log in use, and its capacity.
+    pub wal_used: u64,
+    /// The log's capacity.
+    pub wal_capacity: u64,
+}
+
+/// A value read from the keyspace (copied out of the pool).
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub kind: RecordKind,
+    pub value: Vec<u8>,
+    pub expire_at: u64,
+}
+
+/// A Redis keyspace in a pool.
+pub struct Db {
+    pub(super) engine: Engine,
+    stripes: Stripes,
+    pub(super) clock: Clock,
+    /// Keys removed because they expired (lazily or by the sweep).
+    pub(super) expired: AtomicU64,
+    pub(super) expiry_cursor: AtomicU64,
+    stop: Arc<AtomicBool>,
+    sweeper: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Db {
+    /// Opens (or creates) the keyspace in the pool at `path`, recovering as `Engine::open` does.
+    pub fn open(path: impl AsRef<Path>, opts: DbOptions) -> Result<Db, crate::EngineError> {
+        let engine = Engine::open(path, opts.pool)?;
+        Ok(Db {
+            engine,
+            stripes: Stripes::new(),
+            clock: opts.clock,
+            expired: AtomicU64::new(0),
+            expiry_cursor: AtomicU64::new(0),
+            stop: Arc::new(AtomicBool::new(false)),
+            sweeper: Mutex::new(None),
+        })
+    }
+
+    /// Starts the background sweep of expired keys (Redis's active expiry); it holds only a
+    /// weak reference and stops at [`close`](Self::close) or when the last `Arc` is dropped.
+    pub fn start_active_expiry(self: &Arc<Self>) {
+        let weak: Weak<Db> = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("eagle-expire".into())
+            .spawn(move || super::active_expire::run(weak, stop));
+        if let Ok(h) = handle {
+            *self.sweeper.lock() = Some(h);
+        }
+    }
+
+    /// Closes cleanly (see `Engine::close`).
+    pub fn close(self) -> Result<(), crate::EngineError> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.sweeper.lock().take() {
+            let _ = h.join();
+        }
+        self.engine.close()
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The time as this keyspace sees it (ms since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Counts for INFO and metrics.
+    pub fn stats(&self) -> DbStats {
+        let index = self.engine.index().stats();
+        DbStats {
+            keys: index.len,
+            expired_keys: self.expired.load(Ordering::Relaxed),
+            heap: self.engine.index().heap().stats(),
+            index,
+            wal_used: self.engine.wal().used(),
+            wal_capacity: self.engine.wal().capacity(),
+        }
+    }
+
+    pub(super) fn hash(&self, key: &[u8]) -> u64 {
+        self.engine.index().hash(key)
+    }
+
+    /// Shared locks on `keys`.
+    pub(super) fn lock_read<'a>(&'a self, keys: impl IntoIterator<Item = &'a [u8]>) -> Held<'a> {
+        self.stripes.read(keys.into_iter().map(|k| self.hash(k)))
+    }
+
+    /// Exclusive locks on `keys`; refused while the engine is not writable.
+    pub(super) fn lock_write<'a>(
+        &'a self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Held<'a>, DbError> {
+        let held = self.stripes.write(keys.into_iter().map(|k| self.hash(k)));
+        if !self.engine.writable() {
+            return Err(DbError::ReadOnly);
+        }
+        Ok(held)
+    }
+
+    /// Every key lock (FLUSHALL).
+    pub(super) fn lock_all(&self) -> Result<Held<'_>, DbError> {
+        let held = self.stripes.write_all();
+        if !self.engine.writable() {
+            return Err(DbError::ReadOnly);
+        }
+        Ok(held)
+    }
+
+    fn live(&self, expire_at: u64) -> bool {
+        expire_at == 0 || expire_at > self.clock.now_ms()
+    }
+
+    /// The key's entry, copied out; `None` if absent or expired. Caller holds its lock.
+    pub(super) fn load(&self, key: &[u8]) -> Result<Option<Entry>, DbError> {
+        let e = self.engine.index().get(key, |r| Entry {
+            kind: r.kind(),
+            value: r.value().to_vec(),
+            expire_at: r.expire_at_ms(),
+        })?;
+        Ok(e.filter(|e| self.live(e.expire_at)))
+    }
+
+    /// The key's entry if it is of `kind`; `WrongType` if it is of another.
+    pub(super) fn load_as(&self, key: &[u8], kind: RecordKind) -> Result<Option<Entry>, DbError> {
+        match self.load(key)? {
+            Some(e) if e.kind != kind => Err(DbError::WrongType),
+            other => Ok(other),
+        }
+    }
+
+    /// Type, expiry and value length without copying the value; `None` if absent or expired.
+    pub(super) fn peek(&self, key: &[u8]) -> Result<Option<(RecordKind, u64, u64)>, DbError> {
+        let e = self.engine.index().get(key, |r| {
+            (r.kind(), r.expire_at_ms(), r.value().len() as u64)
+        })?;
+        Ok(e.filter(|e| self.live(e.1)))
+    }
+
+    /// Writes `key` (replacing whatever it held), durable on return. Caller holds its lock.
+    pub(super) fn store(
+        &self,
+        key: &[u8],
+        kind: RecordKind,
+        value: &[u8],
+        expire_at: u64,
+    ) -> Result<(), DbError> {
+        self.engine
+            .index()
+            .put(key, value, kind, expire_at, PutMode::Upsert)?;
+        Ok(())
+    }
+
+    /// Deletes `key` if present and not expired (an expired one is removed too, uncounted).
+    /// Caller holds its lock.
+    pub(super) fn remove(&self, key: &[u8]) -> Result<bool, DbError> {
+        let expire_at = match self.engine.index().get(key, |r| r.expire_at_ms())? {
+            None => return Ok(false),
+            Some(at) => at,
+        };
+        self.engine.index().delete(key)?;
+        if self.live(expire_at) {
+            Ok(true)
+        } else {
+            self.expired.fetch_add(1, Ordering::Relaxed);
+            Ok(false)
+        }
+    }
+
+    /// Removes `key` if it has expired (under its lock); true if it did.
+    pub(super) fn remove_if_expired(&self, key: &[u8]) -> Result<bool, DbError> {
+        let _held = self.lock_write([key])?;
+        let at = self.engine.index().get(key, |r| r.expire_at_ms())?;
+        match at {
+            Some(at) if !self.live(at) => {
+                self.engine.index().delete(key)?;
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Errors of the keyspace. `Display` is Redis 7's reply text, which clients match on.
+
+use std::fmt;
+
+use crate::dash::IndexError;
+use crate::engine::{BatchError, EngineError};
+
+/// A keyspace error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// The key holds another type.
+    WrongType,
+    /// A string (or argument) that must be an integer is not, or is out of range.
+    NotInteger,
+    /// INCR and friends would overflow.
+    Overflow,
+    /// A string (or argument) that must be a float is not.
+    NotFloat,
+    /// INCRBYFLOAT would produce NaN or an infinity.
+    NanOrInfinity,
+    /// HINCRBY on a field that is not an integer.
+    HashNotInteger,
+    /// HINCRBYFLOAT on a field that is not a float.
+    HashNotFloat,
+    /// RENAME of a missing key.
+    NoSuchKey,
+    /// COPY onto itself.
+    SameObject,
+    /// SETRANGE/APPEND past the 512 MB limit.
+    StringTooLong,
+    /// A negative SETRANGE offset.
+    OffsetOutOfRange,
+    /// The pool is full.
+    OutOfMemory,
+    /// An earlier atomic batch failed half-applied; writes wait for a reopen.
+    ReadOnly,
+    /// A batch too large for the write-ahead log.
+    BatchTooLarge,
+    /// Persistent data failed validation.
+    Corrupted {
+        /// What, and where.
+        what: String,
+    },
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DbError::WrongType => {
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            }
+            DbError::NotInteger => "ERR value is not an integer or out of range",
+            DbError::Overflow => "ERR increment or decrement would overflow",
+            DbError::NotFloat => "ERR value is not a valid float",
+            DbError::NanOrInfinity => "ERR increment would produce NaN or Infinity",
+            DbError::HashNotInteger => "ERR hash value is not an integer",
+            DbError::HashNotFloat => "ERR hash value is not a float",
+            DbError::NoSuchKey => "ERR no such key",
+            DbError::SameObject => "ERR source and destination objects are the same",
+            DbError::StringTooLong => {
+                "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+            }
+            DbError::OffsetOutOfRange => "ERR offset is out of range",
+            DbError::OutOfMemory => "OOM command not allowed when used memory > 'maxmemory'.",
+            DbError::ReadOnly => {
+                "ERR an atomic batch could not be completed; restart the server to finish it"
+            }
+            DbError::BatchTooLarge => {
+                "ERR too many keys in one atomic command for the write-ahead log"
+            }
+            DbError::Corrupted { what } => return write!(f, "ERR pool corrupted: {what}"),
+        })
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<IndexError> for DbError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Heap(crate::heap::HeapError::OutOfSpace { .. }) => DbError::OutOfMemory,
+            other => DbError::Corrupted {
+                what: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<BatchError> for DbError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Index(e) => e.into(),
+            BatchError::Poisoned => DbError::ReadOnly,
+            BatchError::Wal(_) => DbError::BatchTooLarge,
+            BatchError::Corrupted { what } => DbError::Corrupted { what },
+        }
+    }
+}
+
+impl From<EngineError> for DbError {
+    fn from(e: EngineError) -> Self {
+        DbError::Corrupted {
+            what: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The keyspace: Redis strings, hashes and expiry over the engine, as an embedded API (`Db`).
+//! Semantics and error texts are Redis 7's; every write is durable when its call returns.
+//!
+//! `core.rs` (the type, key locks, lookups), `strings.rs`, `keys.rs`, `expire.rs`,
+//! `hash.rs` (with `hash_codec.rs`, the stored form), `glob.rs` (Redis's pattern matching),
+//! `active_expire.rs` (the background sweep of expired keys).
+
+mod active_expire;
+mod clock;
+mod core;
+mod error;
+mod expire;
+mod glob;
+mod hash;
+mod hash_codec;
+mod keys;
+mod num;
+mod strings;
+mod stripes;
+
+pub use clock::Clock;
+pub use core::{Db, DbOptions, DbStats, KeyType};
+pub use error::DbError;
+pub use expire::{ExpireCondition, Ttl};
+pub use glob::glob_match;
+pub use num::{format_f64, parse_f64, parse_i64};
+pub use strings::{GetExExpiry, SetCondition, SetExpiry, SetOptions, SetOutcome};

@@ -1,0 +1,309 @@
+//! String commands.
+
+use super::core::Db;
+use super::error::DbError;
+use super::num::{format_f64, parse_f64, parse_i64};
+use crate::engine::BatchOp;
+use crate::record::RecordKind;
+
+/// Redis's largest string (proto-max-bulk-len's default).
+pub const MAX_STRING: u64 = 512 * 1024 * 1024;
+
+/// SET's NX / XX.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SetCondition {
+    /// Always set.
+    #[default]
+    Always,
+    /// NX: only if absent.
+    IfAbsent,
+    /// XX: only if present.
+    IfPresent,
+}
+
+/// SET's expiry options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SetExpiry {
+    /// No option: the key loses any expiry.
+    #[default]
+    Clear,
+    /// KEEPTTL.
+    Keep,
+    /// EX/PX/EXAT/PXAT, as an absolute time in ms.
+    At(u64),
+}
+
+/// SET's options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// NX / XX.
+    pub condition: SetCondition,
+    /// Expiry.
+    pub expiry: SetExpiry,
+    /// GET: return the old value.
+    pub get: bool,
+}
+
+/// What SET did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetOutcome {
+    /// Whether the value was written (false: NX/XX condition failed).
+    pub written: bool,
+    /// With GET: the old value.
+    pub old: Option<Vec<u8>>,
+}
+
+/// GETEX's options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetExExpiry {
+    /// PERSIST.
+    Persist,
+    /// EX/PX/EXAT/PXAT, absolute ms.
+    At(u64),
+}
+
+impl Db {
+    /// GET.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        let _held = self.lock_read([key]);
+        Ok(self.load_as(key, RecordKind::String)?.map(|e| e.value))
+    }
+
+    /// SET with its options (SETNX, SETEX, PSETEX and GETSET are special cases).
+    pub fn set(&self, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetOutcome, DbError> {
+        let _held = self.lock_write([key])?;
+        let old = self.load(key)?;
+        if opts.get && old.as_ref().is_some_and(|e| e.kind != RecordKind::String) {
+            return Err(DbError::WrongType);
+        }
+        let exists = old.is_some();
+        let allowed = match opts.condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => !exists,
+            SetCondition::IfPresent => exists,
+        };
+        let old_expire = old.as_ref().map_or(0, |e| e.expire_at);
+        let old_value = if opts.get { old.map(|e| e.value) } else { None };
+        if !allowed {
+            return Ok(SetOutcome {
+                written: false,
+                old: old_value,
+            });
+        }
+        let expire_at = match opts.expiry {
+            SetExpiry::Clear => 0,
+            SetExpiry::Keep => old_expire,
+            SetExpiry::At(t) => t,
+        };
+        if expire_at != 0 && expire_at <= self.now_ms() {
+            // Already expired: Redis deletes the key rather than store it.
+            self.remove(key)?;
+        } else {
+            self.store(key, RecordKind::String, value, expire_at)?;
+        }
+        Ok(SetOutcome {
+            written: true,
+            old: old_value,
+        })
+    }
+
+    /// GETDEL.
+    pub fn getdel(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        let _held = self.lock_write([key])?;
+        let v = self.load_as(key, RecordKind::String)?.map(|e| e.value);
+        if v.is_some() {
+            self.remove(key)?;
+        }
+        Ok(v)
+    }
+
+    /// GETEX.
+    pub fn getex(
+        &self,
+        key: &[u8],
+        expiry: Option<GetExExpiry>,
+    ) -> Result<Option<Vec<u8>>, DbError> {
+        let _held = self.lock_write([key])?;
+        let Some(e) = self.load_as(key, RecordKind::String)? else {
+            return Ok(None);
+        };
+        match expiry {
+            None => {}
+            Some(GetExExpiry::Persist) if e.expire_at != 0 => {
+                self.engine.index().set_expire_at(key, 0)?;
+            }
+            Some(GetExExpiry::Persist) => {}
+            Some(GetExExpiry::At(t)) if t <= self.now_ms() => {
+                self.remove(key)?;
+            }
+            Some(GetExExpiry::At(t)) => {
+                self.engine.index().set_expire_at(key, t)?;
+            }
+        }
+        Ok(Some(e.value))
+    }
+
+    /// MGET: `None` for missing keys and keys of other types.
+    pub fn mget(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, DbError> {
+        let _held = self.lock_read(keys.iter().copied());
+        keys.iter()
+            .map(|k| {
+                Ok(self
+                    .load(k)?
+                    .filter(|e| e.kind == RecordKind::String)
+                    .map(|e| e.value))
+            })
+            .collect()
+    }
+
+    /// MSET: all or nothing across a crash; a repeated key takes its last value.
+    pub fn mset(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), DbError> {
+        let _held = self.lock_write(pairs.iter().map(|p| p.0))?;
+        self.put_all(pairs)
+    }
+
+    /// MSETNX: sets all if none exists; all or nothing across a crash.
+    pub fn msetnx(&self, pairs: &[(&[u8], &[u8])]) -> Result<bool, DbError> {
+        let _held = self.lock_write(pairs.iter().map(|p| p.0))?;
+        for (k, _) in pairs {
+            if self.peek(k)?.is_some() {
+                return Ok(false);
+            }
+        }
+        self.put_all(pairs)?;
+        Ok(true)
+    }
+
+    /// Writes string pairs as one atomic batch (one key needs no log). Keys locked by the caller.
+    fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), DbError> {
+        let mut last: Vec<(&[u8], &[u8])> = Vec::with_capacity(pairs.len());
+        for (i, p) in pairs.iter().enumerate() {
+            if !pairs[i + 1..].iter().any(|q| q.0 == p.0) {
+                last.push(*p);
+            }
+        }
+        if let [(k, v)] = last[..] {
+            return self.store(k, RecordKind::String, v, 0);
+        }
+        let index = self.engine.index();
+        let mut ops = Vec::with_capacity(last.len());
+        for (k, v) in &last {
+            match index.prepare(k, v, RecordKind::String, 0) {
+                Ok(record) => ops.push(BatchOp::Put {
+                    key: k.to_vec(),
+                    record,
+                }),
+                Err(e) => {
+                    self.engine.discard_prepared(&ops);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(self.engine.apply_batch(&ops)?)
+    }
+
+    /// INCRBY (INCR, DECR, DECRBY): the new value. Keeps the key's expiry.
+    pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, DbError> {
+        let _held = self.lock_write([key])?;
+        let e = self.load_as(key, RecordKind::String)?;
+        let (old, expire_at) = match &e {
+            None => (0, 0),
+            Some(e) => (parse_i64(&e.value).ok_or(DbError::NotInteger)?, e.expire_at),
+        };
+        let new = old.checked_add(delta).ok_or(DbError::Overflow)?;
+        self.store(
+            key,
+            RecordKind::String,
+            new.to_string().as_bytes(),
+            expire_at,
+        )?;
+        Ok(new)
+    }
+
+    /// INCRBYFLOAT: the new value as Redis prints it.
+    pub fn incr_by_float(&self, key: &[u8], delta: f64) -> Result<String, DbError> {
+        let _held = self.lock_write([key])?;
+        let e = self.load_as(key, RecordKind::String)?;
+        let (old, expire_at) = match &e {
+            None => (0.0, 0),
+            Some(e) => (parse_f64(&e.value).ok_or(DbError::NotFloat)?, e.expire_at),
+        };
+        let new = old + delta;
+        if !new.is_finite() {
+            return Err(DbError::NanOrInfinity);
+        }
+        let text = format_f64(new);
+        self.store(key, RecordKind::String, text.as_bytes(), expire_at)?;
+        Ok(text)
+    }
+
+    /// APPEND: the new length.
+    pub fn append(&self, key: &[u8], suffix: &[u8]) -> Result<u64, DbError> {
+        let _held = self.lock_write([key])?;
+        let e = self.load_as(key, RecordKind::String)?;
+        let (mut value, expire_at) = e.map_or((Vec::new(), 0), |e| (e.value, e.expire_at));
+        if value.len() as u64 + suffix.len() as u64 > MAX_STRING {
+            return Err(DbError::StringTooLong);
+        }
+        value.extend_from_slice(suffix);
+        self.store(key, RecordKind::String, &value, expire_at)?;
+        Ok(value.len() as u64)
+    }
+
+    /// STRLEN.
+    pub fn strlen(&self, key: &[u8]) -> Result<u64, DbError> {
+        let _held = self.lock_read([key]);
+        match self.peek(key)? {
+            None => Ok(0),
+            Some((RecordKind::String, _, len)) => Ok(len),
+            Some(_) => Err(DbError::WrongType),
+        }
+    }
+
+    /// GETRANGE with Redis's index rules.
+    pub fn getrange(&self, key: &[u8], start: i64, end: i64) -> Result<Vec<u8>, DbError> {
+        let _held = self.lock_read([key]);
+        let Some(e) = self.load_as(key, RecordKind::String)? else {
+            return Ok(Vec::new());
+        };
+        let len = e.value.len() as i64;
+        if start < 0 && end < 0 && start > end {
+            return Ok(Vec::new());
+        }
+        let mut s = if start < 0 { len + start } else { start };
+        let mut t = if end < 0 { len + end } else { end };
+        s = s.max(0);
+        t = t.max(0);
+        if t >= len {
+            t = len - 1;
+        }
+        if s > t || len == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(e.value[s as usize..=t as usize].to_vec())
+    }
+
+    /// SETRANGE (offset already checked non-negative by the caller): the new length.
+    pub fn setrange(&self, key: &[u8], offset: u64, patch: &[u8]) -> Result<u64, DbError> {
+        let _held = self.lock_write([key])?;
+        let e = self.load_as(key, RecordKind::String)?;
+        let Some(end) = offset.checked_add(patch.len() as u64) else {
+            return Err(DbError::StringTooLong);
+        };
+        let (mut value, expire_at) = match e {
+            None if patch.is_empty() => return Ok(0),
+            None => (Vec::new(), 0),
+            Some(e) if patch.is_empty() => return Ok(e.value.len() as u64),
+            Some(e) => (e.value, e.expire_at),
+        };
+        if end > MAX_STRING {
+            return Err(DbError::StringTooLong);
+        }
+        if (value.len() as u64) < end {
+            value.resize(end as usize, 0);
+        }
+        value[offset as usize..end as usize].copy_from_slice(patch);
+        self.store(key, RecordKind::String, &value, expire_at)?;
+        Ok(value.len() as u64)
+    }
+}

@@ -1,0 +1,292 @@
+//! Atomic batches: several publications and deletions that a crash must not split (MSET,
+//! RENAME, multi-key DEL, ...), made all-or-nothing by redo logging.
+//!
+//! Protocol (`Engine::apply_batch`), with the caller holding the keyspace locks of every key:
+//! 1. every new record is *prepared* (written and flushed, reachable from nothing);
+//! 2. one WAL record lists the operations (`Put{key, record offset}`, `Delete{key}`); its
+//!    append persists it, and its fence also makes the prepared records durable;
+//! 3. the operations are applied to the index, each durable on return;
+//! 4. the WAL record is checkpointed.
+//!
+//! A crash before 2 is durable leaves the prepared records unreachable (the sweep reclaims them)
+//! and nothing changed. A crash after it redoes every operation at the next open, before the
+//! sweep (`replay`): a put makes the key name the logged record unless it already does, a delete
+//! deletes if present, so redo is idempotent, and a crash during redo is redone again.
+//!
+//! Why redo cannot undo a later write: batches are serialised (`batch_lock`) and checkpointed
+//! before the caller releases its key locks, so at any instant at most one batch is not
+//! checkpointed, and no other write to its keys has happened since it was logged.
+
+use std::fmt;
+
+use super::core::Engine;
+use crate::dash::{IndexError, PutMode};
+use crate::wal::{WalEntry, WalError};
+
+/// WAL record kind of a batch.
+pub(crate) const KIND_BATCH: u8 = 1;
+/// WAL record kind of FLUSHALL (no payload): redo deletes every key.
+pub(crate) const KIND_FLUSH: u8 = 2;
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// One operation of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Make `key` name the prepared record at `record` (see `Dash::prepare`).
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The prepared record's offset.
+        record: u64,
+    },
+    /// Delete `key` if present.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// A batch could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// From the index.
+    Index(IndexError),
+    /// From the log (e.g. a batch too large for it).
+    Wal(WalError),
+    /// An earlier batch failed half-applied; writes wait for a reopen to redo it.
+    Poisoned,
+    /// A logged batch that cannot be decoded.
+    Corrupted {
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::Index(e) => e.fmt(f),
+            BatchError::Wal(e) => e.fmt(f),
+            BatchError::Poisoned => write!(
+                f,
+                "an atomic batch could not be completed (pool full?); reopen the pool to finish it"
+            ),
+            BatchError::Corrupted { what } => write!(f, "logged batch corrupted: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+impl From<IndexError> for BatchError {
+    fn from(e: IndexError) -> Self {
+        BatchError::Index(e)
+    }
+}
+
+/// Encodes a batch: `u32 count`, then per operation `u8 op | u32 key_len | key [| u64 record]`,
+/// little-endian.
+fn encode(ops: &[BatchOp], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    for op in ops {
+        let (code, key) = match op {
+            BatchOp::Put { key, .. } => (OP_PUT, key),
+            BatchOp::Delete { key } => (OP_DELETE, key),
+        };
+        out.push(code);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        if let BatchOp::Put { record, .. } = op {
+            out.extend_from_slice(&record.to_le_bytes());
+        }
+    }
+}
+
+fn decode(mut p: &[u8]) -> Result<Vec<BatchOp>, BatchError> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], BatchError> {
+        if p.len() < n {
+            return Err(BatchError::Corrupted {
+                what: "truncated batch".into(),
+            });
+        }
+        let (a, b) = p.split_at(n);
+        *p = b;
+        Ok(a)
+    }
+    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
+    let count = u32_at(take(&mut p, 4)?);
+    let mut ops = Vec::with_capacity(count.min(p.len() / 5));
+    for _ in 0..count {
+        let code = take(&mut p, 1)?[0];
+        let len = u32_at(take(&mut p, 4)?);
+        let key = take(&mut p, len)?.to_vec();
+        ops.push(match code {
+            OP_PUT => {
+                let record = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
+                BatchOp::Put { key, record }
+            }
+            OP_DELETE => BatchOp::Delete { key },
+            other => {
+                return Err(BatchError::Corrupted {
+                    what: format!("unknown batch operation {other}"),
+                });
+            }
+        });
+    }
+    if !p.is_empty() {
+        return Err(BatchError::Corrupted {
+            what: format!("{} bytes after the last operation", p.len()),
+        });
+    }
+    Ok(ops)
+}
+
+impl Engine {
+    /// Applies `ops` all-or-nothing across a crash (see the module documentation). The caller
+    /// holds the keyspace locks of every key in `ops` and has prepared every `Put`'s record.
+    /// On return every operation is durable. On an error before the log record is durable,
+    /// nothing changed and the prepared records are freed.
+    pub fn apply_batch(&self, ops: &[BatchOp]) -> Result<(), BatchError> {
+        let mut payload = Vec::new();
+        encode(ops, &mut payload);
+        let _serial = self.batch_lock.lock();
+        if !self.writable() {
+            self.discard_prepared(ops);
+            return Err(BatchError::Poisoned);
+        }
+        let lsn = match self.wal.append(KIND_BATCH, &payload) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                self.discard_prepared(ops);
+                return Err(BatchError::Wal(e));
+            }
+        };
+        let index = self.index();
+        for op in ops {
+            let done = match op {
+                BatchOp::Put { key, record } => {
+                    index.publish(key, *record, PutMode::Upsert).map(drop)
+                }
+                BatchOp::Delete { key } => index.delete(key).map(drop),
+            };
+            if let Err(e) = done {
+                // Half applied: only the redo at the next open may finish it.
+                self.batch_failed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                return Err(e.into());
+            }
+        }
+        // Every operation above was durable on return, so the record is no longer needed.
+        // On an error above the record stays live and the next open redoes it whole.
+        self.wal.checkpoint(lsn);
+        Ok(())
+    }
+
+    /// Deletes every key, all or nothing across a crash: logged first, so a crash part way is
+    /// finished by the redo (deleting everything again is idempotent). The caller holds every
+    /// key lock. Returns the number of keys deleted.
+    pub fn flush_all(&self) -> Result<u64, BatchError> {
+        let _serial = self.batch_lock.lock();
+        if !self.writable() {
+            return Err(BatchError::Poisoned);
+        }
+        let lsn = self.wal.append(KIND_FLUSH, &[]).map_err(BatchError::Wal)?;
+        match self.delete_all() {
+            Ok(n) => {
+                self.wal.checkpoint(lsn);
+                Ok(n)
+            }
+            Err(e) => {
+                self.batch_failed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn delete_all(&self) -> Result<u64, BatchError> {
+        let index = self.index();
+        let (mut cursor, mut deleted) = (0u64, 0u64);
+        let mut keys = Vec::new();
+        loop {
+            keys.clear();
+            cursor = index.scan(cursor, 1024, |r| keys.push(r.key().to_vec()))?;
+            for k in &keys {
+                deleted += index.delete(k)? as u64;
+            }
+            if cursor == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Frees the prepared records of a batch that was not logged.
+    pub fn discard_prepared(&self, ops: &[BatchOp]) {
+        for op in ops {
+            if let BatchOp::Put { record, .. } = op {
+                let _ = self.index().discard(*record);
+            }
+        }
+    }
+
+    /// Redoes the batches a crash left in the log, oldest first, then checkpoints them.
+    pub(crate) fn replay(&self, entries: Vec<WalEntry>) -> Result<usize, BatchError> {
+        let n = entries.len();
+        for entry in entries {
+            if entry.kind == KIND_FLUSH {
+                self.delete_all()?;
+                self.wal.checkpoint(entry.lsn);
+                continue;
+            }
+            if entry.kind != KIND_BATCH {
+                return Err(BatchError::Corrupted {
+                    what: format!("unknown WAL record kind {}", entry.kind),
+                });
+            }
+            for op in decode(&entry.payload)? {
+                match op {
+                    BatchOp::Put { key, record } => self.index().replay_put(&key, record)?,
+                    BatchOp::Delete { key } => {
+                        self.index().delete(&key)?;
+                    }
+                }
+            }
+            self.wal.checkpoint(entry.lsn);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_encoding_round_trips_and_rejects_truncation() {
+        let ops = vec![
+            BatchOp::Put {
+                key: b"a\0\r\n".to_vec(),
+                record: 0x1234_5678_9abc,
+            },
+            BatchOp::Delete { key: Vec::new() },
+            BatchOp::Put {
+                key: vec![7; 300],
+                record: 64,
+            },
+        ];
+        let mut buf = Vec::new();
+        encode(&ops, &mut buf);
+        assert_eq!(decode(&buf).unwrap(), ops);
+        for cut in 0..buf.len() {
+            assert!(decode(&buf[..cut]).is_err(), "cut at {cut} decoded");
+        }
+        let mut extra = buf.clone();
+        extra.push(0);
+        assert!(decode(&extra).is_err());
+        let mut bad = buf;
+        bad[4] = 9;
+        assert!(decode(&bad).is_err());
+    }
+}
