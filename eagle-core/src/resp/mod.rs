@@ -1,0 +1,8 @@
+//! The Redis protocol (RESP2 and RESP3): reply frames and their encoding, the server's request
+//! parser with Redis 7's protocol errors, and a reply parser for clients, tests and fuzzing.
+
+mod encode;
+mod frame;
+
+pub use encode::{Protocol, encode, format_double};
+pub use frame::Frame;
