@@ -2,7 +2,14 @@
 //! parser with Redis 7's protocol errors, and a reply parser for clients, tests and fuzzing.
 
 mod encode;
+mod error;
 mod frame;
+mod inline;
+mod parse;
+#[cfg(test)]
+mod parse_tests;
 
 pub use encode::{Protocol, encode, format_double};
+pub use error::ProtocolError;
 pub use frame::Frame;
+pub use parse::{Limits, RequestParser};
