@@ -8,8 +8,12 @@ mod inline;
 mod parse;
 #[cfg(test)]
 mod parse_tests;
+mod reply;
+#[cfg(test)]
+mod roundtrip_tests;
 
 pub use encode::{Protocol, encode, format_double};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use parse::{Limits, RequestParser};
+pub use reply::{FrameError, MAX_DEPTH, parse_frame};

@@ -27,7 +27,8 @@ use super::inline::split_args;
 pub struct Limits {
     /// Largest bulk argument accepted, in bytes (Redis's `proto-max-bulk-len`, 512 MiB).
     pub max_bulk_len: u64,
-    /// Largest multibulk element count accepted (1,048,576).
+    /// Largest multibulk element count accepted (1,048,576, Redis 6's fixed limit; Redis 7
+    /// raised its own to `INT_MAX`).
     pub max_multibulk_len: u64,
     /// Longest inline request line, or `*` / `$` header line, in bytes (64 KiB).
     pub max_inline_len: usize,
