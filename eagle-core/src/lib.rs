@@ -12,6 +12,7 @@ pub mod heap;
 pub mod pmem;
 pub mod pool;
 pub mod record;
+pub mod resp;
 mod shard;
 pub mod wal;
 
