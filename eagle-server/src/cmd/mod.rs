@@ -1,0 +1,30 @@
+//! Commands, one file per family, each command a type that parses its arguments and applies
+//! itself (`table.rs`), dispatched by `dispatch.rs`.
+
+mod connection;
+mod ctx;
+mod dispatch;
+mod expire;
+mod hash;
+mod keys;
+pub mod multi;
+mod parse;
+mod server;
+mod strings;
+mod table;
+
+pub use ctx::{Ctx, Session, Shared};
+pub use dispatch::execute;
+pub use parse::{CmdError, Parse};
+pub use table::{Command, Spec, lookup, table};
+
+/// Every family's commands.
+static FAMILIES: &[&[Spec]] = &[
+    strings::SPECS,
+    keys::SPECS,
+    expire::SPECS,
+    hash::SPECS,
+    connection::SPECS,
+    server::SPECS,
+    multi::SPECS,
+];

@@ -1,0 +1,10 @@
+//! (to be written)
+
+use super::table::Spec;
+
+/// This family's commands.
+pub static SPECS: &[Spec] = &[];
+
+/// A connection's transaction state.
+#[derive(Default)]
+pub struct MultiState {}

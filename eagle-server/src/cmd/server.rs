@@ -1,0 +1,6 @@
+//! (to be written)
+
+use super::table::Spec;
+
+/// This family's commands.
+pub static SPECS: &[Spec] = &[];
