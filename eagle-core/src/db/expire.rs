@@ -18,6 +18,8 @@ pub enum ExpireCondition {
     Gt,
     /// Only if it is earlier.
     Lt,
+    /// XX and LT: only if it has one and the new time is earlier.
+    XxLt,
 }
 
 /// A key's time to live.
@@ -51,6 +53,7 @@ impl Db {
             ExpireCondition::Xx => current != 0,
             ExpireCondition::Gt => current != 0 && new > current,
             ExpireCondition::Lt => current == 0 || new < current,
+            ExpireCondition::XxLt => current != 0 && new < current,
         };
         if !allowed {
             return Ok(false);

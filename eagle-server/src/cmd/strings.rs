@@ -1,7 +1,7 @@
 //! String commands.
 
 use bytes::Bytes;
-use eagle_core::db::{GetExExpiry, SetCondition, SetExpiry, SetOptions};
+use eagle_core::db::{GetExExpiry, KeyType, SetCondition, SetExpiry, SetOptions};
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
@@ -57,23 +57,33 @@ impl Command for Set {
         let mut opts = SetOptions::default();
         let mut expiry = None;
         let mut keepttl = false;
+        let mut expiry_text = None;
         while p.remaining() > 0 {
             let kw = p.keyword()?;
+            // As Redis's parseExtendedStringArgumentsOrReply: an option may repeat (the last
+            // value wins) but not meet a conflicting one.
+            let same_unit = |e: &Option<(String, i64)>| e.as_ref().is_none_or(|(k, _)| *k == kw);
             match kw.as_str() {
-                "NX" if opts.condition == SetCondition::Always => {
+                "NX" if opts.condition != SetCondition::IfPresent => {
                     opts.condition = SetCondition::IfAbsent
                 }
-                "XX" if opts.condition == SetCondition::Always => {
+                "XX" if opts.condition != SetCondition::IfAbsent => {
                     opts.condition = SetCondition::IfPresent
                 }
                 "GET" => opts.get = true,
                 "KEEPTTL" if expiry.is_none() => keepttl = true,
-                "EX" | "PX" | "EXAT" | "PXAT" if expiry.is_none() && !keepttl => {
-                    let v = p.i64()?;
-                    expiry = Some((kw, v));
+                "EX" | "PX" | "EXAT" | "PXAT"
+                    if same_unit(&expiry) && !keepttl && p.remaining() > 0 =>
+                {
+                    expiry_text = Some(p.bytes()?);
+                    expiry = Some((kw, 0));
                 }
                 _ => return Err(CmdError::syntax()),
             }
+        }
+        // Redis reads the (last) number only after the whole syntax is accepted.
+        if let (Some((_, v)), Some(text)) = (expiry.as_mut(), expiry_text) {
+            *v = eagle_core::db::parse_i64(&text).ok_or_else(CmdError::not_integer)?;
         }
         if keepttl {
             opts.expiry = SetExpiry::Keep;
@@ -275,16 +285,25 @@ impl Command for IncrBy {
     }
 }
 
-struct IncrByFloat(Bytes, f64);
+struct IncrByFloat(Bytes, Bytes);
 impl Command for IncrByFloat {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        let k = p.bytes()?;
-        let d = p.f64()?;
+        let c = IncrByFloat(p.bytes()?, p.bytes()?);
         p.finish()?;
-        Ok(IncrByFloat(k, d))
+        Ok(c)
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        Ok(bulk(ctx.db().incr_by_float(&self.0, self.1)?))
+        // Redis checks the key's type before it reads the increment.
+        if ctx
+            .db()
+            .key_type(&self.0)?
+            .is_some_and(|t| t != KeyType::String)
+        {
+            return Err(eagle_core::DbError::WrongType.into());
+        }
+        let delta = eagle_core::db::parse_f64(&self.1)
+            .ok_or_else(|| CmdError::new("ERR value is not a valid float"))?;
+        Ok(bulk(ctx.db().incr_by_float(&self.0, delta)?))
     }
 }
 

@@ -109,8 +109,11 @@ pub fn wrong_arity(name: &str) -> CmdError {
     ))
 }
 
+/// At most `max` bytes, cut at a NUL (Redis formats these with `%.*s`).
 fn lossy(b: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+    let b = &b[..b.len().min(max)];
+    let b = b.split(|&c| c == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Frame helpers shared by the command families.
@@ -131,10 +134,5 @@ pub mod reply {
     /// An integer from a count.
     pub fn int(v: impl TryInto<i64>) -> Frame {
         Frame::Integer(v.try_into().unwrap_or(i64::MAX))
-    }
-
-    /// An array of bulk strings.
-    pub fn bulks(v: impl IntoIterator<Item = Vec<u8>>) -> Frame {
-        Frame::Array(v.into_iter().map(bulk).collect())
     }
 }
