@@ -72,7 +72,7 @@ impl Command for Expire {
         };
         let mut when = self.when;
         if seconds {
-            if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
+            if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
                 return Err(invalid());
             }
             when *= 1000;

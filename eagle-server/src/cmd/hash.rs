@@ -18,7 +18,7 @@ struct HSet {
 impl Command for HSet {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let key = p.bytes()?;
-        if p.remaining() % 2 != 0 {
+        if !p.remaining().is_multiple_of(2) {
             return Err(super::table::wrong_arity(&p.name));
         }
         let mut pairs = Vec::with_capacity(p.remaining() / 2);

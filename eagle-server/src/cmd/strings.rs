@@ -237,7 +237,7 @@ struct MSet {
 }
 impl Command for MSet {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        if p.remaining() % 2 != 0 {
+        if !p.remaining().is_multiple_of(2) {
             return Err(super::table::wrong_arity(&p.name));
         }
         let mut pairs = Vec::with_capacity(p.remaining() / 2);
