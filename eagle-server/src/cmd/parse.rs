@@ -106,12 +106,14 @@ mod tests {
 
     #[test]
     fn finish_rejects_extra_arguments_and_numbers_use_redis_rules() {
-        let argv = ["GET", "k", "extra"].map(Bytes::from_static).to_vec();
+        let argv = [&b"GET"[..], b"k", b"extra"]
+            .map(Bytes::from_static)
+            .to_vec();
         let mut p = Parse::new(argv);
         assert_eq!(p.name, "get");
         p.bytes().unwrap();
         assert_eq!(p.finish(), Err(CmdError::syntax()));
-        let mut p = Parse::new(["X", "01", "1.5x"].map(Bytes::from_static).to_vec());
+        let mut p = Parse::new([&b"X"[..], b"01", b"1.5x"].map(Bytes::from_static).to_vec());
         assert_eq!(p.i64(), Err(CmdError::not_integer()));
         assert!(p.f64().is_err());
     }
