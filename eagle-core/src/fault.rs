@@ -11,6 +11,10 @@ pub enum Fault {
     SkipFenceBeforePublish,
     /// A WAL append is acknowledged without being flushed and fenced.
     SkipWalPersist,
+    /// A multi-key batch is applied without being logged first (so a crash can split it).
+    SkipBatchLog,
+    /// A batch's log record is written without first fencing the records it names.
+    SkipFenceBeforeBatchLog,
 }
 
 #[cfg(feature = "fault-injection")]

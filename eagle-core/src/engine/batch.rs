@@ -3,8 +3,8 @@
 //!
 //! Protocol (`Engine::apply_batch`), with the caller holding the keyspace locks of every key:
 //! 1. every new record is *prepared* (written and flushed, reachable from nothing);
-//! 2. one WAL record lists the operations (`Put{key, record offset}`, `Delete{key}`); its
-//!    append persists it, and its fence also makes the prepared records durable;
+//! 2. a fence makes the prepared records durable; then one WAL record lists the operations
+//!    (`Put{key, record offset}`, `Delete{key}`), persisted by its append;
 //! 3. the operations are applied to the index, each durable on return;
 //! 4. the WAL record is checkpointed.
 //!
@@ -156,7 +156,21 @@ impl Engine {
             self.discard_prepared(ops);
             return Err(BatchError::Poisoned);
         }
-        let lsn = match self.wal.append(KIND_BATCH, &payload) {
+        // Ordering: the prepared records (flushed, not fenced) are durable before any byte of
+        // the log record naming them is written. Without this fence a power failure could keep
+        // the log record (its lines evicted early) and lose a record's lines, and the redo
+        // would publish a torn record (the crash harness found exactly that).
+        if ops.iter().any(|op| matches!(op, BatchOp::Put { .. }))
+            && !crate::fault::armed(crate::fault::Fault::SkipFenceBeforeBatchLog)
+        {
+            self.pool().region().fence();
+        }
+        let logged = if crate::fault::armed(crate::fault::Fault::SkipBatchLog) {
+            Ok(None)
+        } else {
+            self.wal.append(KIND_BATCH, &payload).map(Some)
+        };
+        let lsn = match logged {
             Ok(lsn) => lsn,
             Err(e) => {
                 self.discard_prepared(ops);
@@ -180,7 +194,9 @@ impl Engine {
         }
         // Every operation above was durable on return, so the record is no longer needed.
         // On an error above the record stays live and the next open redoes it whole.
-        self.wal.checkpoint(lsn);
+        if let Some(lsn) = lsn {
+            self.wal.checkpoint(lsn);
+        }
         Ok(())
     }
 
