@@ -44,7 +44,7 @@ enum Op {
 }
 
 /// What `op` does to `s` (Redis semantics, for the subset the workload produces).
-fn model(s: &State, op: &Op) -> State {
+fn next_state(s: &State, op: &Op) -> State {
     let mut s = s.clone();
     match op {
         Op::Set(k, v) => {
@@ -210,7 +210,7 @@ fn workload(n: usize, seed: u64) -> Vec<Op> {
         let keep = !matches!(op, Op::Rename(a, _) if !s.contains_key(a))
             && !matches!(op, Op::Incr(k) if matches!(s.get(k), Some((Val::Hash(_), _))));
         if keep {
-            s = model(&s, op);
+            s = next_state(&s, op);
         }
         keep
     });
@@ -334,7 +334,7 @@ fn run(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64) -> Repor
     for op in ops {
         {
             let mut m = model.lock();
-            let after = model(&m.acked, op);
+            let after = next_state(&m.acked, op);
             m.after = Some(after);
         }
         apply(&db, op);
