@@ -19,6 +19,8 @@ use parking_lot::Mutex;
 use pmem_emulation::Eviction;
 
 const POOL: u64 = 4 << 20;
+/// The large hash's tables and parts take chunks of several size classes.
+const BIG_POOL: u64 = 8 << 20;
 const NOW: u64 = 1_700_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +79,7 @@ fn next_state(s: &State, op: &Op) -> State {
                     None => fields.push((f.clone(), v.clone())),
                 }
             }
+            fields.sort();
             s.insert(k.clone(), (Val::Hash(fields), ttl));
         }
         Op::HDel(k, gone) => {
@@ -156,7 +159,12 @@ fn snapshot(db: &Db) -> Result<State, String> {
             Some(KeyType::String) => {
                 Val::Str(db.get(&k).map_err(|e| e.to_string())?.unwrap_or_default())
             }
-            Some(KeyType::Hash) => Val::Hash(db.hgetall(&k).map_err(|e| e.to_string())?),
+            Some(KeyType::Hash) => {
+                // A large hash's order is its table's, not insertion order: compare sorted.
+                let mut f = db.hgetall(&k).map_err(|e| e.to_string())?;
+                f.sort();
+                Val::Hash(f)
+            }
             None => continue,
         };
         s.insert(k, (v, ttl));
@@ -214,6 +222,47 @@ fn workload(n: usize, seed: u64) -> Vec<Op> {
         }
         keep
     });
+    ops
+}
+
+/// A large hash (table form) under writes that touch one part, several parts (a logged
+/// batch), delete fields, and grow the table.
+fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
+    let mut x = seed | 1;
+    let mut rnd = move |m: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % m as u64) as usize
+    };
+    let field = |i: usize| format!("field-{i:05}").into_bytes();
+    let mut ops = vec![Op::HSet(
+        b"big".to_vec(),
+        (0..200).map(|i| (field(i), vec![b'v'; 10])).collect(),
+    )];
+    let mut next = 200;
+    for i in 0..n {
+        ops.push(match rnd(4) {
+            0 => Op::HDel(
+                b"big".to_vec(),
+                (0..1 + rnd(3)).map(|_| field(rnd(next))).collect(),
+            ),
+            1 => Op::HSet(
+                b"big".to_vec(),
+                vec![(field(rnd(next)), vec![b'u'; rnd(30)])],
+            ),
+            _ => {
+                let k = 2 + rnd(6);
+                next += k;
+                Op::HSet(
+                    b"big".to_vec(),
+                    (0..k)
+                        .map(|j| (field(next - j - 1), vec![b'a' + (i % 26) as u8; 12]))
+                        .collect(),
+                )
+            }
+        });
+    }
     ops
 }
 
@@ -302,6 +351,10 @@ fn crash_during_recovery(scratch: &Arc<Scratch>, image: &[u8], m: &Model, seed: 
 }
 
 fn run(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64) -> Report {
+    run_sized(name, ops, all_policies, recovery_every, POOL)
+}
+
+fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, size: u64) -> Report {
     let scratch = Arc::new(Scratch::new(name));
     let model = Arc::new(Mutex::new(Model::default()));
     let second = Arc::new(Mutex::new(Report::default()));
@@ -326,7 +379,7 @@ fn run(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64) -> Repor
     };
     let live = scratch.path("live.pool");
     let opts = PoolOptions {
-        size: POOL,
+        size,
         ..PoolOptions::default()
     }
     .simulated(Some(hook));
@@ -415,5 +468,20 @@ fn harness_catches_a_log_record_written_before_its_records_are_durable() {
         !report.violations.is_empty(),
         "the harness missed the removed fence: {}",
         report.summary()
+    );
+}
+
+#[test]
+fn large_hash_writes_are_all_or_nothing_at_every_fence() {
+    let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
+    let (n, all) = if long { (1500, true) } else { (80, false) };
+    let report = run_sized("large-hash", &large_hash_workload(n, 5), all, 17, BIG_POOL);
+    println!("{}", report.summary());
+    assert!(report.checked > 1500, "{}", report.summary());
+    assert!(
+        report.violations.is_empty(),
+        "{}\n{:#?}",
+        report.summary(),
+        &report.violations[..report.violations.len().min(8)]
     );
 }

@@ -8,6 +8,7 @@ pub mod dash;
 pub mod db;
 pub mod engine;
 pub mod fault;
+pub mod hashtab;
 pub mod heap;
 pub mod pmem;
 pub mod pool;

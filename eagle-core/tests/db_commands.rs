@@ -332,3 +332,38 @@ fn scan_filters_by_pattern_and_type_and_visits_every_key() {
     assert_eq!(seen.len(), want);
     assert!(db.randomkey().unwrap().is_some());
 }
+
+#[test]
+fn large_hashes_move_to_a_table_and_survive_reopen_rename_copy_and_delete() {
+    let mut db = Fixture::new("big-hash");
+    let empty = db.engine().check().heap_used; // the index's own segment and directory
+    let n = 5000u32;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(7) {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = chunk
+            .iter()
+            .map(|i| (format!("f{i}").into_bytes(), format!("v{i}").into_bytes()))
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+        assert_eq!(db.hset(b"big", &refs).unwrap(), chunk.len() as u64);
+    }
+    assert_eq!(db.hlen(b"big").unwrap(), n as u64);
+    assert_eq!(db.hget(b"big", b"f1234").unwrap(), s(b"v1234"));
+    assert_eq!(db.hincrby(b"big", b"counter", 3).unwrap(), 3);
+    assert_eq!(db.hdel(b"big", &[b"f0", b"f1", b"nope"]).unwrap(), 2);
+    assert!(db.engine().check().is_clean(), "{:?}", db.engine().check());
+    db.reopen(true);
+    assert_eq!(db.hlen(b"big").unwrap(), n as u64 - 1); // recounted after the crash
+    assert_eq!(db.hgetall(b"big").unwrap().len(), n as usize - 1);
+    assert!(db.rename(b"big", b"moved", false).unwrap());
+    assert!(db.copy(b"moved", b"copy", false).unwrap());
+    assert_eq!(db.hdel(b"moved", &[b"f2"]).unwrap(), 1);
+    assert_eq!(db.hget(b"copy", b"f2").unwrap(), s(b"v2"));
+    db.reopen(false);
+    assert!(db.engine().check().is_clean(), "{:?}", db.engine().check());
+    assert_eq!(db.hlen(b"moved").unwrap(), n as u64 - 2);
+    assert_eq!(db.del(&[b"moved", b"copy"]).unwrap(), 2);
+    db.reopen(false);
+    let report = db.engine().check();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.heap_used, empty, "every table and part reclaimed");
+}

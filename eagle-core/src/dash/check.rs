@@ -144,6 +144,14 @@ impl Dash {
                                 ));
                             }
                             block(&mut r, rec, "record", rr.size());
+                            match crate::hashtab::children(self.region(), rr.value()) {
+                                Ok(children) => {
+                                    for c in children {
+                                        block(&mut r, c.offset, c.what, c.size);
+                                    }
+                                }
+                                Err(e) => r.problems.push(format!("record {rec:#x}: {e}")),
+                            }
                         }
                     }
                 }

@@ -19,17 +19,22 @@ impl Dash {
         kind: RecordKind,
         expire_at_ms: u64,
     ) -> Result<u64, IndexError> {
-        let size = record_size(key, value.len() as u64);
-        let rec = loop {
-            match self.alloc(size) {
-                Ok(rec) => break rec,
-                Err(e) if self.wait_if_recovery_frees_space(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        };
+        let rec = self.alloc_block(record_size(key, value.len() as u64))?;
         // SAFETY: `rec` was just allocated; nothing else can reach it.
         unsafe { write_record(self.region(), rec, kind, key, value, expire_at_ms) };
         Ok(rec)
+    }
+
+    /// Allocates a heap block for a structure a record will own (waiting for a running
+    /// recovery if the pool is full until it ends).
+    pub(crate) fn alloc_block(&self, size: u64) -> Result<u64, IndexError> {
+        loop {
+            match self.alloc(size) {
+                Ok(b) => return Ok(b),
+                Err(e) if self.wait_if_recovery_frees_space(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Publishes a prepared record under `key` (which must be the key it was prepared with).

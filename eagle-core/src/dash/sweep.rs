@@ -186,7 +186,16 @@ impl Dash {
             for bi in 0..ALL_BUCKETS {
                 let b = seg.bucket(bi);
                 for i in set_bits(b.alloc_bits()) {
-                    mark(b.slots[i].record.load(Ordering::Relaxed), "record")?;
+                    let rec = b.slots[i].record.load(Ordering::Relaxed);
+                    mark(rec, "record")?;
+                    // The blocks the record owns (a large hash's table and parts).
+                    if let Some(r) = crate::record::RecordRef::open(self.region(), rec) {
+                        let children = crate::hashtab::children(self.region(), r.value())
+                            .map_err(corrupted)?;
+                        for c in children {
+                            mark(c.offset, c.what)?;
+                        }
+                    }
                     n += 1;
                 }
             }

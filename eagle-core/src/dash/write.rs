@@ -142,7 +142,7 @@ impl Dash {
                 slot.record.store(rec, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
                 // Retired with the bucket still locked: see `retire`.
-                self.retire(guard, found.record);
+                self.retire_record(guard, found.record);
                 drop(held);
                 return Ok(PutOutcome::Replaced);
             }
@@ -285,8 +285,19 @@ impl Dash {
         }
     }
 
-    /// Deletes `key`; true if it was present. On return the deletion is durable.
+    /// Deletes `key`; true if it was present. On return the deletion is durable. The record
+    /// and the blocks it owns (a large hash's table and parts) are reclaimed.
     pub fn delete(&self, key: &[u8]) -> Result<bool, IndexError> {
+        self.delete_inner(key, true)
+    }
+
+    /// Deletes `key` but reclaims only its record, not the blocks it owns: they have been
+    /// handed to another record (RENAME of a large hash).
+    pub fn delete_detached(&self, key: &[u8]) -> Result<bool, IndexError> {
+        self.delete_inner(key, false)
+    }
+
+    fn delete_inner(&self, key: &[u8], with_children: bool) -> Result<bool, IndexError> {
         let h = self.hash(key);
         let guard = self.pin();
         let b = bucket_index(h);
@@ -304,7 +315,11 @@ impl Dash {
         }
         self.unlink(seg, seg_off, bucket, slot, b, h);
         self.count(seg_off, -1);
-        self.retire(&guard, record);
+        if with_children {
+            self.retire_record(&guard, record);
+        } else {
+            self.retire(&guard, record);
+        }
         drop(held);
         Ok(true)
     }
@@ -340,6 +355,19 @@ impl Dash {
     /// in use, or it would free it too and the deferred free would later free a reallocated
     /// block. The sweep visits under the same locks, so either it saw the reference or this
     /// keeps the block.
+    /// Retires a record and the blocks it owns (see `hashtab::children`). Damaged children
+    /// are left to the next open's sweep (which reclaims whatever nothing reaches).
+    pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64) {
+        if let Some(r) = crate::record::RecordRef::open(self.region(), record)
+            && let Ok(children) = crate::hashtab::children(self.region(), r.value())
+        {
+            for c in children {
+                self.retire(guard, c.offset);
+            }
+        }
+        self.retire(guard, record);
+    }
+
     pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, block: u64) {
         self.heap.keep(block);
         let size = self.heap.block_size(block).unwrap_or(0);

@@ -1,98 +1,64 @@
-//! Hash commands over the stored form in `hash_codec.rs`.
+//! Hash commands, over the two stored forms in `hash_store.rs`.
 
 use super::core::Db;
 use super::error::DbError;
 use super::glob::glob_match;
-use super::hash_codec::{Fields, count, decode, encode};
+use super::hash_codec::Fields;
 use super::keys::random_u64;
 use super::num::{format_f64, parse_f64, parse_i64};
-use crate::record::RecordKind;
 
 impl Db {
-    /// The hash at `key` (locked by the caller) and its expiry; empty if absent.
-    fn load_hash(&self, key: &[u8]) -> Result<(Fields, u64), DbError> {
-        match self.load_as(key, RecordKind::Hash)? {
-            None => Ok((Vec::new(), 0)),
-            Some(e) => Ok((decode(&e.value)?, e.expire_at)),
-        }
-    }
-
-    /// Writes the hash back; an empty hash deletes the key (as in Redis).
-    fn store_hash(&self, key: &[u8], fields: &Fields, expire_at: u64) -> Result<(), DbError> {
-        if fields.is_empty() {
-            self.remove(key)?;
-            Ok(())
-        } else {
-            self.store(key, RecordKind::Hash, &encode(fields), expire_at)
-        }
-    }
-
-    /// HSET (HMSET): how many fields were added (not updated). Atomic: one record swap.
+    /// HSET (HMSET): how many fields were added (not updated). Atomic across a crash.
     pub fn hset(&self, key: &[u8], pairs: &[(&[u8], &[u8])]) -> Result<u64, DbError> {
         let _held = self.lock_write([key])?;
-        let (mut fields, expire_at) = self.load_hash(key)?;
-        let mut added = 0;
-        for (f, v) in pairs {
-            match fields.iter_mut().find(|(k, _)| k == f) {
-                Some(slot) => slot.1 = v.to_vec(),
-                None => {
-                    fields.push((f.to_vec(), v.to_vec()));
-                    added += 1;
-                }
-            }
-        }
-        self.store_hash(key, &fields, expire_at)?;
-        Ok(added)
+        let found = self.open_hash(key)?;
+        let changes: Vec<_> = pairs.iter().map(|(f, v)| (*f, Some(*v))).collect();
+        Ok(self.hash_update(key, found, &changes)?.0)
     }
 
     /// HSETNX.
     pub fn hsetnx(&self, key: &[u8], field: &[u8], value: &[u8]) -> Result<bool, DbError> {
         let _held = self.lock_write([key])?;
-        let (mut fields, expire_at) = self.load_hash(key)?;
-        if fields.iter().any(|(k, _)| k == field) {
+        let found = self.open_hash(key)?;
+        if let Some((form, _)) = &found
+            && self.hash_get(form, &[field])?[0].is_some()
+        {
             return Ok(false);
         }
-        fields.push((field.to_vec(), value.to_vec()));
-        self.store_hash(key, &fields, expire_at)?;
+        self.hash_update(key, found, &[(field, Some(value))])?;
         Ok(true)
     }
 
     /// HGET.
     pub fn hget(&self, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
-        let _held = self.lock_read([key]);
-        let (fields, _) = self.load_hash(key)?;
-        Ok(fields.into_iter().find(|(k, _)| k == field).map(|(_, v)| v))
+        Ok(self.hmget(key, &[field])?.pop().flatten())
     }
 
     /// HMGET.
     pub fn hmget(&self, key: &[u8], wanted: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, DbError> {
         let _held = self.lock_read([key]);
-        let (fields, _) = self.load_hash(key)?;
-        Ok(wanted
-            .iter()
-            .map(|w| fields.iter().find(|(k, _)| k == w).map(|(_, v)| v.clone()))
-            .collect())
+        match self.open_hash(key)? {
+            None => Ok(vec![None; wanted.len()]),
+            Some((form, _)) => self.hash_get(&form, wanted),
+        }
     }
 
     /// HDEL: how many fields were removed; the key goes with its last field.
     pub fn hdel(&self, key: &[u8], gone: &[&[u8]]) -> Result<u64, DbError> {
         let _held = self.lock_write([key])?;
-        let (mut fields, expire_at) = self.load_hash(key)?;
-        let before = fields.len();
-        fields.retain(|(k, _)| !gone.contains(&k.as_slice()));
-        let removed = (before - fields.len()) as u64;
-        if removed > 0 {
-            self.store_hash(key, &fields, expire_at)?;
-        }
-        Ok(removed)
+        let Some(found) = self.open_hash(key)? else {
+            return Ok(0);
+        };
+        let changes: Vec<_> = gone.iter().map(|f| (*f, None)).collect();
+        Ok(self.hash_update(key, Some(found), &changes)?.1)
     }
 
     /// HLEN.
     pub fn hlen(&self, key: &[u8]) -> Result<u64, DbError> {
         let _held = self.lock_read([key]);
-        match self.load_as(key, RecordKind::Hash)? {
+        match self.open_hash(key)? {
             None => Ok(0),
-            Some(e) => count(&e.value),
+            Some((form, _)) => self.hash_len(&form),
         }
     }
 
@@ -104,7 +70,10 @@ impl Db {
     /// HGETALL (HKEYS and HVALS take a half of it).
     pub fn hgetall(&self, key: &[u8]) -> Result<Fields, DbError> {
         let _held = self.lock_read([key]);
-        Ok(self.load_hash(key)?.0)
+        match self.open_hash(key)? {
+            None => Ok(Vec::new()),
+            Some((form, _)) => self.hash_all(form),
+        }
     }
 
     /// HSTRLEN.
@@ -112,49 +81,55 @@ impl Db {
         Ok(self.hget(key, field)?.map_or(0, |v| v.len() as u64))
     }
 
+    /// Reads one field, computes its new value with `f`, writes it: the shared body of HINCRBY
+    /// and HINCRBYFLOAT.
+    fn hash_rmw<T>(
+        &self,
+        key: &[u8],
+        field: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<(Vec<u8>, T), DbError>,
+    ) -> Result<T, DbError> {
+        let _held = self.lock_write([key])?;
+        let found = self.open_hash(key)?;
+        let old = match &found {
+            None => None,
+            Some((form, _)) => self.hash_get(form, &[field])?.pop().flatten(),
+        };
+        let (new, out) = f(old.as_deref())?;
+        self.hash_update(key, found, &[(field, Some(&new))])?;
+        Ok(out)
+    }
+
     /// HINCRBY: the new value.
     pub fn hincrby(&self, key: &[u8], field: &[u8], delta: i64) -> Result<i64, DbError> {
-        let _held = self.lock_write([key])?;
-        let (mut fields, expire_at) = self.load_hash(key)?;
-        let pos = fields.iter().position(|(k, _)| k == field);
-        let old = match pos {
-            None => 0,
-            Some(i) => parse_i64(&fields[i].1).ok_or(DbError::HashNotInteger)?,
-        };
-        let new = old.checked_add(delta).ok_or(DbError::Overflow)?;
-        let text = new.to_string().into_bytes();
-        match pos {
-            Some(i) => fields[i].1 = text,
-            None => fields.push((field.to_vec(), text)),
-        }
-        self.store_hash(key, &fields, expire_at)?;
-        Ok(new)
+        self.hash_rmw(key, field, |old| {
+            let old = match old {
+                None => 0,
+                Some(v) => parse_i64(v).ok_or(DbError::HashNotInteger)?,
+            };
+            let new = old.checked_add(delta).ok_or(DbError::Overflow)?;
+            Ok((new.to_string().into_bytes(), new))
+        })
     }
 
     /// HINCRBYFLOAT: the new value as Redis prints it.
     pub fn hincrbyfloat(&self, key: &[u8], field: &[u8], delta: f64) -> Result<String, DbError> {
-        let _held = self.lock_write([key])?;
-        let (mut fields, expire_at) = self.load_hash(key)?;
-        let pos = fields.iter().position(|(k, _)| k == field);
-        let old = match pos {
-            None => 0.0,
-            Some(i) => parse_f64(&fields[i].1).ok_or(DbError::HashNotFloat)?,
-        };
-        let new = old + delta;
-        if !new.is_finite() {
-            return Err(DbError::NanOrInfinity);
-        }
-        let text = format_f64(new);
-        match pos {
-            Some(i) => fields[i].1 = text.clone().into_bytes(),
-            None => fields.push((field.to_vec(), text.clone().into_bytes())),
-        }
-        self.store_hash(key, &fields, expire_at)?;
-        Ok(text)
+        self.hash_rmw(key, field, |old| {
+            let old = match old {
+                None => 0.0,
+                Some(v) => parse_f64(v).ok_or(DbError::HashNotFloat)?,
+            };
+            let new = old + delta;
+            if !new.is_finite() {
+                return Err(DbError::NanOrInfinity);
+            }
+            let text = format_f64(new);
+            Ok((text.clone().into_bytes(), text))
+        })
     }
 
-    /// HSCAN: the stored form is compact, so (like Redis for listpack hashes) the whole hash
-    /// comes in one call with cursor 0, filtered by MATCH.
+    /// HSCAN: the whole hash in one call with cursor 0 (as Redis does for small hashes),
+    /// filtered by MATCH.
     pub fn hscan(&self, key: &[u8], pattern: Option<&[u8]>) -> Result<Fields, DbError> {
         let mut fields = self.hgetall(key)?;
         if let Some(p) = pattern {

@@ -1,12 +1,11 @@
-//! The stored form of a hash: one record whose value is
+//! Compact field lists: the value of a small hash's record (after its format byte 0) and the
+//! body of a large hash's part (see `hashtab`):
 //!
 //! ```text
 //! | count u32 | field_len u32 | field | value_len u32 | value | ... (count times)
 //! ```
 //! little-endian, fields in insertion order (as Redis's listpack encoding keeps them). A write
-//! builds a new record and publishes it with one 8-byte store, so a multi-field HSET is atomic
-//! across a crash. Cost is linear in the hash's size (see the closing notes: large hashes want
-//! a nested table).
+//! builds a new record or part and publishes it with one 8-byte store.
 
 use super::error::DbError;
 

@@ -76,7 +76,8 @@ impl Db {
                 key: dst.to_vec(),
                 record,
             },
-            BatchOp::Delete { key: src.to_vec() },
+            // Detach: a large hash's table and parts now belong to `dst`'s record.
+            BatchOp::Detach { key: src.to_vec() },
         ];
         self.engine.apply_batch(&ops)?;
         Ok(true)
@@ -94,7 +95,17 @@ impl Db {
         if !replace && self.peek(dst)?.is_some() {
             return Ok(false);
         }
-        self.store(dst, e.kind, &e.value, e.expire_at)?;
+        match crate::hashtab::table_ref(&e.value) {
+            // A large hash is copied deep: the copy owns its own table and parts.
+            Some(_) if e.kind == crate::record::RecordKind::Hash => {
+                let Some((form, _)) = self.open_hash(src)? else {
+                    return Ok(false);
+                };
+                let fields = self.hash_all(form)?;
+                self.store_table(dst, fields, e.expire_at)?;
+            }
+            _ => self.store(dst, e.kind, &e.value, e.expire_at)?,
+        }
         Ok(true)
     }
 

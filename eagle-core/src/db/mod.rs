@@ -2,7 +2,7 @@
 //! Semantics and error texts are Redis 7's; every write is durable when its call returns.
 //!
 //! `core.rs` (the type, key locks, lookups), `strings.rs`, `keys.rs`, `expire.rs`,
-//! `hash.rs` (with `hash_codec.rs`, the stored form), `glob.rs` (Redis's pattern matching),
+//! `hash.rs` (with `hash_store.rs` and `hash_codec.rs`, the stored forms), `glob.rs` (Redis's pattern matching),
 //! `active_expire.rs` (the background sweep of expired keys).
 
 mod active_expire;
@@ -13,6 +13,7 @@ mod expire;
 mod glob;
 mod hash;
 mod hash_codec;
+mod hash_store;
 mod keys;
 mod num;
 mod strings;

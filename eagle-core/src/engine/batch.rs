@@ -30,6 +30,8 @@ pub(crate) const KIND_FLUSH: u8 = 2;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
+const OP_DETACH: u8 = 3;
+const OP_SET_WORD: u8 = 4;
 
 /// One operation of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +47,19 @@ pub enum BatchOp {
     Delete {
         /// The key.
         key: Vec<u8>,
+    },
+    /// Delete `key` if present, but not the blocks its record owns (handed to another key).
+    Detach {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Store `value` in the 8-byte word at `offset` (a large hash's part or count), persisted.
+    /// Only for words owned by a record whose key the caller holds locked.
+    SetWord {
+        /// The word's offset in the pool.
+        offset: u64,
+        /// The value.
+        value: u64,
     },
 }
 
@@ -92,14 +107,21 @@ fn encode(ops: &[BatchOp], out: &mut Vec<u8>) {
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     for op in ops {
         let (code, key) = match op {
-            BatchOp::Put { key, .. } => (OP_PUT, key),
-            BatchOp::Delete { key } => (OP_DELETE, key),
+            BatchOp::Put { key, .. } => (OP_PUT, &key[..]),
+            BatchOp::Delete { key } => (OP_DELETE, &key[..]),
+            BatchOp::Detach { key } => (OP_DETACH, &key[..]),
+            BatchOp::SetWord { .. } => (OP_SET_WORD, &[][..]),
         };
         out.push(code);
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(key);
-        if let BatchOp::Put { record, .. } = op {
-            out.extend_from_slice(&record.to_le_bytes());
+        match op {
+            BatchOp::Put { record, .. } => out.extend_from_slice(&record.to_le_bytes()),
+            BatchOp::SetWord { offset, value } => {
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            _ => {}
         }
     }
 }
@@ -128,6 +150,12 @@ fn decode(mut p: &[u8]) -> Result<Vec<BatchOp>, BatchError> {
                 BatchOp::Put { key, record }
             }
             OP_DELETE => BatchOp::Delete { key },
+            OP_DETACH => BatchOp::Detach { key },
+            OP_SET_WORD => {
+                let offset = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
+                let value = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
+                BatchOp::SetWord { offset, value }
+            }
             other => {
                 return Err(BatchError::Corrupted {
                     what: format!("unknown batch operation {other}"),
@@ -177,14 +205,8 @@ impl Engine {
                 return Err(BatchError::Wal(e));
             }
         };
-        let index = self.index();
         for op in ops {
-            let done = match op {
-                BatchOp::Put { key, record } => {
-                    index.publish(key, *record, PutMode::Upsert).map(drop)
-                }
-                BatchOp::Delete { key } => index.delete(key).map(drop),
-            };
+            let done = self.apply_op(op, false);
             if let Err(e) = done {
                 // Half applied: only the redo at the next open may finish it.
                 self.batch_failed
@@ -238,6 +260,30 @@ impl Engine {
         }
     }
 
+    /// Applies one operation (redo: `replay`), durable on return.
+    fn apply_op(&self, op: &BatchOp, replay: bool) -> Result<(), IndexError> {
+        let index = self.index();
+        match op {
+            BatchOp::Put { key, record } if replay => index.replay_put(key, *record),
+            BatchOp::Put { key, record } => index.publish(key, *record, PutMode::Upsert).map(drop),
+            BatchOp::Delete { key } => index.delete(key).map(drop),
+            BatchOp::Detach { key } => index.delete_detached(key).map(drop),
+            BatchOp::SetWord { offset, value } => {
+                let region = self.pool().region();
+                let heap = self.pool().layout().heap;
+                let word = region
+                    .atomic_u64(*offset)
+                    .filter(|_| *offset >= heap.offset && *offset + 8 <= heap.offset + heap.len)
+                    .ok_or_else(|| IndexError::Corrupted {
+                        what: format!("logged store to {offset:#x}, outside the heap"),
+                    })?;
+                word.store(*value, std::sync::atomic::Ordering::Release);
+                region.persist(*offset, 8);
+                Ok(())
+            }
+        }
+    }
+
     /// Frees the prepared records of a batch that was not logged.
     pub fn discard_prepared(&self, ops: &[BatchOp]) {
         for op in ops {
@@ -262,12 +308,7 @@ impl Engine {
                 });
             }
             for op in decode(&entry.payload)? {
-                match op {
-                    BatchOp::Put { key, record } => self.index().replay_put(&key, record)?,
-                    BatchOp::Delete { key } => {
-                        self.index().delete(&key)?;
-                    }
-                }
+                self.apply_op(&op, true)?;
             }
             self.wal.checkpoint(entry.lsn);
         }
@@ -287,6 +328,11 @@ mod tests {
                 record: 0x1234_5678_9abc,
             },
             BatchOp::Delete { key: Vec::new() },
+            BatchOp::Detach { key: b"x".to_vec() },
+            BatchOp::SetWord {
+                offset: 4096,
+                value: u64::MAX,
+            },
             BatchOp::Put {
                 key: vec![7; 300],
                 record: 64,

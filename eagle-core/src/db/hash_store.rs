@@ -1,0 +1,331 @@
+//! Where a hash's fields live: inline in its record while small (format 0, up to
+//! `COMPACT_MAX` fields, like Redis's listpack), else in a table of parts (`hashtab`), where a
+//! field operation reads and rewrites one part of about 16-32 fields whatever the hash's size.
+//! Every change is durable on return and atomic across a crash: a compact hash by one record
+//! swap; a table by one part store, or, for changes that span parts, one logged batch.
+
+use super::core::Db;
+use super::error::DbError;
+use super::hash_codec::{Fields, count, decode, encode};
+use crate::engine::BatchOp;
+use crate::hashtab::{Table, decode_part, encode_part, table_ref, table_size, write_table_ref};
+use crate::record::RecordKind;
+
+/// Most fields kept inline (Redis's `hash-max-listpack-entries`).
+pub(super) const COMPACT_MAX: usize = 128;
+/// Average fields per part before the table doubles.
+const PART_MAX: u64 = 32;
+const FORMAT_COMPACT: u8 = 0;
+
+/// A hash as found under its key.
+pub(super) enum Form {
+    Compact(Fields),
+    Table(u64),
+}
+
+/// A change to one field: a new value, or removal.
+pub(super) type Change<'a> = (&'a [u8], Option<&'a [u8]>);
+
+fn corrupt(e: String) -> DbError {
+    DbError::Corrupted { what: e }
+}
+
+impl Db {
+    /// The hash at `key` and its expiry (key locked by the caller); `None` if absent.
+    pub(super) fn open_hash(&self, key: &[u8]) -> Result<Option<(Form, u64)>, DbError> {
+        let Some(e) = self.load_as(key, RecordKind::Hash)? else {
+            return Ok(None);
+        };
+        let form = match (e.value.first(), table_ref(&e.value)) {
+            (_, Some(t)) => Form::Table(t),
+            (Some(&FORMAT_COMPACT), _) => Form::Compact(decode(&e.value[1..])?),
+            _ => return Err(corrupt("hash record of an unknown format".into())),
+        };
+        Ok(Some((form, e.expire_at)))
+    }
+
+    fn table(&self, t: u64) -> Result<Table<'_>, DbError> {
+        Table::open(self.engine.pool().region(), t)
+            .ok_or_else(|| corrupt(format!("hash table {t:#x} is damaged")))
+    }
+
+    fn read_part(&self, block: u64) -> Result<Fields, DbError> {
+        if block == 0 {
+            return Ok(Vec::new());
+        }
+        decode(&decode_part(self.engine.pool().region(), block).map_err(corrupt)?)
+    }
+
+    /// The values of `wanted` fields.
+    pub(super) fn hash_get(
+        &self,
+        form: &Form,
+        wanted: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, DbError> {
+        let find =
+            |fields: &Fields, w: &[u8]| fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.clone());
+        match form {
+            Form::Compact(fields) => Ok(wanted.iter().map(|w| find(fields, w)).collect()),
+            Form::Table(t) => {
+                let table = self.table(*t)?;
+                wanted
+                    .iter()
+                    .map(|w| {
+                        let part = table.part(table.part_of(self.hash(w)));
+                        Ok(find(&self.read_part(part)?, w))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Every field.
+    pub(super) fn hash_all(&self, form: Form) -> Result<Fields, DbError> {
+        match form {
+            Form::Compact(fields) => Ok(fields),
+            Form::Table(t) => {
+                let table = self.table(t)?;
+                let mut all = Vec::new();
+                for i in 0..table.parts() {
+                    all.append(&mut self.read_part(table.part(i))?);
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    /// Number of fields.
+    pub(super) fn hash_len(&self, form: &Form) -> Result<u64, DbError> {
+        match form {
+            Form::Compact(fields) => Ok(fields.len() as u64),
+            Form::Table(t) => {
+                let table = self.table(*t)?;
+                match table.count(self.engine.pool().recovery_epoch()) {
+                    Some(n) => Ok(n),
+                    None => self.recount(&table),
+                }
+            }
+        }
+    }
+
+    fn recount(&self, table: &Table<'_>) -> Result<u64, DbError> {
+        let region = self.engine.pool().region();
+        let mut n = 0;
+        for i in 0..table.parts() {
+            let p = table.part(i);
+            if p != 0 {
+                n += count(&decode_part(region, p).map_err(corrupt)?)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Applies `changes` in order (key locked exclusively by the caller); the number of fields
+    /// added and removed. A hash left empty is deleted, as in Redis.
+    pub(super) fn hash_update(
+        &self,
+        key: &[u8],
+        found: Option<(Form, u64)>,
+        changes: &[Change<'_>],
+    ) -> Result<(u64, u64), DbError> {
+        let (form, expire_at) = found.unwrap_or((Form::Compact(Vec::new()), 0));
+        match form {
+            Form::Compact(mut fields) => {
+                let (added, removed) = apply_changes(&mut fields, changes);
+                if added == 0 && removed == 0 && changes.iter().all(|c| c.1.is_none()) {
+                    return Ok((0, 0)); // nothing to write
+                }
+                if fields.is_empty() {
+                    self.remove(key)?;
+                } else if fields.len() > COMPACT_MAX {
+                    self.store_table(key, fields, expire_at)?;
+                } else {
+                    let mut value = vec![FORMAT_COMPACT];
+                    value.extend_from_slice(&encode(&fields));
+                    self.store(key, RecordKind::Hash, &value, expire_at)?;
+                }
+                Ok((added, removed))
+            }
+            Form::Table(t) => self.table_update(key, t, expire_at, changes),
+        }
+    }
+
+    fn table_update(
+        &self,
+        key: &[u8],
+        t: u64,
+        expire_at: u64,
+        changes: &[Change<'_>],
+    ) -> Result<(u64, u64), DbError> {
+        let table = self.table(t)?;
+        let epoch = self.engine.pool().recovery_epoch();
+        let before = match table.count(epoch) {
+            Some(n) => n,
+            None => {
+                let n = self.recount(&table)?;
+                table.set_count(n, epoch);
+                n
+            }
+        };
+        // The touched parts, each rewritten once with all its changes.
+        let mut parts: Vec<(u64, Fields)> = Vec::new();
+        let (mut added, mut removed) = (0, 0);
+        for change in changes {
+            let i = table.part_of(self.hash(change.0));
+            let at = match parts.iter().position(|p| p.0 == i) {
+                Some(at) => at,
+                None => {
+                    parts.push((i, self.read_part(table.part(i))?));
+                    parts.len() - 1
+                }
+            };
+            let (a, r) = apply_changes(&mut parts[at].1, std::slice::from_ref(change));
+            added += a;
+            removed += r;
+        }
+        let count = before + added - removed;
+        if count == 0 {
+            self.remove(key)?;
+            return Ok((added, removed));
+        }
+        if count > PART_MAX * table.parts() {
+            let mut all = Vec::new();
+            for i in 0..table.parts() {
+                match parts.iter().position(|p| p.0 == i) {
+                    Some(at) => all.append(&mut parts[at].1),
+                    None => all.append(&mut self.read_part(table.part(i))?),
+                }
+            }
+            self.store_table(key, all, expire_at)?;
+            return Ok((added, removed));
+        }
+        let index = self.engine.index();
+        let mut new_parts = Vec::with_capacity(parts.len());
+        for (i, fields) in &parts {
+            let block = if fields.is_empty() {
+                0
+            } else {
+                self.write_part(fields)?
+            };
+            new_parts.push((*i, block, table.part(*i)));
+        }
+        if let [(i, block, _)] = new_parts[..] {
+            // Ordering: the part's bytes (flushed by write_part) are durable before the
+            // 8-byte store publishes it; the count follows (a crash in between leaves the
+            // count's epoch stale, so it is recounted).
+            self.engine.pool().region().fence();
+            table.set_part(i, block);
+            table.set_count(count, epoch);
+        } else {
+            let mut ops: Vec<BatchOp> = new_parts
+                .iter()
+                .map(|&(i, block, _)| BatchOp::SetWord {
+                    offset: table.part_word(i),
+                    value: block,
+                })
+                .collect();
+            ops.push(BatchOp::SetWord {
+                offset: t + 16,
+                value: count,
+            });
+            self.engine.apply_batch(&ops).inspect_err(|_| {
+                for &(_, block, _) in &new_parts {
+                    if block != 0 {
+                        let _ = index.discard(block);
+                    }
+                }
+            })?;
+        }
+        let guard = index.pin();
+        for (_, _, old) in new_parts {
+            if old != 0 {
+                index.retire(&guard, old);
+            }
+        }
+        Ok((added, removed))
+    }
+
+    /// Writes a part block (flushed, not fenced); its offset.
+    fn write_part(&self, fields: &Fields) -> Result<u64, DbError> {
+        let bytes = encode_part(&encode(fields));
+        let block = self.engine.index().alloc_block(bytes.len() as u64)?;
+        // SAFETY: just allocated, reachable from nothing.
+        unsafe { self.engine.pool().region().write(block, &bytes) };
+        self.engine.pool().region().flush(block, bytes.len());
+        Ok(block)
+    }
+
+    /// Stores `fields` as a new table (parts for about 16 fields each) under `key`, replacing
+    /// its record (and so retiring the old table and parts, if any).
+    pub(super) fn store_table(
+        &self,
+        key: &[u8],
+        fields: Fields,
+        expire_at: u64,
+    ) -> Result<(), DbError> {
+        let n = fields.len() as u64;
+        let mut k = 0;
+        while (1u64 << k) * (PART_MAX / 2) < n && k < crate::hashtab::MAX_LOG2_PARTS {
+            k += 1;
+        }
+        let region = self.engine.pool().region();
+        let index = self.engine.index();
+        let t = index.alloc_block(table_size(k))?;
+        let epoch = self.engine.pool().recovery_epoch();
+        // SAFETY: just allocated, reachable from nothing.
+        let table = unsafe { Table::init(region, t, k, n, epoch) };
+        let mut buckets: Vec<Fields> = (0..table.parts()).map(|_| Vec::new()).collect();
+        for (f, v) in fields {
+            let i = table.part_of(self.hash(&f)) as usize;
+            buckets[i].push((f, v));
+        }
+        let mut written = vec![t];
+        for (i, b) in buckets.iter().enumerate() {
+            if b.is_empty() {
+                continue;
+            }
+            match self.write_part(b) {
+                Ok(block) => {
+                    // Not yet reachable: a plain store, flushed with the table below.
+                    table.set_part_unpublished(i as u64, block);
+                    written.push(block);
+                }
+                Err(e) => {
+                    for w in written {
+                        let _ = index.discard(w);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        region.flush(t, table_size(k) as usize);
+        // The record's publication fences the table and parts before its slot store.
+        self.store(key, RecordKind::Hash, &write_table_ref(t), expire_at)
+            .inspect_err(|_| {
+                for &w in &written {
+                    let _ = index.discard(w);
+                }
+            })
+    }
+}
+
+/// Applies changes to a field list; (added, removed).
+fn apply_changes(fields: &mut Fields, changes: &[Change<'_>]) -> (u64, u64) {
+    let (mut added, mut removed) = (0, 0);
+    for (f, v) in changes {
+        let pos = fields.iter().position(|(x, _)| x == f);
+        match (pos, v) {
+            (Some(i), Some(v)) => fields[i].1 = v.to_vec(),
+            (None, Some(v)) => {
+                fields.push((f.to_vec(), v.to_vec()));
+                added += 1;
+            }
+            (Some(i), None) => {
+                fields.remove(i);
+                removed += 1;
+            }
+            (None, None) => {}
+        }
+    }
+    (added, removed)
+}

@@ -1,0 +1,9 @@
+//! Large hashes: a table of parts in the heap, so a field operation costs the same with ten
+//! fields or a million. Layout and the child blocks of a hash record in `layout.rs`.
+
+mod layout;
+
+pub use layout::{
+    Child, MAX_LOG2_PARTS, PART_HEADER, TABLE_HEADER, Table, children, decode_part, encode_part,
+    table_ref, table_size, write_table_ref,
+};
