@@ -183,12 +183,24 @@ impl Db {
 
     /// The key's entry, copied out; `None` if absent or expired. Caller holds its lock.
     pub(super) fn load(&self, key: &[u8]) -> Result<Option<Entry>, DbError> {
-        let e = self.engine.index().get(key, |r| Entry {
-            kind: r.kind(),
-            value: r.value().to_vec(),
-            expire_at: r.expire_at_ms(),
+        // Values are verified against their checksum as they are read (crc32c runs at several
+        // GB/s): damage in the pool is an error, never a wrong value.
+        let e = self.engine.index().get(key, |r| {
+            r.verify()
+                .then(|| Entry {
+                    kind: r.kind(),
+                    value: r.value().to_vec(),
+                    expire_at: r.expire_at_ms(),
+                })
+                .ok_or(r.offset())
         })?;
-        Ok(e.filter(|e| self.live(e.expire_at)))
+        match e {
+            None => Ok(None),
+            Some(Err(at)) => Err(DbError::Corrupted {
+                what: format!("the record of this key (at {at:#x}) fails its checksum"),
+            }),
+            Some(Ok(e)) => Ok(Some(e).filter(|e| self.live(e.expire_at))),
+        }
     }
 
     /// The key's entry if it is of `kind`; `WrongType` if it is of another.

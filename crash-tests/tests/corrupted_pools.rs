@@ -1,0 +1,211 @@
+//! Corrupted and foreign pools: flip random bytes in each region of a pool holding strings, a
+//! compact and a large hash (header, metadata words, write-ahead log, allocator chunk table,
+//! index segments and directories, records, hash tables and parts), or truncate it, then open
+//! it, read every key and run `check`. Opening must recover or refuse with an error that says
+//! what is damaged; reads and `check` report damage as errors. Never a panic, never a hang.
+//!
+//! Prints `corruptions: N tried, P panics, H hangs` (and how the rest ended).
+//! `EAGLE_CRASH_LONG=1` tries ten times as many.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crash_tests::Scratch;
+use eagle_core::pmem::FlushMode;
+use eagle_core::{Db, DbOptions, PoolOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Open refused with an error.
+    Refused,
+    /// Opened; a read or `check` reported damage.
+    Detected,
+    /// Opened, everything read, `check` clean (the flip hit unused bytes or was repaired).
+    Clean,
+    /// A panic (a bug).
+    Panic,
+    /// No answer within the time limit (a bug).
+    Hang,
+}
+
+fn options() -> DbOptions {
+    DbOptions {
+        pool: PoolOptions {
+            create: false,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        },
+        ..DbOptions::default()
+    }
+}
+
+/// Opens the pool, reads every key by type and runs `check`.
+fn probe(path: &Path) -> Outcome {
+    let db = match Db::open(path, options()) {
+        Ok(db) => db,
+        Err(_) => return Outcome::Refused,
+    };
+    let mut damaged = false;
+    match db.keys(b"*") {
+        Err(_) => damaged = true,
+        Ok(keys) => {
+            for k in keys {
+                let read = match db.key_type(&k) {
+                    Ok(Some(eagle_core::db::KeyType::Hash)) => {
+                        db.hgetall(&k).map(drop).and(db.hlen(&k).map(drop))
+                    }
+                    Ok(_) => db.get(&k).map(drop),
+                    Err(e) => Err(e),
+                };
+                damaged |= read.is_err();
+            }
+        }
+    }
+    damaged |= !db.engine().check().is_clean();
+    drop(db); // as after a crash: the next trial starts from a fresh copy anyway
+    if damaged {
+        Outcome::Detected
+    } else {
+        Outcome::Clean
+    }
+}
+
+/// Runs `probe` on a thread with a time limit, catching panics.
+fn probe_guarded(path: PathBuf) -> Outcome {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(|| probe(&path)).unwrap_or(Outcome::Panic);
+        let _ = tx.send(outcome);
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or(Outcome::Hang)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// A pool with strings, a compact hash and a large (table-form) hash; its bytes and the byte
+/// ranges of each region worth damaging.
+fn build(scratch: &Scratch) -> (Vec<u8>, Vec<(&'static str, u64, u64)>) {
+    let path = scratch.path("base.pool");
+    let db = Db::open(
+        &path,
+        DbOptions {
+            pool: PoolOptions {
+                size: 16 << 20, // 256 KiB chunks per size class: small pools fill fast
+                flush: Some(FlushMode::None),
+                ..PoolOptions::default()
+            },
+            ..DbOptions::default()
+        },
+    )
+    .expect("create");
+    for i in 0..400u32 {
+        let v = vec![b'a' + (i % 26) as u8; (i % 90) as usize];
+        db.set(format!("key:{i}").as_bytes(), &v, Default::default())
+            .unwrap();
+    }
+    db.hset(b"small", &[(b"f", b"v"), (b"g", b"w")]).unwrap();
+    for i in 0..600u32 {
+        let f = format!("field:{i}");
+        db.hset(b"big", &[(f.as_bytes(), b"value")]).unwrap();
+    }
+    db.mset(&[(b"m1", b"1"), (b"m2", b"2")]).unwrap();
+    let layout = *db.engine().pool().layout();
+    let mut records = Vec::new();
+    let mut cursor = 0;
+    loop {
+        cursor = db
+            .engine()
+            .index()
+            .scan(cursor, 100, |r| records.push((r.offset(), r.size())))
+            .unwrap();
+        if cursor == 0 {
+            break;
+        }
+    }
+    db.close().expect("close");
+    let bytes = std::fs::read(&path).expect("read pool");
+    let heap = layout.heap;
+    let mut regions = vec![
+        ("header", 0, 4096),
+        ("metadata words", layout.meta.offset, 256),
+        ("write-ahead log", layout.wal.offset, 8192),
+        ("chunk table", heap.offset, 4096),
+        // The first chunks hold the first segment, directories, tables and early records.
+        ("heap (index and tables)", heap.offset + 4096, 1 << 20),
+    ];
+    for (i, &(off, size)) in records.iter().enumerate().step_by(37) {
+        let _ = i;
+        regions.push(("record", off, size));
+    }
+    (bytes, regions)
+}
+
+#[test]
+fn damaged_pools_are_refused_or_reported_never_a_panic_or_hang() {
+    let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
+    let trials = if long { 2000 } else { 200 };
+    let scratch = Scratch::new("corrupt");
+    let (base, regions) = build(&scratch);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+    let mut bad = Vec::new();
+    for t in 0..trials {
+        let mut img = base.clone();
+        let what = if t % 10 == 9 {
+            // Truncation to a random length (a cut file).
+            let len = rng.below(img.len() as u64) as usize;
+            img.truncate(len);
+            "truncated"
+        } else {
+            let (name, off, len) = regions[(t as usize) % regions.len()];
+            for _ in 0..1 + rng.below(8) {
+                let at = (off + rng.below(len)) as usize;
+                if at < img.len() {
+                    img[at] ^= 1 << rng.below(8);
+                }
+            }
+            name
+        };
+        let path = scratch.write("trial.pool", &img);
+        let outcome = probe_guarded(path);
+        *counts
+            .entry(match outcome {
+                Outcome::Refused => "refused",
+                Outcome::Detected => "detected",
+                Outcome::Clean => "clean",
+                Outcome::Panic => "panics",
+                Outcome::Hang => "hangs",
+            })
+            .or_default() += 1;
+        if matches!(outcome, Outcome::Panic | Outcome::Hang) {
+            bad.push(format!("trial {t} ({what}): {outcome:?}"));
+            if outcome == Outcome::Hang {
+                break; // the hung thread still holds the trial file
+            }
+        }
+    }
+    let n = |k| counts.get(k).copied().unwrap_or(0);
+    println!(
+        "corruptions: {trials} tried, {} panics, {} hangs ({} refused at open, {} reported by reads or check, {} harmless)",
+        n("panics"),
+        n("hangs"),
+        n("refused"),
+        n("detected"),
+        n("clean")
+    );
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(
+        n("refused") > 0 && n("detected") > 0,
+        "the damage must be seen: {counts:?}"
+    );
+}
