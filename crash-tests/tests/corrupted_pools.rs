@@ -73,13 +73,29 @@ fn probe(path: &Path) -> Outcome {
 
 /// Runs `probe` on a thread with a time limit, catching panics.
 fn probe_guarded(path: PathBuf) -> Outcome {
+    guarded(move || probe(&path), Duration::from_secs(20))
+}
+
+fn guarded(f: impl FnOnce() -> Outcome + Send + 'static, limit: Duration) -> Outcome {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let outcome = std::panic::catch_unwind(|| probe(&path)).unwrap_or(Outcome::Panic);
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(Outcome::Panic);
         let _ = tx.send(outcome);
     });
-    rx.recv_timeout(Duration::from_secs(20))
-        .unwrap_or(Outcome::Hang)
+    rx.recv_timeout(limit).unwrap_or(Outcome::Hang)
+}
+
+#[test]
+fn the_guard_reports_panics_and_hangs() {
+    let limit = Duration::from_millis(200);
+    assert_eq!(guarded(|| panic!("on purpose"), limit), Outcome::Panic);
+    let hang = || {
+        std::thread::sleep(Duration::from_secs(2));
+        Outcome::Clean
+    };
+    assert_eq!(guarded(hang, limit), Outcome::Hang);
+    assert_eq!(guarded(|| Outcome::Refused, limit), Outcome::Refused);
 }
 
 struct Rng(u64);
