@@ -1,4 +1,7 @@
-//! EagleDB's Redis-protocol server: commands (`cmd`), shared server state (`state`).
+//! EagleDB's Redis-protocol server: settings (`config`), commands (`cmd`), shared server state
+//! (`state`) and a Redis-style logger (`logger`).
 
 pub mod cmd;
+pub mod config;
+pub mod logger;
 pub mod state;
