@@ -114,6 +114,16 @@ fn main() -> ExitCode {
              clients from other hosts (set requirepass, or protected-mode no)"
         );
     }
+    let signals = {
+        let _entered = runtime.enter();
+        match net::catch_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("Cannot catch SIGTERM/SIGINT: {e}");
+                return close(db);
+            }
+        }
+    };
     let db = Arc::new(db);
     db.start_active_expiry();
     println!(
@@ -131,7 +141,7 @@ fn main() -> ExitCode {
         if let (Some(l), Some(h)) = (metrics_listener, handle) {
             tokio::spawn(metrics::serve_http(l, h, shared.clone()));
         }
-        net::serve(shared.clone(), listeners).await;
+        net::serve(shared.clone(), listeners, signals).await;
     });
     // Drops every task still holding the keyspace (connections past the drain timeout).
     runtime.shutdown_timeout(Duration::from_secs(5));

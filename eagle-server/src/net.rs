@@ -99,9 +99,9 @@ pub fn listen_all(bind: &[String], port: u16) -> io::Result<Vec<TcpListener>> {
 /// Serves clients on `listeners` until a shutdown is asked for (SHUTDOWN, SIGTERM, SIGINT),
 /// then drains: returns once every connection has finished what it had received (or after
 /// `DRAIN_TIMEOUT`). The caller then drops the runtime and closes the pool.
-pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
+pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, signals: Signals) {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    tokio::spawn(watch_signals(shared.clone()));
+    tokio::spawn(watch_signals(signals, shared.clone()));
     tokio::spawn(sample_ops(shared.clone()));
     for l in listeners {
         tokio::spawn(accept_loop(l, shared.clone(), done_tx.clone()));
@@ -122,15 +122,24 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>) {
     }
 }
 
-async fn watch_signals(shared: Arc<Shared>) {
+/// SIGTERM and SIGINT, caught from the moment this exists.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+/// Catches SIGTERM and SIGINT (inside a runtime); call before announcing readiness, so that a
+/// signal sent as soon as the server is up still shuts it down cleanly.
+pub fn catch_signals() -> io::Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        log::warn!("Could not install the SIGTERM/SIGINT handlers");
-        return;
-    };
+    Ok(Signals {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+    })
+}
+
+async fn watch_signals(signals: Signals, shared: Arc<Shared>) {
+    let Signals { mut term, mut int } = signals;
     let mut received = 0;
     loop {
         let name = tokio::select! {
@@ -291,8 +300,7 @@ pub async fn serve_connection<S>(
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
-            let timeout = server.with_config(|c| c.timeout);
-            let idle = idle_timer(timeout);
+            let idle = idle_timer(server.idle_timeout());
             let read = tokio::select! {
                 r = stream.read_buf(&mut rbuf) => Some(r?),
                 _ = info.kill.notified() => return Ok(()),

@@ -41,6 +41,8 @@ pub struct ServerState {
     config: RwLock<Config>,
     /// Mirrors `config.requirepass.is_some()`, read on every command.
     password_set: AtomicBool,
+    /// Mirrors `config.timeout`, read on every read.
+    timeout: AtomicU64,
     /// Connected clients.
     pub clients: Clients,
     /// Counters for INFO and metrics.
@@ -76,6 +78,7 @@ impl ServerState {
             .map_or(0, |d| d.as_secs());
         ServerState {
             password_set: AtomicBool::new(config.requirepass.is_some()),
+            timeout: AtomicU64::new(config.timeout),
             config: RwLock::new(config),
             clients: Clients::default(),
             stats: Stats::default(),
@@ -106,6 +109,7 @@ impl ServerState {
         let out = f(&mut c);
         self.password_set
             .store(c.requirepass.is_some(), Ordering::Relaxed);
+        self.timeout.store(c.timeout, Ordering::Relaxed);
         crate::logger::set_level(c.loglevel);
         out
     }
@@ -113,6 +117,11 @@ impl ServerState {
     /// Whether clients must AUTH.
     pub fn password_set(&self) -> bool {
         self.password_set.load(Ordering::Relaxed)
+    }
+
+    /// The idle timeout in seconds (0: none).
+    pub fn idle_timeout(&self) -> u64 {
+        self.timeout.load(Ordering::Relaxed)
     }
 
     /// Asks the server to stop accepting and to drain (SHUTDOWN, SIGTERM).

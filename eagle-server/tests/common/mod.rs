@@ -152,7 +152,9 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if self.output().contains("Ready to accept connections") {
+            // The banner (stdout) and the log (stderr) arrive through separate pipes.
+            let out = self.output();
+            if out.contains("Ready to accept connections") && out.contains("\nlistening:  ") {
                 return true;
             }
             if let Some(_status) = self.child.as_mut().unwrap().try_wait().unwrap() {
