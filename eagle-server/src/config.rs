@@ -289,7 +289,11 @@ fn set_maxclients(c: &mut Config, v: &str) -> Result<(), String> {
     Ok(())
 }
 fn set_timeout(c: &mut Config, v: &str) -> Result<(), String> {
-    c.timeout = parse_int(v)?;
+    let n: i64 = parse_int(v)?;
+    if !(0..=i32::MAX as i64).contains(&n) {
+        return Err("argument must be between 0 and 2147483647 inclusive".into());
+    }
+    c.timeout = n as u64;
     Ok(())
 }
 fn set_metrics_addr(c: &mut Config, v: &str) -> Result<(), String> {

@@ -80,6 +80,19 @@ fn queued_commands_run_at_exec_and_errors_follow_redis() {
     assert_eq!(c.cmd(&["GET", "a"]), bulk("3"));
     assert_eq!(c.cmd(&["EXEC"]), error("ERR EXEC without MULTI"));
 
+    // A refused EXEC discards the transaction and says why.
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", "a", "never"]), queued);
+    assert_eq!(
+        c.cmd(&["EXEC", "now"]),
+        error(
+            "EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' \
+             command"
+        )
+    );
+    assert_eq!(c.cmd(&["EXEC"]), error("ERR EXEC without MULTI"));
+    assert_eq!(c.cmd(&["GET", "a"]), bulk("3"));
+
     // An empty transaction.
     assert_eq!(c.cmd(&["MULTI"]), ok());
     assert_eq!(c.cmd(&["EXEC"]), Frame::Array(vec![]));

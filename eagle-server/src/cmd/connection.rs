@@ -468,8 +468,8 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Frame, CmdError> {
         }
         return Ok(Frame::ok());
     }
-    if args.is_empty() || !args.len().is_multiple_of(2) {
-        return Err(CmdError::syntax());
+    if args.is_empty() {
+        return Err(client_arity_error("kill"));
     }
     let mut id = None;
     let mut addr = None;
@@ -479,6 +479,9 @@ fn client_kill(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Result<Frame, CmdError> {
     let mut skipme = true;
     let mut maxage = None;
     for pair in args.chunks(2) {
+        if pair.len() < 2 {
+            return Err(CmdError::syntax());
+        }
         let opt = String::from_utf8_lossy(&pair[0]).to_ascii_uppercase();
         let val = String::from_utf8_lossy(&pair[1]).into_owned();
         match opt.as_str() {

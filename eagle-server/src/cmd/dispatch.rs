@@ -62,8 +62,16 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: Vec<Bytes>) -> Frame {
     run(ctx, spec, argv)
 }
 
-/// A command refused before running: counted, and it dooms an open transaction.
+/// A command refused before running: counted, and it dooms an open transaction. A refused
+/// EXEC discards the transaction and says why, as Redis's `execCommandAbort`.
 fn reject(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, err: CmdError) -> Frame {
+    let err = if spec.is_some_and(|s| s.name == "exec") {
+        multi::reset(ctx);
+        let why = err.0.strip_prefix("ERR ").unwrap_or(&err.0);
+        CmdError::new(format!("EXECABORT Transaction discarded because of: {why}"))
+    } else {
+        err
+    };
     let server = &ctx.shared.server;
     server.stats.error(err.0.as_bytes());
     if let Some(stat) = spec.and_then(|s| server.stats.cmds().get(s.name)) {

@@ -576,8 +576,10 @@ impl Command for Shutdown {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let mut abort = false;
         let mut save_given = false;
+        let mut flags = 0;
         while let Some(opt) = p.maybe_bytes() {
             let opt = String::from_utf8_lossy(&opt).to_ascii_uppercase();
+            flags += 1;
             match opt.as_str() {
                 "NOSAVE" | "SAVE" if !save_given => save_given = true,
                 "NOW" | "FORCE" => {}
@@ -585,7 +587,7 @@ impl Command for Shutdown {
                 _ => return Err(CmdError::syntax()),
             }
         }
-        if abort && (save_given || p.remaining() > 0) {
+        if abort && flags > 1 {
             return Err(CmdError::syntax());
         }
         Ok(Shutdown { abort })
@@ -730,7 +732,7 @@ impl Command for CommandCmd {
                 ))
             }
             "GETKEYS" => {
-                if args.is_empty() {
+                if args.len() < 2 {
                     return Err(sub_arity("command", &sub));
                 }
                 let Some(spec) = lookup(&args[0]) else {
