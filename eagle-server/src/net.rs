@@ -40,6 +40,8 @@ start accepting connections from the outside.\r\n";
 const WRITE_HIGH_WATER: usize = 1 << 20;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+/// An idle connection's buffers are given back above this size.
+const KEEP_BUFFER: usize = 64 * 1024;
 /// Listen backlog (Redis's `tcp-backlog` default).
 const BACKLOG: u32 = 511;
 
@@ -288,8 +290,8 @@ pub async fn serve_connection<S>(
         max_bulk_len: max_bulk,
         ..Limits::default()
     });
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut wbuf = BytesMut::new();
     let mut shutdown = server.shutdown_signal();
 
     let result: io::Result<()> = async {
@@ -297,7 +299,14 @@ pub async fn serve_connection<S>(
             if info.killed.load(Ordering::Acquire) {
                 return Ok(());
             }
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            // Big requests or replies grow the buffers; an idle connection gives them back.
+            if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+                rbuf = BytesMut::with_capacity(4096);
+            }
+            if wbuf.capacity() > KEEP_BUFFER {
+                wbuf = BytesMut::new();
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
                 rbuf.reserve(READ_CHUNK);
             }
             let idle = idle_timer(server.idle_timeout());
