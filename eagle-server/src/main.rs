@@ -26,6 +26,61 @@ fn main() -> ExitCode {
     logger::init(config.loglevel);
     raise_fd_limit(config.maxclients);
 
+    // Listen first: a busy port is refused before the pool is touched.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .thread_name("eagle-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("Cannot start the worker threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = runtime.block_on(async {
+        let redis = net::listen_all(&config.bind, config.port)?;
+        let metrics = match &config.metrics_addr {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("could not listen on {addr} for metrics: {e}"),
+                )
+            })?),
+        };
+        std::io::Result::Ok((redis, metrics))
+    });
+    let (listeners, metrics_listener) = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = match &metrics_listener {
+        None => None,
+        Some(_) => match metrics::install() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::error!("Cannot install the metrics recorder: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // From here a SIGTERM or SIGINT (even during recovery) means a clean shutdown once serving.
+    let signals = {
+        let _entered = runtime.enter();
+        match net::catch_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("Cannot catch SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+
     let flush = match config.flush {
         FlushSetting::Default => None,
         FlushSetting::Auto => Some(FlushMode::best_for(CpuFlushCaps::detect())),
@@ -57,49 +112,6 @@ fn main() -> ExitCode {
         OpenKind::Crash
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
-        .thread_name("eagle-worker")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            log::error!("Cannot start the worker threads: {e}");
-            return close(db);
-        }
-    };
-    let bound = runtime.block_on(async {
-        let redis = net::listen_all(&config.bind, config.port)?;
-        let metrics = match &config.metrics_addr {
-            None => None,
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("could not listen on {addr} for metrics: {e}"),
-                )
-            })?),
-        };
-        std::io::Result::Ok((redis, metrics))
-    });
-    let (listeners, metrics_listener) = match bound {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("{e}");
-            return close(db);
-        }
-    };
-    let handle = match &metrics_listener {
-        None => None,
-        Some(_) => match metrics::install() {
-            Ok(h) => Some(h),
-            Err(e) => {
-                log::error!("Cannot install the metrics recorder: {e}");
-                return close(db);
-            }
-        },
-    };
-
     let listening: Vec<_> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -114,16 +126,6 @@ fn main() -> ExitCode {
              clients from other hosts (set requirepass, or protected-mode no)"
         );
     }
-    let signals = {
-        let _entered = runtime.enter();
-        match net::catch_signals() {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("Cannot catch SIGTERM/SIGINT: {e}");
-                return close(db);
-            }
-        }
-    };
     let db = Arc::new(db);
     db.start_active_expiry();
     println!(
@@ -178,13 +180,6 @@ fn unwrap_arc<T>(mut arc: Arc<T>) -> Option<T> {
         std::thread::sleep(Duration::from_millis(10));
     }
     None
-}
-
-fn close(db: Db) -> ExitCode {
-    if let Err(e) = db.close() {
-        log::error!("Closing the pool failed: {e}");
-    }
-    ExitCode::FAILURE
 }
 
 /// Raises the open-files limit toward what `maxclients` needs, as Redis does.

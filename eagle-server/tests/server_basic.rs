@@ -452,3 +452,28 @@ fn help_lists_every_flag() {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
 }
+
+#[test]
+fn a_busy_port_is_refused_before_the_pool_is_touched() {
+    let s = Server::start("busy", &[]);
+    let dir = TempDir::new("busy2");
+    let pool = dir.join("never.pool");
+    let (code, out) = run_server(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "--port",
+        &s.port.to_string(),
+        "--metrics-addr",
+        "off",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("could not listen on 127.0.0.1:{}", s.port)),
+        "{out}"
+    );
+    assert!(
+        !pool.exists(),
+        "the pool was created although the port was busy"
+    );
+    assert_eq!(s.cli(&["PING"]), "PONG");
+}
