@@ -1,4 +1,11 @@
-//! EagleDB's Redis-protocol server: commands (`cmd`), shared server state (`state`).
+//! EagleDB's Redis-protocol server: settings (`config`), commands (`cmd`), shared server state
+//! (`state`), the network loop (`net`), Prometheus metrics (`metrics`), the startup banner
+//! (`banner`) and a Redis-style logger (`logger`).
 
+pub mod banner;
 pub mod cmd;
+pub mod config;
+pub mod logger;
+pub mod metrics;
+pub mod net;
 pub mod state;

@@ -1,73 +1,208 @@
-//! `eagle-server`, for now the embedded default only: opens (or creates) `./eagle.pool`, prints
-//! what kind of pool it is and what durability that gives, and holds it open until SIGINT or
-//! SIGTERM, then closes it cleanly. The RESP server replaces this body (issue: eagle-server).
+//! `eagle-server`: opens (or creates) the pool, prints the banner, serves the Redis protocol
+//! until SHUTDOWN, SIGTERM or SIGINT, lets connections finish what they have received, then
+//! closes the pool cleanly (the next start reports "opened after a clean shutdown").
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use eagle_core::pmem::Durability;
-use eagle_core::{Pool, PoolOptions};
+use clap::Parser;
+use eagle_core::pmem::CpuFlushCaps;
+use eagle_core::{Db, DbOptions, FlushMode, PoolOptions};
+use eagle_server::cmd::Shared;
+use eagle_server::config::{Cli, Config, FlushSetting};
+use eagle_server::state::{OpenKind, ServerState};
+use eagle_server::{banner, logger, metrics, net};
 
 fn main() -> ExitCode {
-    let path = std::env::args_os()
-        .nth(1)
-        .unwrap_or_else(|| "eagle.pool".into());
-    // Block the signals before any thread exists, then wait for one synchronously.
-    let signals = block_termination_signals();
-    let pool = match Pool::open(&path, PoolOptions::default()) {
-        Ok(p) => p,
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("eagle-server: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let region = pool.region();
-    let durability = Durability::of(pool.kind(), pool.flush_mode(), region.mapping().on_tmpfs());
-    println!(
-        "EagleDB {} | pool {} ({}, {} bytes, {}) | flush {} ({:?})\n{}",
-        env!("CARGO_PKG_VERSION"),
-        pool.path().display(),
-        pool.kind(),
-        pool.header().pool_size,
-        if pool.created() {
-            "created"
-        } else if pool.was_clean() {
-            "opened after a clean shutdown"
-        } else {
-            "opened after a crash"
+    logger::init(config.loglevel);
+    raise_fd_limit(config.maxclients);
+
+    // Listen first: a busy port is refused before the pool is touched.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .thread_name("eagle-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("Cannot start the worker threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = runtime.block_on(async {
+        let redis = net::listen_all(&config.bind, config.port)?;
+        let metrics = match &config.metrics_addr {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("could not listen on {addr} for metrics: {e}"),
+                )
+            })?),
+        };
+        std::io::Result::Ok((redis, metrics))
+    });
+    let (listeners, metrics_listener) = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = match &metrics_listener {
+        None => None,
+        Some(_) => match metrics::install() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::error!("Cannot install the metrics recorder: {e}");
+                return ExitCode::FAILURE;
+            }
         },
-        pool.flush_mode(),
-        region.flush_source(),
-        durability.describe(pool.kind(), pool.flush_mode()),
+    };
+    // From here a SIGTERM or SIGINT (even during recovery) means a clean shutdown once serving.
+    let signals = {
+        let _entered = runtime.enter();
+        match net::catch_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("Cannot catch SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+
+    let flush = match config.flush {
+        FlushSetting::Default => None,
+        FlushSetting::Auto => Some(FlushMode::best_for(CpuFlushCaps::detect())),
+        FlushSetting::Mode(m) => Some(m),
+    };
+    let opts = DbOptions {
+        pool: PoolOptions {
+            create: true,
+            size: config.pool_size,
+            require_dax: config.require_dax,
+            flush,
+            ..PoolOptions::default()
+        },
+        ..DbOptions::default()
+    };
+    let db = match Db::open(&config.pool, opts) {
+        Ok(db) => db,
+        Err(e) => {
+            log::error!("Cannot open the pool {}: {e}", config.pool.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let pool = db.engine().pool();
+    let open_kind = if pool.created() {
+        OpenKind::Created
+    } else if pool.was_clean() {
+        OpenKind::Clean
+    } else {
+        OpenKind::Crash
+    };
+
+    let listening: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if config.protected_mode
+        && config.requirepass.is_none()
+        && listening.iter().any(|a| !a.ip().is_loopback())
+    {
+        log::warn!(
+            "Listening beyond the loopback interface without a password: protected mode refuses \
+             clients from other hosts (set requirepass, or protected-mode no)"
+        );
+    }
+    let db = Arc::new(db);
+    db.start_active_expiry();
+    println!(
+        "{}",
+        banner::banner(&db, &config, open_kind, &listening, metrics_addr)
     );
-    println!("holding the pool open; Ctrl-C (SIGINT) or SIGTERM closes it cleanly");
-    wait_for(&signals);
-    match pool.close() {
+    let shared = Arc::new(Shared {
+        db,
+        server: ServerState::new(config, open_kind),
+    });
+    *shared.server.listening.lock() = listening;
+    log::info!("Ready to accept connections tcp");
+
+    runtime.block_on(async {
+        if let (Some(l), Some(h)) = (metrics_listener, handle) {
+            tokio::spawn(metrics::serve_http(l, h, shared.clone()));
+        }
+        net::serve(shared.clone(), listeners, signals).await;
+    });
+    // Drops every task still holding the keyspace (connections past the drain timeout).
+    runtime.shutdown_timeout(Duration::from_secs(5));
+
+    let Some(shared) = unwrap_arc(shared) else {
+        log::error!("The keyspace is still in use; exiting without closing the pool cleanly");
+        return ExitCode::FAILURE;
+    };
+    let Some(db) = unwrap_arc(shared.db) else {
+        log::error!("The keyspace is still in use; exiting without closing the pool cleanly");
+        return ExitCode::FAILURE;
+    };
+    log::info!("Closing the pool...");
+    match db.close() {
         Ok(()) => {
-            println!("pool closed cleanly");
+            log::warn!("EagleDB is now ready to exit, bye bye...");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("eagle-server: {e}");
+            log::error!("Closing the pool failed: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; the calls only modify it and this thread's signal mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+/// Takes sole ownership, waiting a moment for short-lived references (the expiry sweep holds
+/// one while it runs a cycle).
+fn unwrap_arc<T>(mut arc: Arc<T>) -> Option<T> {
+    for _ in 0..500 {
+        match Arc::try_unwrap(arc) {
+            Ok(v) => return Some(v),
+            Err(a) => arc = a,
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    set
+    None
 }
 
-fn wait_for(set: &libc::sigset_t) {
-    let mut sig = 0;
-    // SAFETY: `set` is initialised and `sig` is a valid out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
+/// Raises the open-files limit toward what `maxclients` needs, as Redis does.
+fn raise_fd_limit(maxclients: u64) {
+    let want = maxclients.saturating_add(64);
+    // SAFETY: rlimit is plain data, filled by getrlimit.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur as u64 >= want {
+        return;
+    }
+    let target = want.min(lim.rlim_max as u64);
+    let new = libc::rlimit {
+        rlim_cur: target as libc::rlim_t,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; setrlimit only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } != 0 || target < want {
+        log::warn!(
+            "Open files limit is {target}: fewer than maxclients {maxclients} clients may connect"
+        );
+    }
 }

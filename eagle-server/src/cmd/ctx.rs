@@ -28,6 +28,15 @@ pub struct Session {
     pub close: bool,
     /// Transaction state (MULTI/EXEC/WATCH).
     pub multi: crate::cmd::multi::MultiState,
+    /// CLIENT REPLY OFF: no replies until ON.
+    pub reply_off: bool,
+    /// Replies still to drop (CLIENT REPLY SKIP drops its own and the next; a successful
+    /// SHUTDOWN its own).
+    pub skip_replies: u8,
+    /// The last command's name (CLIENT LIST `cmd=`).
+    pub last_cmd: &'static str,
+    /// This connection's entry in the client registry (none outside a connection).
+    pub client: Option<Arc<crate::state::ClientInfo>>,
 }
 
 impl Session {
@@ -40,6 +49,10 @@ impl Session {
             name: None,
             close: false,
             multi: Default::default(),
+            reply_off: false,
+            skip_replies: 0,
+            last_cmd: "NULL",
+            client: None,
         }
     }
 }
@@ -56,5 +69,10 @@ impl Ctx<'_> {
     /// The keyspace.
     pub fn db(&self) -> &Db {
         &self.shared.db
+    }
+
+    /// Server-wide state.
+    pub fn server(&self) -> &crate::state::ServerState {
+        &self.shared.server
     }
 }

@@ -1,26 +1,124 @@
-//! Running one command: look it up, check its arity, apply it, turn errors into replies.
+//! Running one command: look it up, check its arity and the caller's authentication, queue it
+//! inside MULTI, else run it (holding the transaction gate), count it, turn errors into replies.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
-use super::parse::Parse;
-use super::table::{lookup, unknown_command, wrong_arity};
+use super::multi;
+use super::parse::{CmdError, Parse};
+use super::table::{Spec, lookup, unknown_command, wrong_arity};
+
+/// Commands a client may send before authenticating.
+const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 
 /// Executes one command and returns its reply.
+///
+/// Order of checks as Redis's `processCommand`: unknown command, arity, authentication (each
+/// rejection also dooms an open transaction), then queueing inside MULTI.
 pub fn execute(ctx: &mut Ctx<'_>, argv: Vec<Bytes>) -> Frame {
     let Some(name) = argv.first() else {
         return Frame::Null;
     };
     let Some(spec) = lookup(name) else {
-        return unknown_command(&argv).frame();
+        ctx.session.last_cmd = "NULL";
+        return reject(ctx, None, unknown_command(&argv));
     };
+    ctx.session.last_cmd = spec.name;
+    if let Some(c) = &ctx.session.client {
+        *c.last_cmd.lock() = spec.name;
+    }
     if !spec.arity_ok(argv.len()) {
-        return wrong_arity(spec.name).frame();
+        return reject(ctx, Some(spec), wrong_arity(spec.name));
     }
-    let mut parse = Parse::new(argv);
-    match (spec.run)(&mut parse, ctx) {
-        Ok(frame) => frame,
+    let shared = ctx.shared;
+    if shared.server.password_set() && !ctx.session.authenticated && !NO_AUTH.contains(&spec.name) {
+        return reject(
+            ctx,
+            Some(spec),
+            CmdError::new("NOAUTH Authentication required."),
+        );
+    }
+    if ctx.session.multi.active() {
+        if spec.flags.contains(&"no_multi") {
+            return reject(
+                ctx,
+                Some(spec),
+                CmdError::new("ERR Command not allowed inside a transaction"),
+            );
+        }
+        if !multi::runs_inside_multi(spec.name) {
+            return multi::queue(ctx, spec, argv);
+        }
+    }
+    if spec.name == "exec" {
+        // EXEC takes the gate exclusively itself.
+        return run(ctx, spec, argv);
+    }
+    let _gate = shared.server.gate.shared(ctx.session.id);
+    run(ctx, spec, argv)
+}
+
+/// A command refused before running: counted, and it dooms an open transaction. A refused
+/// EXEC discards the transaction and says why, as Redis's `execCommandAbort`.
+fn reject(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, err: CmdError) -> Frame {
+    let err = if spec.is_some_and(|s| s.name == "exec") {
+        multi::reset(ctx);
+        let why = err.0.strip_prefix("ERR ").unwrap_or(&err.0);
+        CmdError::new(format!("EXECABORT Transaction discarded because of: {why}"))
+    } else {
+        err
+    };
+    let server = &ctx.shared.server;
+    server.stats.error(err.0.as_bytes());
+    if let Some(stat) = spec.and_then(|s| server.stats.cmds().get(s.name)) {
+        stat.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+    ctx.session.multi.flag_dirty();
+    err.frame()
+}
+
+/// Runs a command that passed the checks (EXEC runs its queue through here, holding the gate).
+pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> Frame {
+    let server = &ctx.shared.server;
+    let touched: Option<Vec<Bytes>> = (spec.is_write() && server.watches.any()).then(|| {
+        spec.key_args(&argv)
+            .into_iter()
+            .map(Bytes::copy_from_slice)
+            .collect()
+    });
+    let started = Instant::now();
+    let result = (spec.run)(&mut Parse::new(argv), ctx);
+    let elapsed = started.elapsed();
+    let server = &ctx.shared.server;
+    server
+        .stats
+        .commands_processed
+        .fetch_add(1, Ordering::Relaxed);
+    let stat = server.stats.cmds().get(spec.name);
+    if let Some(stat) = stat {
+        stat.calls.fetch_add(1, Ordering::Relaxed);
+        stat.usec
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+    crate::metrics::observe_command(spec.name, elapsed);
+    let frame = match result {
+        Ok(frame) => {
+            if let Some(keys) = touched {
+                server.watches.touch(keys.iter().map(|k| &k[..]));
+            }
+            frame
+        }
         Err(e) => e.frame(),
+    };
+    if let Frame::Error(text) = &frame {
+        server.stats.error(text);
+        if let Some(stat) = stat {
+            stat.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
+    frame
 }

@@ -1,0 +1,458 @@
+//! The network side: listening sockets, the accept loops (maxclients), one task per connection
+//! (protected mode, pipelined request parsing, one write per batch of replies, idle timeout,
+//! CLIENT KILL), and the graceful shutdown (stop accepting, let every connection finish the
+//! commands it has already received, then return so the caller closes the pool).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use eagle_core::resp::{Limits, RequestParser, encode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::cmd::{Ctx, Session, Shared, execute};
+use crate::state::DRAIN_TIMEOUT;
+
+/// Redis's reply to a client over `maxclients`.
+pub const MAXCLIENTS_ERROR: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Redis 7's reply (the text of 7.0, `src/networking.c`) to a client refused by protected mode.
+pub const PROTECTED_MODE_ERROR: &[u8] = b"-DENIED Redis is running in protected mode because \
+protected mode is enabled and no password is set for the default user. In this mode connections \
+are only accepted from the loopback interface. If you want to connect from external computers to \
+Redis you may adopt one of the following solutions: 1) Just disable protected mode sending the \
+command 'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the \
+same host the server is running, however MAKE SURE Redis is not publicly accessible from internet \
+if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively you can just \
+disable the protected mode by editing the Redis configuration file, and setting the protected mode \
+option to 'no', and then restarting the server. 3) If you started the server manually just for \
+testing, restart it with the '--protected-mode no' option. 4) Setup a an authentication password \
+for the default user. NOTE: You only need to do one of the above things in order for the server to \
+start accepting connections from the outside.\r\n";
+
+/// Replies are written once the batch is done, or earlier when they pile up past this.
+const WRITE_HIGH_WATER: usize = 1 << 20;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// An idle connection's buffers are given back above this size.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Listen backlog (Redis's `tcp-backlog` default).
+const BACKLOG: u32 = 511;
+
+/// Whether protected mode refuses a client from `peer`: protected mode on, no password, and the
+/// client not on the loopback interface (IPv4 127/8, `::1`, or IPv4-mapped loopback).
+pub fn protected_mode_denies(protected_mode: bool, password_set: bool, peer: IpAddr) -> bool {
+    protected_mode && !password_set && !is_loopback(peer)
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Listens on `addr` with Redis's backlog (inside a runtime).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Listens on every address of `bind` at `port` (inside a runtime). An address written with a
+/// leading `-` (Redis's "optional") is skipped if it cannot be bound.
+pub fn listen_all(bind: &[String], port: u16) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in bind {
+        let (optional, a) = match a.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, a.as_str()),
+        };
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {a}")))?;
+        match listen(SocketAddr::new(ip, port)) {
+            Ok(l) => out.push(l),
+            Err(e) if optional => log::warn!("Could not bind to optional address {a}: {e}"),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("could not listen on {a}:{port}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Serves clients on `listeners` until a shutdown is asked for (SHUTDOWN, SIGTERM, SIGINT),
+/// then drains: returns once every connection has finished what it had received (or after
+/// `DRAIN_TIMEOUT`). The caller then drops the runtime and closes the pool.
+pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, signals: Signals) {
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::spawn(watch_signals(signals, shared.clone()));
+    tokio::spawn(sample_ops(shared.clone()));
+    for l in listeners {
+        tokio::spawn(accept_loop(l, shared.clone(), done_tx.clone()));
+    }
+    drop(done_tx);
+    let mut shutdown = shared.server.shutdown_signal();
+    let _ = shutdown.wait_for(|v| *v).await;
+    log::info!("Stopped accepting; waiting for connections to finish their commands");
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv())
+        .await
+        .is_err()
+    {
+        log::warn!(
+            "{} connections still open after {:?}; dropping them",
+            shared.server.clients.connected(),
+            DRAIN_TIMEOUT
+        );
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the moment this exists.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+/// Catches SIGTERM and SIGINT (inside a runtime); call before announcing readiness, so that a
+/// signal sent as soon as the server is up still shuts it down cleanly.
+pub fn catch_signals() -> io::Result<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok(Signals {
+        term: signal(SignalKind::terminate())?,
+        int: signal(SignalKind::interrupt())?,
+    })
+}
+
+async fn watch_signals(signals: Signals, shared: Arc<Shared>) {
+    let Signals { mut term, mut int } = signals;
+    let mut received = 0;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        received += 1;
+        if received == 1 {
+            log::warn!("Received {name} scheduling shutdown...");
+            shared.server.trigger_shutdown();
+        } else {
+            log::warn!(
+                "Received {name} again during shutdown: exiting now (the pool will recover)"
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Redis's `instantaneous_ops_per_sec`, sampled every second.
+async fn sample_ops(shared: Arc<Shared>) {
+    let stats = &shared.server.stats;
+    let mut last = stats.commands_processed.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = stats.commands_processed.load(Ordering::Relaxed);
+        stats
+            .ops_per_sec
+            .store(now.saturating_sub(last), Ordering::Relaxed);
+        last = now;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sender<()>) {
+    let mut shutdown = shared.server.shutdown_signal();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|v| *v) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let server = &shared.server;
+                server
+                    .stats
+                    .connections_received
+                    .fetch_add(1, Ordering::Relaxed);
+                let max = server.with_config(|c| c.maxclients);
+                if !server.clients.try_reserve(max) {
+                    server
+                        .stats
+                        .rejected_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::debug!("Refusing {peer}: max number of clients reached");
+                    tokio::spawn(refuse(stream, MAXCLIENTS_ERROR));
+                    continue;
+                }
+                let shared = shared.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let _done = done;
+                    handle_tcp(stream, peer, &shared).await;
+                    shared.server.clients.release();
+                });
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait a little instead of spinning.
+                log::warn!("Accepting a client connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Sends one error and closes, letting the client read it.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, error: &'static [u8]) {
+    let _ = stream.write_all(error).await;
+    close_gracefully(&mut stream).await;
+}
+
+/// Ends the write side and reads (and drops) what the client still sends for a moment, so that
+/// closing does not reset the connection before the client has read our last reply.
+async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = stream.shutdown().await;
+    let mut scratch = vec![0u8; 16 * 1024];
+    let drain = async {
+        let mut total = 0usize;
+        while let Ok(n) = stream.read(&mut scratch).await {
+            total += n;
+            if n == 0 || total > (4 << 20) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+}
+
+async fn handle_tcp(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let fd = stream.as_raw_fd();
+    serve_connection(stream, peer, local, fd, shared).await;
+}
+
+/// What a batch of commands ended with.
+enum Outcome {
+    /// Read more.
+    Continue,
+    /// Close (QUIT, SHUTDOWN, CLIENT KILL of itself).
+    Close,
+    /// A malformed request: its error was sent; close.
+    ProtocolError,
+}
+
+/// Serves one client connection on `stream` until it closes, is killed, idles out, breaks the
+/// protocol, or the server shuts down.
+pub async fn serve_connection<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    fd: i32,
+    shared: &Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server = &shared.server;
+    let (protected, max_bulk) = server.with_config(|c| (c.protected_mode, c.proto_max_bulk_len));
+    if protected_mode_denies(protected, server.password_set(), peer.ip()) {
+        refuse(stream, PROTECTED_MODE_ERROR).await;
+        return;
+    }
+    let id = server.clients.next_id();
+    let info = server
+        .clients
+        .register(id, peer, local, fd, server.now_ms());
+    log::debug!("Accepted {peer} (id={id})");
+    let mut session = Session::new(id);
+    session.authenticated = !server.password_set();
+    session.client = Some(info.clone());
+    let mut ctx = Ctx {
+        shared: shared.as_ref(),
+        session: &mut session,
+    };
+    let mut parser = RequestParser::new(Limits {
+        max_bulk_len: max_bulk,
+        ..Limits::default()
+    });
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut wbuf = BytesMut::new();
+    let mut shutdown = server.shutdown_signal();
+
+    let result: io::Result<()> = async {
+        loop {
+            if info.killed.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            // Big requests or replies grow the buffers; an idle connection gives them back.
+            if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+                rbuf = BytesMut::with_capacity(4096);
+            }
+            if wbuf.capacity() > KEEP_BUFFER {
+                wbuf = BytesMut::new();
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            let idle = idle_timer(server.idle_timeout());
+            let read = tokio::select! {
+                r = stream.read_buf(&mut rbuf) => Some(r?),
+                _ = info.kill.notified() => return Ok(()),
+                _ = shutdown.wait_for(|v| *v) => None,
+                _ = idle => {
+                    log::debug!("Closing idle client id={id} addr={peer}");
+                    return Ok(());
+                }
+            };
+            let Some(n) = read else {
+                // Shutting down: take what has already arrived, answer it, close.
+                for _ in 0..64 {
+                    rbuf.reserve(READ_CHUNK);
+                    match tokio::time::timeout(Duration::ZERO, stream.read_buf(&mut rbuf)).await {
+                        Ok(Ok(n)) if n > 0 => {
+                            server
+                                .stats
+                                .net_input_bytes
+                                .fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        _ => break,
+                    }
+                }
+                let outcome =
+                    process(&mut ctx, &mut parser, &mut rbuf, &mut wbuf, &mut stream).await?;
+                if matches!(outcome, Outcome::ProtocolError) {
+                    close_gracefully(&mut stream).await;
+                } else {
+                    let _ = stream.shutdown().await;
+                }
+                return Ok(());
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            server
+                .stats
+                .net_input_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
+            match process(&mut ctx, &mut parser, &mut rbuf, &mut wbuf, &mut stream).await? {
+                Outcome::Continue => {}
+                Outcome::Close => {
+                    let _ = stream.shutdown().await;
+                    return Ok(());
+                }
+                Outcome::ProtocolError => {
+                    close_gracefully(&mut stream).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        log::debug!("Client id={id} addr={peer} closed: {e}");
+    }
+    crate::cmd::multi::reset(&mut ctx);
+    server.clients.unregister(id);
+}
+
+async fn idle_timer(seconds: u64) {
+    if seconds == 0 {
+        std::future::pending::<()>().await
+    } else {
+        tokio::time::sleep(Duration::from_secs(seconds)).await
+    }
+}
+
+/// Runs every complete command in `rbuf`, encoding the replies into `wbuf`, and writes them (in
+/// one write unless they pass `WRITE_HIGH_WATER`).
+async fn process<S>(
+    ctx: &mut Ctx<'_>,
+    parser: &mut RequestParser,
+    rbuf: &mut BytesMut,
+    wbuf: &mut BytesMut,
+    stream: &mut S,
+) -> io::Result<Outcome>
+where
+    S: AsyncWrite + Unpin,
+{
+    let server = &ctx.shared.server;
+    let mut outcome = Outcome::Continue;
+    let mut ran = false;
+    loop {
+        match parser.parse(rbuf) {
+            Ok(Some(argv)) => {
+                ran = true;
+                let frame = execute(ctx, argv);
+                let session = &mut *ctx.session;
+                if session.skip_replies > 0 {
+                    session.skip_replies -= 1;
+                } else if !session.reply_off {
+                    encode(&frame, session.protocol, wbuf);
+                }
+                if session.close {
+                    outcome = Outcome::Close;
+                    break;
+                }
+                if wbuf.len() >= WRITE_HIGH_WATER {
+                    flush(stream, wbuf, ctx).await?;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                server.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                server.stats.error(&e.message_bytes());
+                if let Some(c) = &ctx.session.client {
+                    log::debug!(
+                        "Protocol error ({e}) from client: id={} addr={}",
+                        c.id,
+                        c.addr
+                    );
+                }
+                encode(&e.to_frame(), ctx.session.protocol, wbuf);
+                outcome = Outcome::ProtocolError;
+                break;
+            }
+        }
+    }
+    if let Some(c) = &ctx.session.client {
+        c.qbuf.store(rbuf.len(), Ordering::Relaxed);
+        if ran {
+            c.last_active_ms.store(server.now_ms(), Ordering::Relaxed);
+        }
+    }
+    flush(stream, wbuf, ctx).await?;
+    Ok(outcome)
+}
+
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    wbuf: &mut BytesMut,
+    ctx: &Ctx<'_>,
+) -> io::Result<()> {
+    if wbuf.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(wbuf).await?;
+    ctx.shared
+        .server
+        .stats
+        .net_output_bytes
+        .fetch_add(wbuf.len() as u64, Ordering::Relaxed);
+    wbuf.clear();
+    Ok(())
+}

@@ -1,0 +1,479 @@
+//! The server end to end with real clients: redis-cli round trips, RESP3 through HELLO with the
+//! `redis` crate, AUTH and NOAUTH, CLIENT, INFO, CONFIG, the metrics endpoint, idle timeout,
+//! and how the command line and the configuration file are checked.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use eagle_core::resp::Frame;
+
+#[test]
+fn set_and_get_round_trip_through_redis_cli() {
+    let s = Server::start("cli", &[]);
+    assert_eq!(s.cli(&["SET", "greeting", "hello world"]), "OK");
+    assert_eq!(s.cli(&["GET", "greeting"]), "hello world");
+    assert_eq!(s.cli(&["INCRBY", "n", "41"]), "41");
+    assert_eq!(s.cli(&["INCR", "n"]), "42");
+    assert_eq!(s.cli(&["GET", "missing"]), "");
+    assert_eq!(s.cli(&["DBSIZE"]), "2");
+    assert_eq!(s.cli(&["PING"]), "PONG");
+    assert_eq!(s.cli(&["ECHO", "x y"]), "x y");
+    // The same data through the redis crate.
+    let mut c = s.redis();
+    let v: String = redis::cmd("GET").arg("greeting").query(&mut c).unwrap();
+    assert_eq!(v, "hello world");
+    let err = redis::cmd("NOSUCH")
+        .arg("a")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown command 'NOSUCH', with args beginning with: 'a'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hello_3_switches_to_resp3_and_replies_a_map() {
+    let s = Server::start("hello", &[]);
+    let mut raw = s.raw();
+    // RESP2: a map is a flat array.
+    match raw.cmd(&["HELLO"]) {
+        Frame::Map(pairs) => panic!("RESP2 got a native map: {pairs:?}"),
+        Frame::Array(items) => assert_eq!(items.len(), 14),
+        other => panic!("{other:?}"),
+    }
+    let Frame::Map(pairs) = raw.cmd(&["HELLO", "3"]) else {
+        panic!("HELLO 3 did not reply a map");
+    };
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| *key == bulk(k))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("server"), Some(bulk("redis")));
+    assert_eq!(get("proto"), Some(Frame::Integer(3)));
+    assert_eq!(get("mode"), Some(bulk("standalone")));
+    assert!(matches!(get("id"), Some(Frame::Integer(id)) if id > 0));
+    // Now nulls are RESP3 nulls, and HELLO 2 switches back.
+    assert_eq!(raw.cmd(&["GET", "nothing"]), Frame::Null);
+    assert_eq!(
+        raw.cmd(&["HELLO", "4"]),
+        error("NOPROTO unsupported protocol version")
+    );
+    assert_eq!(
+        raw.cmd(&["HELLO", "three"]),
+        error("ERR Protocol version is not an integer or out of range")
+    );
+    assert!(matches!(raw.cmd(&["HELLO", "2"]), Frame::Array(_)));
+
+    // The redis crate negotiates RESP3 itself.
+    let client = redis::Client::open(format!("{}?protocol=resp3", s.url())).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let v: redis::Value = redis::cmd("HELLO").arg(3).query(&mut c).unwrap();
+    assert!(matches!(v, redis::Value::Map(_)), "{v:?}");
+    let v: redis::Value = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query(&mut c)
+        .unwrap();
+    let redis::Value::Map(pairs) = v else {
+        panic!("CONFIG GET in RESP3 is a map: {v:?}")
+    };
+    assert_eq!(pairs.len(), 1);
+}
+
+#[test]
+fn requirepass_gates_commands_until_auth() {
+    let s = Server::start("auth", &["--requirepass", "s3cret"]);
+    let mut raw = s.raw();
+    let noauth = error("NOAUTH Authentication required.");
+    assert_eq!(raw.cmd(&["GET", "k"]), noauth);
+    assert_eq!(raw.cmd(&["SET", "k", "v"]), noauth);
+    // Unknown commands and arity errors come first, as in Redis.
+    assert_eq!(
+        raw.cmd(&["GET"]),
+        error("ERR wrong number of arguments for 'get' command")
+    );
+    let wrongpass = error("WRONGPASS invalid username-password pair or user is disabled.");
+    assert_eq!(raw.cmd(&["AUTH", "nope"]), wrongpass);
+    assert_eq!(raw.cmd(&["AUTH", "someone", "s3cret"]), wrongpass);
+    assert_eq!(raw.cmd(&["GET", "k"]), noauth);
+    assert!(matches!(
+        raw.cmd(&["HELLO", "3"]),
+        Frame::Error(e) if e.starts_with(b"NOAUTH HELLO must be called with the client already authenticated")
+    ));
+    assert_eq!(raw.cmd(&["AUTH", "s3cret"]), ok());
+    assert_eq!(raw.cmd(&["SET", "k", "v"]), ok());
+    assert_eq!(raw.cmd(&["GET", "k"]), bulk("v"));
+    // RESET forgets the authentication.
+    assert_eq!(raw.cmd(&["RESET"]), simple("RESET"));
+    assert_eq!(raw.cmd(&["GET", "k"]), noauth);
+    // HELLO AUTH authenticates and switches protocol at once.
+    let Frame::Map(_) = raw.cmd(&["HELLO", "3", "AUTH", "default", "s3cret"]) else {
+        panic!("HELLO AUTH failed");
+    };
+    assert_eq!(raw.cmd(&["GET", "k"]), bulk("v"));
+
+    // Real clients: the redis crate with a password in the URL, redis-cli -a.
+    let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", s.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+    assert_eq!(v, "v");
+    assert_eq!(
+        s.cli(&["--no-auth-warning", "-a", "s3cret", "GET", "k"]),
+        "v"
+    );
+    assert!(s.cli(&["GET", "k"]).contains("NOAUTH"));
+
+    // Without a password, AUTH <password> is Redis's configuration error.
+    let open = Server::start("noauth", &[]);
+    assert_eq!(
+        open.raw().cmd(&["AUTH", "x"]),
+        error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?"
+        )
+    );
+    assert_eq!(open.raw().cmd(&["AUTH", "default", "anything"]), ok());
+}
+
+#[test]
+fn client_commands_select_info_and_config() {
+    let s = Server::start("client", &[]);
+    let mut a = s.raw();
+    let mut b = s.raw();
+    let Frame::Integer(a_id) = a.cmd(&["CLIENT", "ID"]) else {
+        panic!()
+    };
+    assert_eq!(a.cmd(&["CLIENT", "SETNAME", "alpha"]), ok());
+    assert_eq!(a.cmd(&["CLIENT", "GETNAME"]), bulk("alpha"));
+    assert_eq!(
+        a.cmd(&["CLIENT", "SETNAME", "has space"]),
+        error("ERR Client names cannot contain spaces, newlines or special characters.")
+    );
+    let Frame::Bulk(list) = b.cmd(&["CLIENT", "LIST"]) else {
+        panic!()
+    };
+    let list = String::from_utf8_lossy(&list).into_owned();
+    assert!(list.contains(&format!("id={a_id} ")), "{list}");
+    assert!(list.contains("name=alpha"), "{list}");
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let Frame::Bulk(info) = a.cmd(&["CLIENT", "INFO"]) else {
+        panic!()
+    };
+    assert!(String::from_utf8_lossy(&info).contains("cmd=client"));
+    assert_eq!(
+        b.cmd(&["CLIENT", "FOO"]),
+        error("ERR unknown subcommand 'FOO'. Try CLIENT HELP.")
+    );
+
+    assert_eq!(a.cmd(&["SELECT", "0"]), ok());
+    assert_eq!(
+        a.cmd(&["SELECT", "1"]),
+        error("ERR DB index is out of range")
+    );
+
+    // INFO with Redis's field names and the Eagle section.
+    a.cmd(&["SET", "k", "v"]);
+    let Frame::Bulk(info) = b.cmd(&["INFO"]) else {
+        panic!()
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    for field in [
+        "redis_version:7.0.0\r\n",
+        "connected_clients:2\r\n",
+        "used_memory:",
+        "db0:keys=1,expires=0,avg_ttl=0\r\n",
+        "# Eagle\r\n",
+        "pool_kind:emulated\r\n",
+        "wal_bytes_capacity:",
+        "recovery_time_ms:",
+        "last_open:created\r\n",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field:?}:\n{info}");
+    }
+    let Frame::Bulk(one) = b.cmd(&["INFO", "keyspace"]) else {
+        panic!()
+    };
+    assert_eq!(
+        &one[..],
+        b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"
+    );
+
+    // CONFIG GET globs, CONFIG SET of settable and unknown parameters.
+    let Frame::Array(kv) = b.cmd(&["CONFIG", "GET", "*clients"]) else {
+        panic!()
+    };
+    assert_eq!(kv, vec![bulk("maxclients"), bulk("10000")]);
+    let Frame::Array(kv) = b.cmd(&["CONFIG", "GET", "appendonly", "save", "databases"]) else {
+        panic!()
+    };
+    assert_eq!(
+        kv,
+        vec![
+            bulk("save"),
+            bulk(""),
+            bulk("appendonly"),
+            bulk("no"),
+            bulk("databases"),
+            bulk("1")
+        ]
+    );
+    assert_eq!(
+        b.cmd(&["CONFIG", "SET", "fo", "1"]),
+        error("ERR Unknown option or number of arguments for CONFIG SET - 'fo'")
+    );
+    assert_eq!(
+        b.cmd(&["CONFIG", "SET", "maxclients", "lots"]),
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument \
+             couldn't be parsed into an integer"
+        )
+    );
+    assert_eq!(
+        b.cmd(&["CONFIG", "SET", "port", "1"]),
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config"
+        )
+    );
+    assert_eq!(b.cmd(&["CONFIG", "SET", "maxclients", "77"]), ok());
+    let Frame::Array(kv) = b.cmd(&["CONFIG", "GET", "maxclients"]) else {
+        panic!()
+    };
+    assert_eq!(kv, vec![bulk("maxclients"), bulk("77")]);
+
+    // COMMAND is built from the command table.
+    let Frame::Integer(n) = b.cmd(&["COMMAND", "COUNT"]) else {
+        panic!()
+    };
+    let Frame::Array(all) = b.cmd(&["COMMAND"]) else {
+        panic!()
+    };
+    assert_eq!(all.len() as i64, n);
+    let Frame::Array(get) = b.cmd(&["COMMAND", "INFO", "get", "nosuch"]) else {
+        panic!()
+    };
+    assert_eq!(get[1], Frame::Null);
+    let Frame::Array(get) = &get[0] else { panic!() };
+    assert_eq!(get[0], bulk("get"));
+    assert_eq!(get[1], Frame::Integer(2));
+    assert_eq!(
+        &get[3..6],
+        &[Frame::Integer(1), Frame::Integer(1), Frame::Integer(1)]
+    );
+    let Frame::Array(keys) = b.cmd(&["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]) else {
+        panic!()
+    };
+    assert_eq!(keys, vec![bulk("a"), bulk("b")]);
+
+    // CLIENT KILL closes the other connection.
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", "ID", &a_id.to_string()]),
+        Frame::Integer(1)
+    );
+    assert!(a.closed(), "killed client still open");
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", "127.0.0.1:1"]),
+        error("ERR No such client")
+    );
+    // MEMORY USAGE, TIME, LASTSAVE, SAVE, BGSAVE.
+    assert!(matches!(b.cmd(&["MEMORY", "USAGE", "k"]), Frame::Integer(n) if n >= 33));
+    assert_eq!(b.cmd(&["MEMORY", "USAGE", "nokey"]), Frame::Null);
+    assert!(matches!(b.cmd(&["TIME"]), Frame::Array(t) if t.len() == 2));
+    assert!(matches!(b.cmd(&["LASTSAVE"]), Frame::Integer(t) if t > 1_600_000_000));
+    assert_eq!(b.cmd(&["SAVE"]), ok());
+    assert_eq!(b.cmd(&["BGSAVE"]), simple("Background saving started"));
+    assert_eq!(b.cmd(&["FLUSHALL"]), ok());
+    assert_eq!(b.cmd(&["DBSIZE"]), Frame::Integer(0));
+}
+
+#[test]
+fn client_reply_off_and_skip_drop_replies() {
+    let s = Server::start("reply", &[]);
+    let mut c = s.raw();
+    // OFF: no reply to it or to what follows, until ON (which replies).
+    let mut batch = Vec::new();
+    for args in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["SET", "a", "1"],
+        &["CLIENT", "REPLY", "ON"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["GET", "a"],
+        &["GET", "a"],
+    ] {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        batch.extend(encode_cmd(&args));
+    }
+    c.send(&batch);
+    assert_eq!(c.read(), Some(ok()));
+    assert_eq!(c.read(), Some(bulk("1")));
+}
+
+#[test]
+fn metrics_health_and_command_counters() {
+    let s = Server::start("metrics", &[]);
+    let (status, body) = s.http_get("/health");
+    assert_eq!((status, body.trim()), (200, "OK"));
+    let mut c = s.raw();
+    for i in 0..7 {
+        c.cmd(&["SET", &format!("k{i}"), "v"]);
+    }
+    c.cmd(&["GET", "k1"]);
+    let (status, body) = s.http_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("eagle_commands_total{cmd=\"set\"} 7\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("eagle_commands_total{cmd=\"get\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("eagle_command_duration_seconds_bucket{cmd=\"set\",le="),
+        "{body}"
+    );
+    assert!(body.contains("eagle_keys 7\n"), "{body}");
+    for gauge in [
+        "eagle_connected_clients 1\n",
+        "eagle_pool_used_bytes ",
+        "eagle_pool_free_bytes ",
+        "eagle_wal_used_bytes ",
+        "eagle_epoch_garbage_bytes ",
+        "eagle_recovery_duration_seconds ",
+    ] {
+        assert!(body.contains(gauge), "no {gauge:?} in\n{body}");
+    }
+    assert_eq!(s.http_get("/nope").0, 404);
+}
+
+#[test]
+fn idle_clients_are_closed_after_timeout() {
+    let s = Server::start("timeout", &["--timeout", "1"]);
+    let mut idle = s.raw();
+    assert_eq!(idle.cmd(&["PING"]), simple("PONG"));
+    let started = std::time::Instant::now();
+    assert!(idle.closed());
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900) && waited.as_secs() < 10,
+        "{waited:?}"
+    );
+    // CONFIG SET timeout 0 turns it off for what comes next.
+    let mut c = s.raw();
+    assert_eq!(c.cmd(&["CONFIG", "SET", "timeout", "0"]), ok());
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    assert_eq!(c.cmd(&["PING"]), simple("PONG"));
+}
+
+fn run_server(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_eagle-server"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn configuration_errors_name_file_line_and_key() {
+    let dir = TempDir::new("conf");
+    let conf = dir.join("eagle.conf");
+    std::fs::write(&conf, "# settings\nport 7000\n\nfo bar\n").unwrap();
+    let (code, out) = run_server(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("{}:4: unknown key 'fo'", conf.display())),
+        "{out}"
+    );
+    std::fs::write(&conf, "maxclients many\n").unwrap();
+    let (code, out) = run_server(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(":1: 'maxclients': argument couldn't be parsed into an integer"),
+        "{out}"
+    );
+    let (code, out) = run_server(&["--pool-size", "12parsecs"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("--pool-size '12parsecs'"), "{out}");
+    let (code, out) = run_server(&["--flush", "sometimes"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("unknown flush mode 'sometimes'"), "{out}");
+
+    // A valid file: its settings apply, and flags override it.
+    std::fs::write(
+        &conf,
+        "requirepass \"from file\"\nmaxclients 42\ntimeout 3\n",
+    )
+    .unwrap();
+    let s = Server::start(
+        "conffile",
+        &["--config", conf.to_str().unwrap(), "--timeout", "0"],
+    );
+    let mut c = s.raw();
+    assert_eq!(c.cmd(&["AUTH", "from file"]), ok());
+    let Frame::Array(kv) = c.cmd(&["CONFIG", "GET", "maxclients", "timeout"]) else {
+        panic!()
+    };
+    assert_eq!(
+        kv,
+        vec![bulk("maxclients"), bulk("42"), bulk("timeout"), bulk("0")]
+    );
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let (code, out) = run_server(&["--help"]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--port",
+        "--bind",
+        "--pool ",
+        "--pool-size",
+        "--flush",
+        "--require-dax",
+        "--requirepass",
+        "--maxclients",
+        "--timeout",
+        "--metrics-addr",
+        "--loglevel",
+        "--threads",
+        "--config",
+        "--protected-mode",
+    ] {
+        assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
+    }
+}
+
+#[test]
+fn a_busy_port_is_refused_before_the_pool_is_touched() {
+    let s = Server::start("busy", &[]);
+    let dir = TempDir::new("busy2");
+    let pool = dir.join("never.pool");
+    let (code, out) = run_server(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "--port",
+        &s.port.to_string(),
+        "--metrics-addr",
+        "off",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("could not listen on 127.0.0.1:{}", s.port)),
+        "{out}"
+    );
+    assert!(
+        !pool.exists(),
+        "the pool was created although the port was busy"
+    );
+    assert_eq!(s.cli(&["PING"]), "PONG");
+}
