@@ -270,6 +270,7 @@ fn db_options(pool: PoolOptions) -> DbOptions {
     DbOptions {
         pool,
         clock: Clock::Manual(Arc::new(AtomicU64::new(NOW))),
+        recovery: None,
     }
 }
 

@@ -220,7 +220,7 @@ fn other_clients_never_see_a_transaction_half_done() {
             Frame::Null => {}
             Frame::Bulk(v) => {
                 let n: u64 = std::str::from_utf8(&v).unwrap().parse().unwrap();
-                if n % 50 != 0 {
+                if !n.is_multiple_of(50) {
                     seen_mid += 1;
                 }
             }
