@@ -41,7 +41,7 @@ impl Durability {
             }
             Durability::ProcessCrash => format!(
                 "emulated pool on a page-cache file with {mode}: survives a process crash, not a \
-                 power loss; use flush mode msync (EAGLE_FLUSH=msync) or a DAX device for that"
+                 power loss; use --flush msync (or EAGLE_FLUSH=msync) or a DAX device for that"
             ),
             Durability::ProcessCrashUntilReboot => format!(
                 "emulated pool on tmpfs (DRAM) with {mode}: survives a process crash, not a reboot \
