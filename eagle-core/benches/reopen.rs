@@ -1,8 +1,9 @@
 //! Time from opening a pool to the first served GET, after a clean close and after a crash
 //! (the engine dropped without closing, as after kill -9), with N keys.
 //!
-//! Run: `cargo bench -p eagle-core --bench reopen -- N` (default 1,000,000; pool on /dev/shm or
-//! `EAGLE_BENCH_DIR`). Prints one line per case; repeats each 3 times and reports all.
+//! Run: `[EAGLE_RECOVERY=background] cargo bench -p eagle-core --bench reopen -- N` (default
+//! 1,000,000; pool on /dev/shm or `EAGLE_BENCH_DIR`). Prints one line per case (time to open,
+//! to the first GET, and until the recovery sweep finished); repeats each 3 times.
 
 use std::time::Instant;
 
@@ -54,10 +55,15 @@ fn main() {
             .expect("get");
         let first_get = t.elapsed();
         assert_eq!(got, Some(8));
+        e.index().wait_recovered().expect("recovery");
+        let recovered = t.elapsed();
         println!(
-            "{case:>5} reopen: open {:8.2} ms, first GET served at {:8.2} ms (was clean: {})",
+            "{case:>5} reopen ({:?} recovery): open {:8.2} ms, first GET served at {:8.2} ms, \
+             recovery finished at {:8.2} ms (was clean: {})",
+            eagle_core::engine::RecoveryMode::from_env(),
             opened.as_secs_f64() * 1e3,
             first_get.as_secs_f64() * 1e3,
+            recovered.as_secs_f64() * 1e3,
             e.pool().was_clean()
         );
         if case == "clean" {
