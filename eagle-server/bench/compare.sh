@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Server benchmark: eagle-server against redis-server (Debian's 7.0) in one run on this machine.
+#
+#   eagle-server/bench/compare.sh [REQUESTS] [ROUNDS]
+#
+# Configurations: redis without persistence; redis appendonly + appendfsync everysec; redis
+# appendfsync always; eagle with its pool on /dev/shm; eagle with its pool on disk (./target).
+# Workloads: redis-benchmark -c 50, -P 1 and -P 16, SET/GET/INCR/HSET/MSET, keyspace 1,000,000,
+# values of 16 B and 1 KiB. Servers are interleaved (A B C D E, repeated ROUNDS times) so a
+# noisy machine hits them alike; the table gives the median over rounds of throughput, p50 and
+# p99, and eagle's ratio to each redis row. Needs a release build:
+#   cargo build --release -p eagle-server
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${1:-200000}
+ROUNDS=${2:-3}
+BIN=target/release/eagle-server
+[ -x "$BIN" ] || { echo "build first: cargo build --release -p eagle-server" >&2; exit 2; }
+command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
+  echo "needs redis-server and redis-benchmark (apt-get install redis-server redis-tools)" >&2; exit 2; }
+WORK=$(mktemp -d /dev/shm/eagle-bench.XXXXXX)
+DISK=$(mktemp -d "$PWD/target/eagle-bench-disk.XXXXXX")
+PID=
+cleanup() { [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null || true; rm -rf "$WORK" "$DISK"; }
+trap cleanup EXIT
+PORT=7399
+start() { # name
+  case "$1" in
+    redis-nopersist) redis-server --port $PORT --save '' --appendonly no --dir "$WORK" --daemonize no >/dev/null & ;;
+    redis-everysec) redis-server --port $PORT --save '' --appendonly yes --appendfsync everysec --dir "$DISK" --daemonize no >/dev/null & ;;
+    redis-always) redis-server --port $PORT --save '' --appendonly yes --appendfsync always --dir "$DISK" --daemonize no >/dev/null & ;;
+    eagle-shm) "$BIN" --port $PORT --pool "$WORK/eagle.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
+    eagle-disk) "$BIN" --port $PORT --pool "$DISK/eagle.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
+  esac
+  PID=$!
+  for _ in $(seq 200); do redis-cli -p $PORT ping >/dev/null 2>&1 && return; sleep 0.05; done
+  echo "$1 did not start" >&2; exit 1
+}
+stop() { redis-cli -p $PORT shutdown nosave >/dev/null 2>&1 || true; wait "$PID" 2>/dev/null || true; PID=; rm -rf "$WORK"/* "$DISK"/*; }
+CONFIGS="redis-nopersist redis-everysec redis-always eagle-shm eagle-disk"
+RAW=$WORK/../eagle-bench-raw.$$
+: > "$RAW"
+for round in $(seq "$ROUNDS"); do
+  for cfg in $CONFIGS; do
+    start "$cfg"
+    for size in 16 1024; do
+      for pipe in 1 16; do
+        redis-benchmark -p $PORT -c 50 -n "$N" -r 1000000 -d $size -P $pipe -t set,get,incr,hset,mset --csv 2>/dev/null \
+          | tail -n +2 | tr -d '"' | while IFS=, read -r test rps avg min p50 p95 p99 max; do
+              echo "$cfg $size $pipe ${test%% *} $rps $p50 $p99" >> "$RAW"
+            done
+      done
+    done
+    stop
+  done
+done
+python3 - "$RAW" "$N" "$ROUNDS" <<'PY'
+import sys, statistics, collections, platform, datetime
+raw, n, rounds = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = collections.defaultdict(list)
+for line in open(raw):
+    cfg, size, pipe, test, rps, p50, p99 = line.split()
+    rows[(test, size, pipe, cfg)].append((float(rps), float(p50), float(p99)))
+cpu = next((l.split(':',1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
+print(f"# {datetime.date.today()} {cpu}, {len(open('/proc/cpuinfo').read().split('processor'))-1} vCPU; redis-benchmark -c 50 -n {n} -r 1000000, median of {rounds} rounds")
+print("| test | value | -P | config | ops/s | p50 ms | p99 ms | eagle-shm / this |")
+print("|---|---:|---:|---|---:|---:|---:|---:|")
+tests = sorted({k[0] for k in rows}, key=lambda t: ["SET","GET","INCR","HSET","MSET"].index(t) if t in ["SET","GET","INCR","HSET","MSET"] else 9)
+for test in tests:
+    for size in ("16", "1024"):
+        for pipe in ("1", "16"):
+            med = {}
+            for cfg in "redis-nopersist redis-everysec redis-always eagle-shm eagle-disk".split():
+                v = rows.get((test, size, pipe, cfg))
+                if v:
+                    med[cfg] = tuple(statistics.median(x[i] for x in v) for i in range(3))
+            e = med.get("eagle-shm")
+            for cfg, (rps, p50, p99) in med.items():
+                ratio = f"{e[0]/rps:.2f}x" if e and cfg.startswith("redis") else ""
+                print(f"| {test} | {size} | {pipe} | {cfg} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {ratio} |")
+PY
+rm -f "$RAW"
