@@ -76,7 +76,8 @@ trap 'exit 130' INT TERM
 
 # --- the guest: kernel + base initramfs, rebuilt when the kernel or the scripts change ---------
 started=$(date +%s)
-stamp=$(cat "$HERE/init" "$HERE/build-initramfs.sh" | sha256sum | cut -c1-16)-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tr '\n' ' ' | sha256sum | cut -c1-16)
+kernels=$(ls /boot/vmlinuz-* 2>/dev/null || true)
+stamp=$(cat "$HERE/init" "$HERE/build-initramfs.sh" | sha256sum | cut -c1-16)-$(echo "$kernels" | sha256sum | cut -c1-16)
 if [ ! -f "$CACHE/base.cpio.gz" ] || [ "$(cat "$CACHE/stamp" 2>/dev/null)" != "$stamp" ]; then
     rm -f "$CACHE/stamp"
     "$HERE/build-initramfs.sh" "$CACHE" >&2 || fail "building the guest initramfs"
@@ -235,6 +236,10 @@ while :; do
     if awk -v l="$LOAD_TIMEOUT" -v e="$(elapsed)" 'BEGIN { exit !(e > l) }'; then
         show_log load
         fail "the load did not reach $KILL_AT acknowledged operations per device in $LOAD_TIMEOUT s (fsdax $(acked fsdax), devdax $(acked devdax))"
+    fi
+    if [ "$(console | awk '/^FAIL / { n++ } END { print n + 0 }')" != 0 ]; then
+        show_log load
+        fail "a load failed in the guest"
     fi
     if [ "$(acked fsdax)" -ge "$KILL_AT" ] && [ "$(acked devdax)" -ge "$KILL_AT" ]; then
         break
