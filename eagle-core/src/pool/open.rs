@@ -104,7 +104,11 @@ impl Pool {
             file.set_len(new_pool_size(path, opts.size)?)
                 .map_err(io("set_len"))?;
         }
+        let new_file = is_file && meta.len() == 0;
         let mapping = Mapping::map(file, path, opts.require_dax)?;
+        if new_file && mapping.kind() == PoolKind::FsDax {
+            mapping.preallocate().map_err(io("posix_fallocate"))?;
+        }
         let region = Region::with_hook(mapping, opts.flush, opts.fence_hook)?;
 
         let mut block = vec![0u8; region.len().min(HEADER_BLOCK as usize)];
