@@ -368,3 +368,15 @@ fn large_hashes_move_to_a_table_and_survive_reopen_rename_copy_and_delete() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.heap_used, empty, "every table and part reclaimed");
 }
+
+#[test]
+fn a_string_shaped_like_a_table_reference_is_just_a_string() {
+    let mut db = Fixture::new("table-shaped");
+    let v = [1u8; 16]; // format byte 1 and 16 bytes long, like a large hash's value
+    db.set(b"s", &v, SetOptions::default()).unwrap();
+    db.reopen(true); // the sweep walks every record's owned blocks
+    assert_eq!(db.get(b"s").unwrap(), s(&v));
+    assert_eq!(db.dbsize(), 1);
+    assert!(db.engine().check().is_clean());
+    assert_eq!(db.del(&[b"s"]).unwrap(), 1);
+}

@@ -144,7 +144,7 @@ impl Dash {
                                 ));
                             }
                             block(&mut r, rec, "record", rr.size());
-                            match crate::hashtab::children(self.region(), rr.value()) {
+                            match crate::hashtab::children(self.region(), &rr) {
                                 Ok(children) => {
                                     for c in children {
                                         block(&mut r, c.offset, c.what, c.size);

@@ -190,8 +190,8 @@ impl Dash {
                     mark(rec, "record")?;
                     // The blocks the record owns (a large hash's table and parts).
                     if let Some(r) = crate::record::RecordRef::open(self.region(), rec) {
-                        let children = crate::hashtab::children(self.region(), r.value())
-                            .map_err(corrupted)?;
+                        let children =
+                            crate::hashtab::children(self.region(), &r).map_err(corrupted)?;
                         for c in children {
                             mark(c.offset, c.what)?;
                         }

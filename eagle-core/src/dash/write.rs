@@ -359,7 +359,7 @@ impl Dash {
     /// are left to the next open's sweep (which reclaims whatever nothing reaches).
     pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64) {
         if let Some(r) = crate::record::RecordRef::open(self.region(), record)
-            && let Ok(children) = crate::hashtab::children(self.region(), r.value())
+            && let Ok(children) = crate::hashtab::children(self.region(), &r)
         {
             for c in children {
                 self.retire(guard, c.offset);

@@ -21,6 +21,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::pmem::Region;
+use crate::record::{RecordKind, RecordRef};
 
 /// Bytes before the part offsets in a table block.
 pub const TABLE_HEADER: u64 = 64;
@@ -212,10 +213,13 @@ pub struct Child {
     pub what: &'static str,
 }
 
-/// The blocks a hash record's value owns: its table and the table's parts (none for a compact
-/// hash or another kind). `Err` names what is damaged.
-pub fn children(region: &Region, value: &[u8]) -> Result<Vec<Child>, String> {
-    let Some(t) = table_ref(value) else {
+/// The blocks a record owns: a large hash's table and the table's parts (none for a string or
+/// a compact hash). `Err` names what is damaged.
+pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, String> {
+    if record.kind() != RecordKind::Hash {
+        return Ok(Vec::new());
+    }
+    let Some(t) = table_ref(record.value()) else {
         return Ok(Vec::new());
     };
     let table = Table::open(region, t).ok_or_else(|| format!("hash table {t:#x} is damaged"))?;
