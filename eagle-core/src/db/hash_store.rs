@@ -54,6 +54,7 @@ impl Db {
             return Ok(Vec::new());
         }
         decode(&decode_part(self.engine.pool().region(), block).map_err(corrupt)?)
+            .map_err(|e| corrupt(format!("hash part {block:#x}: {e}")))
     }
 
     /// The values of `wanted` fields.

@@ -188,9 +188,9 @@ impl Engine {
         // the log record naming them is written. Without this fence a power failure could keep
         // the log record (its lines evicted early) and lose a record's lines, and the redo
         // would publish a torn record (the crash harness found exactly that).
-        if ops.iter().any(|op| matches!(op, BatchOp::Put { .. }))
-            && !crate::fault::armed(crate::fault::Fault::SkipFenceBeforeBatchLog)
-        {
+        // (SetWord publishes prepared blocks too: a large hash's new parts. Fencing always is
+        // simplest; a batch of deletes alone pays one fence it does not need.)
+        if !crate::fault::armed(crate::fault::Fault::SkipFenceBeforeBatchLog) {
             self.pool().region().fence();
         }
         let logged = if crate::fault::armed(crate::fault::Fault::SkipBatchLog) {
