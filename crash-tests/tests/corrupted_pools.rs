@@ -14,6 +14,7 @@ use std::time::Duration;
 use crash_tests::Scratch;
 use eagle_core::pmem::FlushMode;
 use eagle_core::{Db, DbOptions, PoolOptions};
+use pmem_emulation::SplitMix64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -99,16 +100,6 @@ fn the_guard_reports_panics_and_hangs() {
     assert_eq!(guarded(hang, Duration::from_millis(300)), Outcome::Hang);
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 /// A pool with strings, a compact hash and a large (table-form) hash; its bytes and the byte
 /// ranges of each region worth damaging.
 fn build(scratch: &Scratch) -> (Vec<u8>, Vec<(&'static str, u64, u64)>) {
@@ -173,22 +164,23 @@ fn damaged_pools_are_refused_or_reported_never_a_panic_or_hang() {
     let trials = if long { 2000 } else { 200 };
     let scratch = Scratch::new("corrupt");
     let (base, regions) = build(&scratch);
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut rng = SplitMix64::new(0x2545_F491_4F6C_DD1D);
+    let mut below = |n: u64| rng.below(n.max(1) as usize) as u64;
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
     let mut bad = Vec::new();
     for t in 0..trials {
         let mut img = base.clone();
         let what = if t % 10 == 9 {
             // Truncation to a random length (a cut file).
-            let len = rng.below(img.len() as u64) as usize;
+            let len = below(img.len() as u64) as usize;
             img.truncate(len);
             "truncated"
         } else {
             let (name, off, len) = regions[(t as usize) % regions.len()];
-            for _ in 0..1 + rng.below(8) {
-                let at = (off + rng.below(len)) as usize;
+            for _ in 0..1 + below(8) {
+                let at = (off + below(len)) as usize;
                 if at < img.len() {
-                    img[at] ^= 1 << rng.below(8);
+                    img[at] ^= 1 << below(8);
                 }
             }
             name

@@ -16,7 +16,7 @@ use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
 use eagle_core::{Db, DbOptions, EngineError, PoolError, PoolOptions};
 use parking_lot::Mutex;
-use pmem_emulation::Eviction;
+use pmem_emulation::{Eviction, SplitMix64};
 
 const POOL: u64 = 4 << 20;
 /// The large hash's tables and parts take chunks of several size classes.
@@ -173,13 +173,8 @@ fn snapshot(db: &Db) -> Result<State, String> {
 }
 
 fn workload(n: usize, seed: u64) -> Vec<Op> {
-    let mut x = seed | 1;
-    let mut rnd = move |m: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % m as u64) as usize
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut rnd = move |m: usize| rng.below(m);
     let key = |i: usize| format!("k{i:02}").into_bytes();
     let counter = |i: usize| format!("n{i}").into_bytes();
     let val = |i: usize, len: usize| vec![b'a' + (i % 26) as u8; len];
@@ -228,13 +223,8 @@ fn workload(n: usize, seed: u64) -> Vec<Op> {
 /// A large hash (table form) under writes that touch one part, several parts (a logged
 /// batch), delete fields, and grow the table.
 fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
-    let mut x = seed | 1;
-    let mut rnd = move |m: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % m as u64) as usize
-    };
+    let mut rng = SplitMix64::new(seed);
+    let mut rnd = move |m: usize| rng.below(m);
     let field = |i: usize| format!("field-{i:05}").into_bytes();
     let mut ops = vec![Op::HSet(
         b"big".to_vec(),

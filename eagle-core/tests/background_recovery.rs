@@ -14,16 +14,7 @@ use eagle_core::engine::RecoveryMode;
 use eagle_core::pmem::FlushMode;
 use eagle_core::record::RecordKind;
 use eagle_core::{Engine, PoolOptions};
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use pmem_emulation::SplitMix64;
 
 fn pool_path(seed: u64) -> PathBuf {
     let dir = if std::path::Path::new("/dev/shm").is_dir() {
@@ -56,7 +47,7 @@ fn verify(e: &Engine, model: &BTreeMap<Vec<u8>, Vec<u8>>, when: &str) {
 fn run(seed: u64) {
     let path = pool_path(seed);
     let _ = std::fs::remove_file(&path);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = SplitMix64::new(seed);
     let mut model = BTreeMap::new();
     let mut e = open(&path);
     for round in 0..6 {
@@ -64,7 +55,7 @@ fn run(seed: u64) {
             let k = format!("k{}", rng.below(4000)).into_bytes();
             match rng.below(10) {
                 0..=5 => {
-                    let v = vec![b'a' + (rng.below(26) as u8); 1 + rng.below(200) as usize];
+                    let v = vec![b'a' + (rng.below(26) as u8); 1 + rng.below(200)];
                     e.index()
                         .put(&k, &v, RecordKind::String, 0, PutMode::Upsert)
                         .unwrap();

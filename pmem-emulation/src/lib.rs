@@ -62,4 +62,6 @@ mod rng;
 mod simulator;
 
 pub use eviction::Eviction;
+/// Also the crash harnesses' workload generator (reproducible from a seed).
+pub use rng::SplitMix64;
 pub use simulator::{FenceHook, LINE, Simulator};

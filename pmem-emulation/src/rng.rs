@@ -9,12 +9,13 @@ const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The splitmix64 generator (Steele, Lea, Flood: "Fast splittable pseudorandom number generators").
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64 {
+pub struct SplitMix64 {
     state: u64,
 }
 
 impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
     }
 
@@ -25,13 +26,14 @@ impl SplitMix64 {
         SplitMix64::new(mixed_seed ^ (line as u64).wrapping_mul(GOLDEN_GAMMA))
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         mix(self.state)
     }
 
     /// A value in `0..n` (Lemire's multiply-shift; the bias is negligible for the tiny `n` used here).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         assert!(n > 0, "SplitMix64::below(0)");
         ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
