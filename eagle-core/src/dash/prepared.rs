@@ -87,9 +87,4 @@ impl Dash {
         })?;
         Ok(done.is_some())
     }
-
-    /// The kind of a record without copying it (for callers that only need the type).
-    pub fn kind_of(&self, key: &[u8]) -> Result<Option<RecordKind>, IndexError> {
-        self.get(key, |r| r.kind())
-    }
 }

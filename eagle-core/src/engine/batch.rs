@@ -277,6 +277,10 @@ impl Engine {
                     .ok_or_else(|| IndexError::Corrupted {
                         what: format!("logged store to {offset:#x}, outside the heap"),
                     })?;
+                // Ordering: one failure-atomic 8-byte store, persisted before the next
+                // operation. The block it names (a new part) was fenced before the log record
+                // was appended; a crash before this persist leaves the old word, and redo
+                // stores it again (idempotent).
                 word.store(*value, std::sync::atomic::Ordering::Release);
                 region.persist(*offset, 8);
                 Ok(())
