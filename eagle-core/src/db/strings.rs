@@ -222,13 +222,27 @@ impl Db {
 
     /// INCRBYFLOAT: the new value as Redis prints it.
     pub fn incr_by_float(&self, key: &[u8], delta: f64) -> Result<String, DbError> {
+        self.incr_by_float_arg(key, || Ok(delta))
+    }
+
+    /// INCRBYFLOAT with the increment still text: Redis checks the key's type, then the stored
+    /// value, then the increment, all under the key's lock.
+    pub fn incr_by_float_text(&self, key: &[u8], delta: &[u8]) -> Result<String, DbError> {
+        self.incr_by_float_arg(key, || parse_f64(delta).ok_or(DbError::NotFloat))
+    }
+
+    fn incr_by_float_arg(
+        &self,
+        key: &[u8],
+        delta: impl FnOnce() -> Result<f64, DbError>,
+    ) -> Result<String, DbError> {
         let _held = self.lock_write([key])?;
         let e = self.load_as(key, RecordKind::String)?;
         let (old, expire_at) = match &e {
             None => (0.0, 0),
             Some(e) => (parse_f64(&e.value).ok_or(DbError::NotFloat)?, e.expire_at),
         };
-        let new = old + delta;
+        let new = old + delta()?;
         if !new.is_finite() {
             return Err(DbError::NanOrInfinity);
         }

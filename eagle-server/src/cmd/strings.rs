@@ -1,7 +1,7 @@
 //! String commands.
 
 use bytes::Bytes;
-use eagle_core::db::{GetExExpiry, KeyType, SetCondition, SetExpiry, SetOptions};
+use eagle_core::db::{GetExExpiry, SetCondition, SetExpiry, SetOptions};
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
@@ -293,17 +293,8 @@ impl Command for IncrByFloat {
         Ok(c)
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        // Redis checks the key's type before it reads the increment.
-        if ctx
-            .db()
-            .key_type(&self.0)?
-            .is_some_and(|t| t != KeyType::String)
-        {
-            return Err(eagle_core::DbError::WrongType.into());
-        }
-        let delta = eagle_core::db::parse_f64(&self.1)
-            .ok_or_else(|| CmdError::new("ERR value is not a valid float"))?;
-        Ok(bulk(ctx.db().incr_by_float(&self.0, delta)?))
+        // The Db checks the key's type, then the stored value, then the increment, as Redis.
+        Ok(bulk(ctx.db().incr_by_float_text(&self.0, &self.1)?))
     }
 }
 
