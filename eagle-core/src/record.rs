@@ -12,6 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::pmem::Region;
 
+/// Bit 0 of a slot's record word, in pools with `INCOMPAT_OWNER_TAGS`: the record owns heap
+/// blocks (a large hash's table and parts). Set in the same 8-byte store that publishes the
+/// record, so it can never disagree with the record it names. Record blocks are 64-byte
+/// aligned, so an offset's low bits are free.
+pub const SLOT_OWNS_BLOCKS: u64 = 1;
+
+/// The record offset in a slot's record word.
+#[inline]
+pub fn slot_record(word: u64) -> u64 {
+    word & !SLOT_OWNS_BLOCKS
+}
+
 /// Bytes before the key.
 pub const RECORD_HEADER: u64 = 32;
 

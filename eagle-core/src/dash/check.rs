@@ -121,7 +121,8 @@ impl Dash {
             for bi in 0..ALL_BUCKETS {
                 let b = seg.bucket(bi);
                 for k in set_bits(b.alloc_bits()) {
-                    let rec = b.slots[k].record.load(Ordering::Acquire);
+                    let word = b.slots[k].record.load(Ordering::Acquire);
+                    let rec = crate::record::slot_record(word);
                     let h = b.slots[k].hash.load(Ordering::Acquire);
                     r.records += 1;
                     let home = bucket_index(h);
@@ -144,6 +145,12 @@ impl Dash {
                                 ));
                             }
                             block(&mut r, rec, "record", rr.size());
+                            let owns = crate::hashtab::owns_blocks(&rr);
+                            if owns && !self.may_own_blocks(word) {
+                                r.problems.push(format!(
+                                    "record {rec:#x} owns blocks but its slot is not tagged (the sweep would free them)"
+                                ));
+                            }
                             match crate::hashtab::children(self.region(), &rr) {
                                 Ok(children) => {
                                     for c in children {

@@ -13,7 +13,7 @@ use super::error::{IndexError, corrupted};
 use super::segment::{ALL_BUCKETS, BUCKETS, STASH, Segment, bucket_index};
 use crate::heap::{Heap, SEGMENT_CLASS_SIZE};
 use crate::pmem::Region;
-use crate::record::RecordRef;
+use crate::record::{RecordRef, SLOT_OWNS_BLOCKS, slot_record};
 use crate::shard::StripedCounter;
 
 /// Where a record was found: bucket index in the segment (64.. for stash) and slot.
@@ -64,6 +64,8 @@ pub struct Dash {
     /// was repaired in this epoch), else when the background recovery ends.
     pub(crate) all_repaired: std::sync::atomic::AtomicBool,
     pub(crate) recovery: super::sweep::Recovery,
+    /// The pool tags block-owning records in their slots (`record::SLOT_OWNS_BLOCKS`).
+    pub(crate) owner_tags: bool,
 }
 
 /// Where the key count is kept across a clean close (metadata region offset).
@@ -90,6 +92,7 @@ impl Dash {
             root_at: pool.layout().meta.offset,
             all_repaired: pool.was_clean().into(),
             recovery: Default::default(),
+            owner_tags: pool.owner_tags(),
             heap,
         };
         if dash.root().load(Ordering::Acquire) == 0 {
@@ -300,7 +303,7 @@ impl Dash {
             if bucket.slots[i].hash.load(Ordering::Relaxed) != h {
                 continue;
             }
-            let record = bucket.slots[i].record.load(Ordering::Acquire);
+            let record = slot_record(bucket.slots[i].record.load(Ordering::Acquire));
             if self.key_equals(record, key)? {
                 return Ok(Some(Found {
                     bucket: bi,
@@ -310,6 +313,25 @@ impl Dash {
             }
         }
         Ok(None)
+    }
+
+    /// The word a slot publishes `record` with: its offset, tagged if it owns heap blocks.
+    /// `record` was just written by this thread (its header is in cache).
+    pub(crate) fn slot_word(&self, record: u64) -> u64 {
+        let owns = self.owner_tags
+            && RecordRef::open(self.region(), record)
+                .is_some_and(|r| crate::hashtab::owns_blocks(&r));
+        if owns {
+            record | SLOT_OWNS_BLOCKS
+        } else {
+            record
+        }
+    }
+
+    /// Whether the record a slot's `word` names may own heap blocks (so the sweep, retirement
+    /// and check must open it to find them).
+    pub(crate) fn may_own_blocks(&self, word: u64) -> bool {
+        !self.owner_tags || word & SLOT_OWNS_BLOCKS != 0
     }
 
     pub(crate) fn key_equals(&self, record: u64, key: &[u8]) -> Result<bool, IndexError> {

@@ -95,7 +95,9 @@ fn read_home(seg: &Segment, j: usize, out: &mut Vec<u64>) -> bool {
         let b = seg.bucket(bi);
         for i in set_bits(b.alloc_bits()) {
             if bucket_index(b.slots[i].hash.load(Ordering::Relaxed)) == j {
-                out.push(b.slots[i].record.load(Ordering::Acquire));
+                out.push(crate::record::slot_record(
+                    b.slots[i].record.load(Ordering::Acquire),
+                ));
             }
         }
     }

@@ -186,10 +186,14 @@ impl Dash {
             for bi in 0..ALL_BUCKETS {
                 let b = seg.bucket(bi);
                 for i in set_bits(b.alloc_bits()) {
-                    let rec = b.slots[i].record.load(Ordering::Relaxed);
+                    let word = b.slots[i].record.load(Ordering::Relaxed);
+                    let rec = crate::record::slot_record(word);
                     mark(rec, "record")?;
-                    // The blocks the record owns (a large hash's table and parts).
-                    if let Some(r) = crate::record::RecordRef::open(self.region(), rec) {
+                    // The blocks the record owns (a large hash's table and parts). Only tagged
+                    // records are opened: the sweep reads no record of a string or small hash.
+                    if self.may_own_blocks(word)
+                        && let Some(r) = crate::record::RecordRef::open(self.region(), rec)
+                    {
                         let children =
                             crate::hashtab::children(self.region(), &r).map_err(corrupted)?;
                         for c in children {

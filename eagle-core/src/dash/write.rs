@@ -125,6 +125,8 @@ impl Dash {
     ) -> Result<PutOutcome, IndexError> {
         let region = self.region();
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        // The slot's word: the offset, tagged if the record owns blocks (one store publishes both).
+        let word = self.slot_word(rec);
         loop {
             let (seg_off, seg, mut held) = self.lock_home(h)?;
             if let Some(found) = self.search(seg, h, key)? {
@@ -139,7 +141,7 @@ impl Dash {
                 // the slot's 8-byte store points to it. The swap is failure-atomic: after a crash
                 // the slot holds the old or the new offset, each naming a complete record.
                 region.fence();
-                slot.record.store(rec, Ordering::Release);
+                slot.record.store(word, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
                 // Retired with the bucket still locked: see `retire`.
                 self.retire_record(guard, found.record);
@@ -156,7 +158,7 @@ impl Dash {
             };
             let (bi, i) = target;
             let bucket = seg.bucket(bi);
-            bucket.write_slot(i, rec, h);
+            bucket.write_slot(i, word, h);
             region.flush(slot_offset(seg_off, bi, i), 16);
             // Ordering: record and slot contents are durable before the alloc bit publishes them
             // (a crash before this fence leaves the bit clear: the record is unreachable and

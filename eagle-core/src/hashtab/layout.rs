@@ -213,6 +213,11 @@ pub struct Child {
     pub what: &'static str,
 }
 
+/// Whether a record owns heap blocks (it is a hash stored as a table).
+pub fn owns_blocks(record: &RecordRef<'_>) -> bool {
+    record.kind() == RecordKind::Hash && table_ref(record.value()).is_some()
+}
+
 /// The blocks a record owns: a large hash's table and the table's parts (none for a string or
 /// a compact hash). `Err` names what is damaged.
 pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, String> {

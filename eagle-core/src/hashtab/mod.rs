@@ -5,5 +5,5 @@ mod layout;
 
 pub use layout::{
     Child, MAX_LOG2_PARTS, PART_HEADER, TABLE_HEADER, Table, children, decode_part, encode_part,
-    table_ref, table_size, write_table_ref,
+    owns_blocks, table_ref, table_size, write_table_ref,
 };

@@ -11,6 +11,13 @@ pub const MAGIC: [u8; 8] = *b"EAGLPOOL";
 pub const CREATING_MAGIC: [u8; 8] = *b"EAGLINIT";
 /// The format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Incompatible feature: bit 0 of a slot's record word says whether the record owns heap
+/// blocks (a large hash's table and parts), so recovery's sweep opens only those records.
+/// Pools without it (written before the bit existed) are swept by opening every record, and
+/// their slots are never tagged.
+pub const INCOMPAT_OWNER_TAGS: u64 = 1;
+/// The incompatible features this build understands.
+pub const KNOWN_INCOMPAT: u64 = INCOMPAT_OWNER_TAGS;
 /// The header block: identity (bytes 0..128), shutdown state (128..192), the rest reserved.
 pub const HEADER_BLOCK: u64 = 4096;
 /// Bytes covered by the checksum, including the checksum field itself.
@@ -161,10 +168,10 @@ impl Header {
             incompat_features: u64_at(96),
             compat_features: u64_at(104),
         };
-        if header.incompat_features != 0 {
+        if header.incompat_features & !KNOWN_INCOMPAT != 0 {
             return Err(corrupted(format!(
                 "unknown incompatible features {:#x}",
-                header.incompat_features
+                header.incompat_features & !KNOWN_INCOMPAT
             )));
         }
         header

@@ -234,6 +234,11 @@ impl Pool {
         &self.region
     }
 
+    /// Whether slots tag the records that own heap blocks (`INCOMPAT_OWNER_TAGS`).
+    pub fn owner_tags(&self) -> bool {
+        self.header().incompat_features & super::header::INCOMPAT_OWNER_TAGS != 0
+    }
+
     /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -305,7 +310,7 @@ fn initialize(region: &Region, path: &Path, wal_size: Option<u64>) -> Result<Hea
         created_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        incompat_features: 0,
+        incompat_features: super::header::INCOMPAT_OWNER_TAGS,
         compat_features: 0,
     };
     let word0 = region.atomic_u64(0).expect("the header block is mapped");
