@@ -61,7 +61,16 @@ impl Region {
     }
 
     fn load_line(&self, line: usize) -> LineWords {
-        std::array::from_fn(|w| self.load(line * WORDS_PER_LINE + w))
+        let first = line * WORDS_PER_LINE;
+        assert!(first + WORDS_PER_LINE <= self.words);
+        let mut out = [0u64; WORDS_PER_LINE];
+        for (w, slot) in out.iter_mut().enumerate() {
+            // SAFETY: `first + w < self.words` (asserted above for the whole line); the rest is
+            // as in `load`.
+            let atom = unsafe { &*self.base.add(first + w) };
+            *slot = atom.load(Ordering::Relaxed);
+        }
+        out
     }
 }
 
@@ -282,17 +291,21 @@ impl Simulator {
     }
 
     fn randomized_image(&self, state: &State, seed: u64, per_word: bool, out: &mut [u8]) {
-        let mut pending_by_line: HashMap<usize, Vec<&LineWords>> = HashMap::new();
-        for snapshot in state.pending.values().flatten() {
-            pending_by_line
-                .entry(snapshot.line)
-                .or_default()
-                .push(&snapshot.words);
-        }
+        // Pending snapshots sorted by line; the sort is stable, so each line's snapshots keep
+        // their flush order. Walked in step with the lines (no per-line lookup).
+        let mut snapshots: Vec<&Snapshot> = state.pending.values().flatten().collect();
+        snapshots.sort_by_key(|s| s.line);
+        let mut next = 0;
+        let mut pending: Vec<&LineWords> = Vec::new();
         for (line, out_line) in out.chunks_exact_mut(LINE).enumerate() {
             let durable = state.durable_line(line);
             let current = self.region.load_line(line);
-            let pending = pending_by_line.get(&line).map_or(&[][..], Vec::as_slice);
+            pending.clear();
+            while next < snapshots.len() && snapshots[next].line == line {
+                pending.push(&snapshots[next].words);
+                next += 1;
+            }
+            let pending = pending.as_slice();
             let chosen = if pending.is_empty() && current == *durable {
                 current
             } else {

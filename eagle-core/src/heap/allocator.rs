@@ -100,12 +100,19 @@ struct Chunks {
     free: BTreeSet<u32>,
 }
 
-/// Chunks in use when the pool was opened, whose blocks' state the sweep establishes.
+/// What the sweep establishes about one chunk that was in use when the pool was opened.
+enum Pending {
+    /// Nothing (free at open, a large tail, or assigned after open).
+    None,
+    /// A small chunk: its live-block bitmap (bit set = reachable).
+    Small(Vec<u64>),
+    /// The head of a large object: whether it was found reachable.
+    Large(bool),
+}
+
+/// Chunks in use when the pool was opened, indexed by chunk (a mark is a lookup, not a hash).
 struct Sweep {
-    /// Live-block bitmaps of old small chunks (bit set = reachable).
-    small: HashMap<u32, Vec<u64>>,
-    /// Old large objects (head chunk) found reachable.
-    large: HashMap<u32, bool>,
+    chunks: Vec<Pending>,
 }
 
 /// The persistent heap.
@@ -150,30 +157,27 @@ impl Heap {
         let mut kinds = Vec::with_capacity(geo.chunks as usize);
         let mut free = BTreeSet::new();
         let mut sweep = Sweep {
-            small: HashMap::new(),
-            large: HashMap::new(),
+            chunks: Vec::with_capacity(geo.chunks as usize),
         };
         let mut c = 0;
         while c < geo.chunks {
             let kind = geo.read(region, c).map_err(|w| HeapError::Corrupted {
                 what: format!("chunk table entry {c} holds {w:#018x}"),
             })?;
-            match kind {
+            let pending = match kind {
                 ChunkKind::Free => {
                     free.insert(c);
+                    Pending::None
                 }
                 ChunkKind::Small(k) => {
-                    sweep
-                        .small
-                        .insert(c, vec![0; blocks_per_chunk(k).div_ceil(64) as usize]);
+                    Pending::Small(vec![0; blocks_per_chunk(k).div_ceil(64) as usize])
                 }
-                ChunkKind::LargeHead(_) => {
-                    // A head whose tails do not all follow is a large allocation torn by a
-                    // crash before it was published: the sweep frees it (nothing reaches it).
-                    sweep.large.insert(c, false);
-                }
-                ChunkKind::LargeTail(_) => {}
-            }
+                // A head whose tails do not all follow is a large allocation torn by a crash
+                // before it was published: the sweep frees it (nothing reaches it).
+                ChunkKind::LargeHead(_) => Pending::Large(false),
+                ChunkKind::LargeTail(_) => Pending::None,
+            };
+            sweep.chunks.push(pending);
             kinds.push(kind);
             c += 1;
         }
@@ -337,14 +341,16 @@ impl Heap {
         {
             // Still sweeping and the block is in a chunk that was in use at open: its state is
             // decided by the sweep; clearing its live mark is all that freeing means yet.
-            let old = match kind {
-                ChunkKind::Small(_) => sweep.small.get_mut(&c).map(|live| {
+            match (kind, &mut sweep.chunks[c as usize]) {
+                (ChunkKind::Small(_), Pending::Small(live)) => {
                     live[(block / 64) as usize] &= !(1 << (block % 64));
-                }),
-                _ => sweep.large.get_mut(&c).map(|l| *l = false),
-            };
-            if old.is_some() {
-                return Ok(());
+                    return Ok(());
+                }
+                (ChunkKind::LargeHead(_), Pending::Large(l)) => {
+                    *l = false;
+                    return Ok(());
+                }
+                _ => {}
             }
         }
         self.used
@@ -425,7 +431,7 @@ impl Heap {
             ChunkKind::Small(k) if within % class_size(k) == 0 => {
                 let i = (within / class_size(k)) as usize;
                 // A chunk assigned after open is managed live: nothing to establish.
-                let Some(live) = sweep.small.get_mut(&c) else {
+                let Pending::Small(live) = &mut sweep.chunks[c as usize] else {
                     return Ok(());
                 };
                 // Idempotent: a sweep running beside writers meets a record moved by a split
@@ -434,7 +440,7 @@ impl Heap {
                 Ok(())
             }
             ChunkKind::LargeHead(_) if within == 0 => {
-                let Some(live) = sweep.large.get_mut(&c) else {
+                let Pending::Large(live) = &mut sweep.chunks[c as usize] else {
                     return Ok(());
                 };
                 *live = true;
@@ -466,7 +472,17 @@ impl Heap {
         };
         let mut reclaimed = 0;
         let kinds = self.kinds_snapshot();
-        for (c, live) in sweep.small {
+        let mut large = Vec::new();
+        for (c, pending) in sweep.chunks.into_iter().enumerate() {
+            let c = c as u32;
+            let live = match pending {
+                Pending::None => continue,
+                Pending::Large(live) => {
+                    large.push((c, live));
+                    continue;
+                }
+                Pending::Small(live) => live,
+            };
             let ChunkKind::Small(k) = kinds[c as usize] else {
                 continue;
             };
@@ -499,7 +515,7 @@ impl Heap {
             }
             class.chunks.insert(c, blocks);
         }
-        for (c, live) in sweep.large {
+        for (c, live) in large {
             let ChunkKind::LargeHead(n) = kinds[c as usize] else {
                 continue;
             };
@@ -545,7 +561,10 @@ impl Heap {
             .expect("blocks lie inside the heap region");
         // SAFETY: inside the mapping; during the sweep nothing writes unreachable blocks.
         let bytes = unsafe { std::slice::from_raw_parts(p, size as usize) };
-        bytes.iter().all(|&b| b == 0)
+        // A cache line at a time (the OR of 64 bytes vectorises), stopping at the first non-zero.
+        bytes
+            .chunks(64)
+            .all(|line| line.iter().fold(0u8, |acc, &b| acc | b) == 0)
     }
 
     fn kind(&self, c: u32) -> ChunkKind {
