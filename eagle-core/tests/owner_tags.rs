@@ -3,34 +3,13 @@
 //! in a tagged pool and in a legacy pool (written before the tag existed, swept by opening every
 //! record), and that `check` finds no leak or overlap in either.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use eagle_core::pmem::FlushMode;
+use std::path::Path;
+
+use common::{open_db as open, pool_path};
+use eagle_core::Db;
 use eagle_core::pool::{HEADER_BLOCK, INCOMPAT_OWNER_TAGS};
-use eagle_core::{Db, DbOptions, PoolOptions};
-
-fn pool_path(name: &str) -> PathBuf {
-    let dir = if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("eagle-tags-{}-{name}.pool", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn open(path: &Path) -> Db {
-    let opts = DbOptions {
-        pool: PoolOptions {
-            size: 32 << 20,
-            flush: Some(FlushMode::None),
-            ..PoolOptions::default()
-        },
-        ..DbOptions::default()
-    };
-    Db::open(path, opts).unwrap()
-}
 
 fn field(i: u32) -> Vec<u8> {
     format!("field:{i}").into_bytes()

@@ -13,9 +13,15 @@
 //! sweep (`replay`): a put makes the key name the logged record unless it already does, a delete
 //! deletes if present, so redo is idempotent, and a crash during redo is redone again.
 //!
-//! Why redo cannot undo a later write: batches are serialised (`batch_lock`) and checkpointed
-//! before the caller releases its key locks, so at any instant at most one batch is not
-//! checkpointed, and no other write to its keys has happened since it was logged.
+//! Concurrent batches touch disjoint keys (each caller holds its keys' locks), so they run in
+//! parallel and share the log's fences (group commit, `Wal::append`); redo replays them in LSN
+//! order, which is correct for disjoint keys.
+//!
+//! Why redo cannot undo a later write: a batch returns (and its caller releases its key locks)
+//! only once the log's head has passed its record (`Wal::wait_passed`), and the head moves in
+//! LSN order. So every record the log still holds belongs to a batch whose caller still holds
+//! its key locks, and no other write to those keys has happened since it was logged. (After a
+//! half-applied batch the engine refuses every write until reopened, so waiters give up then.)
 
 use std::fmt;
 
@@ -179,7 +185,6 @@ impl Engine {
     pub fn apply_batch(&self, ops: &[BatchOp]) -> Result<(), BatchError> {
         let mut payload = Vec::new();
         encode(ops, &mut payload);
-        let _serial = self.batch_lock.lock();
         if !self.writable() {
             self.discard_prepared(ops);
             return Err(BatchError::Poisoned);
@@ -209,8 +214,7 @@ impl Engine {
             let done = self.apply_op(op, false);
             if let Err(e) = done {
                 // Half applied: only the redo at the next open may finish it.
-                self.batch_failed
-                    .store(true, std::sync::atomic::Ordering::Release);
+                self.poison();
                 return Err(e.into());
             }
         }
@@ -218,6 +222,7 @@ impl Engine {
         // On an error above the record stays live and the next open redoes it whole.
         if let Some(lsn) = lsn {
             self.wal.checkpoint(lsn);
+            self.wal.wait_passed(lsn, || !self.writable());
         }
         Ok(())
     }
@@ -226,7 +231,6 @@ impl Engine {
     /// finished by the redo (deleting everything again is idempotent). The caller holds every
     /// key lock. Returns the number of keys deleted.
     pub fn flush_all(&self) -> Result<u64, BatchError> {
-        let _serial = self.batch_lock.lock();
         if !self.writable() {
             return Err(BatchError::Poisoned);
         }
@@ -234,11 +238,11 @@ impl Engine {
         match self.delete_all() {
             Ok(n) => {
                 self.wal.checkpoint(lsn);
+                self.wal.wait_passed(lsn, || !self.writable());
                 Ok(n)
             }
             Err(e) => {
-                self.batch_failed
-                    .store(true, std::sync::atomic::Ordering::Release);
+                self.poison();
                 Err(e)
             }
         }
@@ -286,6 +290,14 @@ impl Engine {
                 Ok(())
             }
         }
+    }
+
+    /// Refuses every write until the pool is reopened (a logged batch is half applied), and
+    /// wakes the batches waiting for the log's head, which will never pass it now.
+    fn poison(&self) {
+        self.batch_failed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wal.wake();
     }
 
     /// Frees the prepared records of a batch that was not logged.

@@ -5,8 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
-
 use super::batch::BatchError;
 use crate::dash::{Dash, IndexError};
 use crate::heap::{Heap, HeapError};
@@ -97,8 +95,6 @@ impl RecoveryMode {
 pub struct Engine {
     index: Arc<Dash>,
     pub(super) wal: Wal,
-    /// Serialises batches (see `batch.rs` for why at most one may be unfinished).
-    pub(super) batch_lock: Mutex<()>,
     /// Set when a logged batch could not be applied whole: writes are refused until a reopen
     /// redoes it (see `Engine::writable`).
     pub(super) batch_failed: std::sync::atomic::AtomicBool,
@@ -128,7 +124,6 @@ impl Engine {
         let mut engine = Engine {
             index,
             wal,
-            batch_lock: Mutex::new(()),
             batch_failed: false.into(),
             replayed: 0,
             recovery: None,

@@ -6,17 +6,23 @@
 //! not validate (torn, never written, or stale from an earlier lap, whose checksum was seeded
 //! with another generation).
 //!
-//! Appends are serialised and each is persisted before it is acknowledged, so the durable
-//! records always form a prefix of the appended ones: recovery's "truncate at the first invalid
-//! record" never drops an acknowledged record. (Group commit would let concurrent appenders share
-//! a fence; it is not implemented.) Reads of the mapping cannot fail with an I/O error: a media
-//! error surfaces as SIGBUS, never as bytes mistaken for a torn tail.
+//! Appends are serialised (space and LSN are assigned under one lock) and each is persisted
+//! before it is acknowledged, with **group commit**: an appender writes its record, then enters
+//! the sync lock; the first one in flushes every record written and not yet flushed (its own
+//! and those of appenders queued behind it) and issues one fence for all of them. A flush
+//! writes back a cache line whoever stored to it, and the lock hand-off orders the other
+//! appenders' stores before it, so one thread's fence covers them. An appender whose record a
+//! previous sync covered returns without a fence. A record is acknowledged only after a fence
+//! that followed the flushes of it and of every earlier record, so the durable records always
+//! form a prefix of the acknowledged ones: recovery's "truncate at the first invalid record"
+//! never drops an acknowledged record. Reads of the mapping cannot fail with an I/O error: a
+//! media error surfaces as SIGBUS, never as bytes mistaken for a torn tail.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::record::{self, HEADER, WRAP, footprint};
 use crate::fault::{self, Fault};
@@ -85,6 +91,8 @@ struct Live {
 }
 
 struct State {
+    /// Byte ranges (position, length) written since the last sync, in log order.
+    unflushed: Vec<(u64, u64)>,
     tail: u64,
     tail_gen: u32,
     head: u64,
@@ -101,6 +109,22 @@ pub struct Wal {
     len: u64,
     head_word: u64,
     state: Mutex<State>,
+    /// Signalled whenever the head moves or a waiter should give up (see `wait_passed`).
+    head_moved: Condvar,
+    /// Group commit: the highest LSN known durable; held by the appender doing a sync.
+    synced: Mutex<Lsn>,
+    appends: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Counters of the log's group commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Records appended since open.
+    pub appends: u64,
+    /// Flush-and-fence rounds that made them durable (fewer than `appends` when appenders
+    /// shared a fence).
+    pub syncs: u64,
 }
 
 /// The smallest record (an end-of-lap marker), kept free at the end of every lap.
@@ -174,6 +198,7 @@ impl Wal {
             len: ext.len,
             head_word,
             state: Mutex::new(State {
+                unflushed: Vec::new(),
                 tail: pos,
                 tail_gen: generation,
                 head,
@@ -182,13 +207,53 @@ impl Wal {
                 live,
                 buf: Vec::new(),
             }),
+            head_moved: Condvar::new(),
+            synced: Mutex::new(expect.map_or(0, |e| e - 1)),
+            appends: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             pool,
         };
         Ok((wal, entries))
     }
 
-    /// Appends a record; on return it is durable. Its LSN is returned.
+    /// Appends a record; on return it is durable (group commit: see the module documentation).
+    /// Its LSN is returned.
     pub fn append(&self, kind: u8, payload: &[u8]) -> Result<Lsn, WalError> {
+        let lsn = self.write(kind, payload)?;
+        self.sync(lsn);
+        Ok(lsn)
+    }
+
+    /// Makes every record up to `lsn` durable: returns at once if a sync already covered it,
+    /// else flushes every record written so far (other appenders' too) and fences once.
+    fn sync(&self, lsn: Lsn) {
+        let mut synced = self.synced.lock();
+        if *synced >= lsn {
+            return; // another appender's fence covered this record
+        }
+        let (ranges, upto) = {
+            let mut st = self.state.lock();
+            (std::mem::take(&mut st.unflushed), st.next_lsn - 1)
+        };
+        let region = self.pool.region();
+        // Ordering: the records in `ranges` (and any end-of-lap marker among them) were stored
+        // before their writers released the state lock, which this thread took since: the
+        // flushes below write back those stores. One fence then makes all of them durable;
+        // only after it is `synced` raised and any of them acknowledged. A crash before the
+        // fence may keep any subset of these lines; recovery stops at the first torn record,
+        // and nothing from it on was acknowledged.
+        if !fault::armed(Fault::SkipWalPersist) {
+            for (pos, len) in ranges {
+                region.flush(self.start + pos, len as usize);
+            }
+            region.fence();
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        *synced = upto;
+    }
+
+    /// Writes a record at the tail (not yet flushed) and returns its LSN.
+    fn write(&self, kind: u8, payload: &[u8]) -> Result<Lsn, WalError> {
         if kind == WRAP {
             return Err(WalError::ReservedKind);
         }
@@ -231,7 +296,9 @@ impl Wal {
             // record (the space check above) and only this thread (holding the state lock)
             // writes the log.
             unsafe { region.write(self.start + st.tail, &st.buf) };
-            region.flush(self.start + st.tail, MARKER as usize);
+            // Flushed and fenced with the record that follows it (by `sync`).
+            let at = st.tail;
+            st.unflushed.push((at, MARKER));
             st.tail = 0;
             st.tail_gen = st.tail_gen.wrapping_add(1);
         }
@@ -246,14 +313,12 @@ impl Wal {
         );
         // SAFETY: as above, the space at the tail is free and only this thread writes the log.
         unsafe { region.write(self.start + st.tail, &st.buf) };
-        // Ordering: one fence for the marker (if any) and the record: recovery validates each
-        // by its own checksum, so either may be torn; a torn marker ends the scan before the
-        // record, which was then not acknowledged. On return the record is durable, and every
-        // earlier record was durable before it was written (appends are serialised), so the
-        // durable records are a prefix of the appended ones.
-        if !fault::armed(Fault::SkipWalPersist) {
-            region.persist(self.start + st.tail, size as usize);
-        }
+        // Not yet durable: `sync` flushes it (with the marker, if any, and every record written
+        // before it) and fences. Recovery validates each by its own checksum, so any of them
+        // may be torn; a torn one ends the scan, and nothing from it on was acknowledged.
+        let at = st.tail;
+        st.unflushed.push((at, size));
+        self.appends.fetch_add(1, Ordering::Relaxed);
         st.live.push_back(Live {
             lsn,
             pos: st.tail,
@@ -296,6 +361,34 @@ impl Wal {
         // applied durably by the caller before it called checkpoint, so a crash either replays
         // them (old head; redo is idempotent) or not (new head).
         region.persist(self.head_word, 8);
+        self.head_moved.notify_all();
+    }
+
+    /// Blocks until the head has passed `lsn` (every record up to it is checkpointed, durably)
+    /// or `give_up()` holds. Records are checkpointed out of order but the head moves in order:
+    /// a batch that finished before an older one waits here for it, so its caller keeps its
+    /// key locks until no redo can touch its keys again.
+    pub fn wait_passed(&self, lsn: Lsn, give_up: impl Fn() -> bool) {
+        let mut st = self.state.lock();
+        while st.live.front().is_some_and(|l| l.lsn <= lsn) && !give_up() {
+            // Woken by `checkpoint` or `wake`; the timeout only bounds a missed `give_up`.
+            self.head_moved
+                .wait_for(&mut st, std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Wakes every `wait_passed` so it re-checks its `give_up`.
+    pub fn wake(&self) {
+        let _st = self.state.lock();
+        self.head_moved.notify_all();
+    }
+
+    /// Group commit counters.
+    pub fn stats(&self) -> WalStats {
+        WalStats {
+            appends: self.appends.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes between the head and the tail (what recovery would read).

@@ -4,4 +4,4 @@
 mod log;
 mod record;
 
-pub use log::{HEAD_WORD, Lsn, Wal, WalEntry, WalError};
+pub use log::{HEAD_WORD, Lsn, Wal, WalEntry, WalError, WalStats};

@@ -1,0 +1,31 @@
+//! Helpers shared by the integration tests: scratch pool paths and opening a `Db`.
+
+use std::path::{Path, PathBuf};
+
+use eagle_core::pmem::FlushMode;
+use eagle_core::{Db, DbOptions, PoolOptions};
+
+/// A fresh pool path named after `name` and the process, on /dev/shm when it exists.
+pub fn pool_path(name: &str) -> PathBuf {
+    let dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("eagle-test-{}-{name}.pool", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Opens (creating) a 32 MiB `Db` at `path`, without flushes (the tests crash by dropping).
+pub fn open_db(path: &Path) -> Db {
+    let opts = DbOptions {
+        pool: PoolOptions {
+            size: 32 << 20,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        },
+        ..DbOptions::default()
+    };
+    Db::open(path, opts).unwrap()
+}
