@@ -37,6 +37,28 @@ impl Report {
         )
     }
 
+    /// Prints the summary line and fails (showing the first violations) unless there are none.
+    pub fn assert_clean(&self) {
+        println!("{}", self.summary());
+        assert!(
+            self.violations.is_empty(),
+            "{}\n{:#?}",
+            self.summary(),
+            &self.violations[..self.violations.len().min(8)]
+        );
+    }
+
+    /// For a run with a fault armed: prints `with <fault>: <summary>` and fails unless the
+    /// harness reported at least one violation (proof that it can catch the fault).
+    pub fn assert_caught(&self, fault: &str) {
+        println!("with {fault}: {}", self.summary());
+        assert!(
+            !self.violations.is_empty(),
+            "the harness missed {fault}: {}",
+            self.summary()
+        );
+    }
+
     /// Adds another report's counts.
     pub fn merge(&mut self, other: Report) {
         self.checked += other.checked;

@@ -181,7 +181,7 @@ fn run(name: &str, ops: &[KvOp], all_policies: bool, recovery_every: u64) -> (Re
 #[test]
 fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
     let (inserts, all, every) = if long_mode() {
-        (6000, true, 13)
+        (6000, true, 101)
     } else {
         (2500, false, 199)
     };

@@ -410,7 +410,7 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
 fn multi_key_commands_are_all_or_nothing_at_every_fence() {
     let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
     let (n, all, every) = if long {
-        (3000, true, 7)
+        (1500, true, 101)
     } else {
         (300, false, 31)
     };
@@ -465,8 +465,18 @@ fn harness_catches_a_log_record_written_before_its_records_are_durable() {
 #[test]
 fn large_hash_writes_are_all_or_nothing_at_every_fence() {
     let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
-    let (n, all) = if long { (1500, true) } else { (80, false) };
-    let report = run_sized("large-hash", &large_hash_workload(n, 5), all, 17, BIG_POOL);
+    let (n, all, every) = if long {
+        (300, true, 101)
+    } else {
+        (80, false, 17)
+    };
+    let report = run_sized(
+        "large-hash",
+        &large_hash_workload(n, 5),
+        all,
+        every,
+        BIG_POOL,
+    );
     println!("{}", report.summary());
     assert!(report.checked > 1500, "{}", report.summary());
     assert!(

@@ -15,6 +15,9 @@ pub enum Fault {
     SkipBatchLog,
     /// A batch's log record is written without first fencing the records it names.
     SkipFenceBeforeBatchLog,
+    /// A batch returns (releasing its keys) as soon as it is applied, before the log's head has
+    /// passed its record: a redo after a crash can then undo a later write to its keys.
+    SkipWaitForLogHead,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -14,7 +14,13 @@
 //!   calling thread. Stores made after the flush are not part of that snapshot.
 //! * **Fence** makes the calling thread's pending snapshots durable (the latest snapshot of a line
 //!   wins). Like `sfence`, it orders only the issuing thread's flushes: pending snapshots are kept
-//!   per [`std::thread::ThreadId`], and another thread's flushes stay pending. Fences are numbered
+//!   per [`std::thread::ThreadId`], and another thread's flushes stay pending.
+//! * **Write-backs of one line reach the media in flush order**, whichever threads flushed: a
+//!   snapshot taken before a newer snapshot of the same line became durable can no longer land
+//!   (a fence skips it, crash images do not offer it). On x86 the home agent serialises the
+//!   transactions of one address, so a line cannot go back to older bytes once newer ones are
+//!   durable; without this rule thread A's unfenced flush of a freed block could overwrite,
+//!   at A's next fence, what thread B has since written there, flushed and fenced. Fences are numbered
 //!   from 1; a hook ([`Simulator::set_fence_hook`]) runs at each fence *before* it takes effect,
 //!   so tests can take a crash image at the moment fence `N` is issued.
 //! * **Crash images** ([`Eviction`]) decide what each not-durable line holds after the failure:

@@ -76,6 +76,8 @@ impl Region {
 
 /// A flushed-but-unfenced copy of one line.
 struct Snapshot {
+    /// Global flush order (see `State::durable_seq`).
+    seq: u64,
     line: usize,
     words: LineWords,
 }
@@ -86,6 +88,11 @@ struct State {
     /// Per-thread pending snapshots, in flush order. Entries of exited threads stay (their
     /// snapshots were never fenced, so they remain candidates for eviction only).
     pending: HashMap<ThreadId, Vec<Snapshot>>,
+    /// The next snapshot's sequence number.
+    next_seq: u64,
+    /// Per line made durable by a fence: the sequence number of the snapshot it holds. An older
+    /// snapshot of that line can no longer become durable (write-backs of a line are ordered).
+    durable_seq: HashMap<usize, u64>,
 }
 
 impl State {
@@ -99,6 +106,11 @@ impl State {
     fn set_durable_line(&mut self, line: usize, words: &LineWords) {
         let start = line * WORDS_PER_LINE;
         self.durable[start..start + WORDS_PER_LINE].copy_from_slice(words);
+    }
+
+    /// Whether a snapshot of `line` taken at `seq` may still become durable.
+    fn may_land(&self, line: usize, seq: u64) -> bool {
+        self.durable_seq.get(&line).is_none_or(|&d| seq > d)
     }
 }
 
@@ -158,6 +170,8 @@ impl Simulator {
             state: Mutex::new(State {
                 durable,
                 pending: HashMap::new(),
+                next_seq: 0,
+                durable_seq: HashMap::new(),
             }),
             fence_gate: Mutex::new(None),
             fences: AtomicU64::new(0),
@@ -199,8 +213,11 @@ impl Simulator {
         let tid = thread::current().id();
         {
             let mut state = self.state.lock();
+            let seq = state.next_seq;
+            state.next_seq += (last - first + 1) as u64;
             let snapshots = state.pending.entry(tid).or_default();
             snapshots.extend((first..=last).map(|line| Snapshot {
+                seq: seq + (line - first) as u64,
                 line,
                 words: self.region.load_line(line),
             }));
@@ -233,7 +250,11 @@ impl Simulator {
             return;
         };
         for snapshot in snapshots.drain(..) {
-            state.set_durable_line(snapshot.line, &snapshot.words);
+            // Another thread may have made a newer snapshot of this line durable since.
+            if state.may_land(snapshot.line, snapshot.seq) {
+                state.set_durable_line(snapshot.line, &snapshot.words);
+                state.durable_seq.insert(snapshot.line, snapshot.seq);
+            }
         }
         // Put the (empty) vector back to reuse its capacity.
         state.pending.insert(tid, snapshots);
@@ -293,7 +314,12 @@ impl Simulator {
     fn randomized_image(&self, state: &State, seed: u64, per_word: bool, out: &mut [u8]) {
         // Pending snapshots sorted by line; the sort is stable, so each line's snapshots keep
         // their flush order. Walked in step with the lines (no per-line lookup).
-        let mut snapshots: Vec<&Snapshot> = state.pending.values().flatten().collect();
+        let mut snapshots: Vec<&Snapshot> = state
+            .pending
+            .values()
+            .flatten()
+            .filter(|s| state.may_land(s.line, s.seq))
+            .collect();
         snapshots.sort_by_key(|s| s.line);
         let mut next = 0;
         let mut pending: Vec<&LineWords> = Vec::new();

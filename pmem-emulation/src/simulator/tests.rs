@@ -396,3 +396,37 @@ fn simulator_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Simulator>();
 }
+
+#[test]
+fn an_older_flush_from_another_thread_never_overwrites_a_newer_durable_line() {
+    let f = Arc::new(Fixture::new(2));
+    // Thread A flushes the line holding 1 (a freed block's zeroes, say) and does not fence yet.
+    f.store(0, 1);
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let a = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            f.flush_word(0);
+            wait.recv().unwrap();
+            f.sim.fence();
+        })
+    };
+    while f.sim.pending_lines() == 0 {
+        std::thread::yield_now();
+    }
+    // Thread B (this one) then stores 2 there, flushes and fences: 2 is durable.
+    f.store(0, 2);
+    f.flush_word(0);
+    f.sim.fence();
+    assert_eq!(word_of(&f.sim.durable_image(), 0), 2);
+    // A's snapshot of 1 is older than what is durable: no crash image may hold it any more.
+    for seed in 0..64 {
+        for policy in all_policies(seed) {
+            assert_eq!(word_of(&f.sim.crash_image(&policy), 0), 2, "{policy:?}");
+        }
+    }
+    // And A's fence does not bring it back.
+    go.send(()).unwrap();
+    a.join().unwrap();
+    assert_eq!(word_of(&f.sim.durable_image(), 0), 2);
+}
