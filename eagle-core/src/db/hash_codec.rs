@@ -12,14 +12,20 @@ use super::error::DbError;
 /// A decoded hash.
 pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
-pub(crate) fn encode(fields: &Fields) -> Vec<u8> {
+/// A decoded hash borrowing the encoded bytes (no allocation per field: a field operation on a
+/// large hash decodes and re-encodes one part of up to ~32 fields).
+pub(crate) type FieldsRef<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+/// Encodes owned or borrowed pairs.
+pub(crate) fn encode<F: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(F, V)]) -> Vec<u8> {
     let size = 4 + fields
         .iter()
-        .map(|(f, v)| 8 + f.len() + v.len())
+        .map(|(f, v)| 8 + f.as_ref().len() + v.as_ref().len())
         .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
     for (f, v) in fields {
+        let (f, v) = (f.as_ref(), v.as_ref());
         out.extend_from_slice(&(f.len() as u32).to_le_bytes());
         out.extend_from_slice(f);
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
@@ -34,7 +40,16 @@ fn corrupt(what: &str) -> DbError {
     }
 }
 
-pub(crate) fn decode(mut p: &[u8]) -> Result<Fields, DbError> {
+/// Decodes into owned pairs.
+pub(crate) fn decode(p: &[u8]) -> Result<Fields, DbError> {
+    Ok(decode_ref(p)?
+        .into_iter()
+        .map(|(f, v)| (f.to_vec(), v.to_vec()))
+        .collect())
+}
+
+/// Decodes into pairs borrowing `p`; the whole list is validated.
+pub(crate) fn decode_ref(mut p: &[u8]) -> Result<FieldsRef<'_>, DbError> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], DbError> {
         if p.len() < n {
             return Err(corrupt("truncated"));
@@ -50,9 +65,9 @@ pub(crate) fn decode(mut p: &[u8]) -> Result<Fields, DbError> {
     let mut fields = Vec::with_capacity(count.min(p.len() / 8));
     for _ in 0..count {
         let n = len(&mut p)?;
-        let f = take(&mut p, n)?.to_vec();
+        let f = take(&mut p, n)?;
         let n = len(&mut p)?;
-        let v = take(&mut p, n)?.to_vec();
+        let v = take(&mut p, n)?;
         fields.push((f, v));
     }
     if !p.is_empty() {

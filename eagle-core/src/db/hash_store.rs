@@ -6,7 +6,7 @@
 
 use super::core::Db;
 use super::error::DbError;
-use super::hash_codec::{Fields, count, decode, encode};
+use super::hash_codec::{Fields, FieldsRef, count, decode, decode_ref, encode};
 use crate::engine::BatchOp;
 use crate::hashtab::{Table, decode_part, encode_part, table_ref, table_size, write_table_ref};
 use crate::record::RecordKind;
@@ -52,11 +52,15 @@ impl Db {
     }
 
     fn read_part(&self, block: u64) -> Result<Fields, DbError> {
+        decode(&self.part_bytes(block)?).map_err(|e| corrupt(format!("hash part {block:#x}: {e}")))
+    }
+
+    /// A part's encoded field list (checksum verified); an empty list for no part (0).
+    fn part_bytes(&self, block: u64) -> Result<Vec<u8>, DbError> {
         if block == 0 {
-            return Ok(Vec::new());
+            return Ok(encode::<&[u8], &[u8]>(&[]));
         }
-        decode(&decode_part(self.engine.pool().region(), block).map_err(corrupt)?)
-            .map_err(|e| corrupt(format!("hash part {block:#x}: {e}")))
+        decode_part(self.engine.pool().region(), block).map_err(corrupt)
     }
 
     /// The values of `wanted` fields.
@@ -65,17 +69,21 @@ impl Db {
         form: &Form,
         wanted: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>, DbError> {
-        let find =
-            |fields: &Fields, w: &[u8]| fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.clone());
         match form {
-            Form::Compact(fields) => Ok(wanted.iter().map(|w| find(fields, w)).collect()),
+            Form::Compact(fields) => Ok(wanted
+                .iter()
+                .map(|w| fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.clone()))
+                .collect()),
             Form::Table(t) => {
                 let table = self.table(*t)?;
                 wanted
                     .iter()
                     .map(|w| {
                         let part = table.part(table.part_of(self.hash(w)));
-                        Ok(find(&self.read_part(part)?, w))
+                        let bytes = self.part_bytes(part)?;
+                        let fields = decode_ref(&bytes)
+                            .map_err(|e| corrupt(format!("hash part {part:#x}: {e}")))?;
+                        Ok(fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.to_vec()))
                     })
                     .collect()
             }
@@ -133,7 +141,8 @@ impl Db {
     ) -> Result<(u64, u64), DbError> {
         let (form, expire_at) = found.unwrap_or((Form::Compact(Vec::new()), 0));
         match form {
-            Form::Compact(mut fields) => {
+            Form::Compact(old) => {
+                let mut fields: FieldsRef<'_> = old.iter().map(|(f, v)| (&f[..], &v[..])).collect();
                 let (added, removed) = apply_changes(&mut fields, changes);
                 if added == 0 && removed == 0 && changes.iter().all(|c| c.1.is_none()) {
                     return Ok((0, 0)); // nothing to write
@@ -141,7 +150,7 @@ impl Db {
                 if fields.is_empty() {
                     self.remove(key)?;
                 } else if fields.len() > COMPACT_MAX {
-                    self.store_table(key, fields, expire_at)?;
+                    self.store_table(key, owned(&fields), expire_at)?;
                 } else {
                     let mut value = vec![FORMAT_COMPACT];
                     value.extend_from_slice(&encode(&fields));
@@ -170,18 +179,25 @@ impl Db {
                 n
             }
         };
-        // The touched parts, each rewritten once with all its changes.
-        let mut parts: Vec<(u64, Fields)> = Vec::new();
+        // The touched parts (read once each), then their fields borrowed from those bytes,
+        // each part rewritten once with all its changes.
+        let mut touched: Vec<(u64, Vec<u8>)> = Vec::new();
+        for change in changes {
+            let i = table.part_of(self.hash(change.0));
+            if !touched.iter().any(|p| p.0 == i) {
+                touched.push((i, self.part_bytes(table.part(i))?));
+            }
+        }
+        let mut parts: Vec<(u64, FieldsRef<'_>)> = Vec::with_capacity(touched.len());
+        for (i, bytes) in &touched {
+            let fields = decode_ref(bytes)
+                .map_err(|e| corrupt(format!("hash part {:#x}: {e}", table.part(*i))))?;
+            parts.push((*i, fields));
+        }
         let (mut added, mut removed) = (0, 0);
         for change in changes {
             let i = table.part_of(self.hash(change.0));
-            let at = match parts.iter().position(|p| p.0 == i) {
-                Some(at) => at,
-                None => {
-                    parts.push((i, self.read_part(table.part(i))?));
-                    parts.len() - 1
-                }
-            };
+            let at = parts.iter().position(|p| p.0 == i).expect("read above");
             let (a, r) = apply_changes(&mut parts[at].1, std::slice::from_ref(change));
             added += a;
             removed += r;
@@ -195,7 +211,7 @@ impl Db {
             let mut all = Vec::new();
             for i in 0..table.parts() {
                 match parts.iter().position(|p| p.0 == i) {
-                    Some(at) => all.append(&mut parts[at].1),
+                    Some(at) => all.append(&mut owned(&parts[at].1)),
                     None => all.append(&mut self.read_part(table.part(i))?),
                 }
             }
@@ -249,7 +265,10 @@ impl Db {
     }
 
     /// Writes a part block (flushed, not fenced); its offset.
-    fn write_part(&self, fields: &Fields) -> Result<u64, DbError> {
+    fn write_part<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        fields: &[(F, V)],
+    ) -> Result<u64, DbError> {
         let bytes = encode_part(&encode(fields));
         let block = self.engine.index().alloc_block(bytes.len() as u64)?;
         // SAFETY: just allocated, reachable from nothing.
@@ -312,15 +331,23 @@ impl Db {
     }
 }
 
+/// Owned copies of borrowed pairs.
+fn owned(fields: &FieldsRef<'_>) -> Fields {
+    fields
+        .iter()
+        .map(|(f, v)| (f.to_vec(), v.to_vec()))
+        .collect()
+}
+
 /// Applies changes to a field list; (added, removed).
-fn apply_changes(fields: &mut Fields, changes: &[Change<'_>]) -> (u64, u64) {
+fn apply_changes<'a>(fields: &mut FieldsRef<'a>, changes: &[Change<'a>]) -> (u64, u64) {
     let (mut added, mut removed) = (0, 0);
-    for (f, v) in changes {
-        let pos = fields.iter().position(|(x, _)| x == f);
+    for &(f, v) in changes {
+        let pos = fields.iter().position(|(x, _)| *x == f);
         match (pos, v) {
-            (Some(i), Some(v)) => fields[i].1 = v.to_vec(),
+            (Some(i), Some(v)) => fields[i].1 = v,
             (None, Some(v)) => {
-                fields.push((f.to_vec(), v.to_vec()));
+                fields.push((f, v));
                 added += 1;
             }
             (Some(i), None) => {

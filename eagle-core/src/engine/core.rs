@@ -71,21 +71,18 @@ impl From<BatchError> for EngineError {
 pub enum RecoveryMode {
     /// Inside `open`: the first request waits for the whole sweep.
     Foreground,
-    /// On a thread of its own: `open` returns once the log is redone, and operations repair
-    /// the segments they touch first (Dash's instant recovery).
+    /// On a thread of its own (the default): `open` returns once the log is redone, and
+    /// operations repair the segments they touch first (Dash's instant recovery).
     Background,
 }
 
 impl RecoveryMode {
-    /// The mode `EAGLE_RECOVERY` names (`foreground` or `background`), else the default.
+    /// The mode `EAGLE_RECOVERY` names (`foreground` or `background`), else the default,
+    /// background.
     pub fn from_env() -> RecoveryMode {
         match std::env::var("EAGLE_RECOVERY").as_deref() {
-            Ok("background") => RecoveryMode::Background,
             Ok("foreground") => RecoveryMode::Foreground,
-            _ if std::env::var_os("EAGLE_BACKGROUND_RECOVERY").is_some() => {
-                RecoveryMode::Background
-            }
-            _ => RecoveryMode::Foreground,
+            _ => RecoveryMode::Background,
         }
     }
 }
