@@ -92,6 +92,17 @@ impl Db {
     /// once durable, so `path` is never a partial file). Point in time: every key lock is held
     /// shared while the keyspace is read, so writes wait and reads go on.
     pub fn snapshot_to(&self, path: impl AsRef<Path>) -> Result<SnapshotStats, SnapshotError> {
+        self.snapshot_with(path, || {})
+    }
+
+    /// [`snapshot_to`](Self::snapshot_to), calling `locked` as soon as the point in time is
+    /// fixed (every key lock held): every write that completed before is in the snapshot, none
+    /// that starts after is. (A server replies to BGSAVE then.)
+    pub fn snapshot_with(
+        &self,
+        path: impl AsRef<Path>,
+        locked: impl FnOnce(),
+    ) -> Result<SnapshotStats, SnapshotError> {
         let started = Instant::now();
         // After a crash with background recovery, a repair may still move records between
         // segments, and a scan could then see one twice: let it finish first.
@@ -101,6 +112,7 @@ impl Db {
             .map_err(DbError::from)?;
         let held = self.lock_read_all();
         let locked_at = Instant::now();
+        locked();
         let now = self.now_ms();
         let mut out = Writer::create(path.as_ref(), now)?;
         let (keys, expired) = self.dump(&mut out, now)?;
