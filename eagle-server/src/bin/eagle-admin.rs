@@ -36,17 +36,20 @@ enum Command {
         /// The pool file or device.
         pool: PathBuf,
     },
-    /// Write a snapshot of every key to FILE (through FILE.tmp, renamed once durable). For a
-    /// pool a running server has open, use the server's SAVE or BGSAVE instead.
+    /// Write a snapshot of every key to FILE.
+    ///
+    /// The file is written as FILE.tmp and renamed once durable. The pool must not be in use: for
+    /// a pool a running server has open, use the server's SAVE or BGSAVE instead.
     Backup {
         /// The pool file or device.
         pool: PathBuf,
         /// The snapshot file to write.
         file: PathBuf,
     },
-    /// Load a snapshot into POOL, after verifying the whole file. A missing pool file is created
-    /// (built as POOL.restoring and renamed when complete); an existing pool must have no keys,
-    /// unless --force.
+    /// Load a snapshot into POOL (verified whole before anything is written).
+    ///
+    /// A missing pool file is created, built as POOL.restoring and renamed when complete. An
+    /// existing pool must have no keys, unless --force.
     Restore {
         /// The snapshot file.
         file: PathBuf,
