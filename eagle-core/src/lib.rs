@@ -17,7 +17,7 @@ pub mod resp;
 mod shard;
 pub mod wal;
 
-pub use db::{Db, DbError, DbOptions};
+pub use db::{Db, DbError, DbOptions, SnapshotError};
 pub use engine::{Engine, EngineError};
 pub use pmem::{FlushMode, PmemError, PoolKind};
 pub use pool::{Pool, PoolError, PoolOptions};

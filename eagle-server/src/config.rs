@@ -69,6 +69,16 @@ pub struct Cli {
     /// yes: without a password, refuse clients that are not on the loopback interface [default: yes].
     #[arg(long, value_name = "yes|no")]
     pub protected_mode: Option<String>,
+    /// Directory SAVE and BGSAVE write their snapshot to [default: the working directory].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<String>,
+    /// File name of the snapshot in --dir [default: dump.eagle].
+    #[arg(long, value_name = "NAME")]
+    pub dbfilename: Option<String>,
+    /// Whether CONFIG SET may change dir and dbfilename: no, yes, or local (loopback clients
+    /// only) [default: no].
+    #[arg(long, value_name = "no|yes|local")]
+    pub enable_protected_configs: Option<String>,
 }
 
 /// Log verbosity, Redis's four levels.
@@ -105,6 +115,42 @@ impl LogLevel {
         }
     }
 }
+
+/// Who may change a protected parameter (`dir`, `dbfilename`) with CONFIG SET: Redis's
+/// `enable-protected-configs`. Writing a file anywhere the server may is a classic attack on an
+/// exposed Redis, hence `No` by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protected {
+    /// Nobody.
+    No,
+    /// Every client.
+    Yes,
+    /// Clients on the loopback interface.
+    Local,
+}
+
+impl Protected {
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protected::No => "no",
+            Protected::Yes => "yes",
+            Protected::Local => "local",
+        }
+    }
+
+    /// Whether a client at `peer` (`None`: not a network client) may change one.
+    pub fn allows(self, peer: Option<std::net::IpAddr>) -> bool {
+        match self {
+            Protected::No => false,
+            Protected::Yes => true,
+            Protected::Local => peer.is_some_and(|ip| ip.is_loopback()),
+        }
+    }
+}
+
+/// The parameters that `enable-protected-configs` guards.
+pub const PROTECTED: &[&str] = &["dir", "dbfilename"];
 
 /// The flush mode asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +196,12 @@ pub struct Config {
     pub proto_max_bulk_len: u64,
     /// Redis's `save`: accepted and reported, no effect (every write is durable).
     pub save: String,
+    /// Where SAVE and BGSAVE write (an absolute directory).
+    pub dir: PathBuf,
+    /// The snapshot's file name in `dir`.
+    pub dbfilename: String,
+    /// Who may CONFIG SET `dir` and `dbfilename`.
+    pub enable_protected_configs: Protected,
     /// The file the settings were read from.
     pub config_file: Option<PathBuf>,
 }
@@ -172,6 +224,9 @@ impl Default for Config {
             protected_mode: true,
             proto_max_bulk_len: 512 << 20,
             save: String::new(),
+            dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            dbfilename: "dump.eagle".into(),
+            enable_protected_configs: Protected::No,
             config_file: None,
         }
     }
@@ -344,9 +399,38 @@ fn set_save(c: &mut Config, v: &str) -> Result<(), String> {
     c.save = v.to_string();
     Ok(())
 }
+fn set_dir(c: &mut Config, v: &str) -> Result<(), String> {
+    // Stored absolute (CONFIG GET shows it so, as in Redis), resolved once: a later change of
+    // the working directory cannot move it.
+    let dir = std::fs::canonicalize(v).map_err(|e| {
+        let text = e.to_string();
+        text.split(" (os error").next().unwrap_or(&text).to_string()
+    })?;
+    if !dir.is_dir() {
+        return Err("Not a directory".into());
+    }
+    c.dir = dir;
+    Ok(())
+}
+fn set_dbfilename(c: &mut Config, v: &str) -> Result<(), String> {
+    if v.is_empty() || v.contains('/') || v == "." || v == ".." {
+        return Err("dbfilename can't be a path, just a filename".into());
+    }
+    c.dbfilename = v.to_string();
+    Ok(())
+}
+fn set_enable_protected_configs(c: &mut Config, v: &str) -> Result<(), String> {
+    c.enable_protected_configs = match v.to_ascii_lowercase().as_str() {
+        "no" => Protected::No,
+        "yes" => Protected::Yes,
+        "local" => Protected::Local,
+        _ => return Err("argument(s) must be one of the following: no, yes, local".into()),
+    };
+    Ok(())
+}
 
 /// Every parameter: EagleDB's own, and Redis's that clients ask about (fixed values that say
-/// how EagleDB behaves: one database, no AOF or RDB, no eviction).
+/// how EagleDB behaves: one database, no AOF, no eviction).
 #[rustfmt::skip]
 pub static PARAMS: &[Param] = &[
     Param { name: "port", get: |c| c.port.to_string(), set: Some(set_port), mutable: false },
@@ -367,6 +451,9 @@ pub static PARAMS: &[Param] = &[
     Param { name: "protected-mode", get: |c| yes_no(c.protected_mode), set: Some(set_protected_mode), mutable: true },
     Param { name: "proto-max-bulk-len", get: |c| c.proto_max_bulk_len.to_string(), set: Some(set_proto_max_bulk_len), mutable: true },
     Param { name: "save", get: |c| c.save.clone(), set: Some(set_save), mutable: true },
+    Param { name: "dir", get: |c| c.dir.display().to_string(), set: Some(set_dir), mutable: true },
+    Param { name: "dbfilename", get: |c| c.dbfilename.clone(), set: Some(set_dbfilename), mutable: true },
+    Param { name: "enable-protected-configs", get: |c| c.enable_protected_configs.name().to_string(), set: Some(set_enable_protected_configs), mutable: false },
     Param { name: "appendonly", get: |_| "no".into(), set: None, mutable: false },
     Param { name: "databases", get: |_| "1".into(), set: None, mutable: false },
     Param { name: "maxmemory", get: |_| "0".into(), set: None, mutable: false },
@@ -393,6 +480,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Where SAVE and BGSAVE write: `dir` / `dbfilename`.
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.dir.join(&self.dbfilename)
+    }
+
     /// Defaults, then the file `cli.config` names, then the flags.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let mut config = Config::default();
@@ -406,7 +498,7 @@ impl Config {
             config.apply_file(path, &text)?;
             config.config_file = Some(path.clone());
         }
-        let flags: [(&str, &Option<String>); 12] = [
+        let flags: [(&str, &Option<String>); 15] = [
             ("port", &cli.port),
             ("bind", &cli.bind),
             ("pool", &cli.pool),
@@ -419,6 +511,9 @@ impl Config {
             ("loglevel", &cli.loglevel),
             ("threads", &cli.threads),
             ("protected-mode", &cli.protected_mode),
+            ("dir", &cli.dir),
+            ("dbfilename", &cli.dbfilename),
+            ("enable-protected-configs", &cli.enable_protected_configs),
         ];
         for (name, value) in flags {
             if let Some(v) = value {

@@ -1,6 +1,6 @@
 //! EagleDB's Redis-protocol server: settings (`config`), commands (`cmd`), shared server state
-//! (`state`), the network loop (`net`), Prometheus metrics (`metrics`), the startup banner
-//! (`banner`) and a Redis-style logger (`logger`).
+//! (`state`), snapshots (`save`), the network loop (`net`), Prometheus metrics (`metrics`), the
+//! startup banner (`banner`) and a Redis-style logger (`logger`).
 
 pub mod banner;
 pub mod cmd;
@@ -8,4 +8,5 @@ pub mod config;
 pub mod logger;
 pub mod metrics;
 pub mod net;
+pub mod save;
 pub mod state;

@@ -147,6 +147,8 @@ fn main() -> ExitCode {
     });
     // Drops every task still holding the keyspace (connections past the drain timeout).
     runtime.shutdown_timeout(Duration::from_secs(5));
+    // A BGSAVE still running holds the keyspace too: let it finish its file.
+    shared.server.saves.wait();
 
     let Some(shared) = unwrap_arc(shared) else {
         log::error!("The keyspace is still in use; exiting without closing the pool cleanly");

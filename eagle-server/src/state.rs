@@ -1,5 +1,5 @@
 //! Server-wide state shared by every connection: settings, the client registry, statistics,
-//! the watched-key versions, the transaction gate and the shutdown signal.
+//! the watched-key versions, the transaction gate, snapshots and the shutdown signal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -51,6 +51,8 @@ pub struct ServerState {
     pub watches: Watches,
     /// Serialises EXEC against every other command.
     pub gate: ExecGate,
+    /// SAVE, BGSAVE and what they report.
+    pub saves: Arc<crate::save::Saves>,
     shutdown: watch::Sender<bool>,
     /// When the server started.
     pub started: Instant,
@@ -84,6 +86,7 @@ impl ServerState {
             stats: Stats::default(),
             watches: Watches::default(),
             gate: ExecGate::default(),
+            saves: Arc::new(crate::save::Saves::new(started_unix)),
             shutdown: watch::channel(false).0,
             started: Instant::now(),
             started_unix,

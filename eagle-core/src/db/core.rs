@@ -173,6 +173,11 @@ impl Db {
         Ok(held)
     }
 
+    /// Every key lock, shared (a snapshot: writes wait, reads go on).
+    pub(super) fn lock_read_all(&self) -> Held<'_> {
+        self.stripes.read_all()
+    }
+
     /// Every key lock (FLUSHALL).
     pub(super) fn lock_all(&self) -> Result<Held<'_>, DbError> {
         let held = self.stripes.write_all();

@@ -38,12 +38,7 @@ impl Db {
         let Some(e) = self.load_as(key, RecordKind::Hash)? else {
             return Ok(None);
         };
-        let form = match (e.value.first(), table_ref(&e.value)) {
-            (_, Some(t)) => Form::Table(t),
-            (Some(&FORMAT_COMPACT), _) => Form::Compact(decode(&e.value[1..])?),
-            _ => return Err(corrupt("hash record of an unknown format".into())),
-        };
-        Ok(Some((form, e.expire_at)))
+        Ok(Some((hash_form(&e.value)?, e.expire_at)))
     }
 
     fn table(&self, t: u64) -> Result<Table<'_>, DbError> {
@@ -149,12 +144,8 @@ impl Db {
                 }
                 if fields.is_empty() {
                     self.remove(key)?;
-                } else if fields.len() > COMPACT_MAX {
-                    self.store_table(key, owned(&fields), expire_at)?;
                 } else {
-                    let mut value = vec![FORMAT_COMPACT];
-                    value.extend_from_slice(&encode(&fields));
-                    self.store(key, RecordKind::Hash, &value, expire_at)?;
+                    self.store_hash(key, owned(&fields), expire_at)?;
                 }
                 Ok((added, removed))
             }
@@ -264,6 +255,22 @@ impl Db {
         Ok((added, removed))
     }
 
+    /// Stores `fields` (at least one) under `key` in the form their number calls for,
+    /// replacing its record. Caller holds the key's lock exclusively.
+    pub(super) fn store_hash(
+        &self,
+        key: &[u8],
+        fields: Fields,
+        expire_at: u64,
+    ) -> Result<(), DbError> {
+        if fields.len() > COMPACT_MAX {
+            return self.store_table(key, fields, expire_at);
+        }
+        let mut value = vec![FORMAT_COMPACT];
+        value.extend_from_slice(&encode(&fields));
+        self.store(key, RecordKind::Hash, &value, expire_at)
+    }
+
     /// Writes a part block (flushed, not fenced); its offset.
     fn write_part<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
@@ -337,6 +344,15 @@ fn owned(fields: &FieldsRef<'_>) -> Fields {
         .iter()
         .map(|(f, v)| (f.to_vec(), v.to_vec()))
         .collect()
+}
+
+/// The form of a hash record's value.
+pub(super) fn hash_form(value: &[u8]) -> Result<Form, DbError> {
+    match (value.first(), table_ref(value)) {
+        (_, Some(t)) => Ok(Form::Table(t)),
+        (Some(&FORMAT_COMPACT), _) => Ok(Form::Compact(decode(&value[1..])?)),
+        _ => Err(corrupt("hash record of an unknown format".into())),
+    }
 }
 
 /// Applies changes to a field list; (added, removed).

@@ -3,7 +3,8 @@
 //!
 //! `core.rs` (the type, key locks, lookups), `strings.rs`, `keys.rs`, `expire.rs`,
 //! `hash.rs` (with `hash_store.rs` and `hash_codec.rs`, the stored forms), `glob.rs` (Redis's pattern matching),
-//! `active_expire.rs` (the background sweep of expired keys).
+//! `active_expire.rs` (the background sweep of expired keys), `snapshot.rs` (dumps and restores,
+//! with `snapshot_file.rs`, the file format, and `snapshot_error.rs`).
 
 mod active_expire;
 mod clock;
@@ -16,6 +17,11 @@ mod hash_codec;
 mod hash_store;
 mod keys;
 mod num;
+mod snapshot;
+mod snapshot_error;
+mod snapshot_file;
+#[cfg(test)]
+mod snapshot_file_tests;
 mod strings;
 mod stripes;
 
@@ -25,4 +31,7 @@ pub use error::DbError;
 pub use expire::{ExpireCondition, Ttl};
 pub use glob::glob_match;
 pub use num::{format_f64, parse_f64, parse_i64};
+pub use snapshot::{RestoreOptions, RestoreStats, SnapshotInfo, SnapshotStats, verify_snapshot};
+pub use snapshot_error::SnapshotError;
+pub use snapshot_file::{SNAPSHOT_VERSION, SnapshotHeader};
 pub use strings::{GetExExpiry, SetCondition, SetExpiry, SetOptions, SetOutcome};

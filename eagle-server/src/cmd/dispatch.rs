@@ -110,6 +110,9 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
             if let Some(keys) = touched {
                 server.watches.touch(keys.iter().map(|k| &k[..]));
             }
+            if spec.is_write() {
+                server.saves.changed();
+            }
             frame
         }
         Err(e) => e.frame(),

@@ -9,6 +9,7 @@ mod hash;
 mod keys;
 pub mod multi;
 mod parse;
+mod save;
 mod server;
 mod strings;
 mod table;
@@ -26,5 +27,6 @@ static FAMILIES: &[&[Spec]] = &[
     hash::SPECS,
     connection::SPECS,
     server::SPECS,
+    save::SPECS,
     multi::SPECS,
 ];

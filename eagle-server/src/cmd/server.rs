@@ -1,5 +1,5 @@
-//! Server commands: INFO, CONFIG, DBSIZE, FLUSHDB/FLUSHALL, TIME, COMMAND, MEMORY, SHUTDOWN,
-//! LASTSAVE, SAVE, BGSAVE.
+//! Server commands: INFO, CONFIG, DBSIZE, FLUSHDB/FLUSHALL, TIME, COMMAND, MEMORY, SHUTDOWN
+//! (SAVE, BGSAVE and LASTSAVE are in `save.rs`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ use super::connection::REDIS_VERSION;
 use super::ctx::Ctx;
 use super::parse::{CmdError, Parse};
 use super::table::{Command, Spec, lookup, run, table};
-use crate::config::{PARAMS, param};
+use crate::config::{PARAMS, PROTECTED, param};
 
 fn sub_arity(cmd: &str, sub: &str) -> CmdError {
     CmdError::new(format!(
@@ -240,14 +240,19 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("lazyfree_pending_objects", &0);
             }
             "persistence" => {
+                let saves = server.saves.info();
                 f("loading", &0);
                 f("async_loading", &0);
-                f("rdb_changes_since_last_save", &0);
-                f("rdb_bgsave_in_progress", &0);
-                f("rdb_last_save_time", &server.started_unix);
-                f("rdb_last_bgsave_status", &"ok");
-                f("rdb_last_bgsave_time_sec", &-1);
-                f("rdb_current_bgsave_time_sec", &-1);
+                f("rdb_changes_since_last_save", &saves.changes);
+                f("rdb_bgsave_in_progress", &(saves.bgsave_in_progress as u8));
+                f("rdb_last_save_time", &saves.last_save);
+                f(
+                    "rdb_last_bgsave_status",
+                    &if saves.last_bgsave_ok { "ok" } else { "err" },
+                );
+                f("rdb_last_bgsave_time_sec", &saves.last_bgsave_secs);
+                f("rdb_current_bgsave_time_sec", &saves.current_bgsave_secs);
+                f("rdb_saves", &saves.saves);
                 f("aof_enabled", &0);
                 f("aof_rewrite_in_progress", &0);
                 f("aof_rewrite_scheduled", &0);
@@ -454,6 +459,10 @@ impl Command for Config {
                         Some(set) if p.mutable => set,
                         _ => return Err(failed("can't set immutable config")),
                     };
+                    let peer = ctx.session.client.as_ref().map(|c| c.addr.ip());
+                    if PROTECTED.contains(&p.name) && !next.enable_protected_configs.allows(peer) {
+                        return Err(failed("can't set protected config"));
+                    }
                     set(&mut next, &value).map_err(|e| failed(&e))?;
                 }
                 server.update_config(|c| *c = next);
@@ -484,7 +493,7 @@ impl Command for Config {
 }
 
 // ---------------------------------------------------------------------------------------------
-// DBSIZE, FLUSHALL, FLUSHDB, TIME, LASTSAVE, SAVE, BGSAVE, SHUTDOWN
+// DBSIZE, FLUSHALL, FLUSHDB, TIME, SHUTDOWN
 
 struct DbSize;
 impl Command for DbSize {
@@ -533,56 +542,26 @@ impl Command for Time {
     }
 }
 
-struct LastSave;
-impl Command for LastSave {
-    fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        p.finish()?;
-        Ok(LastSave)
-    }
-    fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        Ok(Frame::Integer(ctx.server().started_unix as i64))
-    }
-}
-
-/// SAVE and BGSAVE: nothing to do, every acknowledged write is already durable in the pool.
-struct Save {
-    background: bool,
-}
-impl Command for Save {
-    fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        let background = p.name == "bgsave";
-        if background
-            && let Some(opt) = p.maybe_bytes()
-            && !opt.eq_ignore_ascii_case(b"SCHEDULE")
-        {
-            return Err(CmdError::syntax());
-        }
-        p.finish()?;
-        Ok(Save { background })
-    }
-    fn apply(self, _ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        Ok(if self.background {
-            Frame::Simple(Bytes::from_static(b"Background saving started"))
-        } else {
-            Frame::ok()
-        })
-    }
-}
-
 struct Shutdown {
     abort: bool,
+    save: bool,
+    force: bool,
 }
 impl Command for Shutdown {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        let mut abort = false;
+        let (mut abort, mut save, mut force) = (false, false, false);
         let mut save_given = false;
         let mut flags = 0;
         while let Some(opt) = p.maybe_bytes() {
             let opt = String::from_utf8_lossy(&opt).to_ascii_uppercase();
             flags += 1;
             match opt.as_str() {
-                "NOSAVE" | "SAVE" if !save_given => save_given = true,
-                "NOW" | "FORCE" => {}
+                "NOSAVE" | "SAVE" if !save_given => {
+                    save_given = true;
+                    save = opt == "SAVE";
+                }
+                "NOW" => {}
+                "FORCE" => force = true,
                 "ABORT" => abort = true,
                 _ => return Err(CmdError::syntax()),
             }
@@ -590,16 +569,27 @@ impl Command for Shutdown {
         if abort && flags > 1 {
             return Err(CmdError::syntax());
         }
-        Ok(Shutdown { abort })
+        Ok(Shutdown { abort, save, force })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         if self.abort {
             return Err(CmdError::new("ERR No shutdown in progress."));
         }
         log::warn!("User requested shutdown...");
+        // SAVE writes a snapshot first (every write is durable in the pool either way); as in
+        // Redis, a failed save cancels the shutdown unless FORCE.
+        if self.save {
+            let path = ctx.server().with_config(|c| c.snapshot_path());
+            if ctx.server().saves.save(ctx.db(), &path).is_err() {
+                if !self.force {
+                    log::warn!("Error trying to save the DB, can't exit.");
+                    return Err(CmdError::new("ERR Errors trying to SHUTDOWN. Check logs."));
+                }
+                log::warn!("Error trying to save the DB, exiting anyway (FORCE).");
+            }
+        }
         ctx.server().trigger_shutdown();
-        // Like Redis, no reply: the connection closes (the pool is closed cleanly on the way out;
-        // SAVE and NOSAVE alike, every write being durable already).
+        // Like Redis, no reply: the connection closes (the pool is closed cleanly on the way out).
         ctx.session.close = true;
         ctx.session.skip_replies = ctx.session.skip_replies.max(1);
         Ok(Frame::ok())
@@ -845,7 +835,4 @@ pub static SPECS: &[Spec] = &[
     Spec { name: "command", arity: -1, flags: &["loading", "stale"], keys: (0, 0, 0), run: run::<CommandCmd> },
     Spec { name: "memory", arity: -2, flags: &["readonly"], keys: (0, 0, 0), run: run::<Memory> },
     Spec { name: "shutdown", arity: -1, flags: &["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], keys: (0, 0, 0), run: run::<Shutdown> },
-    Spec { name: "lastsave", arity: 1, flags: &["loading", "stale", "fast"], keys: (0, 0, 0), run: run::<LastSave> },
-    Spec { name: "save", arity: 1, flags: &["admin", "noscript", "no_async_loading", "no_multi"], keys: (0, 0, 0), run: run::<Save> },
-    Spec { name: "bgsave", arity: -1, flags: &["admin", "noscript", "no_async_loading"], keys: (0, 0, 0), run: run::<Save> },
 ];

@@ -123,7 +123,9 @@ impl Server {
 
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_eagle-server"));
-        cmd.arg("--pool")
+        // In its directory: SAVE and BGSAVE write there by default (`dir` is the working one).
+        cmd.current_dir(&self.dir.0)
+            .arg("--pool")
             .arg(&self.pool)
             .args(["--pool-size", "64mb", "--port"])
             .arg(self.port.to_string())
