@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: scratch pool paths and opening a `Db`.
 
+// Each test binary uses some of these helpers, not all.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 use eagle_core::pmem::FlushMode;
