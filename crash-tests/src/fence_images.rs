@@ -66,6 +66,9 @@ impl Report {
     }
 }
 
+/// Images between two progress lines on stderr.
+const PROGRESS_EVERY: u64 = 25_000;
+
 /// Builds fence hooks that check crash images and collects the results.
 pub struct FenceImages {
     report: Arc<Mutex<Report>>,
@@ -110,6 +113,10 @@ impl FenceImages {
                 let verdict = check(fence, policy, &buf);
                 let mut r = sink.lock();
                 r.checked += 1;
+                // Long runs report as they go, so a run stopped early still has its figures.
+                if r.checked.is_multiple_of(PROGRESS_EVERY) {
+                    eprintln!("progress: {}", r.summary());
+                }
                 if let Err(why) = verdict {
                     r.violations
                         .push(format!("fence {fence}, {policy:?}: {why}"));

@@ -410,7 +410,7 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
 fn multi_key_commands_are_all_or_nothing_at_every_fence() {
     let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
     let (n, all, every) = if long {
-        (1500, true, 101)
+        (1000, true, 101)
     } else {
         (300, false, 31)
     };
@@ -466,7 +466,7 @@ fn harness_catches_a_log_record_written_before_its_records_are_durable() {
 fn large_hash_writes_are_all_or_nothing_at_every_fence() {
     let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
     let (n, all, every) = if long {
-        (300, true, 101)
+        (100, true, 101)
     } else {
         (80, false, 17)
     };
