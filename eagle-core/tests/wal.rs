@@ -234,3 +234,47 @@ fn a_waiter_gives_up_when_told_to() {
     });
     assert!(wal.used() > 0, "the older record keeps the head");
 }
+
+#[test]
+fn a_full_log_throttles_an_appender_until_live_records_are_checkpointed() {
+    let p = tmp("throttle");
+    let (wal, _) = open(&p);
+    let wal = Arc::new(wal);
+    // Fill the log with records that stay live (another writer's batches in flight).
+    let mut live = Vec::new();
+    loop {
+        match wal.append(1, &[7u8; 1000]) {
+            Ok(lsn) => live.push(lsn),
+            Err(WalError::Full { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!live.is_empty());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (wal, done) = (wal.clone(), done.clone());
+        std::thread::spawn(move || {
+            let lsn = wal.append_waiting(1, &[9u8; 1000], || false).unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            lsn
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "appended into a full log"
+    );
+    for lsn in live {
+        wal.checkpoint(lsn);
+    }
+    let lsn = appender.join().unwrap();
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    wal.checkpoint(lsn);
+    // With nothing live, a record that cannot fit fails at once instead of waiting.
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        wal.append_waiting(1, &vec![0u8; 1 << 20], || false),
+        Err(WalError::TooLarge { .. })
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}

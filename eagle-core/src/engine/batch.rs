@@ -201,7 +201,10 @@ impl Engine {
         let logged = if crate::fault::armed(crate::fault::Fault::SkipBatchLog) {
             Ok(None)
         } else {
-            self.wal.append(KIND_BATCH, &payload).map(Some)
+            // A log full of other batches' records throttles this one until they finish.
+            self.wal
+                .append_waiting(KIND_BATCH, &payload, || !self.writable())
+                .map(Some)
         };
         let lsn = match logged {
             Ok(lsn) => lsn,
@@ -236,7 +239,10 @@ impl Engine {
         if !self.writable() {
             return Err(BatchError::Poisoned);
         }
-        let lsn = self.wal.append(KIND_FLUSH, &[]).map_err(BatchError::Wal)?;
+        let lsn = self
+            .wal
+            .append_waiting(KIND_FLUSH, &[], || !self.writable())
+            .map_err(BatchError::Wal)?;
         match self.delete_all() {
             Ok(n) => {
                 self.wal.checkpoint(lsn);

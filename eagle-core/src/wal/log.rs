@@ -224,6 +224,36 @@ impl Wal {
         Ok(lsn)
     }
 
+    /// [`append`](Self::append), but a full log throttles instead of failing while records
+    /// of other appenders are still live (their checkpoints will free space): waits for the
+    /// head to move and tries again, until `give_up()` holds. A log full of nothing but
+    /// finished records cannot happen (their checkpoint moved the head), so `Full` with no
+    /// live record means the record can never fit beside the end-of-lap reserve.
+    pub fn append_waiting(
+        &self,
+        kind: u8,
+        payload: &[u8],
+        give_up: impl Fn() -> bool,
+    ) -> Result<Lsn, WalError> {
+        loop {
+            match self.append(kind, payload) {
+                Err(WalError::Full { .. }) if !give_up() && self.wait_for_space() => continue,
+                done => return done,
+            }
+        }
+    }
+
+    /// Waits (at most 10 ms) for the head to move if some record is live; false if none is.
+    fn wait_for_space(&self) -> bool {
+        let mut st = self.state.lock();
+        if st.live.is_empty() {
+            return false;
+        }
+        self.head_moved
+            .wait_for(&mut st, std::time::Duration::from_millis(10));
+        true
+    }
+
     /// Makes every record up to `lsn` durable: returns at once if a sync already covered it,
     /// else flushes every record written so far (other appenders' too) and fences once.
     fn sync(&self, lsn: Lsn) {
