@@ -3,7 +3,9 @@
 //! counters, how many appends shared one flush-and-fence round (group commit).
 //!
 //! Run: `cargo bench -p eagle-core --bench batch_commit [-- SECONDS]` (pool on /dev/shm or
-//! `EAGLE_BENCH_DIR`).
+//! `EAGLE_BENCH_DIR`). `EAGLE_BENCH_FENCE_NS=N` runs the pool under the power-failure simulator
+//! with every fence taking N ns and every flushed line 100 ns (a stand-in for Optane, whose
+//! fences cost hundreds of ns; the simulator's bookkeeping slows everything else too).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,21 +20,36 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(3.0);
     let dir = std::env::var("EAGLE_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into());
+    let fence = std::env::var("EAGLE_BENCH_FENCE_NS").map_or("the CPU's flushes".into(), |n| {
+        format!("simulator, fences of {n} ns")
+    });
     println!(
-        "threads  msets_per_s  appends_per_sync  (4 keys of 16 B per MSET, {secs} s each, pool in {dir})"
+        "threads  msets_per_s  appends_per_sync  (4 keys of 16 B per MSET, {secs} s each, pool in {dir}, {fence})"
     );
     for &threads in &[1u64, 2, 4, 8] {
         let path =
             std::path::Path::new(&dir).join(format!("eagle-batch-{}.pool", std::process::id()));
         let _ = std::fs::remove_file(&path);
+        let fence_ns: Option<u64> = std::env::var("EAGLE_BENCH_FENCE_NS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let mut pool = PoolOptions {
+            size: 64 << 20,
+            ..PoolOptions::default()
+        };
+        if fence_ns.is_some() {
+            pool = pool.simulated(None);
+        }
         let opts = DbOptions {
-            pool: PoolOptions {
-                size: 256 << 20,
-                ..PoolOptions::default()
-            },
+            pool,
             ..DbOptions::default()
         };
         let db = Arc::new(Db::open(&path, opts).expect("open"));
+        if let Some(ns) = fence_ns {
+            let sim = db.engine().pool().region().persister().simulator().cloned();
+            sim.expect("simulated pool")
+                .set_delays(Duration::from_nanos(100), Duration::from_nanos(ns));
+        }
         let before = db.engine().wal().stats();
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
