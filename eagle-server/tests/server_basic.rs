@@ -1,6 +1,7 @@
 //! The server end to end with real clients: redis-cli round trips, RESP3 through HELLO with the
 //! `redis` crate, AUTH and NOAUTH, CLIENT, INFO (keyspace hits and misses), CONFIG, the metrics
-//! endpoint, idle timeout, and how the command line and the configuration file are checked.
+//! endpoint, idle timeout, worker threads pinned to CPUs, and how the command line and the
+//! configuration file are checked.
 
 mod common;
 
@@ -446,6 +447,7 @@ fn help_lists_every_flag() {
         "--metrics-addr",
         "--loglevel",
         "--threads",
+        "--server-cpulist",
         "--config",
         "--protected-mode",
     ] {
@@ -573,4 +575,78 @@ fn keyspace_hits_and_misses_count_read_lookups_like_redis() {
     });
     assert_eq!(c.cmd(&["CONFIG", "RESETSTAT"]), ok());
     assert_eq!(keyspace_stats(&mut c), (0, 0, 0));
+}
+
+#[test]
+fn server_cpulist_pins_every_worker_thread() {
+    // CPU 0, or the first CPU this process may run on.
+    let cpu = eagle_server::affinity::allowed_cpus().unwrap()[0].to_string();
+    let s = Server::start("cpulist", &["--server-cpulist", &cpu]);
+    let pid = s.child.as_ref().unwrap().id();
+    let status_of = |task: &std::path::Path| -> String {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list in /proc/*/status")
+            .trim()
+            .to_string()
+    };
+    let mut workers = 0;
+    let mut main_thread = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let cpus = status_of(&task);
+        if name.trim() == "eagle-worker" {
+            assert_eq!(cpus, cpu, "worker thread {}", task.display());
+            workers += 1;
+        } else if task.file_name().unwrap().to_str() == Some(&pid.to_string()) {
+            main_thread = Some(cpus);
+        }
+    }
+    assert!(workers >= 2, "{workers} worker threads found (--threads 2)");
+    // Only the workers are pinned: the main thread keeps the CPUs it started with.
+    assert_eq!(
+        main_thread.as_deref(),
+        Some(status_of(std::path::Path::new("/proc/thread-self")).as_str())
+    );
+    assert!(
+        s.output().contains(&format!(
+            "Pinning the 2 worker threads to CPUs {cpu} (server-cpulist {cpu}), one CPU each in turn"
+        )),
+        "{}",
+        s.output()
+    );
+    let mut c = s.raw();
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "server-cpulist"]),
+        Frame::Array(vec![bulk("server-cpulist"), bulk(&cpu)])
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "server-cpulist", &cpu]),
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'server-cpulist') - can't set immutable config"
+        )
+    );
+
+    // A bad list stops the server before anything is opened, naming the flag or the file line.
+    let (code, out) = run_server(&["--server-cpulist", "100000"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("--server-cpulist '100000': CPU 100000 does not exist"),
+        "{out}"
+    );
+    let dir = TempDir::new("cpulist-conf");
+    let conf = dir.join("eagle.conf");
+    std::fs::write(&conf, "port 7000\nserver-cpulist 1-0\n").unwrap();
+    let (code, out) = run_server(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:2: 'server-cpulist': the range '1-0' ends before it starts",
+            conf.display()
+        )),
+        "{out}"
+    );
 }
