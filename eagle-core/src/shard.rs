@@ -43,6 +43,14 @@ impl StripedCounter {
             .sum()
     }
 
+    /// Zeroes every stripe. Adds running at the same time may be kept or lost (fine for a
+    /// statistic, not for a count that must stay exact: use [`set`](Self::set) there).
+    pub fn reset(&self) {
+        for s in &self.stripes {
+            s.0.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Sets the total (on one stripe; the others are zeroed). Only when no thread adds.
     pub fn set(&self, v: i64) {
         for s in &self.stripes {

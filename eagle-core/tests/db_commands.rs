@@ -380,3 +380,76 @@ fn a_string_shaped_like_a_table_reference_is_just_a_string() {
     assert!(db.engine().check().is_clean());
     assert_eq!(db.del(&[b"s"]).unwrap(), 1);
 }
+
+#[test]
+fn read_lookups_count_keyspace_hits_and_misses() {
+    let db = Fixture::new("hits");
+    let counts = |db: &Db| {
+        let st = db.stats();
+        (st.keyspace_hits, st.keyspace_misses)
+    };
+    db.set(b"s", b"v", SetOptions::default()).unwrap();
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+        .map(|i| (format!("f{i}").into_bytes(), b"v".to_vec()))
+        .collect();
+    let pairs: Vec<(&[u8], &[u8])> = fields.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+    db.hset(b"big", &pairs).unwrap(); // past the compact form: a table of parts
+    db.expire_at(b"s", (T0 + 1000) as i64, ExpireCondition::Always)
+        .unwrap();
+    db.incr_by(b"n", 1).unwrap();
+    assert_eq!(counts(&db), (0, 0), "writes do not count");
+
+    assert_eq!(db.get(b"s").unwrap(), s(b"v"));
+    assert_eq!(db.get(b"nosuch").unwrap(), None);
+    assert_eq!(counts(&db), (1, 1));
+    assert_eq!(db.get(b"big"), Err(DbError::WrongType)); // found: a hit
+    assert_eq!(db.hget(b"big", b"f7").unwrap(), s(b"v"));
+    assert_eq!(db.hmget(b"big", &[b"f1", b"nofield"]).unwrap().len(), 2);
+    assert_eq!(db.hlen(b"big").unwrap(), 100);
+    assert_eq!(
+        counts(&db),
+        (5, 1),
+        "one lookup per command, whatever the fields"
+    );
+    let keys: [&[u8]; 3] = [b"s", b"nosuch", b"s"];
+    assert_eq!(db.mget(&keys).unwrap().len(), 3);
+    assert_eq!(db.exists(&keys).unwrap(), 2);
+    assert_eq!(counts(&db), (9, 3), "one lookup per key");
+    // WATCH's lookup does not count; TTL's does.
+    assert_eq!(db.ttl_uncounted(b"s").unwrap(), Ttl::At(T0 + 1000));
+    assert_eq!(counts(&db), (9, 3));
+    assert_eq!(db.ttl(b"s").unwrap(), Ttl::At(T0 + 1000));
+    assert_eq!(counts(&db), (10, 3));
+    // An expired key is a miss.
+    db.advance(1000);
+    assert_eq!(db.get(b"s").unwrap(), None);
+    assert_eq!(counts(&db), (10, 4));
+
+    // Threads count on stripes of their own; the sum is exact once they are done.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..1000 {
+                    db.get(b"n").unwrap();
+                    db.get(b"nosuch").unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(counts(&db), (4010, 4004));
+
+    // The sweep removes the expired key: counted in expired_keys.
+    for _ in 0..100 {
+        if db.stats().expired_keys > 0 {
+            break;
+        }
+        db.expire_cycle(64).unwrap();
+    }
+    assert_eq!(db.stats().expired_keys, 1);
+    db.reset_stats();
+    let st = db.stats();
+    assert_eq!(
+        (st.keyspace_hits, st.keyspace_misses, st.expired_keys),
+        (0, 0, 0)
+    );
+}

@@ -66,6 +66,10 @@ pub struct Cli {
     /// Worker threads serving clients [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub threads: Option<String>,
+    /// Pin each worker thread to one CPU of this list, in turn: CPU ids and ranges with an
+    /// optional step, e.g. 0-7:2,12 (Redis's syntax) [default: no pinning].
+    #[arg(long, value_name = "CPUS")]
+    pub server_cpulist: Option<String>,
     /// yes: without a password, refuse clients that are not on the loopback interface [default: yes].
     #[arg(long, value_name = "yes|no")]
     pub protected_mode: Option<String>,
@@ -163,6 +167,15 @@ pub enum FlushSetting {
     Mode(FlushMode),
 }
 
+/// `server-cpulist`: the CPUs the worker threads are pinned to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList {
+    /// As given (CONFIG GET shows it so).
+    pub text: String,
+    /// The CPUs, ascending, each once; never empty.
+    pub cpus: Vec<usize>,
+}
+
 /// Every setting, resolved.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -190,6 +203,8 @@ pub struct Config {
     pub loglevel: LogLevel,
     /// Worker threads.
     pub threads: usize,
+    /// CPUs to pin the worker threads to; `None`: no pinning.
+    pub server_cpulist: Option<CpuList>,
     /// Protected mode.
     pub protected_mode: bool,
     /// Largest bulk argument accepted (new connections).
@@ -221,6 +236,7 @@ impl Default for Config {
             metrics_addr: Some("127.0.0.1:9121".into()),
             loglevel: LogLevel::Notice,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            server_cpulist: None,
             protected_mode: true,
             proto_max_bulk_len: 512 << 20,
             save: String::new(),
@@ -383,6 +399,18 @@ fn set_threads(c: &mut Config, v: &str) -> Result<(), String> {
     c.threads = n;
     Ok(())
 }
+fn set_server_cpulist(c: &mut Config, v: &str) -> Result<(), String> {
+    // Empty: no pinning (Redis's default, which CONFIG GET shows as "").
+    c.server_cpulist = if v.is_empty() {
+        None
+    } else {
+        Some(CpuList {
+            text: v.to_string(),
+            cpus: crate::affinity::parse_for_this_host(v)?,
+        })
+    };
+    Ok(())
+}
 fn set_protected_mode(c: &mut Config, v: &str) -> Result<(), String> {
     c.protected_mode = parse_yes_no(v)?;
     Ok(())
@@ -448,6 +476,7 @@ pub static PARAMS: &[Param] = &[
     Param { name: "metrics-addr", get: |c| c.metrics_addr.clone().unwrap_or_else(|| "off".into()), set: Some(set_metrics_addr), mutable: false },
     Param { name: "loglevel", get: |c| c.loglevel.name().to_string(), set: Some(set_loglevel), mutable: true },
     Param { name: "threads", get: |c| c.threads.to_string(), set: Some(set_threads), mutable: false },
+    Param { name: "server-cpulist", get: |c| c.server_cpulist.as_ref().map(|l| l.text.clone()).unwrap_or_default(), set: Some(set_server_cpulist), mutable: false },
     Param { name: "protected-mode", get: |c| yes_no(c.protected_mode), set: Some(set_protected_mode), mutable: true },
     Param { name: "proto-max-bulk-len", get: |c| c.proto_max_bulk_len.to_string(), set: Some(set_proto_max_bulk_len), mutable: true },
     Param { name: "save", get: |c| c.save.clone(), set: Some(set_save), mutable: true },
@@ -498,7 +527,7 @@ impl Config {
             config.apply_file(path, &text)?;
             config.config_file = Some(path.clone());
         }
-        let flags: [(&str, &Option<String>); 15] = [
+        let flags: [(&str, &Option<String>); 16] = [
             ("port", &cli.port),
             ("bind", &cli.bind),
             ("pool", &cli.pool),
@@ -510,6 +539,7 @@ impl Config {
             ("metrics-addr", &cli.metrics_addr),
             ("loglevel", &cli.loglevel),
             ("threads", &cli.threads),
+            ("server-cpulist", &cli.server_cpulist),
             ("protected-mode", &cli.protected_mode),
             ("dir", &cli.dir),
             ("dbfilename", &cli.dbfilename),

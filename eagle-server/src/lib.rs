@@ -1,7 +1,8 @@
-//! EagleDB's Redis-protocol server: settings (`config`), commands (`cmd`), shared server state
+//! EagleDB's Redis-protocol server: settings (`config`), CPU pinning (`affinity`), commands (`cmd`), shared server state
 //! (`state`), snapshots (`save`), the network loop (`net`), Prometheus metrics (`metrics`), the
 //! startup banner (`banner`) and a Redis-style logger (`logger`).
 
+pub mod affinity;
 pub mod banner;
 pub mod cmd;
 pub mod config;

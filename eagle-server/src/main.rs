@@ -12,7 +12,7 @@ use eagle_core::{Db, DbOptions, FlushMode, PoolOptions};
 use eagle_server::cmd::Shared;
 use eagle_server::config::{Cli, Config, FlushSetting};
 use eagle_server::state::{OpenKind, ServerState};
-use eagle_server::{banner, logger, metrics, net};
+use eagle_server::{affinity, banner, logger, metrics, net};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -27,12 +27,21 @@ fn main() -> ExitCode {
     raise_fd_limit(config.maxclients);
 
     // Listen first: a busy port is refused before the pool is touched.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .worker_threads(config.threads)
         .thread_name("eagle-worker")
-        .enable_all()
-        .build()
-    {
+        .enable_all();
+    if let Some(list) = &config.server_cpulist {
+        log::info!(
+            "Pinning the {} worker threads to CPUs {} (server-cpulist {}), one CPU each in turn",
+            config.threads,
+            affinity::format_cpulist(&list.cpus),
+            list.text
+        );
+        builder.on_thread_start(affinity::round_robin(list.cpus.clone()));
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("Cannot start the worker threads: {e}");

@@ -50,6 +50,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "eagle_expired_keys_total",
         "Keys removed because they expired."
     );
+    metrics::describe_counter!(
+        "eagle_keyspace_hits_total",
+        "Key lookups by read commands that found the key (INFO's keyspace_hits)."
+    );
+    metrics::describe_counter!(
+        "eagle_keyspace_misses_total",
+        "Key lookups by read commands that found no key (INFO's keyspace_misses)."
+    );
     metrics::describe_gauge!(
         "eagle_pool_used_bytes",
         "Heap bytes handed out in the pool."
@@ -98,6 +106,8 @@ pub fn refresh(shared: &Shared) {
     gauge!("eagle_connected_clients").set(server.clients.connected() as f64);
     gauge!("eagle_keys").set(stats.keys as f64);
     counter!("eagle_expired_keys_total").absolute(stats.expired_keys);
+    counter!("eagle_keyspace_hits_total").absolute(stats.keyspace_hits);
+    counter!("eagle_keyspace_misses_total").absolute(stats.keyspace_misses);
     gauge!("eagle_pool_used_bytes").set(stats.heap.used as f64);
     gauge!("eagle_pool_free_bytes").set(stats.heap.free() as f64);
     gauge!("eagle_wal_used_bytes").set(stats.wal_used as f64);

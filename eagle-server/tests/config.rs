@@ -1,10 +1,15 @@
-//! Settings: redis.conf sizes, file syntax and errors, flags over the file.
+//! Settings: redis.conf sizes, file syntax and errors, flags over the file, CPU lists.
 
 use std::path::Path;
 
 use clap::Parser;
 use eagle_core::FlushMode;
-use eagle_server::config::{Cli, Config, FlushSetting, parse_size, split_config_line};
+use eagle_server::affinity::{
+    allowed_cpus, check_cpus, configured_cpus, format_cpulist, parse_cpulist, round_robin,
+};
+use eagle_server::config::{
+    self, Cli, Config, CpuList, FlushSetting, parse_size, split_config_line,
+};
 
 #[test]
 fn sizes_follow_redis_units() {
@@ -102,4 +107,133 @@ fn flags_override_the_file() {
     assert_eq!(d.metrics_addr.as_deref(), Some("127.0.0.1:9121"));
     assert_eq!(d.pool_size, 1 << 30);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cpu_lists_parse_like_redis() {
+    assert_eq!(parse_cpulist("0"), Ok(vec![0]));
+    assert_eq!(parse_cpulist("0-7:2,12"), Ok(vec![0, 2, 4, 6, 12]));
+    assert_eq!(parse_cpulist("0-10:3"), Ok(vec![0, 3, 6, 9]));
+    assert_eq!(parse_cpulist("4-4"), Ok(vec![4]));
+    // Ascending, each CPU once, whatever the order and overlaps.
+    assert_eq!(parse_cpulist("3,1-2,2"), Ok(vec![1, 2, 3]));
+    for bad in [
+        "",
+        ",",
+        "0,",
+        ",0",
+        "a",
+        "1-",
+        "-1",
+        "1-2:",
+        "1:2",
+        " 1",
+        "1 ,2",
+        "0-1-2",
+        "1-2:1:1",
+        "+1",
+        "99999999999999999999999",
+        "0-100000",
+    ] {
+        assert!(parse_cpulist(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!(
+        parse_cpulist("0,x").unwrap_err(),
+        "'x' is not a CPU id or range (N, N-M or N-M:STEP) in '0,x'"
+    );
+    assert_eq!(
+        parse_cpulist("3-1").unwrap_err(),
+        "the range '3-1' ends before it starts"
+    );
+    assert_eq!(
+        parse_cpulist("1-2:0").unwrap_err(),
+        "the step of '1-2:0' is 0"
+    );
+    assert_eq!(format_cpulist(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
+    assert_eq!(format_cpulist(&[5]), "5");
+}
+
+#[test]
+fn cpu_lists_are_checked_against_the_host() {
+    assert_eq!(check_cpus(&[0, 2], 4, Some(&[0, 1, 2, 3])), Ok(()));
+    assert_eq!(check_cpus(&[3], 4, None), Ok(()));
+    assert_eq!(
+        check_cpus(&[4], 4, None).unwrap_err(),
+        "CPU 4 does not exist: this host has 4 CPUs (0-3)"
+    );
+    let err = check_cpus(&[1], 4, Some(&[0, 2, 3])).unwrap_err();
+    assert!(
+        err.starts_with("CPU 1 is not available to this process, which may run on CPUs 0,2-3 only"),
+        "{err}"
+    );
+    assert!(check_cpus(&[], 4, None).is_err());
+
+    // Through the file and the flags: errors name the file, the line and the key.
+    let cpu = allowed_cpus().unwrap()[0];
+    let mut c = Config::default();
+    assert_eq!(c.server_cpulist, None);
+    c.apply_file(Path::new("eagle.conf"), &format!("server-cpulist {cpu}\n"))
+        .unwrap();
+    assert_eq!(
+        c.server_cpulist,
+        Some(CpuList {
+            text: cpu.to_string(),
+            cpus: vec![cpu]
+        })
+    );
+    assert!(!config::param("server-cpulist").unwrap().mutable);
+    assert_eq!(
+        (config::param("server-cpulist").unwrap().get)(&c),
+        cpu.to_string()
+    );
+    c.apply_file(Path::new("eagle.conf"), "server-cpulist \"\"\n")
+        .unwrap();
+    assert_eq!(c.server_cpulist, None, "empty: no pinning");
+    let err = c
+        .apply_file(Path::new("x.conf"), "threads 2\nserver-cpulist 0-3:0\n")
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        "x.conf:2: 'server-cpulist': the step of '0-3:0' is 0"
+    );
+    let n = configured_cpus();
+    let err = c
+        .apply_file(Path::new("x.conf"), &format!("server-cpulist 0,{n}\n"))
+        .unwrap_err();
+    assert_eq!(
+        err.0,
+        format!(
+            "x.conf:1: 'server-cpulist': CPU {n} does not exist: this host has {n} CPUs (0-{})",
+            n - 1
+        )
+    );
+    let err = Config::load(&Cli::parse_from([
+        "eagle-server",
+        "--server-cpulist",
+        "5-2",
+    ]))
+    .unwrap_err();
+    assert_eq!(
+        err.0,
+        "--server-cpulist '5-2': the range '5-2' ends before it starts"
+    );
+}
+
+#[test]
+fn round_robin_pins_threads_to_one_cpu_each_in_turn() {
+    let allowed = allowed_cpus().unwrap();
+    let cpus: Vec<usize> = allowed.iter().copied().take(2).collect();
+    let hook = std::sync::Arc::new(round_robin(cpus.clone()));
+    for i in 0..4 {
+        let hook = hook.clone();
+        let pinned = std::thread::spawn(move || {
+            hook();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(pinned, vec![cpus[i % cpus.len()]], "thread {i}");
+    }
+    // This thread was not touched.
+    assert_eq!(allowed_cpus().unwrap(), allowed);
 }

@@ -1,6 +1,7 @@
 //! Differential test: random command sequences applied to our command layer over an embedded
 //! `Db` and to a real `redis-server` (Debian's, started here on a free loopback port), replies
-//! compared one by one. Any difference fails with the commands that led to it.
+//! compared one by one, and INFO's keyspace hits and misses after each command. Any difference
+//! fails with the commands that led to it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -184,7 +185,7 @@ fn command(r: &mut Rng) -> Vec<String> {
             v(r),
         ],
         18 => vec!["DEL".into(), k(r), k(r)],
-        19 => vec!["EXISTS".into(), k(r), k(r), k(r)],
+        19 => vec![r.pick(&["EXISTS", "TOUCH"]).into(), k(r), k(r), k(r)],
         20 => vec!["TYPE".into(), k(r)],
         21 => vec!["RENAME".into(), k(r), k(r)],
         22 => vec!["RENAMENX".into(), k(r), k(r)],
@@ -238,6 +239,21 @@ fn command(r: &mut Rng) -> Vec<String> {
         42 => vec!["NOSUCHCOMMAND".into(), k(r)],
         _ => vec!["SET".into(), k(r), v(r), "GET".into()],
     }
+}
+
+/// keyspace_hits and keyspace_misses from an `INFO stats` reply.
+fn hits_and_misses(info: &Frame) -> (u64, u64) {
+    let Frame::Bulk(info) = info else {
+        panic!("INFO replied {info:?}")
+    };
+    let info = String::from_utf8_lossy(info);
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO lacks {name}:\n{info}"))
+    };
+    (field("keyspace_hits"), field("keyspace_misses"))
 }
 
 /// TTL replies may differ by the rounding of a second between the two servers' clocks.
@@ -300,6 +316,10 @@ fn random_command_sequences_reply_like_redis_server() {
             session: &mut session,
         };
         ctx.db().flushall().unwrap();
+        let resetstat = || [b"CONFIG".to_vec(), b"RESETSTAT".to_vec()];
+        redis.call(&resetstat());
+        execute(&mut ctx, resetstat().into_iter().map(Bytes::from).collect());
+        let info = || [b"INFO".to_vec(), b"stats".to_vec()];
         let mut history: Vec<String> = Vec::new();
         for _ in 0..500 {
             let cmd = command(&mut rng);
@@ -322,12 +342,23 @@ fn random_command_sequences_reply_like_redis_server() {
                     "seed {seed}: replies differ\n  ours:   {ours:?}\n  redis:  {theirs:?}\nlast commands:\n  {tail}"
                 );
             }
+            let theirs = hits_and_misses(&redis.call(&info()));
+            let ours = hits_and_misses(&wire(&execute(
+                &mut ctx,
+                info().into_iter().map(Bytes::from).collect(),
+            )));
+            if ours != theirs {
+                let tail = history[history.len().saturating_sub(15)..].join("\n  ");
+                panic!(
+                    "seed {seed}: keyspace (hits, misses) differ\n  ours:   {ours:?}\n  redis:  {theirs:?}\nlast commands:\n  {tail}"
+                );
+            }
             compared += 1;
         }
     }
     println!(
-        "differential: {compared} replies compared with redis-server, 0 differences \
-         ({resyncs} float results past f64 precision re-synced)"
+        "differential: {compared} replies and keyspace hit/miss counts compared with \
+         redis-server, 0 differences ({resyncs} float results past f64 precision re-synced)"
     );
     drop(shared);
     let _ = std::fs::remove_file(&path);

@@ -1,6 +1,7 @@
 //! The server end to end with real clients: redis-cli round trips, RESP3 through HELLO with the
-//! `redis` crate, AUTH and NOAUTH, CLIENT, INFO, CONFIG, the metrics endpoint, idle timeout,
-//! and how the command line and the configuration file are checked.
+//! `redis` crate, AUTH and NOAUTH, CLIENT, INFO (keyspace hits and misses), CONFIG, the metrics
+//! endpoint, idle timeout, worker threads pinned to CPUs, and how the command line and the
+//! configuration file are checked.
 
 mod common;
 
@@ -446,6 +447,7 @@ fn help_lists_every_flag() {
         "--metrics-addr",
         "--loglevel",
         "--threads",
+        "--server-cpulist",
         "--config",
         "--protected-mode",
     ] {
@@ -476,4 +478,175 @@ fn a_busy_port_is_refused_before_the_pool_is_touched() {
         "the pool was created although the port was busy"
     );
     assert_eq!(s.cli(&["PING"]), "PONG");
+}
+
+/// keyspace_hits, keyspace_misses and expired_keys from `INFO stats`.
+fn keyspace_stats(c: &mut Raw) -> (u64, u64, u64) {
+    let Frame::Bulk(info) = c.cmd(&["INFO", "stats"]) else {
+        panic!("INFO is a bulk string")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO lacks {name}:\n{info}"))
+    };
+    (
+        field("keyspace_hits"),
+        field("keyspace_misses"),
+        field("expired_keys"),
+    )
+}
+
+#[test]
+fn keyspace_hits_and_misses_count_read_lookups_like_redis() {
+    let s = Server::start("hits", &[]);
+    let mut c = s.raw();
+    c.cmd(&["SET", "s", "v"]);
+    c.cmd(&["HSET", "h", "f", "v"]);
+    c.cmd(&["SET", "e", "v", "PX", "1"]);
+    assert_eq!(keyspace_stats(&mut c), (0, 0, 0), "writes do not count");
+    // Each read counts one lookup per key (the expected numbers are redis-server 7.0's).
+    let reads: &[(&[&str], (u64, u64))] = &[
+        (&["GET", "s"], (1, 0)),
+        (&["GET", "nosuch"], (0, 1)),
+        (&["MGET", "s", "nosuch", "h"], (2, 1)),
+        (&["GET", "h"], (1, 0)), // a key of another type: a hit, then WRONGTYPE
+        (&["HGET", "h", "f"], (1, 0)),
+        (&["HGET", "h", "nosuchfield"], (1, 0)), // the key was found
+        (&["HMGET", "nosuch", "a", "b"], (0, 1)), // one lookup, whatever the fields
+        (&["HGETALL", "h"], (1, 0)),
+        (&["EXISTS", "s", "nosuch", "s"], (2, 1)),
+        (&["TYPE", "nosuch"], (0, 1)),
+        (&["TTL", "s"], (1, 0)),
+        (&["STRLEN", "s"], (1, 0)),
+        (&["GETRANGE", "s", "0", "0"], (1, 0)),
+        (&["GETSET", "g", "1"], (0, 1)),
+        (&["SET", "s", "v", "GET"], (1, 0)),
+        (&["COPY", "s", "s2"], (1, 0)),
+        // Writes look keys up uncounted.
+        (&["SET", "s", "w"], (0, 0)),
+        (&["INCR", "n"], (0, 0)),
+        (&["APPEND", "s", "x"], (0, 0)),
+        (&["HSET", "h", "g", "1"], (0, 0)),
+        (&["EXPIRE", "s", "100"], (0, 0)),
+        (&["DEL", "nosuch"], (0, 0)),
+        (&["RENAME", "s2", "s3"], (0, 0)),
+        (&["DBSIZE"], (0, 0)),
+        (&["SCAN", "0"], (0, 0)),
+        (&["MEMORY", "USAGE", "s"], (0, 0)),
+    ];
+    for (cmd, (hits, misses)) in reads {
+        let (h0, m0, _) = keyspace_stats(&mut c);
+        c.cmd(cmd);
+        let (h1, m1, _) = keyspace_stats(&mut c);
+        assert_eq!((h1 - h0, m1 - m0), (*hits, *misses), "{cmd:?}");
+    }
+    // An expired key is a miss.
+    let (h0, m0, _) = keyspace_stats(&mut c);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(c.cmd(&["GET", "e"]), Frame::Null);
+    let (hits, misses, _) = keyspace_stats(&mut c);
+    assert_eq!((hits, misses), (h0, m0 + 1));
+    // WATCH does not count; the transaction's GET does.
+    assert_eq!(c.cmd(&["WATCH", "s", "nosuch"]), ok());
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    c.cmd(&["GET", "s"]);
+    c.cmd(&["EXEC"]);
+    let (hits, misses, _) = keyspace_stats(&mut c);
+    assert_eq!((hits, misses), (h0 + 1, m0 + 1));
+
+    // The metrics endpoint has the same numbers.
+    let (_, body) = s.http_get("/metrics");
+    assert!(
+        body.contains(&format!("eagle_keyspace_hits_total {hits}\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("eagle_keyspace_misses_total {misses}\n")),
+        "{body}"
+    );
+
+    // CONFIG RESETSTAT zeroes them, and expired_keys, as in Redis. (Once the sweep has removed
+    // the expired key, so that it cannot count it afterwards.)
+    eventually(10, "the sweep to remove the expired key", || {
+        keyspace_stats(&mut c).2 == 1
+    });
+    assert_eq!(c.cmd(&["CONFIG", "RESETSTAT"]), ok());
+    assert_eq!(keyspace_stats(&mut c), (0, 0, 0));
+}
+
+#[test]
+fn server_cpulist_pins_every_worker_thread() {
+    // CPU 0, or the first CPU this process may run on.
+    let cpu = eagle_server::affinity::allowed_cpus().unwrap()[0].to_string();
+    let s = Server::start("cpulist", &["--server-cpulist", &cpu]);
+    let pid = s.child.as_ref().unwrap().id();
+    let status_of = |task: &std::path::Path| -> String {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .expect("Cpus_allowed_list in /proc/*/status")
+            .trim()
+            .to_string()
+    };
+    let mut workers = 0;
+    let mut main_thread = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let cpus = status_of(&task);
+        if name.trim() == "eagle-worker" {
+            assert_eq!(cpus, cpu, "worker thread {}", task.display());
+            workers += 1;
+        } else if task.file_name().unwrap().to_str() == Some(&pid.to_string()) {
+            main_thread = Some(cpus);
+        }
+    }
+    assert!(workers >= 2, "{workers} worker threads found (--threads 2)");
+    // Only the workers are pinned: the main thread keeps the CPUs it started with.
+    assert_eq!(
+        main_thread.as_deref(),
+        Some(status_of(std::path::Path::new("/proc/thread-self")).as_str())
+    );
+    assert!(
+        s.output().contains(&format!(
+            "Pinning the 2 worker threads to CPUs {cpu} (server-cpulist {cpu}), one CPU each in turn"
+        )),
+        "{}",
+        s.output()
+    );
+    let mut c = s.raw();
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "server-cpulist"]),
+        Frame::Array(vec![bulk("server-cpulist"), bulk(&cpu)])
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "server-cpulist", &cpu]),
+        error(
+            "ERR CONFIG SET failed (possibly related to argument 'server-cpulist') - can't set immutable config"
+        )
+    );
+
+    // A bad list stops the server before anything is opened, naming the flag or the file line.
+    let (code, out) = run_server(&["--server-cpulist", "100000"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("--server-cpulist '100000': CPU 100000 does not exist"),
+        "{out}"
+    );
+    let dir = TempDir::new("cpulist-conf");
+    let conf = dir.join("eagle.conf");
+    std::fs::write(&conf, "port 7000\nserver-cpulist 1-0\n").unwrap();
+    let (code, out) = run_server(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:2: 'server-cpulist': the range '1-0' ends before it starts",
+            conf.display()
+        )),
+        "{out}"
+    );
 }

@@ -14,6 +14,7 @@ use crate::engine::Engine;
 use crate::heap::HeapStats;
 use crate::pool::PoolOptions;
 use crate::record::RecordKind;
+use crate::shard::StripedCounter;
 
 /// The type of a key, as TYPE names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +58,13 @@ pub struct DbOptions {
 pub struct DbStats {
     /// Keys (expired ones not yet removed included, as in Redis's DBSIZE).
     pub keys: u64,
-    /// Keys with an expiry.
+    /// Keys removed because they expired (lazily or by the sweep), since the open or the last
+    /// [`Db::reset_stats`].
     pub expired_keys: u64,
+    /// Lookups by read commands that found their key (Redis's `keyspace_hits`).
+    pub keyspace_hits: u64,
+    /// Lookups by read commands that found no live key (Redis's `keyspace_misses`).
+    pub keyspace_misses: u64,
     /// Heap accounting.
     pub heap: HeapStats,
     /// Index counts.
@@ -84,6 +90,9 @@ pub struct Db {
     pub(super) clock: Clock,
     /// Keys removed because they expired (lazily or by the sweep).
     pub(super) expired: AtomicU64,
+    /// Read lookups that found their key, and those that did not (striped: every read counts).
+    hits: StripedCounter,
+    misses: StripedCounter,
     pub(super) expiry_cursor: AtomicU64,
     stop: Arc<AtomicBool>,
     sweeper: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -101,6 +110,8 @@ impl Db {
             stripes: Stripes::new(),
             clock: opts.clock,
             expired: AtomicU64::new(0),
+            hits: StripedCounter::default(),
+            misses: StripedCounter::default(),
             expiry_cursor: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             sweeper: Mutex::new(None),
@@ -145,11 +156,22 @@ impl Db {
         DbStats {
             keys: index.len,
             expired_keys: self.expired.load(Ordering::Relaxed),
+            keyspace_hits: self.hits.sum().max(0) as u64,
+            keyspace_misses: self.misses.sum().max(0) as u64,
             heap: self.engine.index().heap().stats(),
             index,
             wal_used: self.engine.wal().used(),
             wal_capacity: self.engine.wal().capacity(),
         }
+    }
+
+    /// Zeroes the statistics counters (`expired_keys`, `keyspace_hits`, `keyspace_misses`), as
+    /// Redis's CONFIG RESETSTAT does. Counts made by commands running meanwhile may be kept or
+    /// lost.
+    pub fn reset_stats(&self) {
+        self.expired.store(0, Ordering::Relaxed);
+        self.hits.reset();
+        self.misses.reset();
     }
 
     pub(super) fn hash(&self, key: &[u8]) -> u64 {
@@ -215,10 +237,42 @@ impl Db {
 
     /// The key's entry if it is of `kind`; `WrongType` if it is of another.
     pub(super) fn load_as(&self, key: &[u8], kind: RecordKind) -> Result<Option<Entry>, DbError> {
-        match self.load(key)? {
-            Some(e) if e.kind != kind => Err(DbError::WrongType),
-            other => Ok(other),
+        of_kind(self.load(key)?, kind)
+    }
+
+    /// Counts a read command's lookup of one key: a keyspace hit if it found the key (whatever
+    /// its type), a miss if not. Only read lookups count, as in Redis (`lookupKeyRead`; writes
+    /// look keys up with `lookupKeyWrite`, which does not count).
+    fn count_read(&self, found: bool) {
+        if found {
+            self.hits.add(1);
+        } else {
+            self.misses.add(1);
         }
+    }
+
+    /// [`load`](Self::load) for a read command: counted as a keyspace hit or miss.
+    pub(super) fn load_read(&self, key: &[u8]) -> Result<Option<Entry>, DbError> {
+        let e = self.load(key)?;
+        self.count_read(e.is_some());
+        Ok(e)
+    }
+
+    /// [`load_as`](Self::load_as) for a read command: counted (a key of another type is a hit,
+    /// then `WrongType`, as in Redis).
+    pub(super) fn load_read_as(
+        &self,
+        key: &[u8],
+        kind: RecordKind,
+    ) -> Result<Option<Entry>, DbError> {
+        of_kind(self.load_read(key)?, kind)
+    }
+
+    /// [`peek`](Self::peek) for a read command: counted as a keyspace hit or miss.
+    pub(super) fn peek_read(&self, key: &[u8]) -> Result<Option<(RecordKind, u64, u64)>, DbError> {
+        let p = self.peek(key)?;
+        self.count_read(p.is_some());
+        Ok(p)
     }
 
     /// Type, expiry and value length without copying the value; `None` if absent or expired.
@@ -271,5 +325,13 @@ impl Db {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// `e` if it is of `kind` (or absent); `WrongType` if it is of another.
+fn of_kind(e: Option<Entry>, kind: RecordKind) -> Result<Option<Entry>, DbError> {
+    match e {
+        Some(e) if e.kind != kind => Err(DbError::WrongType),
+        other => Ok(other),
     }
 }

@@ -66,10 +66,26 @@ impl Db {
         Ok(true)
     }
 
-    /// TTL / PTTL / EXPIRETIME / PEXPIRETIME's source.
+    /// TTL / PTTL / EXPIRETIME / PEXPIRETIME's source (a read: counted as a keyspace hit or
+    /// miss).
     pub fn ttl(&self, key: &[u8]) -> Result<Ttl, DbError> {
+        self.ttl_counted(key, true)
+    }
+
+    /// The same, not counted as a keyspace hit or miss (Redis's `LOOKUP_NOSTATS`): for
+    /// bookkeeping that is not a read of the key, such as WATCH.
+    pub fn ttl_uncounted(&self, key: &[u8]) -> Result<Ttl, DbError> {
+        self.ttl_counted(key, false)
+    }
+
+    fn ttl_counted(&self, key: &[u8], counted: bool) -> Result<Ttl, DbError> {
         let _held = self.lock_read([key]);
-        Ok(match self.peek(key)? {
+        let found = if counted {
+            self.peek_read(key)?
+        } else {
+            self.peek(key)?
+        };
+        Ok(match found {
             None => Ttl::Missing,
             Some((_, 0, _)) => Ttl::Persistent,
             Some((_, at, _)) => Ttl::At(at),

@@ -37,7 +37,7 @@ impl Db {
     /// HMGET.
     pub fn hmget(&self, key: &[u8], wanted: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, DbError> {
         let _held = self.lock_read([key]);
-        match self.open_hash(key)? {
+        match self.open_hash_read(key)? {
             None => Ok(vec![None; wanted.len()]),
             Some((form, _)) => self.hash_get(&form, wanted),
         }
@@ -56,7 +56,7 @@ impl Db {
     /// HLEN.
     pub fn hlen(&self, key: &[u8]) -> Result<u64, DbError> {
         let _held = self.lock_read([key]);
-        match self.open_hash(key)? {
+        match self.open_hash_read(key)? {
             None => Ok(0),
             Some((form, _)) => self.hash_len(&form),
         }
@@ -70,7 +70,7 @@ impl Db {
     /// HGETALL (HKEYS and HVALS take a half of it).
     pub fn hgetall(&self, key: &[u8]) -> Result<Fields, DbError> {
         let _held = self.lock_read([key]);
-        match self.open_hash(key)? {
+        match self.open_hash_read(key)? {
             None => Ok(Vec::new()),
             Some((form, _)) => self.hash_all(form),
         }

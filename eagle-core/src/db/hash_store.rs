@@ -4,7 +4,7 @@
 //! Every change is durable on return and atomic across a crash: a compact hash by one record
 //! swap; a table by one part store, or, for changes that span parts, one logged batch.
 
-use super::core::Db;
+use super::core::{Db, Entry};
 use super::error::DbError;
 use super::hash_codec::{Fields, FieldsRef, count, decode, decode_ref, encode};
 use crate::engine::BatchOp;
@@ -35,10 +35,12 @@ fn corrupt(e: String) -> DbError {
 impl Db {
     /// The hash at `key` and its expiry (key locked by the caller); `None` if absent.
     pub(super) fn open_hash(&self, key: &[u8]) -> Result<Option<(Form, u64)>, DbError> {
-        let Some(e) = self.load_as(key, RecordKind::Hash)? else {
-            return Ok(None);
-        };
-        Ok(Some((hash_form(&e.value)?, e.expire_at)))
+        hash_of(self.load_as(key, RecordKind::Hash)?)
+    }
+
+    /// [`open_hash`](Self::open_hash) for a read command: counted as a keyspace hit or miss.
+    pub(super) fn open_hash_read(&self, key: &[u8]) -> Result<Option<(Form, u64)>, DbError> {
+        hash_of(self.load_read_as(key, RecordKind::Hash)?)
     }
 
     fn table(&self, t: u64) -> Result<Table<'_>, DbError> {
@@ -344,6 +346,12 @@ fn owned(fields: &FieldsRef<'_>) -> Fields {
         .iter()
         .map(|(f, v)| (f.to_vec(), v.to_vec()))
         .collect()
+}
+
+/// A hash record's form and expiry.
+fn hash_of(e: Option<Entry>) -> Result<Option<(Form, u64)>, DbError> {
+    e.map(|e| Ok((hash_form(&e.value)?, e.expire_at)))
+        .transpose()
 }
 
 /// The form of a hash record's value.

@@ -39,7 +39,7 @@ impl Db {
         let _held = self.lock_read(keys.iter().copied());
         let mut n = 0;
         for k in keys {
-            n += self.peek(k)?.is_some() as u64;
+            n += self.peek_read(k)?.is_some() as u64;
         }
         Ok(n)
     }
@@ -52,7 +52,7 @@ impl Db {
     /// TYPE.
     pub fn key_type(&self, key: &[u8]) -> Result<Option<KeyType>, DbError> {
         let _held = self.lock_read([key]);
-        Ok(self.peek(key)?.map(|(k, _, _)| KeyType::of(k)))
+        Ok(self.peek_read(key)?.map(|(k, _, _)| KeyType::of(k)))
     }
 
     /// RENAME (`nx`: RENAMENX). Returns whether it renamed; all or nothing across a crash.
@@ -89,7 +89,8 @@ impl Db {
             return Err(DbError::SameObject);
         }
         let _held = self.lock_write([src, dst])?;
-        let Some(e) = self.load(src)? else {
+        // Redis reads COPY's source with a counted lookup (`lookupKeyRead`).
+        let Some(e) = self.load_read(src)? else {
             return Ok(false);
         };
         if !replace && self.peek(dst)?.is_some() {

@@ -66,13 +66,18 @@ impl Db {
     /// GET.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         let _held = self.lock_read([key]);
-        Ok(self.load_as(key, RecordKind::String)?.map(|e| e.value))
+        Ok(self.load_read_as(key, RecordKind::String)?.map(|e| e.value))
     }
 
     /// SET with its options (SETNX, SETEX, PSETEX and GETSET are special cases).
     pub fn set(&self, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetOutcome, DbError> {
         let _held = self.lock_write([key])?;
-        let old = self.load(key)?;
+        // With GET (and GETSET) Redis reads the old value as GET does: a counted lookup.
+        let old = if opts.get {
+            self.load_read(key)?
+        } else {
+            self.load(key)?
+        };
         if opts.get && old.as_ref().is_some_and(|e| e.kind != RecordKind::String) {
             return Err(DbError::WrongType);
         }
@@ -110,7 +115,7 @@ impl Db {
     /// GETDEL.
     pub fn getdel(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         let _held = self.lock_write([key])?;
-        let v = self.load_as(key, RecordKind::String)?.map(|e| e.value);
+        let v = self.load_read_as(key, RecordKind::String)?.map(|e| e.value);
         if v.is_some() {
             self.remove(key)?;
         }
@@ -124,7 +129,7 @@ impl Db {
         expiry: Option<GetExExpiry>,
     ) -> Result<Option<Vec<u8>>, DbError> {
         let _held = self.lock_write([key])?;
-        let Some(e) = self.load_as(key, RecordKind::String)? else {
+        let Some(e) = self.load_read_as(key, RecordKind::String)? else {
             return Ok(None);
         };
         match expiry {
@@ -149,7 +154,7 @@ impl Db {
         keys.iter()
             .map(|k| {
                 Ok(self
-                    .load(k)?
+                    .load_read(k)?
                     .filter(|e| e.kind == RecordKind::String)
                     .map(|e| e.value))
             })
@@ -267,7 +272,7 @@ impl Db {
     /// STRLEN.
     pub fn strlen(&self, key: &[u8]) -> Result<u64, DbError> {
         let _held = self.lock_read([key]);
-        match self.peek(key)? {
+        match self.peek_read(key)? {
             None => Ok(0),
             Some((RecordKind::String, _, len)) => Ok(len),
             Some(_) => Err(DbError::WrongType),
@@ -277,7 +282,7 @@ impl Db {
     /// GETRANGE with Redis's index rules.
     pub fn getrange(&self, key: &[u8], start: i64, end: i64) -> Result<Vec<u8>, DbError> {
         let _held = self.lock_read([key]);
-        let Some(e) = self.load_as(key, RecordKind::String)? else {
+        let Some(e) = self.load_read_as(key, RecordKind::String)? else {
             return Ok(Vec::new());
         };
         let len = e.value.len() as i64;

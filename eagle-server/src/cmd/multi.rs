@@ -182,7 +182,7 @@ impl Command for Watch {
                 continue;
             }
             let version = shared.server.watches.watch(&key);
-            let ttl = shared.db.ttl(&key)?;
+            let ttl = shared.db.ttl_uncounted(&key)?;
             ctx.session.multi.watched.push(Watched {
                 key,
                 version,

@@ -271,8 +271,8 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("rejected_connections", &r(&st.rejected_connections));
                 f("expired_keys", &stats.expired_keys);
                 f("evicted_keys", &0);
-                f("keyspace_hits", &0);
-                f("keyspace_misses", &0);
+                f("keyspace_hits", &stats.keyspace_hits);
+                f("keyspace_misses", &stats.keyspace_misses);
                 f("pubsub_channels", &0);
                 f("pubsub_patterns", &0);
                 f("total_error_replies", &r(&st.error_replies));
@@ -473,6 +473,7 @@ impl Command for Config {
                     return Err(sub_arity("config", &self.sub));
                 }
                 server.stats.reset();
+                ctx.db().reset_stats();
                 Ok(Frame::ok())
             }
             "REWRITE" => {
