@@ -56,7 +56,7 @@ pub fn banner(
         "EagleDB {} (Redis protocol, RESP2/RESP3) pid {} with {} worker threads\n\
          pool:       {} ({}, {}), {state}\n\
          durability: flush {mode} ({source}): {}\n\
-         keys:       {} recovered, open took {:.1} ms ({} logged batches redone)\n\
+         keys:       {}, open took {:.1} ms ({} logged batches redone)\n\
          listening:  {} ({metrics})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
@@ -65,9 +65,19 @@ pub fn banner(
         pool.kind(),
         size(pool.header().pool_size),
         durability.describe(pool.kind(), mode),
-        db.dbsize(),
+        keys_line(db, open),
         engine.open_ns() as f64 / 1e6,
         engine.replayed_batches(),
         addrs.join(", "),
     )
+}
+
+/// The banner's key count. After a crash the count is only known once the background recovery
+/// has counted every segment; the banner does not wait for it (serving starts at once).
+fn keys_line(db: &Db, open: OpenKind) -> String {
+    if open == OpenKind::Crash && !db.engine().index().recovered() {
+        "being counted by the background recovery (see DBSIZE or INFO keyspace)".to_string()
+    } else {
+        format!("{} recovered", db.dbsize())
+    }
 }
