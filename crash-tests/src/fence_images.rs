@@ -1,11 +1,14 @@
 //! Crash images at every fence: a fence hook that, each time the engine issues a fence, asks the
 //! simulator for one crash image per eviction policy and hands each to a checker.
 
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eagle_core::pmem::FenceHook;
+use memmap2::MmapMut;
 use parking_lot::Mutex;
-use pmem_emulation::{Eviction, Simulator};
+use pmem_emulation::{Eviction, ImageWriter, Simulator};
 
 /// The policies every harness runs: nothing unfenced survives, everything does, and `seeds`
 /// random subsets of whole lines and of 8-byte words (tearing).
@@ -66,8 +69,53 @@ impl Report {
     }
 }
 
-/// Images between two progress lines on stderr.
-const PROGRESS_EVERY: u64 = 25_000;
+/// Images between two progress lines on stderr: `EAGLE_CRASH_PROGRESS`, else 25,000.
+fn progress_every() -> u64 {
+    std::env::var("EAGLE_CRASH_PROGRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(25_000)
+}
+
+/// One crash image, handed to a checker: its bytes, and a pool file holding them.
+///
+/// The file is rewritten in place for the next image, only where the images differ, so a
+/// checker must not change it: open it with `PoolOptions { private: true, .. }` (copy-on-write;
+/// recovery then repairs a private copy) and do not keep it open past the check.
+pub struct CrashImage<'a> {
+    /// The image.
+    pub bytes: &'a [u8],
+    /// The pool file holding exactly `bytes`.
+    pub path: &'a Path,
+}
+
+/// The image file: a shared mapping that the images are written into.
+struct ImageFile {
+    path: PathBuf,
+    map: MmapMut,
+}
+
+impl ImageFile {
+    fn create(path: &Path, len: usize) -> ImageFile {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .expect("create the crash image file");
+        file.set_len(len as u64).expect("size the crash image file");
+        // SAFETY: the file was just created in the harness's own scratch directory and is never
+        // truncated while mapped; checkers open it copy-on-write (`CrashImage`'s contract), so
+        // nothing else writes it while we hold `&mut` to the bytes.
+        let map = unsafe { MmapMut::map_mut(&file) }.expect("map the crash image file");
+        ImageFile {
+            path: path.to_path_buf(),
+            map,
+        }
+    }
+}
 
 /// Builds fence hooks that check crash images and collects the results.
 pub struct FenceImages {
@@ -75,46 +123,68 @@ pub struct FenceImages {
 }
 
 impl FenceImages {
-    /// A hook that, at every fence, takes an image under each of `policies` and calls
-    /// `check(fence, policy, image)`; an `Err(why)` is recorded as a violation. The returned
-    /// collector gives the report once the workload is done.
-    pub fn hook<F>(policies: Vec<Eviction>, check: F) -> (FenceHook, FenceImages)
+    /// A hook that, at every fence, takes an image under each of `policies` into the file
+    /// `image` and calls `check(fence, policy, image)`; an `Err(why)` is recorded as a
+    /// violation. The returned collector gives the report once the workload is done.
+    pub fn hook<F>(image: PathBuf, policies: Vec<Eviction>, check: F) -> (FenceHook, FenceImages)
     where
-        F: FnMut(u64, &Eviction, &[u8]) -> Result<(), String> + Send + 'static,
+        F: FnMut(u64, &Eviction, &CrashImage) -> Result<(), String> + Send + 'static,
     {
-        Self::hook_choosing(move |_| policies.clone(), check)
+        Self::hook_choosing(image, move |_| policies.clone(), check)
     }
 
     /// One image per fence, the policy rotating through `policies` (fence n uses policy
     /// n mod len): every policy is exercised at a fraction of the cost.
-    pub fn hook_rotating<F>(policies: Vec<Eviction>, check: F) -> (FenceHook, FenceImages)
+    pub fn hook_rotating<F>(
+        image: PathBuf,
+        policies: Vec<Eviction>,
+        check: F,
+    ) -> (FenceHook, FenceImages)
     where
-        F: FnMut(u64, &Eviction, &[u8]) -> Result<(), String> + Send + 'static,
+        F: FnMut(u64, &Eviction, &CrashImage) -> Result<(), String> + Send + 'static,
     {
         Self::hook_choosing(
+            image,
             move |fence| vec![policies[(fence % policies.len() as u64) as usize]],
             check,
         )
     }
 
     /// The general form: `choose(fence)` gives the policies for that fence.
-    pub fn hook_choosing<C, F>(mut choose: C, mut check: F) -> (FenceHook, FenceImages)
+    ///
+    /// Images are written incrementally ([`ImageWriter`]): one scan of the region per fence,
+    /// then per policy only the lines that differ from the previous image.
+    pub fn hook_choosing<C, F>(
+        image: PathBuf,
+        mut choose: C,
+        mut check: F,
+    ) -> (FenceHook, FenceImages)
     where
         C: FnMut(u64) -> Vec<Eviction> + Send + 'static,
-        F: FnMut(u64, &Eviction, &[u8]) -> Result<(), String> + Send + 'static,
+        F: FnMut(u64, &Eviction, &CrashImage) -> Result<(), String> + Send + 'static,
     {
         let report = Arc::new(Mutex::new(Report::default()));
         let sink = report.clone();
-        let mut buf = Vec::new();
+        let mut file: Option<ImageFile> = None;
+        let mut writer = ImageWriter::new();
+        let every = progress_every();
         let hook: FenceHook = Box::new(move |sim: &Simulator, fence: u64| {
-            buf.resize(sim.len(), 0);
+            let file = file.get_or_insert_with(|| ImageFile::create(&image, sim.len()));
+            writer.scan(sim);
             for policy in &choose(fence) {
-                sim.crash_image_into(policy, &mut buf);
-                let verdict = check(fence, policy, &buf);
+                writer.write(sim, policy, &mut file.map[..]);
+                let verdict = check(
+                    fence,
+                    policy,
+                    &CrashImage {
+                        bytes: &file.map[..],
+                        path: &file.path,
+                    },
+                );
                 let mut r = sink.lock();
                 r.checked += 1;
                 // Long runs report as they go, so a run stopped early still has its figures.
-                if r.checked.is_multiple_of(PROGRESS_EVERY) {
+                if r.checked.is_multiple_of(every) {
                     eprintln!("progress: {}", r.summary());
                 }
                 if let Err(why) = verdict {

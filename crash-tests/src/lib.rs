@@ -6,6 +6,6 @@ mod fence_images;
 mod kv_model;
 mod scratch;
 
-pub use fence_images::{FenceImages, Report, standard_policies};
+pub use fence_images::{CrashImage, FenceImages, Report, standard_policies};
 pub use kv_model::{KvModel, KvOp};
 pub use scratch::Scratch;

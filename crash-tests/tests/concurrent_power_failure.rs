@@ -13,10 +13,11 @@
 //! images are taken. Prints `crash-images: N checked, M violations`.
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crash_tests::{FenceImages, Report, Scratch, standard_policies};
+use crash_tests::{CrashImage, FenceImages, Report, Scratch, standard_policies};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
 use eagle_core::{Db, DbOptions, EngineError, PoolError, PoolOptions};
@@ -72,20 +73,15 @@ fn options(pool: PoolOptions) -> DbOptions {
 }
 
 /// Recovers `image` and checks it against `must` (acknowledged before) and `may` (begun after).
-fn verify_image(
-    scratch: &Scratch,
-    image: &[u8],
-    must: [u64; THREADS],
-    may: [u64; THREADS],
-) -> Result<(), String> {
-    let path = scratch.write("image.pool", image);
+fn verify_image(path: &Path, must: [u64; THREADS], may: [u64; THREADS]) -> Result<(), String> {
     let opts = PoolOptions {
         create: false,
+        private: true,
         size: POOL,
         flush: Some(FlushMode::None),
         ..PoolOptions::default()
     };
-    let db = match Db::open(&path, options(opts)) {
+    let db = match Db::open(path, options(opts)) {
         Err(EngineError::Pool(PoolError::NotFound { .. })) if must == [0; THREADS] => return Ok(()),
         Err(e) => return Err(format!("recovery failed: {e}")),
         Ok(db) => db,
@@ -156,12 +152,12 @@ fn run(name: &str, rounds: u64, all_policies: bool, fault: Option<Fault>) -> Rep
             vec![policies[(fence % policies.len() as u64) as usize]]
         }
     };
-    let (sc, p, b) = (scratch.clone(), progress.clone(), before.clone());
-    let check = move |_: u64, _: &pmem_emulation::Eviction, image: &[u8]| {
+    let (p, b) = (progress.clone(), before.clone());
+    let check = move |_: u64, _: &pmem_emulation::Eviction, image: &CrashImage| {
         let must = *b.lock();
-        verify_image(&sc, image, must, p.begun())
+        verify_image(image.path, must, p.begun())
     };
-    let (hook, images) = FenceImages::hook_choosing(choose, check);
+    let (hook, images) = FenceImages::hook_choosing(scratch.path("image.pool"), choose, check);
     let opts = PoolOptions {
         size: POOL,
         ..PoolOptions::default()

@@ -5,9 +5,10 @@
 //!
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crash_tests::{FenceImages, KvModel, KvOp, Report, Scratch, standard_policies};
+use crash_tests::{CrashImage, FenceImages, KvModel, KvOp, Report, Scratch, standard_policies};
 use eagle_core::dash::{IndexStats, PutMode};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
@@ -22,10 +23,11 @@ fn long_mode() -> bool {
     std::env::var_os("EAGLE_CRASH_LONG").is_some()
 }
 
-fn plain(create: bool) -> PoolOptions {
+/// How crash images are opened: copy-on-write, so the image file stays as it was.
+fn private() -> PoolOptions {
     PoolOptions {
-        create,
-        size: POOL,
+        create: false,
+        private: true,
         flush: Some(FlushMode::None),
         ..PoolOptions::default()
     }
@@ -47,15 +49,9 @@ fn workload(inserts: u64) -> Vec<KvOp> {
     ops
 }
 
-/// Recovers `image` and checks it against `model`.
-fn verify_image(
-    scratch: &Scratch,
-    name: &str,
-    image: &[u8],
-    model: &KvModel,
-) -> Result<(), String> {
-    let path = scratch.write(name, image);
-    match Engine::open(&path, plain(false)) {
+/// Recovers the image in the pool file `path` (copy-on-write) and checks it against `model`.
+fn verify_image(path: &Path, model: &KvModel) -> Result<(), String> {
+    match Engine::open(path, private()) {
         Err(EngineError::Pool(PoolError::NotFound { .. })) if model.acked.is_empty() => Ok(()),
         Err(e) => Err(format!("recovery failed: {e}")),
         Ok(e) => {
@@ -75,11 +71,12 @@ fn crash_during_recovery(
     seed: u64,
 ) -> Report {
     let path = scratch.write("recovering.pool", image);
-    let (sc, m) = (scratch.clone(), model.clone());
+    let m = model.clone();
     let policies = vec![Eviction::None, Eviction::Strict { seed }];
-    let (hook, images) = FenceImages::hook(policies, move |_, _, img| {
-        verify_image(&sc, "second.pool", img, &m)
-    });
+    let (hook, images) =
+        FenceImages::hook(scratch.path("second.pool"), policies, move |_, _, img| {
+            verify_image(img.path, &m)
+        });
     let opts = PoolOptions {
         create: false,
         ..PoolOptions::default()
@@ -117,22 +114,23 @@ fn run(name: &str, ops: &[KvOp], all_policies: bool, recovery_every: u64) -> (Re
     let second = Arc::new(Mutex::new(Report::default()));
     let (sc, m, sec) = (scratch.clone(), model.clone(), second.clone());
     let mut n = 0u64;
-    let check = move |fence: u64, _: &Eviction, image: &[u8]| {
-        let model = m.lock().clone();
+    let check = move |fence: u64, _: &Eviction, image: &CrashImage| {
+        let model = m.lock(); // held while checking: the workload waits in its fence anyway
         n += 1;
-        let verdict = verify_image(&sc, "image.pool", image, &model);
+        let verdict = verify_image(image.path, &model);
         if recovery_every > 0 && n.is_multiple_of(recovery_every) {
             sec.lock()
-                .merge(crash_during_recovery(&sc, image, &model, fence));
+                .merge(crash_during_recovery(&sc, image.bytes, &model, fence));
         }
         verdict
     };
     // Default: one image per fence, rotating through the policies; long mode: every policy at
     // every fence.
+    let image = scratch.path("image.pool");
     let (hook, images) = if all_policies {
-        FenceImages::hook(standard_policies(4), check)
+        FenceImages::hook(image, standard_policies(4), check)
     } else {
-        FenceImages::hook_rotating(standard_policies(4), check)
+        FenceImages::hook_rotating(image, standard_policies(4), check)
     };
     let live = scratch.path("live.pool");
     let opts = PoolOptions {
@@ -169,7 +167,8 @@ fn run(name: &str, ops: &[KvOp], all_policies: bool, recovery_every: u64) -> (Re
     report.checked += 1;
     let durable = sim.durable_image();
     let model = model.lock().clone();
-    if let Err(v) = verify_image(&scratch, "after-close.pool", &durable, &model) {
+    let after_close = scratch.write("after-close.pool", &durable);
+    if let Err(v) = verify_image(&after_close, &model) {
         report
             .violations
             .push(format!("power failure after a clean close: {v}"));

@@ -7,10 +7,11 @@
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use crash_tests::{FenceImages, Report, Scratch, standard_policies};
+use crash_tests::{CrashImage, FenceImages, Report, Scratch, standard_policies};
 use eagle_core::db::{Clock, ExpireCondition, KeyType, SetOptions, Ttl};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
@@ -301,9 +302,14 @@ fn verify_db(db: &Db, m: &Model) -> Result<(), String> {
     Ok(())
 }
 
-fn verify_image(scratch: &Scratch, name: &str, image: &[u8], m: &Model) -> Result<(), String> {
-    let path = scratch.write(name, image);
-    match Db::open(&path, db_options(plain())) {
+/// Recovers the image in the pool file `path` (copy-on-write: the file stays as it is) and
+/// checks it against `m`.
+fn verify_image(path: &Path, m: &Model) -> Result<(), String> {
+    let private = PoolOptions {
+        private: true,
+        ..plain()
+    };
+    match Db::open(path, db_options(private)) {
         Err(EngineError::Pool(PoolError::NotFound { .. })) if m.acked.is_empty() => Ok(()),
         Err(e) => Err(format!("recovery failed: {e}")),
         Ok(db) => verify_db(&db, m),
@@ -313,10 +319,11 @@ fn verify_image(scratch: &Scratch, name: &str, image: &[u8], m: &Model) -> Resul
 /// Recovers `image` under the simulator, checking an image at every fence of the recovery.
 fn crash_during_recovery(scratch: &Arc<Scratch>, image: &[u8], m: &Model, seed: u64) -> Report {
     let path = scratch.write("recovering.pool", image);
-    let (sc, mm) = (scratch.clone(), m.clone());
+    let mm = m.clone();
     let (hook, images) = FenceImages::hook(
+        scratch.path("second.pool"),
         vec![Eviction::None, Eviction::Strict { seed }],
-        move |_, _, img| verify_image(&sc, "second.pool", img, &mm),
+        move |_, _, img| verify_image(img.path, &mm),
     );
     let mut report = Report::default();
     match Db::open(&path, db_options(plain().simulated(Some(hook)))) {
@@ -351,22 +358,23 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
     let second = Arc::new(Mutex::new(Report::default()));
     let (sc, m, sec) = (scratch.clone(), model.clone(), second.clone());
     let mut n = 0u64;
-    let check = move |fence: u64, _: &Eviction, image: &[u8]| {
-        let model = m.lock().clone();
+    let check = move |fence: u64, _: &Eviction, image: &CrashImage| {
+        let model = m.lock(); // no copy per image: writers wait for the check anyway
         n += 1;
-        let verdict = verify_image(&sc, "image.pool", image, &model);
+        let verdict = verify_image(image.path, &model);
         // Second crashes where they matter most: while a multi-key command is in flight (its
         // log record may be durable, so recovery redoes it).
         if recovery_every > 0 && model.after.is_some() && n.is_multiple_of(recovery_every) {
             sec.lock()
-                .merge(crash_during_recovery(&sc, image, &model, fence));
+                .merge(crash_during_recovery(&sc, image.bytes, &model, fence));
         }
         verdict
     };
+    let image = scratch.path("image.pool");
     let (hook, images) = if all_policies {
-        FenceImages::hook(standard_policies(4), check)
+        FenceImages::hook(image, standard_policies(4), check)
     } else {
-        FenceImages::hook_rotating(standard_policies(4), check)
+        FenceImages::hook_rotating(image, standard_policies(4), check)
     };
     let live = scratch.path("live.pool");
     let opts = PoolOptions {
@@ -397,7 +405,8 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
     let mut report = images.report();
     report.checked += 1;
     let m = model.lock().clone();
-    if let Err(v) = verify_image(&scratch, "after-close.pool", &sim.durable_image(), &m) {
+    let after_close = scratch.write("after-close.pool", &sim.durable_image());
+    if let Err(v) = verify_image(&after_close, &m) {
         report
             .violations
             .push(format!("power failure after a clean close: {v}"));

@@ -25,17 +25,25 @@ fn crash_pool_creation(name: &str, seeds: u64) -> Report {
     let scratch = Arc::new(Scratch::new(name));
     let uuids = Arc::new(Mutex::new(Vec::new()));
     let (sc, seen) = (scratch.clone(), uuids.clone());
-    let (hook, images) = FenceImages::hook(standard_policies(seeds), move |_, _, image| {
-        let p = sc.write("image.pool", image);
-        match Pool::open(&p, reopen_opts(false)) {
+    let image = scratch.path("image.pool");
+    let (hook, images) = FenceImages::hook(image, standard_policies(seeds), move |_, _, image| {
+        let private = PoolOptions {
+            private: true,
+            ..reopen_opts(false)
+        };
+        match Pool::open(image.path, private) {
             Ok(pool) => {
                 seen.lock().push(pool.header().uuid);
                 Ok(())
             }
-            // Blank or still-creating: no pool. Creating one there must then work.
-            Err(PoolError::NotFound { .. }) => Pool::open(&p, reopen_opts(true))
-                .map(drop)
-                .map_err(|e| format!("re-creating after the crash failed: {e}")),
+            // Blank or still-creating: no pool. Creating one there must then work (on a copy:
+            // the image file itself must stay as it is).
+            Err(PoolError::NotFound { .. }) => {
+                let copy = sc.write("recreate.pool", image.bytes);
+                Pool::open(&copy, reopen_opts(true))
+                    .map(drop)
+                    .map_err(|e| format!("re-creating after the crash failed: {e}"))
+            }
             Err(e) => Err(format!("open failed: {e}")),
         }
     });

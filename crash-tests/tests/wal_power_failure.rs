@@ -3,6 +3,7 @@
 //! the one being appended; a checkpoint in flight either happened or did not.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
 
 use crash_tests::{FenceImages, Report, Scratch, standard_policies};
@@ -29,12 +30,12 @@ fn payload(i: u64) -> Vec<u8> {
         .collect()
 }
 
-fn verify(scratch: &Scratch, image: &[u8], m: &Model) -> Result<(), String> {
-    let path = scratch.write("image.pool", image);
+fn verify(path: &Path, m: &Model) -> Result<(), String> {
     let pool = match Pool::open(
-        &path,
+        path,
         PoolOptions {
             create: false,
+            private: true,
             flush: Some(FlushMode::None),
             ..PoolOptions::default()
         },
@@ -73,10 +74,12 @@ fn verify(scratch: &Scratch, image: &[u8], m: &Model) -> Result<(), String> {
 fn run(name: &str, appends: u64) -> (Report, u64) {
     let scratch = Arc::new(Scratch::new(name));
     let model = Arc::new(Mutex::new(Model::default()));
-    let (sc, m) = (scratch.clone(), model.clone());
-    let (hook, images) = FenceImages::hook_rotating(standard_policies(4), move |_, _, img| {
-        verify(&sc, img, &m.lock().clone())
-    });
+    let m = model.clone();
+    let (hook, images) = FenceImages::hook_rotating(
+        scratch.path("image.pool"),
+        standard_policies(4),
+        move |_, _, img| verify(img.path, &m.lock().clone()),
+    );
     let opts = PoolOptions {
         size: 2 << 20,
         ..PoolOptions::default()

@@ -310,3 +310,55 @@ fn persist_outside_the_region_is_a_caller_bug_and_panics() {
     }));
     assert!(r.is_err());
 }
+
+#[test]
+fn a_private_open_recovers_in_memory_and_never_writes_the_file() {
+    use eagle_core::db::SetOptions;
+    use eagle_core::{Db, DbOptions};
+    let dir = TempDir::new("private");
+    let path = dir.path("p");
+    let db_opts = |private: bool| DbOptions {
+        pool: PoolOptions {
+            create: !private,
+            private,
+            ..opts()
+        },
+        ..DbOptions::default()
+    };
+    let db = Db::open(&path, db_opts(false)).unwrap();
+    for i in 0..100u32 {
+        db.set(&i.to_le_bytes(), b"before", SetOptions::default())
+            .unwrap();
+    }
+    drop(db); // a crash: the next open recovers
+    let crashed = std::fs::read(&path).unwrap();
+
+    let private = Db::open(&path, db_opts(true)).unwrap();
+    assert_eq!(
+        private.get(&7u32.to_le_bytes()).unwrap().as_deref(),
+        Some(&b"before"[..])
+    );
+    private
+        .set(b"only-in-memory", b"x", SetOptions::default())
+        .unwrap();
+    drop(private);
+    assert!(
+        std::fs::read(&path).unwrap() == crashed,
+        "a private open wrote the file"
+    );
+
+    let shared = Db::open(&path, db_opts(false)).unwrap();
+    assert_eq!(shared.get(b"only-in-memory").unwrap(), None);
+    assert_eq!(
+        shared.get(&99u32.to_le_bytes()).unwrap().as_deref(),
+        Some(&b"before"[..])
+    );
+    drop(shared);
+
+    let missing = dir.path("missing");
+    let e = Db::open(&missing, db_opts(true))
+        .err()
+        .expect("no pool to open");
+    assert!(e.to_string().contains("missing"), "{e}");
+    assert!(!missing.exists(), "a private open must not create the file");
+}

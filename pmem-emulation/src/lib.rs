@@ -70,4 +70,4 @@ mod simulator;
 pub use eviction::Eviction;
 /// Also the crash harnesses' workload generator (reproducible from a seed).
 pub use rng::SplitMix64;
-pub use simulator::{FenceHook, LINE, Simulator};
+pub use simulator::{FenceHook, ImageWriter, LINE, Simulator};

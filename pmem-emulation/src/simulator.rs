@@ -60,6 +60,15 @@ impl Region {
         atom.load(Ordering::Relaxed)
     }
 
+    /// The whole region as atomic words.
+    fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `base..base+words*8` is mapped and readable for the simulator's life
+        // (`Simulator::new`'s contract) and 8-byte aligned; `AtomicU64` has interior
+        // mutability, so concurrent stores by the engine are allowed, and we only load. See the
+        // limitation note on `Region` about plain stores.
+        unsafe { std::slice::from_raw_parts(self.base, self.words) }
+    }
+
     fn load_line(&self, line: usize) -> LineWords {
         let first = line * WORDS_PER_LINE;
         assert!(first + WORDS_PER_LINE <= self.words);
@@ -93,7 +102,15 @@ struct State {
     /// Per line made durable by a fence: the sequence number of the snapshot it holds. An older
     /// snapshot of that line can no longer become durable (write-backs of a line are ordered).
     durable_seq: HashMap<usize, u64>,
+    /// Lines whose durable bytes changed, in order, for [`ImageWriter`]s: entry `i` is change
+    /// number `landed_base + i`. Bounded: when it grows past [`LANDED_LOG_MAX`] it is dropped and
+    /// `landed_base` moves past it, so writers that had not caught up rewrite whole images.
+    landed: Vec<usize>,
+    landed_base: u64,
 }
+
+/// Bound of `State::landed`.
+const LANDED_LOG_MAX: usize = 1 << 20;
 
 impl State {
     fn durable_line(&self, line: usize) -> &LineWords {
@@ -106,6 +123,29 @@ impl State {
     fn set_durable_line(&mut self, line: usize, words: &LineWords) {
         let start = line * WORDS_PER_LINE;
         self.durable[start..start + WORDS_PER_LINE].copy_from_slice(words);
+        if self.landed.len() >= LANDED_LOG_MAX {
+            self.forget_landed();
+        }
+        self.landed.push(line);
+    }
+
+    /// Drops the change log; every writer's next image is a whole one.
+    fn forget_landed(&mut self) {
+        self.landed_base += self.landed.len() as u64 + 1;
+        self.landed.clear();
+    }
+
+    /// Pending snapshots that may still land, sorted by line (stable: each line's snapshots
+    /// keep their flush order).
+    fn live_snapshots(&self) -> Vec<&Snapshot> {
+        let mut snapshots: Vec<&Snapshot> = self
+            .pending
+            .values()
+            .flatten()
+            .filter(|s| self.may_land(s.line, s.seq))
+            .collect();
+        snapshots.sort_by_key(|s| s.line);
+        snapshots
     }
 
     /// Whether a snapshot of `line` taken at `seq` may still become durable.
@@ -172,6 +212,8 @@ impl Simulator {
                 pending: HashMap::new(),
                 next_seq: 0,
                 durable_seq: HashMap::new(),
+                landed: Vec::new(),
+                landed_base: 0,
             }),
             fence_gate: Mutex::new(None),
             fences: AtomicU64::new(0),
@@ -312,15 +354,8 @@ impl Simulator {
     }
 
     fn randomized_image(&self, state: &State, seed: u64, per_word: bool, out: &mut [u8]) {
-        // Pending snapshots sorted by line; the sort is stable, so each line's snapshots keep
-        // their flush order. Walked in step with the lines (no per-line lookup).
-        let mut snapshots: Vec<&Snapshot> = state
-            .pending
-            .values()
-            .flatten()
-            .filter(|s| state.may_land(s.line, s.seq))
-            .collect();
-        snapshots.sort_by_key(|s| s.line);
+        // Walked in step with the lines (no per-line lookup).
+        let snapshots = state.live_snapshots();
         let mut next = 0;
         let mut pending: Vec<&LineWords> = Vec::new();
         for (line, out_line) in out.chunks_exact_mut(LINE).enumerate() {
@@ -370,6 +405,7 @@ impl Simulator {
         for (word, slot) in state.durable.iter_mut().enumerate() {
             *slot = self.region.load(word);
         }
+        state.forget_landed();
     }
 }
 
@@ -391,3 +427,6 @@ fn spin_for_ns(ns: u64) {
 
 #[cfg(test)]
 mod tests;
+mod writer;
+
+pub use writer::ImageWriter;

@@ -34,7 +34,8 @@ impl fmt::Display for PoolKind {
     }
 }
 
-/// A shared, writable mapping of a whole pool file or device. Unmapped on drop.
+/// A writable mapping of a whole pool file or device: shared, or copy-on-write after
+/// [`Mapping::map_private`]. Unmapped on drop.
 pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
@@ -67,7 +68,7 @@ impl Mapping {
             let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
             let (size, align) = devdax_geometry(path, major, minor)?;
             let len = size - size % align;
-            let mapped = mmap_shared(&file, path, len, libc::MAP_SHARED)?;
+            let mapped = mmap_file(&file, path, len, libc::MAP_SHARED)?;
             return Ok(Mapping::new(
                 mapped,
                 len,
@@ -87,7 +88,7 @@ impl Mapping {
         }
         let len = meta.len();
         let on_tmpfs = is_tmpfs(&file);
-        match mmap_shared(&file, path, len, libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC) {
+        match mmap_file(&file, path, len, libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC) {
             Ok(mapped) => Ok(Mapping::new(
                 mapped,
                 len,
@@ -105,7 +106,7 @@ impl Mapping {
                         reason: format!("mmap with MAP_SYNC: {source}"),
                     });
                 }
-                let mapped = mmap_shared(&file, path, len, libc::MAP_SHARED)?;
+                let mapped = mmap_file(&file, path, len, libc::MAP_SHARED)?;
                 Ok(Mapping::new(
                     mapped,
                     len,
@@ -121,6 +122,32 @@ impl Mapping {
             PmemError::Io { source, op, .. } => io(op, source),
             e => e,
         })
+    }
+
+    /// Maps the regular file `file` (opened read-only is enough) copy-on-write, `MAP_PRIVATE`:
+    /// stores change this process's copy only, never the file. The kind is `Emulated`.
+    pub fn map_private(file: File, path: &Path) -> Result<Mapping, PmemError> {
+        let meta = file.metadata().map_err(|source| PmemError::Io {
+            path: path.to_path_buf(),
+            op: "stat",
+            source,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(PmemError::DevDax {
+                path: path.to_path_buf(),
+                what: "only a regular pool file can be opened copy-on-write".into(),
+            });
+        }
+        let on_tmpfs = is_tmpfs(&file);
+        let mapped = mmap_file(&file, path, meta.len(), libc::MAP_PRIVATE)?;
+        Ok(Mapping::new(
+            mapped,
+            meta.len(),
+            PoolKind::Emulated,
+            on_tmpfs,
+            path,
+            file,
+        ))
     }
 
     fn new(
@@ -211,7 +238,7 @@ impl Drop for Mapping {
     }
 }
 
-fn mmap_shared(file: &File, path: &Path, len: u64, flags: i32) -> Result<NonNull<u8>, PmemError> {
+fn mmap_file(file: &File, path: &Path, len: u64, flags: i32) -> Result<NonNull<u8>, PmemError> {
     let invalid = |why| PmemError::InvalidLength {
         path: path.to_path_buf(),
         len,
@@ -368,6 +395,25 @@ mod tests {
             msg.contains(path.to_str().unwrap()) && msg.contains("MAP_SYNC"),
             "{msg}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stores_through_a_private_mapping_never_reach_the_file() {
+        let dir = tmp("private");
+        let path = dir.join("p");
+        let f = new_file(&path);
+        f.set_len(8192).unwrap();
+        drop(f);
+        let read_only = File::open(&path).unwrap();
+        let m = Mapping::map_private(read_only, &path).unwrap();
+        assert_eq!(m.kind(), PoolKind::Emulated);
+        // SAFETY: offset 4096 is inside the 8 KiB mapping and nothing else accesses it.
+        unsafe { m.base().add(4096).write(0xA5) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { m.base().add(4096).read() }, 0xA5);
+        drop(m);
+        assert!(std::fs::read(&path).unwrap().iter().all(|&b| b == 0));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -33,6 +33,12 @@ pub struct PoolOptions {
     /// With `flush: Some(FlushMode::Simulated)`: called at every fence, before it takes effect,
     /// from the first write of the open on (pool creation included). See [`PoolOptions::simulated`].
     pub fence_hook: Option<FenceHook>,
+    /// Open the pool copy-on-write (`MAP_PRIVATE` over a read-only descriptor): the file is never
+    /// written. Recovery and every later write stay in this process's memory and are gone when
+    /// the pool is dropped. For inspecting a crashed pool without repairing it, and for the crash
+    /// harnesses, which open one image file thousands of times. Refused for device-dax devices
+    /// (they only map shared); `create` is ignored (a private new pool would be lost).
+    pub private: bool,
 }
 
 impl Default for PoolOptions {
@@ -44,6 +50,7 @@ impl Default for PoolOptions {
             require_dax: false,
             flush: None,
             fence_hook: None,
+            private: false,
         }
     }
 }
@@ -77,9 +84,14 @@ impl Pool {
             let path = path.to_path_buf();
             move |source: io::Error| PoolError::Io { path, op, source }
         };
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let create = opts.create && !opts.private;
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(!opts.private)
+            .open(path)
+        {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create => OpenOptions::new()
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(true)
@@ -96,7 +108,7 @@ impl Pool {
         let meta = file.metadata().map_err(io("stat"))?;
         let is_file = meta.file_type().is_file();
         if is_file && meta.len() == 0 {
-            if !opts.create {
+            if !create {
                 return Err(PoolError::NotFound {
                     path: path.to_path_buf(),
                 });
@@ -105,7 +117,11 @@ impl Pool {
                 .map_err(io("set_len"))?;
         }
         let new_file = is_file && meta.len() == 0;
-        let mapping = Mapping::map(file, path, opts.require_dax)?;
+        let mapping = if opts.private {
+            Mapping::map_private(file, path)?
+        } else {
+            Mapping::map(file, path, opts.require_dax)?
+        };
         if new_file && mapping.kind() == PoolKind::FsDax {
             mapping.preallocate().map_err(io("posix_fallocate"))?;
         }
@@ -115,7 +131,7 @@ impl Pool {
         region.read(0, &mut block);
         let (header, created) = match Header::probe(path, &block, region.len() as u64)? {
             Probe::Pool(h) => (h, false),
-            Probe::Blank | Probe::Creating if opts.create => {
+            Probe::Blank | Probe::Creating if create => {
                 (initialize(&region, path, opts.wal_size)?, true)
             }
             Probe::Blank | Probe::Creating => {
