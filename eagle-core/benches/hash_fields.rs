@@ -4,62 +4,120 @@
 //!
 //! Run: `cargo bench -p eagle-core --bench hash_fields` (pool on /dev/shm or `EAGLE_BENCH_DIR`).
 //! Per size: builds the hash, then times 100,000 HSETs of existing fields and 100,000 HGETs
-//! (random fields, fixed seed); prints ns per operation.
+//! (random fields, fixed seed); prints ns per operation, and the same for a DRAM peer (a
+//! `HashMap` of `HashMap`s behind a lock, as an in-memory server keeps hashes): the peer shows
+//! what the memory hierarchy alone costs as the hash grows. Sizes may be given as arguments.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use eagle_core::{Db, DbOptions, PoolOptions};
+use parking_lot::Mutex;
 
 const OPS: u64 = 100_000;
 
 fn main() {
     let dir = std::env::var("EAGLE_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into());
-    println!("fields      hset_ns  hget_ns  (pool in {dir}, {OPS} ops each)");
-    for &n in &[10u64, 100, 1_000, 10_000, 100_000, 1_000_000] {
-        let path =
-            std::path::Path::new(&dir).join(format!("eagle-hash-{}.pool", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let opts = DbOptions {
-            pool: PoolOptions {
-                size: 2 << 30,
-                ..PoolOptions::default()
-            },
-            ..DbOptions::default()
-        };
-        let db = Db::open(&path, opts).expect("open");
-        let field = |i: u64| format!("field:{i:08}").into_bytes();
-        let mut i = 0;
-        while i < n {
-            let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 1000).min(n))
-                .map(|j| (field(j), b"value-16-bytes!!".to_vec()))
-                .collect();
-            let refs: Vec<(&[u8], &[u8])> = batch.iter().map(|(f, v)| (&f[..], &v[..])).collect();
-            db.hset(b"h", &refs).expect("hset");
-            i += 1000;
-        }
-        assert_eq!(db.hlen(b"h").expect("hlen"), n);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        let t = Instant::now();
-        for _ in 0..OPS {
-            let f = field(next());
-            db.hset(b"h", &[(&f, b"value-16-bytes??")]).expect("hset");
-        }
-        let hset = t.elapsed().as_nanos() as f64 / OPS as f64;
-        let t = Instant::now();
-        let mut found = 0;
-        for _ in 0..OPS {
-            found += db.hget(b"h", &field(next())).expect("hget").is_some() as u64;
-        }
-        let hget = t.elapsed().as_nanos() as f64 / OPS as f64;
-        assert_eq!(found, OPS);
-        println!("{n:>9} {hset:>10.0} {hget:>8.0}");
-        db.close().expect("close");
-        let _ = std::fs::remove_file(&path);
+    println!(
+        "fields      hset_ns  hget_ns   dram_hset  dram_hget  (pool in {dir}, {OPS} ops each; \
+         dram: a HashMap of HashMaps behind a Mutex, the same operations)"
+    );
+    // Sizes from the command line (`-- 1000000`), else all of them.
+    let mut sizes: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        sizes = vec![10, 100, 1_000, 10_000, 100_000, 1_000_000];
     }
+    for n in sizes {
+        let (hset, hget) = eagle(&dir, n);
+        let (dram_hset, dram_hget) = dram(n);
+        println!("{n:>9} {hset:>10.0} {hget:>8.0} {dram_hset:>11.0} {dram_hget:>10.0}");
+    }
+}
+
+fn field(i: u64) -> Vec<u8> {
+    format!("field:{i:08}").into_bytes()
+}
+
+/// Random field numbers below `n` (xorshift, fixed seed: every run and peer sees the same).
+fn fields_below(n: u64) -> impl FnMut() -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
+/// Times `OPS` calls of `op`; ns per call.
+fn time(mut op: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..OPS {
+        op();
+    }
+    t.elapsed().as_nanos() as f64 / OPS as f64
+}
+
+fn eagle(dir: &str, n: u64) -> (f64, f64) {
+    let path = std::path::Path::new(dir).join(format!("eagle-hash-{}.pool", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let opts = DbOptions {
+        pool: PoolOptions {
+            size: 2 << 30,
+            ..PoolOptions::default()
+        },
+        ..DbOptions::default()
+    };
+    let db = Db::open(&path, opts).expect("open");
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 1000).min(n))
+            .map(|j| (field(j), b"value-16-bytes!!".to_vec()))
+            .collect();
+        let refs: Vec<(&[u8], &[u8])> = batch.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+        db.hset(b"h", &refs).expect("hset");
+        i += 1000;
+    }
+    assert_eq!(db.hlen(b"h").expect("hlen"), n);
+    let mut next = fields_below(n);
+    let hset = time(|| {
+        let f = field(next());
+        db.hset(b"h", &[(&f, b"value-16-bytes??")]).expect("hset");
+    });
+    let mut found = 0;
+    let hget = time(|| {
+        found += db.hget(b"h", &field(next())).expect("hget").is_some() as u64;
+    });
+    assert_eq!(found, OPS);
+    db.close().expect("close");
+    let _ = std::fs::remove_file(&path);
+    (hset, hget)
+}
+
+type Hashes = Mutex<HashMap<Vec<u8>, HashMap<Vec<u8>, Vec<u8>>>>;
+
+fn dram(n: u64) -> (f64, f64) {
+    let db: Hashes = Mutex::default();
+    db.lock()
+        .entry(b"h".to_vec())
+        .or_default()
+        .extend((0..n).map(|j| (field(j), b"value-16-bytes!!".to_vec())));
+    let mut next = fields_below(n);
+    let hset = time(|| {
+        let f = field(next());
+        let mut g = db.lock();
+        let h = g.get_mut(&b"h"[..]).expect("hash");
+        h.insert(f, b"value-16-bytes??".to_vec());
+    });
+    let mut found = 0;
+    let hget = time(|| {
+        let f = field(next());
+        let g = db.lock();
+        found += g[&b"h"[..]].get(&f).map(|v| v.to_vec()).is_some() as u64;
+    });
+    assert_eq!(found, OPS);
+    (hset, hget)
 }

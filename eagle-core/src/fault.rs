@@ -18,6 +18,62 @@ pub enum Fault {
     /// A batch returns (releasing its keys) as soon as it is applied, before the log's head has
     /// passed its record: a redo after a crash can then undo a later write to its keys.
     SkipWaitForLogHead,
+    /// Not a bug: a batch stops after its log record is durable, before it applies anything,
+    /// until the test calls [`release_paused`]; so a test can hold an older batch open while
+    /// newer ones run.
+    PauseAfterBatchLog,
+}
+
+#[cfg(feature = "fault-injection")]
+static PAUSE: (parking_lot::Mutex<Pause>, parking_lot::Condvar) = (
+    parking_lot::Mutex::new(Pause::Idle),
+    parking_lot::Condvar::new(),
+);
+
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    Idle,
+    Paused,
+    Released,
+}
+
+/// Called at the pause point: with [`Fault::PauseAfterBatchLog`] armed on this thread, waits
+/// there until [`release_paused`].
+pub(crate) fn pause_point() {
+    #[cfg(feature = "fault-injection")]
+    if armed(Fault::PauseAfterBatchLog) {
+        let mut p = PAUSE.0.lock();
+        *p = Pause::Paused;
+        PAUSE.1.notify_all();
+        while *p != Pause::Released {
+            PAUSE.1.wait(&mut p);
+        }
+        *p = Pause::Idle;
+    }
+}
+
+/// Waits until a thread stops at the pause point; false if none did within `timeout`.
+#[cfg(feature = "fault-injection")]
+pub fn wait_paused(timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut p = PAUSE.0.lock();
+    while *p != Pause::Paused {
+        if PAUSE.1.wait_until(&mut p, deadline).timed_out() {
+            return *p == Pause::Paused;
+        }
+    }
+    true
+}
+
+/// Lets the thread stopped at the pause point go on.
+#[cfg(feature = "fault-injection")]
+pub fn release_paused() {
+    let mut p = PAUSE.0.lock();
+    if *p == Pause::Paused {
+        *p = Pause::Released;
+        PAUSE.1.notify_all();
+    }
 }
 
 #[cfg(feature = "fault-injection")]

@@ -213,6 +213,7 @@ impl Engine {
                 return Err(BatchError::Wal(e));
             }
         };
+        crate::fault::pause_point();
         for op in ops {
             let done = self.apply_op(op, false);
             if let Err(e) = done {
