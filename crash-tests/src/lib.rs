@@ -9,3 +9,15 @@ mod scratch;
 pub use fence_images::{CrashImage, FenceImages, Report, standard_policies};
 pub use kv_model::{KvModel, KvOp};
 pub use scratch::Scratch;
+
+/// The power-failure simulator under an engine opened with `PoolOptions::simulated`.
+///
+/// Panics if the engine is not simulated (a harness bug).
+pub fn simulator_of(e: &eagle_core::Engine) -> std::sync::Arc<pmem_emulation::Simulator> {
+    e.pool()
+        .region()
+        .persister()
+        .simulator()
+        .cloned()
+        .expect("the engine runs under the simulator")
+}

@@ -238,14 +238,7 @@ fn newer_batch_then_set_while_an_older_batch_is_open(
     }
     .simulated(None);
     let db = Arc::new(Db::open(scratch.path("live.pool"), options(opts)).expect("open"));
-    let sim = db
-        .engine()
-        .pool()
-        .region()
-        .persister()
-        .simulator()
-        .cloned()
-        .expect("simulated");
+    let sim = crash_tests::simulator_of(db.engine());
     let spawn = |fault: Option<Fault>, f: Box<dyn FnOnce(&Db) + Send>| {
         let db = db.clone();
         std::thread::spawn(move || {

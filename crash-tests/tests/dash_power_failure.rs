@@ -155,13 +155,7 @@ fn run(name: &str, ops: &[KvOp], all_policies: bool, recovery_every: u64) -> (Re
     }
     let stats = e.index().stats();
     // Then a clean close, and a power failure right after it: only what was made durable counts.
-    let sim = e
-        .pool()
-        .region()
-        .persister()
-        .simulator()
-        .cloned()
-        .expect("simulated");
+    let sim = crash_tests::simulator_of(&e);
     e.close().expect("close");
     let mut report = images.report();
     report.checked += 1;

@@ -393,14 +393,7 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
         let mut m = model.lock();
         m.acked = m.after.take().expect("set above");
     }
-    let sim = db
-        .engine()
-        .pool()
-        .region()
-        .persister()
-        .simulator()
-        .cloned()
-        .expect("simulated");
+    let sim = crash_tests::simulator_of(db.engine());
     db.close().expect("close");
     let mut report = images.report();
     report.checked += 1;
