@@ -1,0 +1,147 @@
+//! Point writes and reads through the embedded `Db` against LMDB (heed) with `NO_SYNC`: an
+//! embedded store that, like a pool on /dev/shm, survives a process crash but not a power loss.
+//!
+//! Run: `cargo bench -p eagle-core --bench embedded_peer -- [KEYS] [OPS] [ROUNDS]` (defaults
+//! 1,000,000, 1,000,000, 3). Both stores live on /dev/shm (or `EAGLE_BENCH_DIR`). Each round
+//! runs eagle then LMDB on fresh files: preload KEYS keys (8-byte keys and values, untimed),
+//! then time OPS writes of random existing keys (one durable write per call: `Db::set`, and
+//! one LMDB write transaction committed per put) and OPS reads of random keys (`Db::get`, and
+//! one LMDB read transaction per get). Single thread. Prints ops per second and the ratio.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use eagle_core::db::SetOptions;
+use eagle_core::{Db, DbOptions, PoolOptions};
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, EnvFlags, EnvOpenOptions};
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let keys = args.first().copied().unwrap_or(1_000_000);
+    let ops = args.get(1).copied().unwrap_or(1_000_000);
+    let rounds = args.get(2).copied().unwrap_or(3);
+    let dir = PathBuf::from(std::env::var("EAGLE_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into()));
+    println!(
+        "{keys} keys, {ops} ops per phase, {rounds} rounds, files in {}",
+        dir.display()
+    );
+    println!("round  op      eagle ops/s   lmdb ops/s   eagle/lmdb");
+    for round in 1..=rounds {
+        let e = eagle(&dir, keys, ops);
+        let l = lmdb(&dir, keys, ops);
+        for (name, a, b) in [("write", e.0, l.0), ("read", e.1, l.1)] {
+            println!("{round:>5}  {name:<6} {a:>12.0} {b:>12.0} {:>11.2}x", a / b);
+        }
+    }
+}
+
+fn key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+/// Random key numbers below `n` (xorshift, fixed seed: both stores see the same sequence).
+fn keys_below(n: u64) -> impl FnMut() -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    }
+}
+
+/// Runs `op` `n` times; operations per second.
+fn rate(n: u64, mut op: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        op();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// (writes/s, reads/s) for eagle's embedded `Db`.
+fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64) {
+    let path = dir.join(format!("eagle-peer-{}.pool", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let opts = DbOptions {
+        pool: PoolOptions {
+            size: 4 << 30,
+            ..PoolOptions::default()
+        },
+        ..DbOptions::default()
+    };
+    let db = Db::open(&path, opts).expect("open the pool");
+    for i in 0..keys {
+        db.set(&key(i), &i.to_le_bytes(), SetOptions::default())
+            .expect("preload");
+    }
+    let mut next = keys_below(keys);
+    let writes = rate(ops, || {
+        let k = next();
+        db.set(&key(k), &(k + 1).to_le_bytes(), SetOptions::default())
+            .expect("set");
+    });
+    let mut found = 0u64;
+    let reads = rate(ops, || {
+        found += db.get(&key(next())).expect("get").is_some() as u64;
+    });
+    assert_eq!(found, ops);
+    db.close().expect("close");
+    let _ = std::fs::remove_file(&path);
+    (writes, reads)
+}
+
+/// (writes/s, reads/s) for LMDB with `NO_SYNC`.
+fn lmdb(dir: &Path, keys: u64, ops: u64) -> (f64, f64) {
+    let path = dir.join(format!("eagle-peer-lmdb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).expect("lmdb directory");
+    // SAFETY: the directory is new and this process is its only user; NO_SYNC only drops the
+    // fsync at commit (durable against a process crash, not a power loss: the point here).
+    let env = unsafe {
+        EnvOpenOptions::new()
+            .map_size(4 << 30)
+            .flags(EnvFlags::NO_SYNC)
+            .open(&path)
+    }
+    .expect("open lmdb");
+    let wtxn = env.write_txn().expect("txn");
+    let db: Database<Bytes, Bytes> = env
+        .create_databases_and_commit(wtxn, |dbo, wtxn| {
+            dbo.create_database(wtxn, None)
+                .map(CommitOrAbort::<_, ()>::Commit)
+        })
+        .expect("create the database")
+        .unwrap_commit();
+    let mut i = 0;
+    while i < keys {
+        let mut wtxn = env.write_txn().expect("txn");
+        for j in i..(i + 10_000).min(keys) {
+            db.put(&mut wtxn, &key(j), &j.to_le_bytes())
+                .expect("preload");
+        }
+        wtxn.commit().expect("commit");
+        i += 10_000;
+    }
+    let mut next = keys_below(keys);
+    let writes = rate(ops, || {
+        let k = next();
+        let mut wtxn = env.write_txn().expect("txn");
+        db.put(&mut wtxn, &key(k), &(k + 1).to_le_bytes())
+            .expect("put");
+        wtxn.commit().expect("commit");
+    });
+    let mut found = 0u64;
+    let reads = rate(ops, || {
+        let rtxn = env.read_txn().expect("txn");
+        found += db.get(&rtxn, &key(next())).expect("get").is_some() as u64;
+    });
+    assert_eq!(found, ops);
+    drop(env);
+    let _ = std::fs::remove_dir_all(&path);
+    (writes, reads)
+}
