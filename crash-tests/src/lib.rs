@@ -21,3 +21,17 @@ pub fn simulator_of(e: &eagle_core::Engine) -> std::sync::Arc<pmem_emulation::Si
         .cloned()
         .expect("the engine runs under the simulator")
 }
+
+/// Whether the harnesses run their long mode (`EAGLE_CRASH_LONG` set).
+pub fn long_mode() -> bool {
+    std::env::var_os("EAGLE_CRASH_LONG").is_some()
+}
+
+/// How many workload seeds a long-mode harness runs: `EAGLE_CRASH_SEEDS`, else `default`.
+pub fn long_seeds(default: u64) -> u64 {
+    std::env::var("EAGLE_CRASH_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}

@@ -200,8 +200,11 @@ fn run(name: &str, rounds: u64, all_policies: bool, fault: Option<Fault>) -> Rep
 
 #[test]
 fn concurrent_batches_are_all_or_nothing_at_every_fence() {
-    let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
-    let (rounds, all) = if long { (300, true) } else { (150, false) };
+    let (rounds, all) = if crash_tests::long_mode() {
+        (300, true)
+    } else {
+        (150, false)
+    };
     let report = run("concurrent", rounds, all, None);
     assert!(report.checked > 2000, "{}", report.summary());
     report.assert_clean();

@@ -19,10 +19,6 @@ use pmem_emulation::Eviction;
 
 const POOL: u64 = 3 << 20;
 
-fn long_mode() -> bool {
-    std::env::var_os("EAGLE_CRASH_LONG").is_some()
-}
-
 /// How crash images are opened: copy-on-write, so the image file stays as it was.
 fn private() -> PoolOptions {
     PoolOptions {
@@ -173,7 +169,7 @@ fn run(name: &str, ops: &[KvOp], all_policies: bool, recovery_every: u64) -> (Re
 
 #[test]
 fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
-    let (inserts, all, every) = if long_mode() {
+    let (inserts, all, every) = if crash_tests::long_mode() {
         (6000, true, 101)
     } else {
         (2500, false, 199)

@@ -410,13 +410,18 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
 
 #[test]
 fn multi_key_commands_are_all_or_nothing_at_every_fence() {
-    let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
-    let (n, all, every) = if long {
-        (1000, true, 101)
+    // Long mode: several workloads (seeds 42, 43, ...), every policy at every fence.
+    let (n, all, every, seeds) = if crash_tests::long_mode() {
+        (1000, true, 101, crash_tests::long_seeds(4))
     } else {
-        (300, false, 31)
+        (300, false, 31, 1)
     };
-    let report = run("keyspace", &workload(n, 42), all, every);
+    let mut report = Report::default();
+    for seed in 42..42 + seeds {
+        let one = run("keyspace", &workload(n, seed), all, every);
+        println!("seed {seed}: {}", one.summary());
+        report.merge(one);
+    }
     println!("{}", report.summary());
     assert!(report.checked > 8000, "{}", report.summary());
     assert!(
@@ -466,19 +471,23 @@ fn harness_catches_a_log_record_written_before_its_records_are_durable() {
 
 #[test]
 fn large_hash_writes_are_all_or_nothing_at_every_fence() {
-    let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
-    let (n, all, every) = if long {
-        (100, true, 101)
+    let (n, all, every, seeds) = if crash_tests::long_mode() {
+        (100, true, 101, crash_tests::long_seeds(4))
     } else {
-        (80, false, 17)
+        (80, false, 17, 1)
     };
-    let report = run_sized(
-        "large-hash",
-        &large_hash_workload(n, 5),
-        all,
-        every,
-        BIG_POOL,
-    );
+    let mut report = Report::default();
+    for seed in 5..5 + seeds {
+        let one = run_sized(
+            "large-hash",
+            &large_hash_workload(n, seed),
+            all,
+            every,
+            BIG_POOL,
+        );
+        println!("seed {seed}: {}", one.summary());
+        report.merge(one);
+    }
     println!("{}", report.summary());
     assert!(report.checked > 1500, "{}", report.summary());
     assert!(
