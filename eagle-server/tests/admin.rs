@@ -1,5 +1,6 @@
 //! `eagle-admin` on real pool files: `info` and `check` (a healthy pool checks clean, a flipped
-//! byte in a record is reported and makes `check` exit 1, a missing pool exits 2), and `backup`
+//! byte in a record is reported and makes `check` exit 1, a missing pool exits 2, `--no-repair`
+//! leaves a crashed pool's file as it was), and `backup`
 //! / `restore` (a restored pool serves the same keyspace; a pool in use, a non-empty target and
 //! a damaged snapshot are refused; a BGSAVE taken under concurrent writes restores to a point in
 //! time that holds every write acknowledged before it).
@@ -77,6 +78,44 @@ fn info_reports_the_pool_and_check_passes_on_a_healthy_pool() {
         out.contains("3000 records") && out.contains("check: ok"),
         "{out}"
     );
+    std::fs::remove_file(&p).unwrap();
+}
+
+#[test]
+fn check_with_no_repair_recovers_a_crashed_pool_in_memory_and_leaves_the_file_as_it_was() {
+    let (p, _) = make_pool("no-repair", 500);
+    let e = Engine::open(
+        &p,
+        PoolOptions {
+            create: false,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        },
+    )
+    .unwrap();
+    e.index()
+        .put(b"late", b"v", RecordKind::String, 0, PutMode::Insert)
+        .unwrap();
+    drop(e); // a crash: not closed
+    let crashed = std::fs::read(&p).unwrap();
+    let path = p.to_str().unwrap();
+    let (code, out) = admin(&["check", "--no-repair", path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("501 records") && out.contains("check: ok"),
+        "{out}"
+    );
+    let (code, out) = admin(&["info", "--no-repair", path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("recovered in memory only"), "{out}");
+    assert!(
+        std::fs::read(&p).unwrap() == crashed,
+        "--no-repair wrote the pool"
+    );
+    // Without the flag the open repairs the file: the next info sees a clean shutdown.
+    assert_eq!(admin(&["check", path]).0, 0);
+    let (_, out) = admin(&["info", path]);
+    assert!(out.contains("clean shutdown:   yes"), "{out}");
     std::fs::remove_file(&p).unwrap();
 }
 

@@ -1,8 +1,9 @@
 //! `eagle-admin`: inspect, verify, back up and restore a pool.
 //!
 //! Every subcommand opens the pool as the server does, so a pool that was not closed cleanly is
-//! recovered first, and closes it cleanly afterwards; the pool must not be in use (it is locked
-//! while open: back up a running server with `SAVE` or `BGSAVE`). `check` exits 1 if it finds
+//! recovered first, and closes it cleanly afterwards (`info` and `check` with `--no-repair`
+//! recover into memory only and never write the file); the pool must not be in use (it is
+//! locked while open: back up a running server with `SAVE` or `BGSAVE`). `check` exits 1 if it finds
 //! damage; `backup` and `restore` exit 1 if they fail; all exit 2 if the pool cannot be opened.
 
 use std::path::{Path, PathBuf};
@@ -30,11 +31,19 @@ enum Command {
     Info {
         /// The pool file or device.
         pool: PathBuf,
+        /// Recover into this process's memory only: the pool file is never written, so a pool
+        /// that was not closed cleanly stays as it was (a file, not a device-dax device).
+        #[arg(long)]
+        no_repair: bool,
     },
     /// Walk every reachable structure: checksums, placement, references, space accounting.
     Check {
         /// The pool file or device.
         pool: PathBuf,
+        /// Recover into this process's memory only: the pool file is never written, so a pool
+        /// that was not closed cleanly stays as it was (a file, not a device-dax device).
+        #[arg(long)]
+        no_repair: bool,
     },
     /// Write a snapshot of every key to FILE.
     ///
@@ -64,11 +73,12 @@ enum Command {
     },
 }
 
-fn open(pool: &PathBuf) -> Result<Engine, ExitCode> {
+fn open(pool: &PathBuf, no_repair: bool) -> Result<Engine, ExitCode> {
     Engine::open(
         pool,
         PoolOptions {
             create: false,
+            private: no_repair,
             ..PoolOptions::default()
         },
     )
@@ -80,8 +90,8 @@ fn open(pool: &PathBuf) -> Result<Engine, ExitCode> {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Info { pool } => info(&pool),
-        Command::Check { pool } => check(&pool),
+        Command::Info { pool, no_repair } => info(&pool, no_repair),
+        Command::Check { pool, no_repair } => check(&pool, no_repair),
         Command::Backup { pool, file } => backup(&pool, &file),
         Command::Restore {
             file,
@@ -92,8 +102,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn info(path: &PathBuf) -> ExitCode {
-    let e = match open(path) {
+fn info(path: &PathBuf, no_repair: bool) -> ExitCode {
+    let e = match open(path, no_repair) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -135,10 +145,10 @@ fn info(path: &PathBuf) -> ExitCode {
     );
     println!(
         "clean shutdown:   {}",
-        if p.was_clean() {
-            "yes"
-        } else {
-            "no (recovered by this open)"
+        match (p.was_clean(), no_repair) {
+            (true, _) => "yes",
+            (false, false) => "no (recovered by this open)",
+            (false, true) => "no (recovered in memory only: the file was not written)",
         }
     );
     println!("recovery epoch:   {}", p.recovery_epoch());
@@ -152,8 +162,8 @@ fn info(path: &PathBuf) -> ExitCode {
     closed(e.close())
 }
 
-fn check(path: &PathBuf) -> ExitCode {
-    let e = match open(path) {
+fn check(path: &PathBuf, no_repair: bool) -> ExitCode {
+    let e = match open(path, no_repair) {
         Ok(e) => e,
         Err(code) => return code,
     };
