@@ -373,6 +373,24 @@ impl Dash {
         }
     }
 
+    /// Runs the epoch reclamation as far as it can go now: frees every retired block that no
+    /// pinned reader can still see (garbage retired by this thread included), so its cost is
+    /// paid here rather than by the operations that happen to pin next. Returns the bytes still
+    /// awaiting reclamation (those a pinned thread may see).
+    pub fn reclaim(&self) -> u64 {
+        // Each round hands this thread's deferred frees to the global queue, tries to advance
+        // the epoch and frees a few bags at least two epochs old. A bag needs a couple of
+        // rounds to age, so stop only after several rounds in a row free nothing.
+        let (mut last, mut idle) = (self.garbage.load(Ordering::Relaxed), 0);
+        while last != 0 && idle < 16 {
+            self.pin().flush();
+            let now = self.garbage.load(Ordering::Relaxed);
+            idle = if now < last { 0 } else { idle + 1 };
+            last = now;
+        }
+        last
+    }
+
     /// Runs the epoch reclamation as far as it can go and gives the heap back (closing).
     /// Records retired but not yet freed stay allocated on the media: nothing reaches them, so
     /// the next open's sweep reclaims them.
