@@ -190,7 +190,10 @@ fn reclaim_frees_every_retired_record_no_reader_can_see() {
             put(&e, &i.to_le_bytes(), &round.to_le_bytes(), PutMode::Upsert);
         }
     }
-    assert!(e.index().stats().garbage_bytes > 0, "upserts retire records");
+    assert!(
+        e.index().stats().garbage_bytes > 0,
+        "upserts retire records"
+    );
     assert_eq!(e.index().reclaim(), 0);
     assert_eq!(e.index().stats().garbage_bytes, 0);
     // A reader (here: inside a lookup's callback, pinned) holds back what is retired while it

@@ -21,7 +21,10 @@ const FORMAT_COMPACT: u8 = 0;
 
 /// A hash as found under its key.
 pub(super) enum Form {
-    Compact(Fields),
+    /// The record's value: the format byte, then the encoded fields, decoded borrowed where
+    /// they are used (`fields_of`): a lookup allocates for the value it returns, not for every
+    /// field.
+    Compact(Vec<u8>),
     Table(u64),
 }
 
@@ -67,10 +70,13 @@ impl Db {
         wanted: &[&[u8]],
     ) -> Result<Vec<Option<Vec<u8>>>, DbError> {
         match form {
-            Form::Compact(fields) => Ok(wanted
-                .iter()
-                .map(|w| fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.clone()))
-                .collect()),
+            Form::Compact(value) => {
+                let fields = decode_ref(fields_of(value))?;
+                Ok(wanted
+                    .iter()
+                    .map(|w| fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.to_vec()))
+                    .collect())
+            }
             Form::Table(t) => {
                 let table = self.table(*t)?;
                 wanted
@@ -90,7 +96,7 @@ impl Db {
     /// Every field.
     pub(super) fn hash_all(&self, form: Form) -> Result<Fields, DbError> {
         match form {
-            Form::Compact(fields) => Ok(fields),
+            Form::Compact(value) => decode(fields_of(&value)),
             Form::Table(t) => {
                 let table = self.table(t)?;
                 let mut all = Vec::new();
@@ -105,7 +111,7 @@ impl Db {
     /// Number of fields.
     pub(super) fn hash_len(&self, form: &Form) -> Result<u64, DbError> {
         match form {
-            Form::Compact(fields) => Ok(fields.len() as u64),
+            Form::Compact(value) => count(fields_of(value)),
             Form::Table(t) => {
                 let table = self.table(*t)?;
                 match table.count(self.engine.pool().recovery_epoch()) {
@@ -136,18 +142,21 @@ impl Db {
         found: Option<(Form, u64)>,
         changes: &[Change<'_>],
     ) -> Result<(u64, u64), DbError> {
-        let (form, expire_at) = found.unwrap_or((Form::Compact(Vec::new()), 0));
+        let empty = || [&[FORMAT_COMPACT][..], &encode::<&[u8], &[u8]>(&[])].concat();
+        let (form, expire_at) = found.unwrap_or_else(|| (Form::Compact(empty()), 0));
         match form {
             Form::Compact(old) => {
-                let mut fields: FieldsRef<'_> = old.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+                let mut fields = decode_ref(fields_of(&old))?;
                 let (added, removed) = apply_changes(&mut fields, changes);
                 if added == 0 && removed == 0 && changes.iter().all(|c| c.1.is_none()) {
                     return Ok((0, 0)); // nothing to write
                 }
                 if fields.is_empty() {
                     self.remove(key)?;
+                } else if fields.len() > COMPACT_MAX {
+                    self.store_table(key, owned(&fields), expire_at)?;
                 } else {
-                    self.store_hash(key, owned(&fields), expire_at)?;
+                    self.store_compact(key, &fields, expire_at)?;
                 }
                 Ok((added, removed))
             }
@@ -268,8 +277,18 @@ impl Db {
         if fields.len() > COMPACT_MAX {
             return self.store_table(key, fields, expire_at);
         }
+        self.store_compact(key, &fields, expire_at)
+    }
+
+    /// Stores `fields` (at most `COMPACT_MAX`) inline in `key`'s record.
+    fn store_compact<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        key: &[u8],
+        fields: &[(F, V)],
+        expire_at: u64,
+    ) -> Result<(), DbError> {
         let mut value = vec![FORMAT_COMPACT];
-        value.extend_from_slice(&encode(&fields));
+        value.extend_from_slice(&encode(fields));
         self.store(key, RecordKind::Hash, &value, expire_at)
     }
 
@@ -350,17 +369,25 @@ fn owned(fields: &FieldsRef<'_>) -> Fields {
 
 /// A hash record's form and expiry.
 fn hash_of(e: Option<Entry>) -> Result<Option<(Form, u64)>, DbError> {
-    e.map(|e| Ok((hash_form(&e.value)?, e.expire_at)))
+    e.map(|e| Ok((hash_form(e.value)?, e.expire_at)))
         .transpose()
 }
 
 /// The form of a hash record's value.
-pub(super) fn hash_form(value: &[u8]) -> Result<Form, DbError> {
-    match (value.first(), table_ref(value)) {
+pub(super) fn hash_form(value: Vec<u8>) -> Result<Form, DbError> {
+    match (value.first(), table_ref(&value)) {
         (_, Some(t)) => Ok(Form::Table(t)),
-        (Some(&FORMAT_COMPACT), _) => Ok(Form::Compact(decode(&value[1..])?)),
+        (Some(&FORMAT_COMPACT), _) => {
+            count(fields_of(&value))?; // well formed, or Corrupted here rather than at each use
+            Ok(Form::Compact(value))
+        }
         _ => Err(corrupt("hash record of an unknown format".into())),
     }
+}
+
+/// The encoded fields of a compact hash record's value (after the format byte).
+fn fields_of(value: &[u8]) -> &[u8] {
+    value.get(1..).unwrap_or_default()
 }
 
 /// Applies changes to a field list; (added, removed).

@@ -183,7 +183,7 @@ impl Db {
                 return Err(e);
             }
             for (key, at, value) in hashes.drain(..) {
-                let fields = self.hash_all(hash_form(&value)?)?;
+                let fields = self.hash_all(hash_form(value)?)?;
                 out.hash(&key, at, &fields)?;
             }
             if cursor == 0 {
