@@ -264,6 +264,13 @@ fn newer_batch_then_set_while_an_older_batch_is_open(
                 .expect("mset b")
         }),
     );
+    // C must come after B has locked x: B locks its keys before it appends its record, so wait
+    // for the log's second append (A's was the first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while db.engine().wal().stats().appends < 2 {
+        assert!(std::time::Instant::now() < deadline, "batch B never logged");
+        std::thread::yield_now();
+    }
     let (acked, set_done) = mpsc::channel();
     let c = spawn(
         None,
