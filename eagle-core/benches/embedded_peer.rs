@@ -8,13 +8,15 @@
 //! one LMDB write transaction committed per put) and OPS reads of random keys (`Db::get`, and
 //! one LMDB read transaction per get). Single thread. Prints ops per second and the ratio.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use eagle_core::db::SetOptions;
-use eagle_core::{Db, DbOptions, PoolOptions};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, EnvFlags, EnvOpenOptions};
+
+mod common;
+use common::{bench_dir, fresh_db, random_below};
 
 fn main() {
     let args: Vec<u64> = std::env::args()
@@ -24,7 +26,7 @@ fn main() {
     let keys = args.first().copied().unwrap_or(1_000_000);
     let ops = args.get(1).copied().unwrap_or(1_000_000);
     let rounds = args.get(2).copied().unwrap_or(3);
-    let dir = PathBuf::from(std::env::var("EAGLE_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into()));
+    let dir = bench_dir();
     println!(
         "{keys} keys, {ops} ops per phase, {rounds} rounds, files in {}",
         dir.display()
@@ -43,17 +45,6 @@ fn key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
 
-/// Random key numbers below `n` (xorshift, fixed seed: both stores see the same sequence).
-fn keys_below(n: u64) -> impl FnMut() -> u64 {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    }
-}
-
 /// Runs `op` `n` times; operations per second.
 fn rate(n: u64, mut op: impl FnMut()) -> f64 {
     let t = Instant::now();
@@ -65,21 +56,12 @@ fn rate(n: u64, mut op: impl FnMut()) -> f64 {
 
 /// (writes/s, reads/s) for eagle's embedded `Db`.
 fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64) {
-    let path = dir.join(format!("eagle-peer-{}.pool", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let opts = DbOptions {
-        pool: PoolOptions {
-            size: 4 << 30,
-            ..PoolOptions::default()
-        },
-        ..DbOptions::default()
-    };
-    let db = Db::open(&path, opts).expect("open the pool");
+    let (db, path) = fresh_db(dir, "peer", 4 << 30);
     for i in 0..keys {
         db.set(&key(i), &i.to_le_bytes(), SetOptions::default())
             .expect("preload");
     }
-    let mut next = keys_below(keys);
+    let mut next = random_below(keys);
     let writes = rate(ops, || {
         let k = next();
         db.set(&key(k), &(k + 1).to_le_bytes(), SetOptions::default())
@@ -127,7 +109,7 @@ fn lmdb(dir: &Path, keys: u64, ops: u64) -> (f64, f64) {
         wtxn.commit().expect("commit");
         i += 10_000;
     }
-    let mut next = keys_below(keys);
+    let mut next = random_below(keys);
     let writes = rate(ops, || {
         let k = next();
         let mut wtxn = env.write_txn().expect("txn");

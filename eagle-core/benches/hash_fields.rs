@@ -11,7 +11,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use eagle_core::{Db, DbOptions, PoolOptions};
+use std::path::Path;
+
+mod common;
+use common::{bench_dir, fresh_db, random_below};
 use parking_lot::Mutex;
 
 /// Operations per timed phase: `EAGLE_BENCH_OPS`, else 100,000 (more, to profile one phase).
@@ -23,10 +26,11 @@ fn ops() -> u64 {
 }
 
 fn main() {
-    let dir = std::env::var("EAGLE_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into());
+    let dir = bench_dir();
     println!(
-        "fields      hset_ns  hget_ns   dram_hset  dram_hget  (pool in {dir}, {} ops each; \
+        "fields      hset_ns  hget_ns   dram_hset  dram_hget  (pool in {}, {} ops each; \
          dram: a HashMap of HashMaps behind a Mutex, the same operations)",
+        dir.display(),
         ops()
     );
     // Sizes from the command line (`-- 1000000`), else all of them.
@@ -48,17 +52,6 @@ fn field(i: u64) -> Vec<u8> {
     format!("field:{i:08}").into_bytes()
 }
 
-/// Random field numbers below `n` (xorshift, fixed seed: every run and peer sees the same).
-fn fields_below(n: u64) -> impl FnMut() -> u64 {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    }
-}
-
 /// Times `OPS` calls of `op`; ns per call.
 fn time(mut op: impl FnMut()) -> f64 {
     let n = ops();
@@ -69,17 +62,8 @@ fn time(mut op: impl FnMut()) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-fn eagle(dir: &str, n: u64) -> (f64, f64) {
-    let path = std::path::Path::new(dir).join(format!("eagle-hash-{}.pool", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let opts = DbOptions {
-        pool: PoolOptions {
-            size: 2 << 30,
-            ..PoolOptions::default()
-        },
-        ..DbOptions::default()
-    };
-    let db = Db::open(&path, opts).expect("open");
+fn eagle(dir: &Path, n: u64) -> (f64, f64) {
+    let (db, path) = fresh_db(dir, "hash", 2 << 30);
     let mut i = 0;
     while i < n {
         let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 1000).min(n))
@@ -95,7 +79,7 @@ fn eagle(dir: &str, n: u64) -> (f64, f64) {
     // as they pin). The timed phase frees its own garbage before the clock stops.
     let index = db.engine().index();
     index.reclaim();
-    let mut next = fields_below(n);
+    let mut next = random_below(n);
     let hset = time(|| {
         let f = field(next());
         db.hset(b"h", &[(&f, b"value-16-bytes??")]).expect("hset");
@@ -122,7 +106,7 @@ fn dram(n: u64) -> (f64, f64) {
         .entry(b"h".to_vec())
         .or_default()
         .extend((0..n).map(|j| (field(j), b"value-16-bytes!!".to_vec())));
-    let mut next = fields_below(n);
+    let mut next = random_below(n);
     let hset = time(|| {
         let f = field(next());
         let mut g = db.lock();
