@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use eagle_core::pmem::FenceHook;
 use memmap2::MmapMut;
@@ -68,6 +69,10 @@ impl Report {
         self.violations.extend(other.violations);
     }
 }
+
+/// Images checked and violations found by every hook in this process (progress lines only).
+static PROGRESS_IMAGES: AtomicU64 = AtomicU64::new(0);
+static PROGRESS_VIOLATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Images between two progress lines on stderr: `EAGLE_CRASH_PROGRESS`, else 25,000.
 fn progress_every() -> u64 {
@@ -181,12 +186,21 @@ impl FenceImages {
                         path: &file.path,
                     },
                 );
+                // Long runs report as they go, so a run stopped early still has its figures.
+                // Counted process-wide: a harness's second crashes (images taken by a hook
+                // inside a check) are merged into its report only at the end.
+                let seen = PROGRESS_IMAGES.fetch_add(1, Ordering::Relaxed) + 1;
+                if verdict.is_err() {
+                    PROGRESS_VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+                }
+                if seen.is_multiple_of(every) {
+                    eprintln!(
+                        "progress: crash-images: {seen} checked, {} violations (all levels)",
+                        PROGRESS_VIOLATIONS.load(Ordering::Relaxed)
+                    );
+                }
                 let mut r = sink.lock();
                 r.checked += 1;
-                // Long runs report as they go, so a run stopped early still has its figures.
-                if r.checked.is_multiple_of(every) {
-                    eprintln!("progress: {}", r.summary());
-                }
                 if let Err(why) = verdict {
                     r.violations
                         .push(format!("fence {fence}, {policy:?}: {why}"));
