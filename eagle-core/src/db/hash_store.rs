@@ -153,10 +153,8 @@ impl Db {
                 }
                 if fields.is_empty() {
                     self.remove(key)?;
-                } else if fields.len() > COMPACT_MAX {
-                    self.store_table(key, owned(&fields), expire_at)?;
                 } else {
-                    self.store_compact(key, &fields, expire_at)?;
+                    self.store_hash(key, &fields, expire_at)?;
                 }
                 Ok((added, removed))
             }
@@ -217,7 +215,7 @@ impl Db {
                     None => all.append(&mut self.read_part(table.part(i))?),
                 }
             }
-            self.store_table(key, all, expire_at)?;
+            self.store_table(key, &all, expire_at)?;
             return Ok((added, removed));
         }
         let index = self.engine.index();
@@ -267,26 +265,17 @@ impl Db {
     }
 
     /// Stores `fields` (at least one) under `key` in the form their number calls for,
-    /// replacing its record. Caller holds the key's lock exclusively.
-    pub(super) fn store_hash(
-        &self,
-        key: &[u8],
-        fields: Fields,
-        expire_at: u64,
-    ) -> Result<(), DbError> {
-        if fields.len() > COMPACT_MAX {
-            return self.store_table(key, fields, expire_at);
-        }
-        self.store_compact(key, &fields, expire_at)
-    }
-
-    /// Stores `fields` (at most `COMPACT_MAX`) inline in `key`'s record.
-    fn store_compact<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+    /// replacing its record: inline up to `COMPACT_MAX`, else a table. Caller holds the key's
+    /// lock exclusively.
+    pub(super) fn store_hash<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         key: &[u8],
         fields: &[(F, V)],
         expire_at: u64,
     ) -> Result<(), DbError> {
+        if fields.len() > COMPACT_MAX {
+            return self.store_table(key, fields, expire_at);
+        }
         let mut value = vec![FORMAT_COMPACT];
         value.extend_from_slice(&encode(fields));
         self.store(key, RecordKind::Hash, &value, expire_at)
@@ -307,10 +296,10 @@ impl Db {
 
     /// Stores `fields` as a new table (parts for about 16 fields each) under `key`, replacing
     /// its record (and so retiring the old table and parts, if any).
-    pub(super) fn store_table(
+    pub(super) fn store_table<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         key: &[u8],
-        fields: Fields,
+        fields: &[(F, V)],
         expire_at: u64,
     ) -> Result<(), DbError> {
         let n = fields.len() as u64;
@@ -324,9 +313,10 @@ impl Db {
         let epoch = self.engine.pool().recovery_epoch();
         // SAFETY: just allocated, reachable from nothing.
         let table = unsafe { Table::init(region, t, k, n, epoch) };
-        let mut buckets: Vec<Fields> = (0..table.parts()).map(|_| Vec::new()).collect();
+        let mut buckets: Vec<FieldsRef<'_>> = (0..table.parts()).map(|_| Vec::new()).collect();
         for (f, v) in fields {
-            let i = table.part_of(self.hash(&f)) as usize;
+            let (f, v) = (f.as_ref(), v.as_ref());
+            let i = table.part_of(self.hash(f)) as usize;
             buckets[i].push((f, v));
         }
         let mut written = vec![t];

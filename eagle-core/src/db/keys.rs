@@ -103,7 +103,7 @@ impl Db {
                     return Ok(false);
                 };
                 let fields = self.hash_all(form)?;
-                self.store_table(dst, fields, e.expire_at)?;
+                self.store_table(dst, &fields, e.expire_at)?;
             }
             _ => self.store(dst, e.kind, &e.value, e.expire_at)?,
         }

@@ -230,7 +230,7 @@ impl Db {
             }
             match e.value {
                 Value::String(v) => self.store(&e.key, RecordKind::String, &v, e.expire_at),
-                Value::Hash(fields) => self.store_hash(&e.key, fields, e.expire_at),
+                Value::Hash(fields) => self.store_hash(&e.key, &fields, e.expire_at),
             }
             .map_err(|err| interrupted(keys, err.into()))?;
             keys += 1;

@@ -34,13 +34,6 @@ impl ImageWriter {
         ImageWriter::default()
     }
 
-    /// Forgets what the buffer holds: the next image is written whole (call it when something
-    /// else wrote the buffer).
-    pub fn reset(&mut self) {
-        self.seen = None;
-        self.shown.clear();
-    }
-
     /// Finds the lines whose current bytes differ from the durable image (one pass over the
     /// region and the shadow, no copies).
     pub fn scan(&mut self, sim: &Simulator) {
@@ -62,7 +55,7 @@ impl ImageWriter {
     }
 
     /// Writes the crash image under `eviction` into `out`, which must hold what this writer
-    /// wrote last (or anything, after [`new`](Self::new) or [`reset`](Self::reset)).
+    /// wrote last (or anything, after [`new`](Self::new)).
     ///
     /// Panics unless `out.len() == sim.len()`.
     pub fn write(&mut self, sim: &Simulator, eviction: &Eviction, out: &mut [u8]) {
