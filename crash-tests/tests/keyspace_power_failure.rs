@@ -1,8 +1,9 @@
 //! Power failures at every fence of a keyspace workload: MSET, multi-key DEL, RENAME, hash
-//! writes, counters, expiry and FLUSHALL. Each crash image, recovered (the write-ahead log
-//! redone), must hold exactly the acknowledged state, with the command in flight applied wholly
-//! or not at all: a multi-key command is never split by a crash. Some images are recovered under
-//! the simulator and crashed again at every fence of that recovery (the redo included).
+//! writes, counters, expiry and FLUSHALL, alone and inside atomic transactions (EXEC). Each
+//! crash image, recovered (the write-ahead log redone, an open transaction rolled back), must
+//! hold exactly the acknowledged state, with the command or transaction in flight applied
+//! wholly or not at all: neither is ever split by a crash. Some images are recovered under the
+//! simulator and crashed again at every fence of that recovery (redo and rollback included).
 //!
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
@@ -44,6 +45,8 @@ enum Op {
     Incr(Vec<u8>),
     Expire(Vec<u8>, u64),
     FlushAll,
+    /// MULTI ... EXEC: the commands inside one atomic transaction.
+    Tx(Vec<Op>),
 }
 
 /// What `op` does to `s` (Redis semantics, for the subset the workload produces).
@@ -109,6 +112,7 @@ fn next_state(s: &State, op: &Op) -> State {
             }
         }
         Op::FlushAll => s.clear(),
+        Op::Tx(ops) => return ops.iter().fold(s, |s, op| next_state(&s, op)),
     }
     s
 }
@@ -145,6 +149,12 @@ fn apply(db: &Db, op: &Op) {
                 .unwrap();
         }
         Op::FlushAll => db.flushall().unwrap(),
+        Op::Tx(ops) => {
+            let _atomic = db.atomic();
+            for op in ops {
+                apply(db, op);
+            }
+        }
     }
 }
 
@@ -253,6 +263,33 @@ fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
                 )
             }
         });
+    }
+    ops
+}
+
+/// Transactions of 2 to 6 commands, drawn in order from both workloads above (so each stays
+/// valid: renames have a source), after the large hash is built outside any transaction.
+fn transaction_workload(n: usize, seed: u64) -> Vec<Op> {
+    let mut small = workload(n * 4, seed).into_iter();
+    let mut big = large_hash_workload(n * 2, seed).into_iter();
+    let mut rng = SplitMix64::new(seed ^ 0x5eed);
+    let mut ops: Vec<Op> = big.next().into_iter().collect();
+    for i in 0..n {
+        let len = 2 + rng.below(5);
+        let mut tx: Vec<Op> = (0..len)
+            .filter_map(|_| {
+                if rng.below(3) == 0 {
+                    big.next()
+                } else {
+                    small.next()
+                }
+            })
+            .collect();
+        if i == n / 2 {
+            // FLUSHALL inside a transaction: every key's record is logged for the rollback.
+            tx.insert(1, Op::FlushAll);
+        }
+        ops.push(Op::Tx(tx));
     }
     ops
 }
@@ -422,14 +459,8 @@ fn multi_key_commands_are_all_or_nothing_at_every_fence() {
         println!("seed {seed}: {}", one.summary());
         report.merge(one);
     }
-    println!("{}", report.summary());
     assert!(report.checked > 8000, "{}", report.summary());
-    assert!(
-        report.violations.is_empty(),
-        "{}\n{:#?}",
-        report.summary(),
-        &report.violations[..report.violations.len().min(8)]
-    );
+    report.assert_clean();
 }
 
 #[test]
@@ -441,12 +472,7 @@ fn harness_catches_a_multi_key_command_applied_without_its_log_record() {
         .collect();
     let report = run("keyspace-fault", &ops, false, 0);
     fault::arm(None);
-    println!("with batches applied unlogged: {}", report.summary());
-    assert!(
-        !report.violations.is_empty(),
-        "the harness missed unlogged batches: {}",
-        report.summary()
-    );
+    report.assert_caught("batches applied unlogged");
 }
 
 #[test]
@@ -458,15 +484,7 @@ fn harness_catches_a_log_record_written_before_its_records_are_durable() {
         .collect();
     let report = run("keyspace-fence-fault", &ops, true, 0);
     fault::arm(None);
-    println!(
-        "with the fence before the log record removed: {}",
-        report.summary()
-    );
-    assert!(
-        !report.violations.is_empty(),
-        "the harness missed the removed fence: {}",
-        report.summary()
-    );
+    report.assert_caught("the fence before the log record removed");
 }
 
 #[test]
@@ -488,12 +506,38 @@ fn large_hash_writes_are_all_or_nothing_at_every_fence() {
         println!("seed {seed}: {}", one.summary());
         report.merge(one);
     }
-    println!("{}", report.summary());
     assert!(report.checked > 1500, "{}", report.summary());
-    assert!(
-        report.violations.is_empty(),
-        "{}\n{:#?}",
-        report.summary(),
-        &report.violations[..report.violations.len().min(8)]
+    report.assert_clean();
+}
+
+#[test]
+fn transactions_are_all_or_nothing_at_every_fence() {
+    let (n, all, every, seeds) = if crash_tests::long_mode() {
+        (150, true, 53, crash_tests::long_seeds(4))
+    } else {
+        (30, false, 13, 1)
+    };
+    let mut report = Report::default();
+    for seed in 21..21 + seeds {
+        let ops = transaction_workload(n, seed);
+        let one = run_sized("transactions", &ops, all, every, BIG_POOL);
+        println!("seed {seed}: {}", one.summary());
+        report.merge(one);
+    }
+    assert!(report.checked > 2000, "{}", report.summary());
+    report.assert_clean();
+}
+
+#[test]
+fn harness_catches_a_transaction_that_logs_no_undo_records() {
+    fault::arm(Some(Fault::SkipUndoLog));
+    let report = run_sized(
+        "transactions-fault",
+        &transaction_workload(12, 3),
+        false,
+        0,
+        BIG_POOL,
     );
+    fault::arm(None);
+    report.assert_caught("undo logging removed");
 }

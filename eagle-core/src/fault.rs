@@ -18,6 +18,9 @@ pub enum Fault {
     /// A batch returns (releasing its keys) as soon as it is applied, before the log's head has
     /// passed its record: a redo after a crash can then undo a later write to its keys.
     SkipWaitForLogHead,
+    /// An atomic transaction writes without logging undo records first (so a crash keeps
+    /// part of it).
+    SkipUndoLog,
     /// Not a bug: a batch stops after its log record is durable, before it applies anything,
     /// until the test calls [`release_paused`]; so a test can hold an older batch open while
     /// newer ones run.

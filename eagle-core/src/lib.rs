@@ -18,6 +18,6 @@ mod shard;
 pub mod wal;
 
 pub use db::{Db, DbError, DbOptions, SnapshotError};
-pub use engine::{Engine, EngineError};
+pub use engine::{Atomic, Engine, EngineError};
 pub use pmem::{FlushMode, PmemError, PoolKind};
 pub use pool::{Pool, PoolError, PoolOptions};

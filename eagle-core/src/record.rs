@@ -156,6 +156,11 @@ impl<'a> RecordRef<'a> {
         unsafe { std::slice::from_raw_parts(p, self.value_len as usize) }
     }
 
+    /// Offset in the pool of the expiry word (changed in place; outside the checksum).
+    pub fn expire_at_offset(&self) -> u64 {
+        self.offset + 16
+    }
+
     /// The expiry word (ms since the Unix epoch, 0 = none), updatable in place.
     pub fn expire_at(&self) -> &'a AtomicU64 {
         self.region

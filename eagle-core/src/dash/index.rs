@@ -66,6 +66,8 @@ pub struct Dash {
     pub(crate) recovery: super::sweep::Recovery,
     /// The pool tags block-owning records in their slots (`record::SLOT_OWNS_BLOCKS`).
     pub(crate) owner_tags: bool,
+    /// Frees held back while an atomic transaction is open (`deferral.rs`).
+    pub(crate) deferral: super::deferral::Deferral,
 }
 
 /// Where the key count is kept across a clean close (metadata region offset).
@@ -93,6 +95,7 @@ impl Dash {
             all_repaired: pool.was_clean().into(),
             recovery: Default::default(),
             owner_tags: pool.owner_tags(),
+            deferral: Default::default(),
             heap,
         };
         if dash.root().load(Ordering::Acquire) == 0 {

@@ -5,6 +5,7 @@
 
 mod bucket;
 mod check;
+mod deferral;
 mod directory;
 mod epoch;
 mod error;

@@ -83,7 +83,7 @@ impl Dash {
                 .store(expire_at_ms, std::sync::atomic::Ordering::Release);
             // Ordering: one failure-atomic 8-byte store, persisted before the caller
             // acknowledges; outside the record's checksum, so either value validates.
-            region.persist(r.offset() + 16, 8);
+            region.persist(r.expire_at_offset(), 8);
         })?;
         Ok(done.is_some())
     }

@@ -371,9 +371,22 @@ impl Dash {
     }
 
     pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, block: u64) {
-        self.heap.keep(block);
         let size = self.heap.block_size(block).unwrap_or(0);
+        // An open atomic transaction may roll back to this block: held until it ends (see
+        // `deferral.rs`). During a rollback at open, the sweep decides.
+        let route = self.deferral.route(block, size);
+        if route == super::deferral::Route::ToSweep {
+            return;
+        }
+        self.heap.keep(block);
         self.garbage.fetch_add(size, Ordering::Relaxed);
+        if route == super::deferral::Route::Free {
+            self.defer_free(guard, block, size);
+        }
+    }
+
+    /// Frees `block` once no reader pinned now can still see it.
+    pub(crate) fn defer_free(&self, guard: &crossbeam_epoch::Guard, block: u64, size: u64) {
         let heap = std::sync::Arc::downgrade(&self.heap);
         let garbage = self.garbage.clone();
         guard.defer(move || {

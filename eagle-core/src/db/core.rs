@@ -140,6 +140,13 @@ impl Db {
         self.engine.close()
     }
 
+    /// Opens an atomic transaction on this thread (the server's EXEC): until the returned
+    /// value is dropped, this thread's writes survive a crash all together or not at all (see
+    /// `Engine::atomic`). Other threads must not write the keys it writes meanwhile.
+    pub fn atomic(&self) -> crate::engine::Atomic<'_> {
+        self.engine.atomic()
+    }
+
     /// The engine underneath.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -291,6 +298,7 @@ impl Db {
         value: &[u8],
         expire_at: u64,
     ) -> Result<(), DbError> {
+        self.engine.save_undo_keys([key])?;
         self.engine
             .index()
             .put(key, value, kind, expire_at, PutMode::Upsert)?;
@@ -304,6 +312,7 @@ impl Db {
             None => return Ok(false),
             Some(at) => at,
         };
+        self.engine.save_undo_keys([key])?;
         self.engine.index().delete(key)?;
         if self.live(expire_at) {
             Ok(true)

@@ -34,7 +34,7 @@ pub enum DbError {
     OutOfMemory,
     /// An earlier atomic batch failed half-applied; writes wait for a reopen.
     ReadOnly,
-    /// A batch too large for the write-ahead log.
+    /// A batch, or a transaction's undo records, too large for the write-ahead log.
     BatchTooLarge,
     /// Persistent data failed validation.
     Corrupted {
@@ -66,7 +66,7 @@ impl fmt::Display for DbError {
                 "ERR an atomic batch could not be completed; restart the server to finish it"
             }
             DbError::BatchTooLarge => {
-                "ERR too many keys in one atomic command for the write-ahead log"
+                "ERR too many keys in one atomic command or transaction for the write-ahead log"
             }
             DbError::Corrupted { what } => return write!(f, "ERR pool corrupted: {what}"),
         })

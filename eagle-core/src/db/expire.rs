@@ -61,7 +61,7 @@ impl Db {
         if at_ms <= self.now_ms() as i64 {
             self.remove(key)?;
         } else {
-            self.engine.index().set_expire_at(key, new)?;
+            self.engine.set_expire_at(key, new)?;
         }
         Ok(true)
     }
@@ -97,7 +97,7 @@ impl Db {
         let _held = self.lock_write([key])?;
         match self.peek(key)? {
             Some((_, at, _)) if at != 0 => {
-                self.engine.index().set_expire_at(key, 0)?;
+                self.engine.set_expire_at(key, 0)?;
                 Ok(true)
             }
             _ => Ok(false),

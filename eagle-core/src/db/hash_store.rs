@@ -229,6 +229,16 @@ impl Db {
             new_parts.push((*i, block, table.part(*i)));
         }
         if let [(i, block, _)] = new_parts[..] {
+            // Inside an atomic transaction the words changed in place are logged first.
+            let undo = self
+                .engine
+                .save_undo_words(&[table.part_word(i), t + 16, t + 24]);
+            if let Err(e) = undo {
+                if block != 0 {
+                    let _ = index.discard(block);
+                }
+                return Err(e.into());
+            }
             // Ordering: the part's bytes (flushed by write_part) are durable before the
             // 8-byte store publishes it; the count follows (a crash in between leaves the
             // count's epoch stale, so it is recounted).

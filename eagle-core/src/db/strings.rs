@@ -135,14 +135,14 @@ impl Db {
         match expiry {
             None => {}
             Some(GetExExpiry::Persist) if e.expire_at != 0 => {
-                self.engine.index().set_expire_at(key, 0)?;
+                self.engine.set_expire_at(key, 0)?;
             }
             Some(GetExExpiry::Persist) => {}
             Some(GetExExpiry::At(t)) if t <= self.now_ms() => {
                 self.remove(key)?;
             }
             Some(GetExExpiry::At(t)) => {
-                self.engine.index().set_expire_at(key, t)?;
+                self.engine.set_expire_at(key, t)?;
             }
         }
         Ok(Some(e.value))

@@ -26,6 +26,8 @@
 use std::fmt;
 
 use super::core::Engine;
+use super::payload::Reader;
+use super::tx::KIND_UNDO;
 use crate::dash::{IndexError, PutMode};
 use crate::wal::{WalEntry, WalError};
 
@@ -132,48 +134,29 @@ fn encode(ops: &[BatchOp], out: &mut Vec<u8>) {
     }
 }
 
-fn decode(mut p: &[u8]) -> Result<Vec<BatchOp>, BatchError> {
-    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], BatchError> {
-        if p.len() < n {
-            return Err(BatchError::Corrupted {
-                what: "truncated batch".into(),
-            });
-        }
-        let (a, b) = p.split_at(n);
-        *p = b;
-        Ok(a)
-    }
-    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize;
-    let count = u32_at(take(&mut p, 4)?);
-    let mut ops = Vec::with_capacity(count.min(p.len() / 5));
+fn decode(p: &[u8]) -> Result<Vec<BatchOp>, BatchError> {
+    let mut r = Reader::new(p, "batch");
+    let count = r.u32()? as usize;
+    let mut ops = Vec::with_capacity(count.min(r.left() / 5));
     for _ in 0..count {
-        let code = take(&mut p, 1)?[0];
-        let len = u32_at(take(&mut p, 4)?);
-        let key = take(&mut p, len)?.to_vec();
+        let code = r.u8()?;
+        let len = r.u32()? as usize;
+        let key = r.bytes(len)?.to_vec();
         ops.push(match code {
-            OP_PUT => {
-                let record = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
-                BatchOp::Put { key, record }
-            }
+            OP_PUT => BatchOp::Put {
+                key,
+                record: r.u64()?,
+            },
             OP_DELETE => BatchOp::Delete { key },
             OP_DETACH => BatchOp::Detach { key },
-            OP_SET_WORD => {
-                let offset = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
-                let value = u64::from_le_bytes(take(&mut p, 8)?.try_into().expect("8 bytes"));
-                BatchOp::SetWord { offset, value }
-            }
-            other => {
-                return Err(BatchError::Corrupted {
-                    what: format!("unknown batch operation {other}"),
-                });
-            }
+            OP_SET_WORD => BatchOp::SetWord {
+                offset: r.u64()?,
+                value: r.u64()?,
+            },
+            other => return Err(r.unknown(other)),
         });
     }
-    if !p.is_empty() {
-        return Err(BatchError::Corrupted {
-            what: format!("{} bytes after the last operation", p.len()),
-        });
-    }
+    r.finish()?;
     Ok(ops)
 }
 
@@ -189,6 +172,24 @@ impl Engine {
             self.discard_prepared(ops);
             return Err(BatchError::Poisoned);
         }
+        // Inside an atomic transaction: what these keys and words hold now is logged first.
+        let words: Vec<u64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::SetWord { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect();
+        let keys = ops.iter().filter_map(|op| match op {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } | BatchOp::Detach { key } => {
+                Some(&key[..])
+            }
+            BatchOp::SetWord { .. } => None,
+        });
+        if let Err(e) = self.save_undo(keys, &words) {
+            self.discard_prepared(ops);
+            return Err(e);
+        }
         // Ordering: the prepared records (flushed, not fenced) are durable before any byte of
         // the log record naming them is written. Without this fence a power failure could keep
         // the log record (its lines evicted early) and lose a record's lines, and the redo
@@ -200,6 +201,10 @@ impl Engine {
         }
         let logged = if crate::fault::armed(crate::fault::Fault::SkipBatchLog) {
             Ok(None)
+        } else if self.in_atomic() {
+            // The transaction's undo records hold the head back until it ends: waiting for
+            // space would wait for ever.
+            self.wal.append(KIND_BATCH, &payload).map(Some)
         } else {
             // A log full of other batches' records throttles this one until they finish.
             self.wal
@@ -226,7 +231,9 @@ impl Engine {
         // On an error above the record stays live and the next open redoes it whole.
         if let Some(lsn) = lsn {
             self.wal.checkpoint(lsn);
-            if !crate::fault::armed(crate::fault::Fault::SkipWaitForLogHead) {
+            // (Inside a transaction the head waits for its end, and so do these keys: the
+            // transaction's caller holds them until then.)
+            if !crate::fault::armed(crate::fault::Fault::SkipWaitForLogHead) && !self.in_atomic() {
                 self.wal.wait_passed(lsn, || !self.writable());
             }
         }
@@ -240,14 +247,32 @@ impl Engine {
         if !self.writable() {
             return Err(BatchError::Poisoned);
         }
-        let lsn = self
-            .wal
-            .append_waiting(KIND_FLUSH, &[], || !self.writable())
-            .map_err(BatchError::Wal)?;
+        let lsn = if self.in_atomic() {
+            // Every key's record is logged for the rollback (it fails if the log cannot hold
+            // them all, before anything is deleted).
+            let mut keys = Vec::new();
+            let mut cursor = 0;
+            loop {
+                cursor = self
+                    .index()
+                    .scan(cursor, 1024, |r| keys.push(r.key().to_vec()))?;
+                if cursor == 0 {
+                    break;
+                }
+            }
+            self.save_undo(keys.iter().map(|k| &k[..]), &[])?;
+            self.wal.append(KIND_FLUSH, &[])
+        } else {
+            self.wal
+                .append_waiting(KIND_FLUSH, &[], || !self.writable())
+        }
+        .map_err(BatchError::Wal)?;
         match self.delete_all() {
             Ok(n) => {
                 self.wal.checkpoint(lsn);
-                self.wal.wait_passed(lsn, || !self.writable());
+                if !self.in_atomic() {
+                    self.wal.wait_passed(lsn, || !self.writable());
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -283,13 +308,7 @@ impl Engine {
             BatchOp::Detach { key } => index.delete_detached(key).map(drop),
             BatchOp::SetWord { offset, value } => {
                 let region = self.pool().region();
-                let heap = self.pool().layout().heap;
-                let word = region
-                    .atomic_u64(*offset)
-                    .filter(|_| *offset >= heap.offset && *offset + 8 <= heap.offset + heap.len)
-                    .ok_or_else(|| IndexError::Corrupted {
-                        what: format!("logged store to {offset:#x}, outside the heap"),
-                    })?;
+                let word = self.heap_word(*offset)?;
                 // Ordering: one failure-atomic 8-byte store, persisted before the next
                 // operation. The block it names (a new part) was fenced before the log record
                 // was appended; a crash before this persist leaves the old word, and redo
@@ -319,23 +338,48 @@ impl Engine {
     }
 
     /// Redoes the batches a crash left in the log, oldest first, then checkpoints them.
+    ///
+    /// Undo records (an atomic transaction a crash interrupted, `tx.rs`) are applied after
+    /// every redo, newest first; then all the records are checkpointed in one head store, so
+    /// a crash before it redoes and rolls back again. The rollback retires nothing: the
+    /// sweep that follows reclaims what nothing reaches.
     pub(crate) fn replay(&self, entries: Vec<WalEntry>) -> Result<usize, BatchError> {
         let n = entries.len();
-        for entry in entries {
-            if entry.kind == KIND_FLUSH {
-                self.delete_all()?;
+        let rollback = entries.iter().any(|e| e.kind == KIND_UNDO);
+        if rollback {
+            self.index().leave_frees_to_sweep();
+        }
+        let mut undo = Vec::new();
+        for entry in &entries {
+            match entry.kind {
+                KIND_FLUSH => {
+                    self.delete_all()?;
+                }
+                KIND_BATCH => {
+                    for op in decode(&entry.payload)? {
+                        self.apply_op(&op, true)?;
+                    }
+                }
+                KIND_UNDO => undo.push(&entry.payload),
+                other => {
+                    return Err(BatchError::Corrupted {
+                        what: format!("unknown WAL record kind {other}"),
+                    });
+                }
+            }
+            if !rollback {
                 self.wal.checkpoint(entry.lsn);
-                continue;
             }
-            if entry.kind != KIND_BATCH {
-                return Err(BatchError::Corrupted {
-                    what: format!("unknown WAL record kind {}", entry.kind),
-                });
+        }
+        if rollback {
+            for payload in undo.into_iter().rev() {
+                self.apply_undo(payload)?;
             }
-            for op in decode(&entry.payload)? {
-                self.apply_op(&op, true)?;
-            }
-            self.wal.checkpoint(entry.lsn);
+            let lsns: Vec<_> = entries.iter().map(|e| e.lsn).collect();
+            // Ordering: every redo and undo above was durable on return; one head store
+            // passes all of the records.
+            self.wal.checkpoint_many(&lsns);
+            self.index().release_frees(false);
         }
         Ok(n)
     }
@@ -366,14 +410,6 @@ mod tests {
         let mut buf = Vec::new();
         encode(&ops, &mut buf);
         assert_eq!(decode(&buf).unwrap(), ops);
-        for cut in 0..buf.len() {
-            assert!(decode(&buf[..cut]).is_err(), "cut at {cut} decoded");
-        }
-        let mut extra = buf.clone();
-        extra.push(0);
-        assert!(decode(&extra).is_err());
-        let mut bad = buf;
-        bad[4] = 9;
-        assert!(decode(&bad).is_err());
+        crate::engine::payload::assert_rejects_damage(&buf, decode);
     }
 }

@@ -96,6 +96,8 @@ pub struct Engine {
     /// redoes it (see `Engine::writable`).
     pub(super) batch_failed: std::sync::atomic::AtomicBool,
     replayed: usize,
+    /// The open atomic transaction, if any (`tx.rs`).
+    pub(super) tx: super::tx::TxState,
     recovery: Option<std::thread::JoinHandle<()>>,
     open_ns: u64,
 }
@@ -123,6 +125,7 @@ impl Engine {
             wal,
             batch_failed: false.into(),
             replayed: 0,
+            tx: Default::default(),
             recovery: None,
             open_ns: 0,
         };

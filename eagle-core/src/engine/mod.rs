@@ -1,8 +1,11 @@
 //! The engine: a pool, its heap, its index and its write-ahead log, opened and closed together
-//! (`core.rs`), and the logged multi-key batches (`batch.rs`).
+//! (`core.rs`), the logged multi-key batches (`batch.rs`) and atomic transactions (`tx.rs`).
 
 mod batch;
 mod core;
+mod payload;
+mod tx;
 
 pub use batch::{BatchError, BatchOp};
 pub use core::{Engine, EngineError, RecoveryMode};
+pub use tx::Atomic;

@@ -363,9 +363,18 @@ impl Wal {
     /// Declares the record `lsn` applied (its effects durable): the log may reuse its space once
     /// every older record is applied too.
     pub fn checkpoint(&self, lsn: Lsn) {
+        self.checkpoint_many(&[lsn]);
+    }
+
+    /// Declares every record in `lsns` applied, then moves the head at most once: if the
+    /// oldest live record is among them, one 8-byte store passes all of them together. (An
+    /// atomic transaction's undo records are dropped this way: that store is its commit.)
+    pub fn checkpoint_many(&self, lsns: &[Lsn]) {
         let mut st = self.state.lock();
-        if let Some(l) = st.live.iter_mut().find(|l| l.lsn == lsn) {
-            l.done = true;
+        for &lsn in lsns {
+            if let Some(l) = st.live.iter_mut().find(|l| l.lsn == lsn) {
+                l.done = true;
+            }
         }
         let mut moved = false;
         while st.live.front().is_some_and(|l| l.done) {
@@ -405,6 +414,11 @@ impl Wal {
             self.head_moved
                 .wait_for(&mut st, std::time::Duration::from_millis(10));
         }
+    }
+
+    /// The LSN of the newest record appended (0 if none since the log was created).
+    pub fn last_lsn(&self) -> Lsn {
+        self.state.lock().next_lsn - 1
     }
 
     /// Wakes every `wait_passed` so it re-checks its `give_up`.

@@ -141,10 +141,14 @@ impl Command for Exec {
         if changed {
             return Ok(Frame::NullArray);
         }
+        // All or nothing across a crash: a crash before `_atomic` is dropped (after the last
+        // command) rolls every write of the transaction back at the next open.
+        let _atomic = shared.db.atomic();
         let replies = queue
             .into_iter()
             .map(|(spec, argv)| dispatch::run(ctx, spec, argv))
             .collect();
+        drop(_atomic);
         Ok(Frame::Array(replies))
     }
 }
