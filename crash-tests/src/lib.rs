@@ -5,6 +5,7 @@
 mod fence_images;
 mod kv_model;
 mod scratch;
+pub mod server;
 
 pub use fence_images::{CrashImage, FenceImages, Report, standard_policies};
 pub use kv_model::{KvModel, KvOp};

@@ -9,112 +9,17 @@
 //! (default 50).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use crash_tests::Scratch;
-use eagle_core::resp::{Frame, Protocol, encode, parse_frame};
+use crash_tests::server::{Conn, free_port, server_binary, start};
+use eagle_core::resp::Frame;
 use parking_lot::Mutex;
 
 const CLIENTS: usize = 4;
 const PIPELINE: usize = 16;
-
-/// The `eagle-server` binary beside this test's (built by `cargo build` or `nextest` for the
-/// workspace), built here if missing.
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir.join("eagle-server");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "eagle-server", "--bin", "eagle-server"])
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "building eagle-server failed");
-    }
-    bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(bin: &Path, pool: &Path, port: u16) -> Child {
-    let child = Command::new(bin)
-        .args(["--port", &port.to_string(), "--metrics-addr", "off"])
-        .arg("--pool")
-        .arg(pool)
-        .args(["--pool-size", "64mb", "--loglevel", "warning"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start eagle-server");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "eagle-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
-}
-
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn new(port: u16) -> std::io::Result<Conn> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn { s, buf: Vec::new() })
-    }
-
-    fn send(&mut self, cmds: &[Vec<Vec<u8>>]) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        for c in cmds {
-            let f = Frame::Array(
-                c.iter()
-                    .map(|a| Frame::Bulk(Bytes::from(a.clone())))
-                    .collect(),
-            );
-            encode(&f, Protocol::Resp2, &mut out);
-        }
-        self.s.write_all(&out)
-    }
-
-    fn reply(&mut self) -> std::io::Result<Frame> {
-        loop {
-            if let Ok(Some((f, n))) = parse_frame(&self.buf) {
-                self.buf.drain(..n);
-                return Ok(f);
-            }
-            let mut chunk = [0u8; 16384];
-            let n = self.s.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn call(&mut self, cmd: Vec<Vec<u8>>) -> std::io::Result<Frame> {
-        self.send(&[cmd])?;
-        self.reply()
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Val {

@@ -56,7 +56,7 @@ pub fn banner(
         "EagleDB {} (Redis protocol, RESP2/RESP3) pid {} with {} worker threads\n\
          pool:       {} ({}, {}), {state}\n\
          durability: flush {mode} ({source}): {}\n\
-         keys:       {}, open took {:.1} ms ({} logged batches redone)\n\
+         keys:       {}, open took {:.1} ms ({} logged batches redone{})\n\
          listening:  {} ({metrics})",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
@@ -68,6 +68,10 @@ pub fn banner(
         keys_line(db, open),
         engine.open_ns() as f64 / 1e6,
         engine.replayed_batches(),
+        match engine.rolled_back_undo_records() {
+            0 => String::new(),
+            _ => ", an interrupted transaction rolled back".to_string(),
+        },
         addrs.join(", "),
     )
 }

@@ -343,8 +343,9 @@ impl Engine {
     /// every redo, newest first; then all the records are checkpointed in one head store, so
     /// a crash before it redoes and rolls back again. The rollback retires nothing: the
     /// sweep that follows reclaims what nothing reaches.
-    pub(crate) fn replay(&self, entries: Vec<WalEntry>) -> Result<usize, BatchError> {
-        let n = entries.len();
+    ///
+    /// Returns the number of records redone and the number of undo records applied.
+    pub(crate) fn replay(&self, entries: Vec<WalEntry>) -> Result<(usize, usize), BatchError> {
         let rollback = entries.iter().any(|e| e.kind == KIND_UNDO);
         if rollback {
             self.index().leave_frees_to_sweep();
@@ -371,6 +372,7 @@ impl Engine {
                 self.wal.checkpoint(entry.lsn);
             }
         }
+        let (undone, redone) = (undo.len(), entries.len() - undo.len());
         if rollback {
             for payload in undo.into_iter().rev() {
                 self.apply_undo(payload)?;
@@ -381,7 +383,7 @@ impl Engine {
             self.wal.checkpoint_many(&lsns);
             self.index().release_frees(false);
         }
-        Ok(n)
+        Ok((redone, undone))
     }
 }
 

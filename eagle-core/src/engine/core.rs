@@ -96,6 +96,7 @@ pub struct Engine {
     /// redoes it (see `Engine::writable`).
     pub(super) batch_failed: std::sync::atomic::AtomicBool,
     replayed: usize,
+    rolled_back: usize,
     /// The open atomic transaction, if any (`tx.rs`).
     pub(super) tx: super::tx::TxState,
     recovery: Option<std::thread::JoinHandle<()>>,
@@ -125,12 +126,13 @@ impl Engine {
             wal,
             batch_failed: false.into(),
             replayed: 0,
+            rolled_back: 0,
             tx: Default::default(),
             recovery: None,
             open_ns: 0,
         };
         // Redo before the sweep: the logged batches name records that nothing else reaches yet.
-        engine.replayed = engine.replay(entries)?;
+        (engine.replayed, engine.rolled_back) = engine.replay(entries)?;
         // Background mode: the first request is served at once (see docs/recovery.md).
         if mode == RecoveryMode::Background {
             let worker = engine.index.clone();
@@ -152,6 +154,12 @@ impl Engine {
     /// Logged batches redone by this open.
     pub fn replayed_batches(&self) -> usize {
         self.replayed
+    }
+
+    /// Undo records applied by this open: more than 0 if a crash interrupted an atomic
+    /// transaction, which was rolled back.
+    pub fn rolled_back_undo_records(&self) -> usize {
+        self.rolled_back
     }
 
     /// Whether writes may proceed: false once a logged batch failed half-applied (only a

@@ -362,6 +362,10 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                     &format!("{:.3}", engine.open_ns() as f64 / 1e6),
                 );
                 f("replayed_batches", &engine.replayed_batches());
+                f(
+                    "rolled_back_undo_records",
+                    &engine.rolled_back_undo_records(),
+                );
                 f("writable", &(engine.writable() as u8));
             }
             _ => {}
