@@ -218,17 +218,25 @@ fn workload(n: usize, seed: u64) -> Vec<Op> {
             _ => Op::Set(key(rnd(24)), val(i, 8)),
         });
     }
-    // A rename needs a source: skip the ones whose source is absent at that point.
-    let mut s = State::new();
-    ops.retain(|op| {
+    keep_valid(&mut State::new(), &mut ops);
+    ops
+}
+
+/// Drops the commands that would fail from state `s` on (a rename needs a source, INCR a
+/// string), inside transactions too; leaves `s` the state after the rest.
+fn keep_valid(s: &mut State, ops: &mut Vec<Op>) {
+    ops.retain_mut(|op| {
+        if let Op::Tx(inner) = op {
+            keep_valid(s, inner);
+            return true;
+        }
         let keep = !matches!(op, Op::Rename(a, _) if !s.contains_key(a))
             && !matches!(op, Op::Incr(k) if matches!(s.get(k), Some((Val::Hash(_), _))));
         if keep {
-            s = next_state(&s, op);
+            *s = next_state(s, op);
         }
         keep
     });
-    ops
 }
 
 /// A large hash (table form) under writes that touch one part, several parts (a logged
@@ -291,6 +299,7 @@ fn transaction_workload(n: usize, seed: u64) -> Vec<Op> {
         }
         ops.push(Op::Tx(tx));
     }
+    keep_valid(&mut State::new(), &mut ops);
     ops
 }
 

@@ -27,6 +27,9 @@ pub fn slot_record(word: u64) -> u64 {
 /// Bytes before the key.
 pub const RECORD_HEADER: u64 = 32;
 
+/// Offset of the expiry word (`expire_at`, u64 ms) in a record.
+pub const EXPIRE_AT: u64 = 16;
+
 /// What a record's value is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -158,13 +161,13 @@ impl<'a> RecordRef<'a> {
 
     /// Offset in the pool of the expiry word (changed in place; outside the checksum).
     pub fn expire_at_offset(&self) -> u64 {
-        self.offset + 16
+        self.offset + EXPIRE_AT
     }
 
     /// The expiry word (ms since the Unix epoch, 0 = none), updatable in place.
     pub fn expire_at(&self) -> &'a AtomicU64 {
         self.region
-            .atomic_u64(self.offset + 16)
+            .atomic_u64(self.offset + EXPIRE_AT)
             .expect("records are 64-byte aligned and bounds checked")
     }
 

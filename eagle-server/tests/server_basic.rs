@@ -206,6 +206,13 @@ fn client_commands_select_info_and_config() {
         &one[..],
         b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"
     );
+    b.cmd(&["SET", "ttl-key", "v", "EX", "1000"]);
+    let Frame::Bulk(two) = b.cmd(&["INFO", "keyspace"]) else {
+        panic!()
+    };
+    let two = String::from_utf8_lossy(&two).into_owned();
+    assert!(two.contains("db0:keys=2,expires=1,avg_ttl="), "{two}");
+    b.cmd(&["DEL", "ttl-key"]);
 
     // CONFIG GET globs, CONFIG SET of settable and unknown parameters.
     let Frame::Array(kv) = b.cmd(&["CONFIG", "GET", "*clients"]) else {

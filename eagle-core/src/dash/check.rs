@@ -14,6 +14,8 @@ use crate::record::RecordRef;
 pub struct CheckReport {
     /// Records reached.
     pub records: u64,
+    /// Records reached that have an expiry.
+    pub expiring: u64,
     /// Segments reached.
     pub segments: u64,
     /// Bytes of every reachable block (directory, segments, records), at block size.
@@ -145,6 +147,7 @@ impl Dash {
                                 ));
                             }
                             block(&mut r, rec, "record", rr.size());
+                            r.expiring += (rr.expire_at_ms() != 0) as u64;
                             let owns = crate::hashtab::owns_blocks(&rr);
                             if owns && !self.may_own_blocks(word) {
                                 r.problems.push(format!(
@@ -170,6 +173,13 @@ impl Dash {
                 "{} records reachable, the index counts {}",
                 r.records,
                 self.len()
+            ));
+        }
+        if r.expiring != self.expires() {
+            r.problems.push(format!(
+                "{} records with an expiry reachable, the index counts {}",
+                r.expiring,
+                self.expires()
             ));
         }
         if r.reachable_bytes + r.garbage != r.heap_used {

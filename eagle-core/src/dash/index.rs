@@ -37,6 +37,8 @@ pub(crate) struct Located {
 pub struct IndexStats {
     /// Records in the index.
     pub len: u64,
+    /// Records with an expiry.
+    pub expires: u64,
     /// Segments.
     pub segments: u64,
     /// Global depth of the directory.
@@ -55,6 +57,8 @@ pub struct Dash {
     /// Serialises directory changes (split publication, doubling) and repairs.
     pub(crate) dir_lock: Mutex<()>,
     pub(crate) len: StripedCounter,
+    /// Records with an expiry (Redis's `expires=`), counted like `len`.
+    pub(crate) expires: StripedCounter,
     /// Bytes retired to the epoch and not yet freed.
     pub(crate) garbage: Arc<AtomicU64>,
     pub(crate) segments: AtomicU64,
@@ -72,6 +76,8 @@ pub struct Dash {
 
 /// Where the key count is kept across a clean close (metadata region offset).
 const LEN_AT: u64 = 8;
+/// Where the count of keys with an expiry is kept across a clean close.
+const EXPIRES_AT: u64 = 16;
 
 impl Dash {
     /// Opens the index in `heap`'s pool, creating an empty one in a new pool. Returns at once:
@@ -88,6 +94,7 @@ impl Dash {
             collector: Arc::new(Collector::new()),
             dir_lock: Mutex::new(()),
             len: StripedCounter::default(),
+            expires: StripedCounter::default(),
             garbage: Arc::new(AtomicU64::new(0)),
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
@@ -104,6 +111,8 @@ impl Dash {
         if pool.was_clean() {
             let len = dash.len_word().load(Ordering::Acquire);
             dash.len.set(len as i64);
+            let expires = dash.meta_word(EXPIRES_AT).load(Ordering::Acquire);
+            dash.expires.set(expires.min(len) as i64);
         } else {
             dash.recovery.count_from_zero();
         }
@@ -117,8 +126,12 @@ impl Dash {
     }
 
     fn len_word(&self) -> &AtomicU64 {
+        self.meta_word(LEN_AT)
+    }
+
+    fn meta_word(&self, at: u64) -> &AtomicU64 {
         self.region()
-            .atomic_u64(self.root_at + LEN_AT)
+            .atomic_u64(self.root_at + at)
             .expect("the metadata region is mapped")
     }
 
@@ -353,6 +366,14 @@ impl Dash {
         self.len.sum().max(0) as u64
     }
 
+    /// Number of records with an expiry (after a crash, waits for the recovery to count them).
+    pub fn expires(&self) -> u64 {
+        if self.recovery.counting() {
+            let _ = self.wait_recovered();
+        }
+        self.expires.sum().max(0) as u64
+    }
+
     /// Whether there are no records.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -365,6 +386,7 @@ impl Dash {
         let slots = segments * (ALL_BUCKETS * super::bucket::SLOTS) as u64;
         IndexStats {
             len,
+            expires: self.expires(),
             segments,
             global_depth: self.directory().map_or(0, |d| d.global_depth),
             load_factor: if slots == 0 {
@@ -406,6 +428,9 @@ impl Dash {
         let len = self.len();
         self.len_word().store(len, Ordering::Release);
         self.region().persist(self.root_at + LEN_AT, 8);
+        let expires = self.expires();
+        self.meta_word(EXPIRES_AT).store(expires, Ordering::Release);
+        self.region().persist(self.root_at + EXPIRES_AT, 8);
         // Writers flush a bucket's first line while they hold its lock, and nothing flushes the
         // unlock: the media may hold lock bits set. After a crash repair clears them; after a
         // clean close nothing would, so write the unlocked words back now. A failure to walk the

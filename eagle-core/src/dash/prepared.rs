@@ -75,16 +75,27 @@ impl Dash {
 
     /// Sets the expiry word of `key`'s record in place (ms since the Unix epoch, 0 = none);
     /// false if the key is absent. The caller excludes other writers of `key` (the keyspace's
-    /// key locks), so the record cannot be replaced meanwhile.
+    /// key locks), so the record cannot be replaced meanwhile; the key's home buckets are
+    /// locked too, so the count of keys with an expiry is ordered with the recovery's count.
     pub fn set_expire_at(&self, key: &[u8], expire_at_ms: u64) -> Result<bool, IndexError> {
-        let region = self.region();
-        let done = self.get(key, |r| {
-            r.expire_at()
-                .store(expire_at_ms, std::sync::atomic::Ordering::Release);
-            // Ordering: one failure-atomic 8-byte store, persisted before the caller
-            // acknowledges; outside the record's checksum, so either value validates.
-            region.persist(r.expire_at_offset(), 8);
-        })?;
-        Ok(done.is_some())
+        let h = self.hash(key);
+        let _guard = self.pin();
+        let (seg_off, seg, held) = self.lock_home(h)?;
+        let Some(found) = self.search(seg, h, key)? else {
+            return Ok(false);
+        };
+        let at = found.record + crate::record::EXPIRE_AT;
+        let word = self
+            .region()
+            .atomic_u64(at)
+            .ok_or_else(|| corrupted(format!("record {:#x} is unreadable", found.record)))?;
+        let before = self.has_expiry(found.record);
+        word.store(expire_at_ms, std::sync::atomic::Ordering::Release);
+        // Ordering: one failure-atomic 8-byte store, persisted before the caller acknowledges;
+        // outside the record's checksum, so either value validates.
+        self.region().persist(at, 8);
+        self.count(seg_off, 0, (expire_at_ms != 0) as i64 - before);
+        drop(held);
+        Ok(true)
     }
 }

@@ -3,8 +3,9 @@
 //! counts the keys; then the heap rebuilds its free lists. Operations meanwhile repair the
 //! segment they touch first (`locate`), and allocate only from chunks that were free at open.
 //!
-//! Counting beside writers: a segment is counted once, under all its bucket locks, and added to
-//! `counted`; a write adds to the key counter only if its segment is already counted (it checks
+//! Counting beside writers (the keys, and the keys with an expiry): a segment is counted once,
+//! under all its bucket locks, and added to `counted`; a write adds to the counters only if its
+//! segment is already counted (it checks
 //! while holding its bucket locks, so it is ordered with the count); a split of a counted segment
 //! counts the new one too (its records were counted in the old one).
 
@@ -52,10 +53,10 @@ impl Recovery {
 }
 
 impl Dash {
-    /// Adds `delta` to the key count for a write to the segment at `seg_off`. Called with the
-    /// segment's bucket locks held.
+    /// Adds `delta` to the key count and `expires` to the count of keys with an expiry, for a
+    /// write to the segment at `seg_off`. Called with the segment's bucket locks held.
     #[inline]
-    pub(crate) fn count(&self, seg_off: u64, delta: i64) {
+    pub(crate) fn count(&self, seg_off: u64, delta: i64, expires: i64) {
         if self.recovery.counting() {
             let c = self.recovery.counted.read();
             if let Some(set) = &*c
@@ -64,7 +65,19 @@ impl Dash {
                 return; // the sweep will count this segment as it is then
             }
         }
-        self.len.add(delta);
+        if delta != 0 {
+            self.len.add(delta);
+        }
+        if expires != 0 {
+            self.expires.add(expires);
+        }
+    }
+
+    /// 1 if the record at `rec` has an expiry, else 0 (for the counts).
+    pub(crate) fn has_expiry(&self, rec: u64) -> i64 {
+        self.region()
+            .atomic_u64(rec + crate::record::EXPIRE_AT)
+            .is_some_and(|w| w.load(Ordering::Acquire) != 0) as i64
     }
 
     /// A split of the segment at `from` created `new`: if `from` was counted, so are `new`'s
@@ -182,7 +195,8 @@ impl Dash {
         seg.lock_all();
         let result = (|| {
             mark(s, "segment")?;
-            let mut n = 0i64;
+            let (mut n, mut expiring) = (0i64, 0i64);
+            let counting = self.recovery.counting();
             for bi in 0..ALL_BUCKETS {
                 let b = seg.bucket(bi);
                 for i in set_bits(b.alloc_bits()) {
@@ -201,14 +215,19 @@ impl Dash {
                         }
                     }
                     n += 1;
+                    // After a crash only: one read of the record's first line per key.
+                    if counting {
+                        expiring += self.has_expiry(rec);
+                    }
                 }
             }
-            if self.recovery.counting() {
+            if counting {
                 let mut c = self.recovery.counted.write();
                 if let Some(set) = c.as_mut()
                     && set.insert(s)
                 {
                     self.len.add(n);
+                    self.expires.add(expiring);
                 }
             }
             Ok(())

@@ -31,7 +31,7 @@ pub enum PutOutcome {
 }
 
 /// The buckets a writer holds, released in reverse on drop.
-struct Held<'a> {
+pub(super) struct Held<'a> {
     seg: &'a Segment,
     buckets: [usize; 8],
     n: usize,
@@ -143,6 +143,11 @@ impl Dash {
                 region.fence();
                 slot.record.store(word, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
+                self.count(
+                    seg_off,
+                    0,
+                    self.has_expiry(rec) - self.has_expiry(found.record),
+                );
                 // Retired with the bucket still locked: see `retire`.
                 self.retire_record(guard, found.record);
                 drop(held);
@@ -177,7 +182,7 @@ impl Dash {
             // Ordering: the alloc bit is durable before the bucket is unlocked, so no reader
             // (they wait for unlocked buckets) ever sees a record that a crash could take away.
             region.fence();
-            self.count(seg_off, 1);
+            self.count(seg_off, 1, self.has_expiry(rec));
             drop(held);
             return Ok(PutOutcome::Inserted);
         }
@@ -276,7 +281,7 @@ impl Dash {
 
     /// Locks the home bucket pair of `h` in the segment that holds `h` now (retrying across
     /// splits that move it).
-    fn lock_home(&self, h: u64) -> Result<(u64, &Segment, Held<'_>), IndexError> {
+    pub(super) fn lock_home(&self, h: u64) -> Result<(u64, &Segment, Held<'_>), IndexError> {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
             let (at, seg) = self.locate(h)?;
@@ -316,7 +321,7 @@ impl Dash {
             held.add(bucket);
         }
         self.unlink(seg, seg_off, bucket, slot, b, h);
-        self.count(seg_off, -1);
+        self.count(seg_off, -1, -self.has_expiry(record));
         if with_children {
             self.retire_record(&guard, record);
         } else {

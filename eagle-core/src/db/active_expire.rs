@@ -32,6 +32,7 @@ impl Db {
     pub fn expire_cycle(&self, count: usize) -> Result<(usize, usize), super::DbError> {
         let now = self.now_ms();
         let mut sampled = 0;
+        let (mut ttl_sum, mut ttl_n) = (0u64, 0u64);
         let mut candidates = Vec::new();
         let cursor = self.expiry_cursor.load(Ordering::Relaxed);
         let next = self.engine.index().scan(cursor, count, |r| {
@@ -39,9 +40,22 @@ impl Db {
             let at = r.expire_at_ms();
             if at != 0 && at <= now {
                 candidates.push(r.key().to_vec());
+            } else if at != 0 {
+                ttl_sum = ttl_sum.saturating_add(at - now);
+                ttl_n += 1;
             }
         })?;
         self.expiry_cursor.store(next, Ordering::Relaxed);
+        if let Some(sample) = ttl_sum.checked_div(ttl_n) {
+            // Redis's running estimate: each sample's mean weighs 1/50.
+            let old = self.avg_ttl.load(Ordering::Relaxed);
+            let avg = if old == 0 {
+                sample
+            } else {
+                old / 50 * 49 + sample / 50
+            };
+            self.avg_ttl.store(avg, Ordering::Relaxed);
+        }
         let mut removed = 0;
         for k in candidates {
             removed += self.remove_if_expired(&k)? as usize;

@@ -58,6 +58,11 @@ pub struct DbOptions {
 pub struct DbStats {
     /// Keys (expired ones not yet removed included, as in Redis's DBSIZE).
     pub keys: u64,
+    /// Keys with an expiry (Redis's `expires=`), expired ones not yet removed included.
+    pub expires: u64,
+    /// Average time to live of the keys with an expiry, in ms, estimated from the expiry
+    /// sweep's samples as Redis does (`avg_ttl=`; 0 until a sample saw one).
+    pub avg_ttl_ms: u64,
     /// Keys removed because they expired (lazily or by the sweep), since the open or the last
     /// [`Db::reset_stats`].
     pub expired_keys: u64,
@@ -94,6 +99,8 @@ pub struct Db {
     hits: StripedCounter,
     misses: StripedCounter,
     pub(super) expiry_cursor: AtomicU64,
+    /// The expiry sweep's estimate of the average TTL (ms).
+    pub(super) avg_ttl: AtomicU64,
     stop: Arc<AtomicBool>,
     sweeper: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -113,6 +120,7 @@ impl Db {
             hits: StripedCounter::default(),
             misses: StripedCounter::default(),
             expiry_cursor: AtomicU64::new(0),
+            avg_ttl: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             sweeper: Mutex::new(None),
         })
@@ -162,6 +170,8 @@ impl Db {
         let index = self.engine.index().stats();
         DbStats {
             keys: index.len,
+            expires: index.expires,
+            avg_ttl_ms: self.avg_ttl.load(Ordering::Relaxed),
             expired_keys: self.expired.load(Ordering::Relaxed),
             keyspace_hits: self.hits.sum().max(0) as u64,
             keyspace_misses: self.misses.sum().max(0) as u64,

@@ -306,7 +306,13 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
             }
             "cluster" => f("cluster_enabled", &0),
             "keyspace" if stats.keys > 0 => {
-                f("db0", &format!("keys={},expires=0,avg_ttl=0", stats.keys));
+                f(
+                    "db0",
+                    &format!(
+                        "keys={},expires={},avg_ttl={}",
+                        stats.keys, stats.expires, stats.avg_ttl_ms
+                    ),
+                );
             }
             "commandstats" => {
                 let mut names: Vec<_> = server.stats.cmds().iter().collect();
