@@ -72,9 +72,13 @@ impl Db {
     /// SET with its options (SETNX, SETEX, PSETEX and GETSET are special cases).
     pub fn set(&self, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetOutcome, DbError> {
         let _held = self.lock_write([key])?;
-        // With GET (and GETSET) Redis reads the old value as GET does: a counted lookup.
+        // With GET (and GETSET) Redis reads the old value as GET does: a counted lookup. A
+        // plain SET (no NX/XX, no KEEPTTL) needs nothing from the old value: no lookup at all.
+        let plain = opts.condition == SetCondition::Always && opts.expiry != SetExpiry::Keep;
         let old = if opts.get {
             self.load_read(key)?
+        } else if plain {
+            None
         } else {
             self.load(key)?
         };
