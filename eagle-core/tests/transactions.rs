@@ -149,3 +149,24 @@ fn a_transaction_too_large_for_the_log_fails_that_write_and_keeps_the_rest() {
     db.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_transaction_opened_inside_another_is_part_of_it() {
+    let path = pool_path("tx-nested");
+    let db = open_db(&path);
+    seed(&db);
+    let outer = db.atomic();
+    {
+        let _inner = db.atomic(); // would deadlock if it waited for the outer one
+        db.set(b"a", b"inner", SetOptions::default()).unwrap();
+    }
+    db.set(b"gone", b"outer", SetOptions::default()).unwrap();
+    std::mem::forget(outer);
+    drop(db); // the crash: the inner one's end did not commit anything
+
+    let db = open_db(&path);
+    assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(db.get(b"gone").unwrap().as_deref(), Some(&b"x"[..]));
+    db.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}

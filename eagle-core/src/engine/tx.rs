@@ -81,12 +81,16 @@ fn this_thread() -> u64 {
 /// An open atomic transaction; dropping it ends (commits) it. See the module documentation.
 pub struct Atomic<'a> {
     engine: &'a Engine,
-    _serial: MutexGuard<'a, ()>,
+    /// `None` for a transaction opened inside another on the same thread: part of the outer
+    /// one, which alone ends it.
+    serial: Option<MutexGuard<'a, ()>>,
 }
 
 impl Drop for Atomic<'_> {
     fn drop(&mut self) {
-        self.engine.end_atomic();
+        if self.serial.is_some() {
+            self.engine.end_atomic();
+        }
     }
 }
 
@@ -94,14 +98,21 @@ impl Engine {
     /// Opens an atomic transaction on this thread: until the returned value is dropped, this
     /// thread's writes survive a crash all together or not at all. Waits for another thread's
     /// transaction to end first. The caller keeps other writers off the keys it writes (see the
-    /// module documentation).
+    /// module documentation). Opened inside another transaction of this thread, it is part of
+    /// that one.
     pub fn atomic(&self) -> Atomic<'_> {
+        if self.in_atomic() {
+            return Atomic {
+                engine: self,
+                serial: None,
+            };
+        }
         let serial = self.tx.serial.lock();
         self.index().hold_frees();
         self.tx.owner.store(this_thread(), Ordering::Release);
         Atomic {
             engine: self,
-            _serial: serial,
+            serial: Some(serial),
         }
     }
 
