@@ -29,6 +29,7 @@ run() { # test-file test-name
 lane1() {
     run dash_power_failure recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings
     run concurrent_power_failure concurrent_batches_are_all_or_nothing_at_every_fence
+    run keyspace_power_failure transactions_are_all_or_nothing_at_every_fence
 }
 lane2() {
     run keyspace_power_failure multi_key_commands_are_all_or_nothing_at_every_fence
