@@ -150,7 +150,8 @@ impl Db {
 
     /// Opens an atomic transaction on this thread (the server's EXEC): until the returned
     /// value is dropped, this thread's writes survive a crash all together or not at all (see
-    /// `Engine::atomic`). Other threads must not write the keys it writes meanwhile.
+    /// `Engine::atomic`). No other thread may write meanwhile (this Db's expiry sweep may: its
+    /// deletes are safe); the server's EXEC holds its gate for that.
     pub fn atomic(&self) -> crate::engine::Atomic<'_> {
         self.engine.atomic()
     }

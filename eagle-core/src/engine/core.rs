@@ -202,6 +202,12 @@ impl Engine {
             let _ = handle.join();
         }
         self.index.wait_recovered()?;
+        if !self.writable() {
+            // A logged batch (or a transaction) is half applied: the next open must redo or
+            // roll it back, and recount what the stored counts cannot know (a rolled-back
+            // expiry word, say). Left as after a crash, which makes it do both.
+            return Err(EngineError::Batch(BatchError::Poisoned));
+        }
         let index = self.index.clone();
         drop(self); // its Drop has nothing left to join; drops the log's pool reference
         let Ok(index) = Arc::try_unwrap(index) else {

@@ -2,8 +2,8 @@
 //! crash together or not at all, by undo logging.
 //!
 //! Protocol (`Engine::atomic` opens one; dropping the returned [`Atomic`] ends it):
-//! 1. opening waits until the log holds no live record, then holds every free (`Dash::hold_frees`:
-//!    nothing retired while the transaction is open is freed or reused before it ends);
+//! 1. opening holds every free (`Dash::hold_frees`: nothing retired while the transaction is
+//!    open is freed or reused before it ends);
 //! 2. before the transaction's first write to a key, and before its first in-place store to a
 //!    word (a record's expiry, a large hash's part or count), an *undo record* naming what the
 //!    key or word held is appended to the log, durable on return, before the write starts;
@@ -21,9 +21,13 @@
 //! retires nothing; the sweep that follows reclaims what nothing reaches. Redo and undo are
 //! idempotent, so a crash during the rollback is rolled back again.
 //!
-//! Who else may write meanwhile: writes that do not touch the transaction's keys (the server's
-//! EXEC holds its gate, so only the expiry sweep runs, and it only deletes expired keys). A
-//! write by another thread to a key the transaction wrote would be undone by a rollback.
+//! Who else may write meanwhile: no other thread, except single-key deletes that write no log
+//! record (the expiry sweep's). The server's EXEC guarantees it with its gate. Another thread's
+//! logged batch between two undo records would break the commit's single store (the head
+//! could pass some undo records and stop at that batch, and a crash then would roll back part
+//! of the transaction), it could deadlock (it waits for the head, which the transaction holds
+//! back, while keeping key locks the transaction may need), and a rollback would undo its
+//! writes to the transaction's keys.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,8 +101,8 @@ impl Drop for Atomic<'_> {
 impl Engine {
     /// Opens an atomic transaction on this thread: until the returned value is dropped, this
     /// thread's writes survive a crash all together or not at all. Waits for another thread's
-    /// transaction to end first. The caller keeps other writers off the keys it writes (see the
-    /// module documentation). Opened inside another transaction of this thread, it is part of
+    /// transaction to end first. The caller keeps every other writer out meanwhile (the expiry
+    /// sweep's deletes excepted; see the module documentation). Opened inside another transaction of this thread, it is part of
     /// that one.
     pub fn atomic(&self) -> Atomic<'_> {
         if self.in_atomic() {
@@ -142,7 +146,9 @@ impl Engine {
         if let Some(&last) = journal.lsns.last() {
             self.wal.wait_passed(last, || !self.writable());
         }
-        self.index().release_frees(true);
+        // Gave up on a poisoned engine: the head may not have passed the undo records, and
+        // the reopen may roll back to the blocks they name, so none may be freed.
+        self.index().release_frees(self.writable());
     }
 
     /// Before this thread's transaction (if any) first writes any of `keys` or `words`: logs
