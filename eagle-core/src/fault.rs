@@ -21,6 +21,9 @@ pub enum Fault {
     /// An atomic transaction writes without logging undo records first (so a crash keeps
     /// part of it).
     SkipUndoLog,
+    /// Not a bug: a batch's second operation fails (as a full pool would make it), leaving the
+    /// batch half applied, so a test can follow what the engine does then.
+    FailBatchMidway,
     /// Not a bug: a batch stops after its log record is durable, before it applies anything,
     /// until the test calls [`release_paused`]; so a test can hold an older batch open while
     /// newer ones run.

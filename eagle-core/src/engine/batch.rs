@@ -219,8 +219,14 @@ impl Engine {
             }
         };
         crate::fault::pause_point();
-        for op in ops {
-            let done = self.apply_op(op, false);
+        for (i, op) in ops.iter().enumerate() {
+            let done = if i == 1 && crate::fault::armed(crate::fault::Fault::FailBatchMidway) {
+                Err(IndexError::Corrupted {
+                    what: "fault injected: the batch's second operation failed".into(),
+                })
+            } else {
+                self.apply_op(op, false)
+            };
             if let Err(e) = done {
                 // Half applied: only the redo at the next open may finish it.
                 self.poison();

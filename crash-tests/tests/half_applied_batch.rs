@@ -1,0 +1,93 @@
+//! A batch that fails half applied (injected: its second operation fails, as a full pool would
+//! make it): the engine refuses writes, `close` reports it and leaves the pool as after a
+//! crash, and the next open finishes the batch, or, inside a transaction, rolls the whole
+//! transaction back.
+
+use crash_tests::Scratch;
+use eagle_core::db::SetOptions;
+use eagle_core::fault::{self, Fault};
+use eagle_core::pmem::FlushMode;
+use eagle_core::{Db, DbError, DbOptions, PoolOptions};
+
+fn open(path: &std::path::Path) -> Db {
+    let opts = DbOptions {
+        pool: PoolOptions {
+            size: 16 << 20,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        },
+        ..DbOptions::default()
+    };
+    Db::open(path, opts).unwrap()
+}
+
+fn get(db: &Db, k: &[u8]) -> Option<Vec<u8>> {
+    db.get(k).unwrap()
+}
+
+#[test]
+fn a_half_applied_batch_refuses_writes_and_is_finished_by_the_next_open() {
+    let scratch = Scratch::new("half-batch");
+    let path = scratch.path("eagle.pool");
+    let db = open(&path);
+    db.set(b"a", b"0", SetOptions::default()).unwrap();
+    fault::arm(Some(Fault::FailBatchMidway));
+    let failed = db.mset(&[(b"a", b"1"), (b"b", b"1"), (b"c", b"1")]);
+    fault::arm(None);
+    assert!(failed.is_err());
+    assert!(!db.engine().writable());
+    assert!(matches!(
+        db.set(b"d", b"1", SetOptions::default()),
+        Err(DbError::ReadOnly)
+    ));
+    assert!(
+        db.close().is_err(),
+        "close must report the half-applied batch"
+    );
+
+    let db = open(&path);
+    assert_eq!(db.engine().replayed_batches(), 1);
+    for k in [&b"a"[..], b"b", b"c"] {
+        assert_eq!(get(&db, k).as_deref(), Some(&b"1"[..]));
+    }
+    assert!(db.engine().check().is_clean());
+    db.close().unwrap();
+}
+
+#[test]
+fn a_transaction_whose_batch_fails_half_applied_is_rolled_back_whole_by_the_next_open() {
+    let scratch = Scratch::new("half-batch-tx");
+    let path = scratch.path("eagle.pool");
+    let db = open(&path);
+    db.set(b"a", b"0", SetOptions::default()).unwrap();
+    db.set(b"x", b"0", SetOptions::default()).unwrap();
+    {
+        let _atomic = db.atomic();
+        db.set(b"x", b"tx", SetOptions::default()).unwrap();
+        db.expire_at(
+            b"x",
+            4_000_000_000_000,
+            eagle_core::db::ExpireCondition::Always,
+        )
+        .unwrap();
+        fault::arm(Some(Fault::FailBatchMidway));
+        let failed = db.mset(&[(b"a", b"1"), (b"b", b"1"), (b"c", b"1")]);
+        fault::arm(None);
+        assert!(failed.is_err());
+    }
+    let expires_before_close = db.stats().expires;
+    assert_eq!(expires_before_close, 1);
+    assert!(db.close().is_err());
+
+    let db = open(&path);
+    assert!(db.engine().rolled_back_undo_records() > 0);
+    assert_eq!(get(&db, b"x").as_deref(), Some(&b"0"[..]));
+    assert_eq!(get(&db, b"a").as_deref(), Some(&b"0"[..]));
+    assert_eq!(get(&db, b"b"), None);
+    assert_eq!(get(&db, b"c"), None);
+    db.engine().index().wait_recovered().unwrap();
+    assert_eq!(db.stats().expires, 0, "recounted after the rollback");
+    let report = db.engine().check();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    db.close().unwrap();
+}
