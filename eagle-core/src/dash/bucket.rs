@@ -78,23 +78,6 @@ pub fn fingerprint(hash: u64) -> u8 {
 }
 
 impl Bucket {
-    /// Asks the CPU to start loading all four of the bucket's cache lines: a search reads the
-    /// header, then a slot's line, and these misses then overlap instead of following each
-    /// other. Only a hint: no fault, no effect on what is read.
-    #[inline]
-    pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let p = (self as *const Bucket).cast::<i8>();
-            for line in 0..4 {
-                // SAFETY: SSE is part of x86_64's baseline; a prefetch never faults and reads
-                // nothing the program sees, whatever the address.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line)) };
-            }
-        }
-    }
-
     // ---- the version lock (the protocol lives in `version_lock.rs`) ----
 
     /// A version snapshot for an optimistic read, or `None` if a writer holds the bucket.

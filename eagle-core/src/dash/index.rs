@@ -255,8 +255,6 @@ impl Dash {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
             let (at, seg) = self.locate(h)?;
-            seg.bucket(b).prefetch();
-            seg.bucket(b1).prefetch();
             let (Some(v0), Some(v1)) =
                 (seg.bucket(b).read_version(), seg.bucket(b1).read_version())
             else {
