@@ -170,3 +170,28 @@ fn a_transaction_opened_inside_another_is_part_of_it() {
     db.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn other_threads_writes_wait_for_a_transaction_and_their_reads_do_not() {
+    let path = pool_path("tx-writers");
+    let db = open_db(&path);
+    seed(&db);
+    let atomic = db.atomic();
+    db.set(b"a", b"tx", SetOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        // A single-key SET writes no log record: only the gate can hold it back.
+        let writer = s.spawn(|| db.set(b"w2", b"1", SetOptions::default()).unwrap());
+        let reader = s.spawn(|| db.get(b"gone").unwrap());
+        assert_eq!(reader.join().unwrap().as_deref(), Some(&b"x"[..]));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !writer.is_finished(),
+            "a write ran inside another thread's transaction"
+        );
+        drop(atomic);
+        writer.join().unwrap();
+    });
+    assert_eq!(db.get(b"w2").unwrap().as_deref(), Some(&b"1"[..]));
+    db.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}

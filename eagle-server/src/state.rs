@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
@@ -49,8 +49,11 @@ pub struct ServerState {
     pub stats: Stats,
     /// Versions of watched keys (WATCH).
     pub watches: Watches,
-    /// Serialises EXEC against every other command.
-    pub gate: ExecGate,
+    /// Serialises EXEC against every other command: each command holds it shared (on its
+    /// client's shard), EXEC exclusively, which makes a transaction, and its WATCH check, atomic
+    /// with respect to every other client's commands. (The background expiry sweep is not
+    /// gated here: a key may expire mid-EXEC.)
+    pub gate: eagle_core::db::Gate,
     /// SAVE, BGSAVE and what they report.
     pub saves: Arc<crate::save::Saves>,
     shutdown: watch::Sender<bool>,
@@ -85,7 +88,7 @@ impl ServerState {
             clients: Clients::default(),
             stats: Stats::default(),
             watches: Watches::default(),
-            gate: ExecGate::default(),
+            gate: eagle_core::db::Gate::default(),
             saves: Arc::new(crate::save::Saves::new(started_unix)),
             shutdown: watch::channel(false).0,
             started: Instant::now(),
@@ -472,40 +475,6 @@ impl Watches {
     /// FLUSHALLs so far.
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Acquire)
-    }
-}
-
-const GATE_SHARDS: usize = 16;
-
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(RwLock<()>);
-
-/// A reader-sharded lock: every command runs holding one shard for reading (chosen by its
-/// client, so readers on different clients rarely share a cache line), EXEC holds them all for
-/// writing. That makes a transaction, and its WATCH check, atomic with respect to every other
-/// client's commands. (The background expiry sweep is not gated: a key may expire mid-EXEC.)
-pub struct ExecGate {
-    shards: Box<[Shard]>,
-}
-
-impl Default for ExecGate {
-    fn default() -> ExecGate {
-        ExecGate {
-            shards: (0..GATE_SHARDS).map(|_| Shard::default()).collect(),
-        }
-    }
-}
-
-impl ExecGate {
-    /// Held while one command of client `id` runs.
-    pub fn shared(&self, id: u64) -> RwLockReadGuard<'_, ()> {
-        self.shards[id as usize % GATE_SHARDS].0.read()
-    }
-
-    /// Held while a transaction runs.
-    pub fn exclusive(&self) -> Vec<RwLockWriteGuard<'_, ()>> {
-        self.shards.iter().map(|s| s.0.write()).collect()
     }
 }
 

@@ -53,6 +53,18 @@ pub struct DbOptions {
     pub recovery: Option<crate::engine::RecoveryMode>,
 }
 
+/// An open atomic transaction (`Db::atomic`); dropping it ends it, then lets other writers in.
+pub struct Transaction<'a> {
+    _atomic: crate::engine::Atomic<'a>,
+    _gate: Vec<parking_lot::RwLockWriteGuard<'a, ()>>,
+}
+
+/// A write's key locks, and its place at the writers' gate.
+pub(super) struct WriteHeld<'a> {
+    _keys: Held<'a>,
+    _gate: Option<parking_lot::RwLockReadGuard<'a, ()>>,
+}
+
 /// Counts for INFO and metrics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DbStats {
@@ -92,6 +104,9 @@ pub(crate) struct Entry {
 pub struct Db {
     pub(super) engine: Engine,
     stripes: Stripes,
+    /// Writers hold it shared, an atomic transaction exclusively: no other thread writes while
+    /// one is open (see `engine::tx`).
+    writers: super::gate::Gate,
     pub(super) clock: Clock,
     /// Keys removed because they expired (lazily or by the sweep).
     pub(super) expired: AtomicU64,
@@ -115,6 +130,7 @@ impl Db {
         Ok(Db {
             engine,
             stripes: Stripes::new(),
+            writers: Default::default(),
             clock: opts.clock,
             expired: AtomicU64::new(0),
             hits: StripedCounter::default(),
@@ -150,10 +166,19 @@ impl Db {
 
     /// Opens an atomic transaction on this thread (the server's EXEC): until the returned
     /// value is dropped, this thread's writes survive a crash all together or not at all (see
-    /// `Engine::atomic`). No other thread may write meanwhile (this Db's expiry sweep may: its
-    /// deletes are safe); the server's EXEC holds its gate for that.
-    pub fn atomic(&self) -> crate::engine::Atomic<'_> {
-        self.engine.atomic()
+    /// `Engine::atomic`). It waits for the writes other threads have under way, and their
+    /// later writes wait for it to end (reads go on, and may see it part done). Opened inside
+    /// another transaction of this thread, it is part of that one.
+    pub fn atomic(&self) -> Transaction<'_> {
+        let gate = if self.engine.in_atomic() {
+            Vec::new()
+        } else {
+            self.writers.exclusive()
+        };
+        Transaction {
+            _atomic: self.engine.atomic(),
+            _gate: gate,
+        }
     }
 
     /// The engine underneath.
@@ -201,16 +226,26 @@ impl Db {
         self.stripes.read(keys.into_iter().map(|k| self.hash(k)))
     }
 
-    /// Exclusive locks on `keys`; refused while the engine is not writable.
+    /// Exclusive locks on `keys`; refused while the engine is not writable. Outside a
+    /// transaction of this thread, waits first while another thread's is open.
     pub(super) fn lock_write<'a>(
         &'a self,
         keys: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<Held<'a>, DbError> {
+    ) -> Result<WriteHeld<'a>, DbError> {
+        let gate = self.writer_gate();
         let held = self.stripes.write(keys.into_iter().map(|k| self.hash(k)));
         if !self.engine.writable() {
             return Err(DbError::ReadOnly);
         }
-        Ok(held)
+        Ok(WriteHeld {
+            _keys: held,
+            _gate: gate,
+        })
+    }
+
+    /// The writers' gate, shared, unless this thread's own transaction holds it.
+    fn writer_gate(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        (!self.engine.in_atomic()).then(|| self.writers.shared(crate::engine::tx::this_thread()))
     }
 
     /// Every key lock, shared (a snapshot: writes wait, reads go on).
@@ -219,12 +254,16 @@ impl Db {
     }
 
     /// Every key lock (FLUSHALL).
-    pub(super) fn lock_all(&self) -> Result<Held<'_>, DbError> {
+    pub(super) fn lock_all(&self) -> Result<WriteHeld<'_>, DbError> {
+        let gate = self.writer_gate();
         let held = self.stripes.write_all();
         if !self.engine.writable() {
             return Err(DbError::ReadOnly);
         }
-        Ok(held)
+        Ok(WriteHeld {
+            _keys: held,
+            _gate: gate,
+        })
     }
 
     fn live(&self, expire_at: u64) -> bool {

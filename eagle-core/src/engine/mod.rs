@@ -4,7 +4,7 @@
 mod batch;
 mod core;
 mod payload;
-mod tx;
+pub(crate) mod tx;
 
 pub use batch::{BatchError, BatchOp};
 pub use core::{Engine, EngineError, RecoveryMode};

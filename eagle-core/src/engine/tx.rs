@@ -21,8 +21,9 @@
 //! retires nothing; the sweep that follows reclaims what nothing reaches. Redo and undo are
 //! idempotent, so a crash during the rollback is rolled back again.
 //!
-//! Who else may write meanwhile: no other thread, except single-key deletes that write no log
-//! record (the expiry sweep's). The server's EXEC guarantees it with its gate. Another thread's
+//! Who else may write meanwhile: no other thread. `Db::atomic` guarantees it (the keyspace's
+//! writers hold its writers' gate shared, the transaction exclusively); a caller of the engine
+//! directly must. Another thread's
 //! logged batch between two undo records would break the commit's single store (the head
 //! could pass some undo records and stop at that batch, and a crash then would roll back part
 //! of the transaction), it could deadlock (it waits for the head, which the transaction holds
@@ -78,7 +79,8 @@ thread_local! {
     static TOKEN: u64 = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
 }
 
-fn this_thread() -> u64 {
+/// A number naming the calling thread (never 0).
+pub(crate) fn this_thread() -> u64 {
     TOKEN.with(|t| *t)
 }
 
