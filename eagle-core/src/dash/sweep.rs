@@ -199,6 +199,14 @@ impl Dash {
             let counting = self.recovery.counting();
             for bi in 0..ALL_BUCKETS {
                 let b = seg.bucket(bi);
+                if counting {
+                    // The expiry words below are one miss per key: start them all at once.
+                    for i in set_bits(b.alloc_bits()) {
+                        let word = b.slots[i].record.load(Ordering::Relaxed);
+                        let rec = crate::record::slot_record(word);
+                        self.region().prefetch(rec + crate::record::EXPIRE_AT);
+                    }
+                }
                 for i in set_bits(b.alloc_bits()) {
                     let word = b.slots[i].record.load(Ordering::Relaxed);
                     let rec = crate::record::slot_record(word);
