@@ -192,7 +192,11 @@ impl Region {
         #[cfg(target_arch = "x86_64")]
         if self.contains(offset, 1) {
             use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let p = self.mapping.base().wrapping_add(offset as usize).cast::<i8>();
+            let p = self
+                .mapping
+                .base()
+                .wrapping_add(offset as usize)
+                .cast::<i8>();
             // SAFETY: SSE is part of x86_64's baseline, and a prefetch reads nothing the
             // program sees and never faults; the address is inside the mapping anyway.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
