@@ -195,3 +195,28 @@ fn other_threads_writes_wait_for_a_transaction_and_their_reads_do_not() {
     db.close().unwrap();
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_flushall_inside_a_transaction_a_crash_interrupts_restores_every_key() {
+    let path = pool_path("tx-flushall");
+    let db = open_db(&path);
+    let keys: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| format!("key:{i}").into_bytes())
+        .collect();
+    for chunk in keys.chunks(500) {
+        let pairs: Vec<(&[u8], &[u8])> = chunk.iter().map(|k| (&k[..], &b"v"[..])).collect();
+        db.mset(&pairs).unwrap();
+    }
+    let atomic = db.atomic();
+    db.flushall().unwrap();
+    db.set(b"after", b"1", SetOptions::default()).unwrap();
+    std::mem::forget(atomic);
+    drop(db); // the crash
+
+    let db = open_db(&path);
+    assert_eq!(db.dbsize(), keys.len() as u64);
+    assert_eq!(db.get(b"after").unwrap(), None);
+    assert_eq!(db.get(b"key:19999").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}

@@ -423,8 +423,9 @@ impl Dash {
         for _ in 0..4 {
             self.pin().flush();
         }
-        // The key count, for the next open after this clean close. Ordering: persisted before
-        // the caller stores the clean marker, which alone makes the next open trust it.
+        // The key count and the count of keys with an expiry, for the next open after this
+        // clean close. Ordering: both persisted before the caller stores the clean marker,
+        // which alone makes the next open trust them (a crash before it: both recounted).
         let len = self.len();
         self.len_word().store(len, Ordering::Release);
         self.region().persist(self.root_at + LEN_AT, 8);

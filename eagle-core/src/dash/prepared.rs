@@ -89,7 +89,7 @@ impl Dash {
             .region()
             .atomic_u64(at)
             .ok_or_else(|| corrupted(format!("record {:#x} is unreadable", found.record)))?;
-        let before = self.has_expiry(found.record);
+        let before = (word.load(std::sync::atomic::Ordering::Acquire) != 0) as i64;
         word.store(expire_at_ms, std::sync::atomic::Ordering::Release);
         // Ordering: one failure-atomic 8-byte store, persisted before the caller acknowledges;
         // outside the record's checksum, so either value validates.

@@ -173,22 +173,24 @@ impl Engine {
             return Err(BatchError::Poisoned);
         }
         // Inside an atomic transaction: what these keys and words hold now is logged first.
-        let words: Vec<u64> = ops
-            .iter()
-            .filter_map(|op| match op {
-                BatchOp::SetWord { offset, .. } => Some(*offset),
-                _ => None,
-            })
-            .collect();
-        let keys = ops.iter().filter_map(|op| match op {
-            BatchOp::Put { key, .. } | BatchOp::Delete { key } | BatchOp::Detach { key } => {
-                Some(&key[..])
+        if self.in_atomic() {
+            let words: Vec<u64> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    BatchOp::SetWord { offset, .. } => Some(*offset),
+                    _ => None,
+                })
+                .collect();
+            let keys = ops.iter().filter_map(|op| match op {
+                BatchOp::Put { key, .. } | BatchOp::Delete { key } | BatchOp::Detach { key } => {
+                    Some(&key[..])
+                }
+                BatchOp::SetWord { .. } => None,
+            });
+            if let Err(e) = self.save_undo(keys, &words) {
+                self.discard_prepared(ops);
+                return Err(e);
             }
-            BatchOp::SetWord { .. } => None,
-        });
-        if let Err(e) = self.save_undo(keys, &words) {
-            self.discard_prepared(ops);
-            return Err(e);
         }
         // Ordering: the prepared records (flushed, not fenced) are durable before any byte of
         // the log record naming them is written. Without this fence a power failure could keep

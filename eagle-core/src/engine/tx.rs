@@ -165,9 +165,10 @@ impl Engine {
         }
         let mut journal = self.tx.journal.lock();
         let mut undo = Vec::new();
+        // Each key and word once (a batch may name one twice; FLUSHALL names every key).
+        let mut this_call: HashSet<&[u8]> = HashSet::new();
         for key in keys {
-            let seen = |u: &Undo| matches!(u, Undo::Key { key: k, .. } if k == key);
-            if !journal.keys.contains(key) && !undo.iter().any(seen) {
+            if !journal.keys.contains(key) && this_call.insert(key) {
                 let record = self.index().get(key, |r| r.offset())?.unwrap_or(0);
                 undo.push(Undo::Key {
                     key: key.to_vec(),
@@ -175,9 +176,9 @@ impl Engine {
                 });
             }
         }
+        let mut words_seen = HashSet::new();
         for &offset in words {
-            let seen = |u: &Undo| matches!(u, Undo::Word { offset: o, .. } if *o == offset);
-            if !journal.words.contains(&offset) && !undo.iter().any(seen) {
+            if !journal.words.contains(&offset) && words_seen.insert(offset) {
                 let value = self.heap_word(offset)?.load(Ordering::Acquire);
                 undo.push(Undo::Word { offset, value });
             }
