@@ -5,9 +5,9 @@
 //!
 //! Counting beside writers (the keys, and the keys with an expiry): a segment is counted once,
 //! under all its bucket locks, and added to `counted`; a write adds to the counters only if its
-//! segment is already counted (it checks
-//! while holding its bucket locks, so it is ordered with the count); a split of a counted segment
-//! counts the new one too (its records were counted in the old one).
+//! segment is already counted (it checks while holding its bucket locks, so it is ordered with
+//! the count); a split of a counted segment counts the new one too (its records were counted in
+//! the old one).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
