@@ -92,22 +92,29 @@ impl Bucket {
         version_lock::validate(&self.lock, v)
     }
 
-    /// Takes the lock if it is free.
+    /// Takes the lock if it is free; returns the version it was taken at.
     #[inline]
-    pub fn try_lock(&self) -> bool {
+    pub fn try_lock(&self) -> Option<u32> {
         version_lock::try_lock(&self.lock)
     }
 
-    /// Spins until the lock is taken.
+    /// Spins until the lock is taken; returns the version it was taken at.
     #[inline]
-    pub fn lock(&self) {
-        version_lock::lock(&self.lock);
+    pub fn lock(&self) -> u32 {
+        version_lock::lock(&self.lock)
     }
 
     /// Releases the lock and bumps the version.
     #[inline]
     pub fn unlock(&self) {
         version_lock::unlock(&self.lock);
+    }
+
+    /// Releases a lock taken at version `v` (what `lock` or `try_lock` returned) without
+    /// reading the word: see [`version_lock::unlock_at`].
+    #[inline]
+    pub fn unlock_at(&self, v: u32) {
+        version_lock::unlock_at(&self.lock, v);
     }
 
     /// After a crash: forget a lock held by a writer that no longer exists.

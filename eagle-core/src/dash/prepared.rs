@@ -48,7 +48,8 @@ impl Dash {
     ) -> Result<PutOutcome, IndexError> {
         let h = self.hash(key);
         let guard = self.pin();
-        self.publish_record(key, h, record, mode, &guard)
+        let expires = self.has_expiry(record);
+        self.publish_record(key, h, record, expires, mode, &guard)
     }
 
     /// Frees a prepared record that will not be published.

@@ -115,27 +115,30 @@ pub(crate) fn validate<W: VersionWord>(word: &W, v: u32) -> bool {
     word.load(Ordering::Relaxed) == v
 }
 
-/// Takes the lock if it is free.
+/// Takes the lock if it is free; returns the version it was taken at, for [`unlock_at`].
 #[inline]
-pub(crate) fn try_lock<W: VersionWord>(word: &W) -> bool {
+pub(crate) fn try_lock<W: VersionWord>(word: &W) -> Option<u32> {
     let v = word.load(Ordering::Relaxed);
     if v & LOCKED != 0
         || word
             .compare_exchange(v, v | LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
     {
-        return false;
+        return None;
     }
     // Orders the lock before the writer's stores that follow (see the module documentation).
     W::fence(Ordering::Release);
-    true
+    Some(v)
 }
 
-/// Spins until the lock is taken.
+/// Spins until the lock is taken; returns the version it was taken at, for [`unlock_at`].
 #[inline]
-pub(crate) fn lock<W: VersionWord>(word: &W) {
+pub(crate) fn lock<W: VersionWord>(word: &W) -> u32 {
     let mut spins = 0u32;
-    while !try_lock(word) {
+    loop {
+        if let Some(v) = try_lock(word) {
+            return v;
+        }
         spins = spins.wrapping_add(1);
         if spins.is_multiple_of(64) {
             W::yield_now();
@@ -149,6 +152,17 @@ pub(crate) fn lock<W: VersionWord>(word: &W) {
 #[inline]
 pub(crate) fn unlock<W: VersionWord>(word: &W) {
     let v = word.load(Ordering::Relaxed);
+    word.store(next_version(v), Ordering::Release);
+}
+
+/// [`unlock`] for a holder that kept the version `v` its lock was taken at: a store without
+/// the load. Only the holder writes the word while it is locked, so the word still holds
+/// `v | LOCKED`. The load matters on CPUs whose flush evicts the line (clwb on Skylake and
+/// Cascade Lake): a writer has just flushed the bucket header, and the load would wait for a
+/// full miss inside the critical section, where the store only queues.
+#[inline]
+pub(crate) fn unlock_at<W: VersionWord>(word: &W, v: u32) {
+    debug_assert_eq!(word.load(Ordering::Relaxed), v | LOCKED);
     word.store(next_version(v), Ordering::Release);
 }
 
@@ -322,21 +336,29 @@ mod tests {
                 let (word, counter, inside) =
                     (Arc::clone(&word), Arc::clone(&counter), Arc::clone(&inside));
                 thread::spawn(move || {
-                    for _ in 0..rounds {
-                        if t < blocking {
-                            lock(&*word);
+                    for round in 0..rounds {
+                        let v = if t < blocking {
+                            lock(&*word)
                         } else {
-                            while !try_lock(&*word) {
+                            loop {
+                                if let Some(v) = try_lock(&*word) {
+                                    break v;
+                                }
                                 thread::yield_now();
                             }
-                        }
+                        };
                         assert!(read_version(&*word).is_none(), "a held lock reads as free");
-                        assert!(!try_lock(&*word), "a held lock was taken again");
+                        assert!(try_lock(&*word).is_none(), "a held lock was taken again");
                         assert!(!inside.swap(true, Ordering::Relaxed), "two holders at once");
                         let c = counter.load(Ordering::Relaxed);
                         counter.store(c + 1, Ordering::Relaxed);
                         inside.store(false, Ordering::Relaxed);
-                        unlock(&*word);
+                        // Both ways out: the load-and-store unlock and the holder's `unlock_at`.
+                        if round % 2 == 0 {
+                            unlock(&*word);
+                        } else {
+                            unlock_at(&*word, v);
+                        }
                     }
                 })
             })
@@ -374,9 +396,9 @@ mod tests {
             // A snapshot taken before the crash...
             let before = read_version(&word).unwrap();
             // ...and a writer that died holding the lock.
-            assert!(try_lock(&word));
+            assert!(try_lock(&word).is_some());
             assert_eq!(read_version(&word), None);
-            assert!(!try_lock(&word));
+            assert!(try_lock(&word).is_none());
             reset_lock(&word);
             assert_eq!(read_version(&word), Some(8), "unlocked, version bumped");
             assert!(
@@ -388,7 +410,10 @@ mod tests {
             reset_lock(&word);
             assert_eq!(read_version(&word), Some(9));
             assert!(!validate(&word, free));
-            assert!(try_lock(&word), "the lock can be taken after a reset");
+            assert!(
+                try_lock(&word).is_some(),
+                "the lock can be taken after a reset"
+            );
             unlock(&word);
             assert_eq!(read_version(&word), Some(10));
         });
@@ -417,7 +442,7 @@ mod tests {
     #[test]
     fn version_wraps_without_setting_the_lock_bit() {
         let word = std::sync::atomic::AtomicU32::new(LOCKED - 1);
-        assert!(try_lock(&word));
+        assert!(try_lock(&word).is_some());
         unlock(&word);
         assert_eq!(read_version(&word), Some(0));
         let word = std::sync::atomic::AtomicU32::new(LOCKED | (LOCKED - 1));

@@ -30,10 +30,11 @@ pub enum PutOutcome {
     Exists,
 }
 
-/// The buckets a writer holds, released in reverse on drop.
+/// The buckets a writer holds, with the version each was locked at, released in reverse on
+/// drop.
 pub(super) struct Held<'a> {
     seg: &'a Segment,
-    buckets: [usize; 8],
+    buckets: [(usize, u32); 8],
     n: usize,
 }
 
@@ -41,29 +42,35 @@ impl<'a> Held<'a> {
     /// Locks the home bucket and its neighbour in index order.
     fn home(seg: &'a Segment, b: usize, b1: usize) -> Held<'a> {
         let (lo, hi) = if b < b1 { (b, b1) } else { (b1, b) };
-        seg.bucket(lo).lock();
-        seg.bucket(hi).lock();
-        Held {
-            seg,
-            buckets: [lo, hi, 0, 0, 0, 0, 0, 0],
-            n: 2,
-        }
+        let vlo = seg.bucket(lo).lock();
+        let vhi = seg.bucket(hi).lock();
+        let mut buckets = [(0, 0); 8];
+        buckets[0] = (lo, vlo);
+        buckets[1] = (hi, vhi);
+        Held { seg, buckets, n: 2 }
+    }
+
+    fn holds(&self, i: usize) -> bool {
+        self.buckets[..self.n].iter().any(|&(h, _)| h == i)
     }
 
     /// Locks one more bucket, blocking: only for buckets after every one held (stash).
     fn add(&mut self, i: usize) {
-        debug_assert!(self.buckets[..self.n].iter().all(|&h| h < i));
-        self.seg.bucket(i).lock();
-        self.buckets[self.n] = i;
+        debug_assert!(self.buckets[..self.n].iter().all(|&(h, _)| h < i));
+        let v = self.seg.bucket(i).lock();
+        self.buckets[self.n] = (i, v);
         self.n += 1;
     }
 
     /// Tries to lock one more bucket in any order (never blocks, so never deadlocks).
     fn try_add(&mut self, i: usize) -> bool {
-        if self.buckets[..self.n].contains(&i) || !self.seg.bucket(i).try_lock() {
+        if self.holds(i) {
             return false;
         }
-        self.buckets[self.n] = i;
+        let Some(v) = self.seg.bucket(i).try_lock() else {
+            return false;
+        };
+        self.buckets[self.n] = (i, v);
         self.n += 1;
         true
     }
@@ -71,8 +78,10 @@ impl<'a> Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        for &i in self.buckets[..self.n].iter().rev() {
-            self.seg.bucket(i).unlock();
+        // `unlock_at`: the headers were usually just flushed, and on CPUs whose clwb evicts the
+        // line a load here would wait for a miss; the store only queues.
+        for &(i, v) in self.buckets[..self.n].iter().rev() {
+            self.seg.bucket(i).unlock_at(v);
         }
     }
 }
@@ -94,6 +103,7 @@ impl Dash {
         // The record is written and flushed before any lock is taken: it is private until
         // published, and the flush overlaps with the lock wait.
         let size = record_size(key, value.len() as u64);
+        self.prefetch_home(h);
         loop {
             let rec = match self.alloc(size) {
                 Ok(rec) => rec,
@@ -102,7 +112,8 @@ impl Dash {
             };
             // SAFETY: `rec` was just allocated; nothing else can reach it.
             unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
-            match self.publish_record(key, h, rec, mode, &guard) {
+            let expires = (expire_at_ms != 0) as i64;
+            match self.publish_record(key, h, rec, expires, mode, &guard) {
                 Err(e) => {
                     // Never published: free it now rather than leave it to the next sweep.
                     let _ = self.heap.free(rec);
@@ -115,11 +126,28 @@ impl Dash {
         }
     }
 
+    /// Starts the misses on the key's home bucket (header and slot lines) and its neighbour's
+    /// header, so they overlap with writing and flushing the record instead of following it.
+    #[inline]
+    fn prefetch_home(&self, h: u64) {
+        let Ok((at, _)) = self.locate(h) else { return };
+        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        let region = self.region();
+        for line in 0..4 {
+            region.prefetch(bucket_off(at.segment, b) + 64 * line);
+        }
+        region.prefetch(bucket_off(at.segment, b1));
+    }
+
+    /// Publishes the written and flushed record `rec` under `key` (hash `h`); `rec_expires` is
+    /// 1 if it has an expiry, else 0 (passed in: the record's line was just flushed, and on CPUs
+    /// whose clwb evicts it, reading it back under the bucket locks costs a miss).
     pub(crate) fn publish_record(
         &self,
         key: &[u8],
         h: u64,
         rec: u64,
+        rec_expires: i64,
         mode: PutMode,
         guard: &crossbeam_epoch::Guard,
     ) -> Result<PutOutcome, IndexError> {
@@ -143,11 +171,7 @@ impl Dash {
                 region.fence();
                 slot.record.store(word, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
-                self.count(
-                    seg_off,
-                    0,
-                    self.has_expiry(rec) - self.has_expiry(found.record),
-                );
+                self.count(seg_off, 0, rec_expires - self.has_expiry(found.record));
                 // Retired with the bucket still locked: see `retire`.
                 self.retire_record(guard, found.record);
                 drop(held);
@@ -182,7 +206,7 @@ impl Dash {
             // Ordering: the alloc bit is durable before the bucket is unlocked, so no reader
             // (they wait for unlocked buckets) ever sees a record that a crash could take away.
             region.fence();
-            self.count(seg_off, 1, self.has_expiry(rec));
+            self.count(seg_off, 1, rec_expires);
             drop(held);
             return Ok(PutOutcome::Inserted);
         }
