@@ -23,7 +23,7 @@ use eagle_core::pmem::FlushMode;
 use eagle_core::{Db, DbOptions, EngineError, PoolError, PoolOptions};
 use parking_lot::Mutex;
 
-const POOL: u64 = 4 << 20;
+const POOL: u64 = 6 << 20;
 const THREADS: usize = 3;
 const KEYS: usize = 4;
 

@@ -20,7 +20,7 @@ use eagle_core::{Db, DbOptions, EngineError, PoolError, PoolOptions};
 use parking_lot::Mutex;
 use pmem_emulation::{Eviction, SplitMix64};
 
-const POOL: u64 = 4 << 20;
+const POOL: u64 = 6 << 20;
 /// The large hash's tables and parts take chunks of several size classes.
 const BIG_POOL: u64 = 8 << 20;
 const NOW: u64 = 1_700_000_000_000;

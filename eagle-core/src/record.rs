@@ -14,8 +14,8 @@ use crate::pmem::Region;
 
 /// Bit 0 of a slot's record word, in pools with `INCOMPAT_OWNER_TAGS`: the record owns heap
 /// blocks (a large hash's table and parts). Set in the same 8-byte store that publishes the
-/// record, so it can never disagree with the record it names. Record blocks are 64-byte
-/// aligned, so an offset's low bits are free.
+/// record, so it can never disagree with the record it names. Record blocks are at least
+/// 16-byte aligned, so an offset's low bits are free.
 pub const SLOT_OWNS_BLOCKS: u64 = 1;
 
 /// The record offset in a slot's record word.
@@ -168,7 +168,7 @@ impl<'a> RecordRef<'a> {
     pub fn expire_at(&self) -> &'a AtomicU64 {
         self.region
             .atomic_u64(self.offset + EXPIRE_AT)
-            .expect("records are 64-byte aligned and bounds checked")
+            .expect("records are 16-byte aligned and bounds checked")
     }
 
     /// Expiry time, 0 for none.

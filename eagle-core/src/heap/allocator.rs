@@ -16,7 +16,7 @@ use zeroize::Zeroize;
 
 use super::HeapError;
 use super::chunk_table::{ChunkKind, Geometry};
-use super::classes::{CHUNK, CLASS_SIZES, blocks_per_chunk, class_for, class_size};
+use super::classes::{CHUNK, Classes};
 use crate::pool::Pool;
 use crate::shard::{self, SHARDS};
 
@@ -140,7 +140,7 @@ impl Heap {
     /// allocations.
     pub fn open(pool: Arc<Pool>) -> Result<Heap, HeapError> {
         let region = pool.region();
-        let geo = Geometry::for_heap(pool.layout().heap);
+        let geo = Geometry::for_heap(pool.layout().heap, Classes::for_pool(pool.fine_classes()));
         if pool.created() {
             // A new pool on a reused device may hold old bytes where the table goes.
             let table = geo.chunks as u64 * 8;
@@ -169,9 +169,11 @@ impl Heap {
                     free.insert(c);
                     Pending::None
                 }
-                ChunkKind::Small(k) => {
-                    Pending::Small(vec![0; blocks_per_chunk(k).div_ceil(64) as usize])
-                }
+                ChunkKind::Small(k) => Pending::Small(vec![
+                    0;
+                    geo.classes.blocks_per_chunk(k).div_ceil(64)
+                        as usize
+                ]),
                 // A head whose tails do not all follow is a large allocation torn by a crash
                 // before it was published: the sweep frees it (nothing reaches it).
                 ChunkKind::LargeHead(_) => Pending::Large(false),
@@ -182,8 +184,7 @@ impl Heap {
             c += 1;
         }
         Ok(Heap {
-            classes: CLASS_SIZES
-                .iter()
+            classes: (0..geo.classes.count())
                 .map(|_| std::array::from_fn(|_| Mutex::default()))
                 .collect(),
             owner: (0..geo.chunks).map(|_| 0.into()).collect(),
@@ -213,8 +214,8 @@ impl Heap {
     /// Allocates `size` bytes and returns the block's offset. The block is not zeroed unless it
     /// was freed by this allocator; the caller writes, persists, then publishes it.
     pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
-        let off = match class_for(size) {
-            Some(k) => self.alloc_small(k),
+        let off = match self.geo.classes.class_for(size) {
+            Some(k) => self.alloc_small(k).or_else(|| self.alloc_larger_class(k)),
             None => self.alloc_large(size),
         }
         .ok_or(HeapError::OutOfSpace { requested: size })?;
@@ -231,7 +232,7 @@ impl Heap {
                 self.owner[c as usize].store(home as u8, std::sync::atomic::Ordering::Relaxed);
                 class
                     .chunks
-                    .insert(c, Blocks::all_free(blocks_per_chunk(k)));
+                    .insert(c, Blocks::all_free(self.geo.classes.blocks_per_chunk(k)));
                 class.partial.insert(c);
             }
             if let Some(off) = self.take_block(&mut class, k) {
@@ -245,6 +246,21 @@ impl Heap {
         })
     }
 
+    /// No free chunk and no free block of class `k` anywhere: a free block of a larger class,
+    /// up to four times `k`'s size, still holds the request. Without this a small pool runs out
+    /// as soon as every chunk has a class, however empty those chunks are.
+    fn alloc_larger_class(&self, k: u8) -> Option<u64> {
+        let classes = self.geo.classes;
+        (k + 1..classes.count() as u8)
+            .take_while(|&j| classes.size(j) <= 4 * classes.size(k))
+            .find_map(|j| {
+                (0..SHARDS).find_map(|s| {
+                    let mut class = self.classes[j as usize][s].lock();
+                    self.take_block(&mut class, j)
+                })
+            })
+    }
+
     fn take_block(&self, class: &mut ClassState, k: u8) -> Option<u64> {
         let c = *class.partial.last()?;
         let blocks = class
@@ -255,9 +271,11 @@ impl Heap {
         if blocks.free == 0 {
             class.partial.remove(&c);
         }
-        self.used
-            .fetch_add(class_size(k), std::sync::atomic::Ordering::Relaxed);
-        Some(self.geo.chunk_offset(c) + i as u64 * class_size(k))
+        self.used.fetch_add(
+            self.geo.classes.size(k),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Some(self.geo.chunk_offset(c) + i as u64 * self.geo.classes.size(k))
     }
 
     fn alloc_large(&self, size: u64) -> Option<u64> {
@@ -321,9 +339,10 @@ impl Heap {
         })?;
         let kind = self.kind(c);
         let (size, block) = match kind {
-            ChunkKind::Small(k) if within % class_size(k) == 0 => {
-                (class_size(k), (within / class_size(k)) as u32)
-            }
+            ChunkKind::Small(k) if within % self.geo.classes.size(k) == 0 => (
+                self.geo.classes.size(k),
+                (within / self.geo.classes.size(k)) as u32,
+            ),
             ChunkKind::LargeHead(n) if within == 0 => (n as u64 * CHUNK, 0),
             _ => {
                 return Err(HeapError::BadFree {
@@ -369,7 +388,7 @@ impl Heap {
                         why: "double free",
                     });
                 }
-                if blocks.free == blocks_per_chunk(k) {
+                if blocks.free == self.geo.classes.blocks_per_chunk(k) {
                     class.chunks.remove(&c);
                     class.partial.remove(&c);
                     self.release_chunks(c, 1);
@@ -428,8 +447,8 @@ impl Heap {
         let mut guard = self.sweep.lock();
         let sweep = guard.as_mut().ok_or(bad("marked after the sweep ended"))?;
         match kind {
-            ChunkKind::Small(k) if within % class_size(k) == 0 => {
-                let i = (within / class_size(k)) as usize;
+            ChunkKind::Small(k) if within % self.geo.classes.size(k) == 0 => {
+                let i = (within / self.geo.classes.size(k)) as usize;
                 // A chunk assigned after open is managed live: nothing to establish.
                 let Pending::Small(live) = &mut sweep.chunks[c as usize] else {
                     return Ok(());
@@ -486,17 +505,17 @@ impl Heap {
             let ChunkKind::Small(k) = kinds[c as usize] else {
                 continue;
             };
-            let n = blocks_per_chunk(k);
+            let n = self.geo.classes.blocks_per_chunk(k);
             let mut blocks = Blocks::all_free(n);
             let mut in_use = 0;
             for i in 0..n {
-                let off = self.geo.chunk_offset(c) + i as u64 * class_size(k);
+                let off = self.geo.chunk_offset(c) + i as u64 * self.geo.classes.size(k);
                 if live[(i / 64) as usize] & (1 << (i % 64)) != 0 {
                     blocks.free_bits[(i / 64) as usize] &= !(1 << (i % 64));
                     blocks.free -= 1;
                     in_use += 1;
-                } else if !self.is_zero(off, class_size(k)) {
-                    self.zero(off, class_size(k));
+                } else if !self.is_zero(off, self.geo.classes.size(k)) {
+                    self.zero(off, self.geo.classes.size(k));
                     reclaimed += 1;
                 }
             }
@@ -504,8 +523,10 @@ impl Heap {
                 self.release_chunks(c, 1);
                 continue;
             }
-            self.used
-                .fetch_add(in_use * class_size(k), std::sync::atomic::Ordering::Relaxed);
+            self.used.fetch_add(
+                in_use * self.geo.classes.size(k),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             // Chunks in use at open are spread over the shards round-robin.
             let shard = c as usize % SHARDS;
             self.owner[c as usize].store(shard as u8, std::sync::atomic::Ordering::Relaxed);
@@ -569,7 +590,8 @@ impl Heap {
 
     fn kind(&self, c: u32) -> ChunkKind {
         let w = self.kinds[c as usize].load(std::sync::atomic::Ordering::Acquire);
-        ChunkKind::decode(w).expect("the mirror holds only encodings this module wrote")
+        ChunkKind::decode(w, self.geo.classes.count())
+            .expect("the mirror holds only encodings this module wrote")
     }
 
     fn set_kind(&self, c: u32, kind: ChunkKind) {
@@ -597,7 +619,9 @@ impl Heap {
     pub fn block_size(&self, offset: u64) -> Option<u64> {
         let (c, within) = self.geo.locate(offset)?;
         match self.kind(c) {
-            ChunkKind::Small(k) if within % class_size(k) == 0 => Some(class_size(k)),
+            ChunkKind::Small(k) if within % self.geo.classes.size(k) == 0 => {
+                Some(self.geo.classes.size(k))
+            }
             ChunkKind::LargeHead(n) if within == 0 => Some(n as u64 * CHUNK),
             _ => None,
         }

@@ -8,7 +8,7 @@
 //! - `2 << 56 | n`: first chunk of a large object of `n` chunks;
 //! - `3 << 56 | d`: chunk `d` chunks after the first of a large object.
 
-use super::classes::{CHUNK, CLASS_SIZES};
+use super::classes::{CHUNK, Classes};
 use crate::pmem::Region;
 use crate::pool::Extent;
 
@@ -35,11 +35,12 @@ impl ChunkKind {
         }
     }
 
-    pub(crate) fn decode(w: u64) -> Option<ChunkKind> {
+    /// The kind a word encodes, in a pool with `classes` small classes; `None` for garbage.
+    pub(crate) fn decode(w: u64, classes: usize) -> Option<ChunkKind> {
         let low = w & ((1 << 56) - 1);
         match w >> 56 {
             0 if low == 0 => Some(ChunkKind::Free),
-            1 if (low as usize) < CLASS_SIZES.len() => Some(ChunkKind::Small(low as u8)),
+            1 if (low as usize) < classes => Some(ChunkKind::Small(low as u8)),
             2 if low >= 1 && low <= u32::MAX as u64 => Some(ChunkKind::LargeHead(low as u32)),
             3 if low >= 1 && low <= u32::MAX as u64 => Some(ChunkKind::LargeTail(low as u32)),
             _ => None,
@@ -47,9 +48,11 @@ impl ChunkKind {
     }
 }
 
-/// Where the table and the chunks are.
+/// Where the table and the chunks are, and the pool's size classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
+    /// The pool's table of small size classes.
+    pub classes: Classes,
     /// Offset of the table (the heap region's start).
     pub table: u64,
     /// Number of chunks.
@@ -60,7 +63,7 @@ pub struct Geometry {
 
 impl Geometry {
     /// Lays the table and as many chunks as fit into the heap region.
-    pub fn for_heap(heap: Extent) -> Geometry {
+    pub fn for_heap(heap: Extent, classes: Classes) -> Geometry {
         // n words of table plus n chunks, the chunks starting 4 KiB aligned after the table.
         let mut n = heap.len / (CHUNK + 8);
         while n > 0 && (heap.offset + n * 8).next_multiple_of(4096) + n * CHUNK > heap.end() {
@@ -68,6 +71,7 @@ impl Geometry {
         }
         let n = n.min(u32::MAX as u64);
         Geometry {
+            classes,
             table: heap.offset,
             chunks: n as u32,
             first_chunk: (heap.offset + n * 8).next_multiple_of(4096),
@@ -96,7 +100,7 @@ impl Geometry {
             .atomic_u64(self.word_at(c))
             .expect("the chunk table lies inside the heap region")
             .load(std::sync::atomic::Ordering::Acquire);
-        ChunkKind::decode(w).ok_or(w)
+        ChunkKind::decode(w, self.classes.count()).ok_or(w)
     }
 
     /// Stores chunk `c`'s kind and flushes its word (not fenced: the caller fences, possibly once
@@ -124,12 +128,17 @@ mod tests {
             ChunkKind::LargeHead(7),
             ChunkKind::LargeTail(3),
         ] {
-            assert_eq!(ChunkKind::decode(k.encode()), Some(k));
+            assert_eq!(ChunkKind::decode(k.encode(), 36), Some(k));
         }
-        assert_eq!(ChunkKind::decode(1 << 56 | 200), None);
-        assert_eq!(ChunkKind::decode(2 << 56), None);
-        assert_eq!(ChunkKind::decode(9 << 56), None);
-        assert_eq!(ChunkKind::decode(5), None);
+        assert_eq!(ChunkKind::decode(1 << 56 | 36, 36), None);
+        assert_eq!(
+            ChunkKind::decode(1 << 56 | 36, 49),
+            Some(ChunkKind::Small(36))
+        );
+        assert_eq!(ChunkKind::decode(1 << 56 | 200, 49), None);
+        assert_eq!(ChunkKind::decode(2 << 56, 36), None);
+        assert_eq!(ChunkKind::decode(9 << 56, 36), None);
+        assert_eq!(ChunkKind::decode(5, 36), None);
     }
 
     #[test]
@@ -139,7 +148,7 @@ mod tests {
                 offset: 1 << 20,
                 len,
             };
-            let g = Geometry::for_heap(heap);
+            let g = Geometry::for_heap(heap, Classes::FINE);
             assert!(g.first_chunk >= heap.offset + g.chunks as u64 * 8);
             assert!(g.chunk_offset(g.chunks) <= heap.end(), "{len}");
             assert!(

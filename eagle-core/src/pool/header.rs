@@ -16,8 +16,12 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Pools without it (written before the bit existed) are swept by opening every record, and
 /// their slots are never tagged.
 pub const INCOMPAT_OWNER_TAGS: u64 = 1;
+/// Incompatible feature: the heap's small size classes step by 16 bytes up to 256 and by 32 up
+/// to 512 (`heap::Classes::FINE`), instead of by 64. Chunk words store a class index, so the
+/// table is part of the format: pools without the bit keep the first table.
+pub const INCOMPAT_FINE_CLASSES: u64 = 2;
 /// The incompatible features this build understands.
-pub const KNOWN_INCOMPAT: u64 = INCOMPAT_OWNER_TAGS;
+pub const KNOWN_INCOMPAT: u64 = INCOMPAT_OWNER_TAGS | INCOMPAT_FINE_CLASSES;
 /// The header block: identity (bytes 0..128), shutdown state (128..192), the rest reserved.
 pub const HEADER_BLOCK: u64 = 4096;
 /// Bytes covered by the checksum, including the checksum field itself.

@@ -9,7 +9,9 @@ mod open;
 mod state;
 
 pub use error::PoolError;
-pub use header::{FORMAT_VERSION, HEADER_BLOCK, Header, INCOMPAT_OWNER_TAGS, MAGIC};
+pub use header::{
+    FORMAT_VERSION, HEADER_BLOCK, Header, INCOMPAT_FINE_CLASSES, INCOMPAT_OWNER_TAGS, MAGIC,
+};
 pub use layout::{Extent, Layout, MIN_POOL_SIZE};
 pub use open::{Pool, PoolOptions};
 pub use state::ShutdownState;

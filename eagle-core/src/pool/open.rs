@@ -255,6 +255,11 @@ impl Pool {
         self.header().incompat_features & super::header::INCOMPAT_OWNER_TAGS != 0
     }
 
+    /// Whether the heap uses the fine size classes (`INCOMPAT_FINE_CLASSES`).
+    pub fn fine_classes(&self) -> bool {
+        self.header().incompat_features & super::header::INCOMPAT_FINE_CLASSES != 0
+    }
+
     /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -326,7 +331,8 @@ fn initialize(region: &Region, path: &Path, wal_size: Option<u64>) -> Result<Hea
         created_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        incompat_features: super::header::INCOMPAT_OWNER_TAGS,
+        incompat_features: super::header::INCOMPAT_OWNER_TAGS
+            | super::header::INCOMPAT_FINE_CLASSES,
         compat_features: 0,
     };
     let word0 = region.atomic_u64(0).expect("the header block is mapped");

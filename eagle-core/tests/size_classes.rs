@@ -1,0 +1,151 @@
+//! The heap's size-class table is part of a pool's format (`INCOMPAT_FINE_CLASSES`): new pools
+//! round records up to 16-byte steps, pools written before the fine table keep the 64-byte
+//! table they were written with, and both survive a crash sweep with `check` clean.
+
+mod common;
+
+use std::path::Path;
+
+use common::{open_db as open, pool_path};
+use std::sync::Arc;
+
+use eagle_core::heap::Heap;
+use eagle_core::pool::{HEADER_BLOCK, INCOMPAT_FINE_CLASSES, Pool};
+use eagle_core::{Db, PoolOptions};
+
+/// A 10-byte key and a 100-byte value: a 142-byte record (32-byte header).
+fn key(i: u32) -> Vec<u8> {
+    format!("key:{i:06}").into_bytes()
+}
+
+fn value(i: u32, round: u32) -> Vec<u8> {
+    let mut v = format!("value:{i}:{round}:").into_bytes();
+    v.resize(100, b'v');
+    v
+}
+
+fn fill(db: &Db, n: u32, round: u32) {
+    for i in 0..n {
+        db.set(&key(i), &value(i, round), Default::default())
+            .unwrap();
+    }
+}
+
+/// Every key reads back, every record's block is `block` bytes, and `check` is clean.
+fn verify(db: &Db, n: u32, round: u32, block: u64) {
+    let engine = db.engine();
+    engine.index().wait_recovered().unwrap();
+    for i in 0..n {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value(i, round)), "key {i}");
+        let rec = engine
+            .index()
+            .get(&key(i), |r| r.offset())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            engine.index().heap().block_size(rec),
+            Some(block),
+            "key {i}"
+        );
+    }
+    let report = engine.check();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Creates an empty pool at `path` without the fine-classes feature, as a build before it would
+/// have: only the header is written, and the heap and index are created at the next open.
+fn create_coarse_pool(path: &Path) {
+    let opts = PoolOptions {
+        size: 32 << 20,
+        ..PoolOptions::default()
+    };
+    Pool::open(path, opts).unwrap().close().unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    let features = u64::from_le_bytes(bytes[96..104].try_into().unwrap());
+    assert_ne!(
+        features & INCOMPAT_FINE_CLASSES,
+        0,
+        "new pools use fine classes"
+    );
+    bytes[96..104].copy_from_slice(&(features & !INCOMPAT_FINE_CLASSES).to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..124]);
+    bytes[124..128].copy_from_slice(&crc.to_le_bytes());
+    assert!(bytes.len() as u64 > HEADER_BLOCK);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn new_pools_round_a_142_byte_record_up_to_144_bytes() {
+    let path = pool_path("fine-classes");
+    let db = open(&path);
+    assert!(db.engine().index().heap().pool().fine_classes());
+    fill(&db, 3000, 1);
+    verify(&db, 3000, 1, 144);
+    drop(db); // a crash: the next open sweeps the heap with the same table
+    let db = open(&path);
+    verify(&db, 3000, 1, 144);
+    fill(&db, 3000, 2); // every old record freed and its block reused
+    verify(&db, 3000, 2, 144);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn pools_without_fine_classes_keep_the_64_byte_table_across_crashes() {
+    let path = pool_path("coarse-classes");
+    create_coarse_pool(&path);
+    let db = open(&path);
+    assert!(!db.engine().index().heap().pool().fine_classes());
+    fill(&db, 3000, 1);
+    verify(&db, 3000, 1, 192);
+    drop(db);
+    let db = open(&path);
+    verify(&db, 3000, 1, 192);
+    fill(&db, 3000, 2);
+    drop(db);
+    let db = open(&path);
+    verify(&db, 3000, 2, 192);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_full_heap_serves_smaller_blocks_from_free_blocks_of_larger_classes() {
+    let path = pool_path("class-fallback");
+    let opts = PoolOptions {
+        size: 4 << 20,
+        flush: Some(eagle_core::pmem::FlushMode::None),
+        ..PoolOptions::default()
+    };
+    let heap = Heap::open(Arc::new(Pool::open(&path, opts).unwrap())).unwrap();
+    heap.finish_sweep(); // a new pool: nothing to sweep
+    // 128-byte blocks until every chunk is assigned to that class.
+    let mut blocks = Vec::new();
+    while let Ok(b) = heap.alloc(128) {
+        blocks.push(b);
+    }
+    assert!(blocks.len() > 10_000, "only {} blocks fit", blocks.len());
+    assert_eq!(heap.stats().free_chunks, 0);
+    // Free every other block: every chunk keeps half its blocks, so none is released.
+    for b in blocks.iter().skip(1).step_by(2) {
+        heap.free(*b).unwrap();
+    }
+    assert_eq!(heap.stats().free_chunks, 0);
+    // 112-byte requests: their class has no chunk and no chunk is free, so they take the freed
+    // 128-byte blocks, every one of them.
+    let mut reused = Vec::new();
+    for _ in blocks.iter().skip(1).step_by(2) {
+        let b = heap
+            .alloc(112)
+            .expect("a freed 128-byte block holds 112 bytes");
+        assert_eq!(heap.block_size(b), Some(128));
+        reused.push(b);
+    }
+    reused.sort_unstable();
+    let mut freed: Vec<u64> = blocks.iter().skip(1).step_by(2).copied().collect();
+    freed.sort_unstable();
+    assert_eq!(reused, freed);
+    assert!(heap.alloc(112).is_err(), "the heap is full again");
+    drop(heap);
+    let _ = std::fs::remove_file(&path);
+}
