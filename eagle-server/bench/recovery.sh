@@ -5,14 +5,14 @@
 #
 #   eagle-server/bench/recovery.sh [KEYS] [ROUNDS]      (default 1000000 keys, 3 rounds)
 #
-# Data: KEYS keys `key:<i>` with 16-byte values (plus a 100-byte-value pass for memory), loaded
+# Data: KEYS 16-byte keys `key:<i, 12 digits>` with 16-byte values (plus a 100-byte-value pass for memory), loaded
 # with `redis-cli --pipe`. Every server keeps its files on /dev/shm (DRAM), so the disk is out of
 # the comparison. Configurations:
 #   eagle     pool on /dev/shm (emulated pool, flush mode as detected);
 #   redis-aof appendonly yes, appendfsync everysec (Redis 7's default AOF with an RDB preamble
 #             after a rewrite); killed 2 s after the load so the last second is fsynced;
 #   redis-rdb save '' and one SAVE after the load (what a restart from the last snapshot loads).
-# Each round: start, load, (SAVE), kill -9, start again and poll GET key:1 every ~1 ms until it
+# Each round: start, load, (SAVE), kill -9, start again and poll GET key:000000000001 every ~1 ms until it
 # answers the loaded value; the figure is the time from the restart's exec to that answer.
 # Needs a release build: cargo build --release -p eagle-server
 set -euo pipefail
@@ -30,12 +30,12 @@ trap cleanup EXIT
 PORT=7398
 POOL_SIZE=$(( (KEYS / 1000000 + 1) * 512 ))mb
 
-# The load, as RESP: SET key:<i> <value padded to SIZE bytes>.
+# The load, as RESP: SET key:<i, 12 digits> <value padded to SIZE bytes>.
 gen() { # size
   awk -v n="$KEYS" -v size="$1" 'BEGIN {
     pad = sprintf("%" size "s", ""); gsub(/ /, "v", pad);
     for (i = 0; i < n; i++) {
-      k = "key:" i; v = substr(i pad, 1, size);
+      k = sprintf("key:%012d", i); v = substr(i pad, 1, size);
       printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, length(v), v
     }
   }'
@@ -55,7 +55,7 @@ launch() { # config  (sets PID; returns at once)
 }
 
 # Restarts `config` from Python (started beforehand, so its own start-up is not timed) and
-# polls GET key:1 (a connection attempt every ~1 ms) until it returns the loaded value. Prints
+# polls GET key:000000000001 (a connection attempt every ~1 ms) until it returns the loaded value. Prints
 # "<ms from the server's exec to that answer> <server pid>".
 restart_timed() { # config want
   python3 - "$2" "$PORT" "$(launch_cmd "$1")" <<'PY'
@@ -68,7 +68,7 @@ deadline = time.monotonic() + 600
 while time.monotonic() < deadline:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"*2\r\n$3\r\nGET\r\n$5\r\nkey:1\r\n")
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000001\r\n")
             got = b""
             while len(got) < len(expect) and not got.startswith((b"-", b"$-1")):
                 chunk = s.recv(4096)
