@@ -435,6 +435,7 @@ where
             c.last_active_ms.store(server.now_ms(), Ordering::Relaxed);
         }
     }
+    ctx.session.tally.flush(&server.stats);
     flush(stream, wbuf, ctx).await?;
     Ok(outcome)
 }

@@ -361,6 +361,54 @@ fn metrics_health_and_command_counters() {
     assert_eq!(s.http_get("/nope").0, 404);
 }
 
+/// `cmdstat_<name>:calls=` and `total_commands_processed` from an INFO reply.
+fn command_counts(info: &Frame, name: &str) -> (u64, u64) {
+    let Frame::Bulk(info) = info else {
+        panic!("INFO is a bulk string, not {info:?}")
+    };
+    let info = String::from_utf8_lossy(info).into_owned();
+    let field = |prefix: &str, end: char| -> u64 {
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("INFO lacks {prefix}:\n{info}"));
+        line.split(end).next().unwrap().parse().unwrap()
+    };
+    (
+        field(&format!("cmdstat_{name}:calls="), ','),
+        field("total_commands_processed:", '\r'),
+    )
+}
+
+#[test]
+fn info_counts_every_command_of_a_pipeline_that_ran_before_it() {
+    let s = Server::start("cmdstats", &[]);
+    let mut a = s.raw();
+    // One write: 50 SETs and then INFO, parsed and run as one batch by one connection, whose
+    // counters reach the server's once per batch; INFO must see all 50.
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        let key = format!("k{i}");
+        batch.extend(encode_cmd(&[b"SET", key.as_bytes(), b"v"]));
+    }
+    batch.extend(encode_cmd(&[b"INFO", b"all"]));
+    a.send(&batch);
+    for _ in 0..50 {
+        assert_eq!(a.read(), Some(ok()));
+    }
+    let info = a.read().expect("INFO's reply");
+    let (sets, total) = command_counts(&info, "set");
+    assert_eq!(sets, 50);
+    assert!(total >= 50, "total_commands_processed {total}");
+    // Another connection sees them too, and its own INFO after them.
+    let mut b = s.raw();
+    b.cmd(&["GET", "k1"]);
+    let (sets, total_b) = command_counts(&b.cmd(&["INFO", "all"]), "set");
+    assert_eq!(sets, 50);
+    assert!(total_b >= total + 2, "{total_b} after {total}");
+    assert_eq!(command_counts(&b.cmd(&["INFO", "all"]), "get").0, 1);
+}
+
 #[test]
 fn idle_clients_are_closed_after_timeout() {
     let s = Server::start("timeout", &["--timeout", "1"]);

@@ -27,9 +27,11 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: Vec<Bytes>) -> Frame {
         ctx.session.last_cmd = "NULL";
         return reject(ctx, None, unknown_command(&argv));
     };
-    ctx.session.last_cmd = spec.name;
-    if let Some(c) = &ctx.session.client {
-        *c.last_cmd.lock() = spec.name;
+    if !std::ptr::eq(ctx.session.last_cmd.as_ptr(), spec.name.as_ptr()) {
+        ctx.session.last_cmd = spec.name;
+        if let Some(c) = &ctx.session.client {
+            *c.last_cmd.lock() = spec.name;
+        }
     }
     if !spec.arity_ok(argv.len()) {
         return reject(ctx, Some(spec), wrong_arity(spec.name));
@@ -90,21 +92,16 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
             .map(Bytes::copy_from_slice)
             .collect()
     });
+    if matches!(spec.name, "info" | "config") {
+        // They read or reset the counters: what this connection ran before is in them.
+        ctx.session.tally.flush(&server.stats);
+    }
     let started = Instant::now();
     let result = (spec.run)(&mut Parse::new(argv), ctx);
     let elapsed = started.elapsed();
-    let server = &ctx.shared.server;
-    server
-        .stats
-        .commands_processed
-        .fetch_add(1, Ordering::Relaxed);
-    let stat = server.stats.cmds().get(spec.name);
-    if let Some(stat) = stat {
-        stat.calls.fetch_add(1, Ordering::Relaxed);
-        stat.usec
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
+    ctx.session.tally.add(spec.name, elapsed.as_nanos() as u64);
     crate::metrics::observe_command(spec.name, elapsed);
+    let server = &ctx.shared.server;
     let frame = match result {
         Ok(frame) => {
             if let Some(keys) = touched {
@@ -119,7 +116,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
     };
     if let Frame::Error(text) = &frame {
         server.stats.error(text);
-        if let Some(stat) = stat {
+        if let Some(stat) = server.stats.cmds().get(spec.name) {
             stat.failed.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -85,8 +85,13 @@ pub fn table() -> &'static HashMap<&'static str, &'static Spec> {
 
 /// Looks a command up by its (any case) name.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-    table().get(lower.as_str()).copied()
+    // Lower-cased on the stack: every command name is ASCII and far shorter than this.
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    table().get(std::str::from_utf8(lower).ok()?).copied()
 }
 
 /// Redis's reply to an unknown command.
