@@ -149,3 +149,29 @@ fn a_full_heap_serves_smaller_blocks_from_free_blocks_of_larger_classes() {
     drop(heap);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_request_of_a_multiple_of_64_bytes_never_falls_back_to_an_unaligned_class() {
+    let path = pool_path("class-fallback-aligned");
+    let opts = PoolOptions {
+        size: 4 << 20,
+        flush: Some(eagle_core::pmem::FlushMode::None),
+        ..PoolOptions::default()
+    };
+    let heap = Heap::open(Arc::new(Pool::open(&path, opts).unwrap())).unwrap();
+    heap.finish_sweep();
+    let mut blocks = Vec::new();
+    while let Ok(b) = heap.alloc(80) {
+        blocks.push(b);
+    }
+    for b in blocks.iter().step_by(2) {
+        heap.free(*b).unwrap();
+    }
+    // 80-byte blocks are 16-byte aligned: a 64-byte request (class 64, none free) must not
+    // take one; a 48-byte request (same class, no alignment promised) may.
+    assert!(heap.alloc(64).is_err());
+    let b = heap.alloc(48).expect("a free 80-byte block holds 48 bytes");
+    assert_eq!(heap.block_size(b), Some(80));
+    drop(heap);
+    let _ = std::fs::remove_file(&path);
+}

@@ -409,6 +409,8 @@ where
                     break;
                 }
                 if wbuf.len() >= WRITE_HIGH_WATER {
+                    // Counted before the write, which may wait on the client or fail.
+                    ctx.session.tally.flush(&ctx.shared.server.stats);
                     flush(stream, wbuf, ctx).await?;
                 }
             }

@@ -156,8 +156,8 @@ pub(crate) fn unlock<W: VersionWord>(word: &W) {
 }
 
 /// [`unlock`] for a holder that kept the version `v` its lock was taken at: a store without
-/// the load. Only the holder writes the word while it is locked, so the word still holds
-/// `v | LOCKED`. The load matters on CPUs whose flush evicts the line (clwb on Skylake and
+/// the load. Only the holder writes the word while it is locked (besides [`reset_lock`], which
+/// repair runs only on buckets no live writer holds), so the word still holds `v | LOCKED`. The load matters on CPUs whose flush evicts the line (clwb on Skylake and
 /// Cascade Lake): a writer has just flushed the bucket header, and the load would wait for a
 /// full miss inside the critical section, where the store only queues.
 #[inline]

@@ -215,7 +215,9 @@ impl Heap {
     /// was freed by this allocator; the caller writes, persists, then publishes it.
     pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
         let off = match self.geo.classes.class_for(size) {
-            Some(k) => self.alloc_small(k).or_else(|| self.alloc_larger_class(k)),
+            Some(k) => self
+                .alloc_small(k)
+                .or_else(|| self.alloc_larger_class(k, size)),
             None => self.alloc_large(size),
         }
         .ok_or(HeapError::OutOfSpace { requested: size })?;
@@ -249,10 +251,14 @@ impl Heap {
     /// No free chunk and no free block of class `k` anywhere: a free block of a larger class,
     /// up to four times `k`'s size, still holds the request. Without this a small pool runs out
     /// as soon as every chunk has a class, however empty those chunks are.
-    fn alloc_larger_class(&self, k: u8) -> Option<u64> {
+    /// A request that is a multiple of 64 bytes only takes a block of a multiple of 64, so it
+    /// stays 64-byte aligned as the class table promises.
+    fn alloc_larger_class(&self, k: u8, size: u64) -> Option<u64> {
         let classes = self.geo.classes;
+        let aligned = size.is_multiple_of(64);
         (k + 1..classes.count() as u8)
             .take_while(|&j| classes.size(j) <= 4 * classes.size(k))
+            .filter(|&j| !aligned || classes.size(j).is_multiple_of(64))
             .find_map(|j| {
                 (0..SHARDS).find_map(|s| {
                     let mut class = self.classes[j as usize][s].lock();
@@ -338,11 +344,9 @@ impl Heap {
             why: "outside the heap's chunks",
         })?;
         let kind = self.kind(c);
+        let small = |k| self.geo.classes.block_at(k, within);
         let (size, block) = match kind {
-            ChunkKind::Small(k) if within % self.geo.classes.size(k) == 0 => (
-                self.geo.classes.size(k),
-                (within / self.geo.classes.size(k)) as u32,
-            ),
+            ChunkKind::Small(k) if let Some(i) = small(k) => (self.geo.classes.size(k), i),
             ChunkKind::LargeHead(n) if within == 0 => (n as u64 * CHUNK, 0),
             _ => {
                 return Err(HeapError::BadFree {
@@ -447,8 +451,8 @@ impl Heap {
         let mut guard = self.sweep.lock();
         let sweep = guard.as_mut().ok_or(bad("marked after the sweep ended"))?;
         match kind {
-            ChunkKind::Small(k) if within % self.geo.classes.size(k) == 0 => {
-                let i = (within / self.geo.classes.size(k)) as usize;
+            ChunkKind::Small(k) if let Some(i) = self.geo.classes.block_at(k, within) => {
+                let i = i as usize;
                 // A chunk assigned after open is managed live: nothing to establish.
                 let Pending::Small(live) = &mut sweep.chunks[c as usize] else {
                     return Ok(());
@@ -619,7 +623,7 @@ impl Heap {
     pub fn block_size(&self, offset: u64) -> Option<u64> {
         let (c, within) = self.geo.locate(offset)?;
         match self.kind(c) {
-            ChunkKind::Small(k) if within % self.geo.classes.size(k) == 0 => {
+            ChunkKind::Small(k) if self.geo.classes.block_at(k, within).is_some() => {
                 Some(self.geo.classes.size(k))
             }
             ChunkKind::LargeHead(n) if within == 0 => Some(n as u64 * CHUNK),

@@ -126,6 +126,15 @@ impl Classes {
     pub fn blocks_per_chunk(self, k: u8) -> u32 {
         (CHUNK / self.size(k)) as u32
     }
+
+    /// The block of a class-`k` chunk that starts `within` bytes into it: `None` unless
+    /// `within` is a block boundary with a whole block after it (a chunk's tail past its last
+    /// block is no block, though `within` may be a multiple of the size there).
+    pub fn block_at(self, k: u8, within: u64) -> Option<u32> {
+        let size = self.size(k);
+        (within.is_multiple_of(size) && within / size < self.blocks_per_chunk(k) as u64)
+            .then_some((within / size) as u32)
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +176,19 @@ mod tests {
             for size in (64..=512).step_by(64) {
                 let k = classes.class_for(size).unwrap();
                 assert_eq!(classes.size(k), size);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunks_tail_past_its_last_block_is_no_block() {
+        for classes in [Classes::COARSE, Classes::FINE] {
+            for k in 0..classes.count() as u8 {
+                let (size, n) = (classes.size(k), classes.blocks_per_chunk(k) as u64);
+                assert_eq!(classes.block_at(k, 0), Some(0));
+                assert_eq!(classes.block_at(k, (n - 1) * size), Some(n as u32 - 1));
+                assert_eq!(classes.block_at(k, n * size), None, "class {k} ({size} B)");
+                assert_eq!(classes.block_at(k, size + 16), None);
             }
         }
     }

@@ -57,12 +57,9 @@ impl Tally {
     #[inline]
     pub fn add(&mut self, name: &'static str, nanos: u64) {
         self.total += 1;
-        // The names are the command table's statics: the same command, the same pointer.
-        match self
-            .by_cmd
-            .iter_mut()
-            .find(|e| std::ptr::eq(e.0.as_ptr(), name.as_ptr()))
-        {
+        // The names are the command table's statics: the same command, the same pointer and
+        // length (`ptr::eq` on `&str` compares both).
+        match self.by_cmd.iter_mut().find(|e| std::ptr::eq(e.0, name)) {
             Some(e) => {
                 e.1 += 1;
                 e.2 += nanos;

@@ -27,7 +27,7 @@ pub fn execute(ctx: &mut Ctx<'_>, argv: Vec<Bytes>) -> Frame {
         ctx.session.last_cmd = "NULL";
         return reject(ctx, None, unknown_command(&argv));
     };
-    if !std::ptr::eq(ctx.session.last_cmd.as_ptr(), spec.name.as_ptr()) {
+    if !std::ptr::eq(ctx.session.last_cmd, spec.name) {
         ctx.session.last_cmd = spec.name;
         if let Some(c) = &ctx.session.client {
             *c.last_cmd.lock() = spec.name;
