@@ -7,9 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{open_db as open, pool_path};
+use common::{clear_incompat_feature, open_db as open, pool_path};
 use eagle_core::Db;
-use eagle_core::pool::{HEADER_BLOCK, INCOMPAT_OWNER_TAGS};
+use eagle_core::pool::INCOMPAT_OWNER_TAGS;
 
 fn field(i: u32) -> Vec<u8> {
     format!("field:{i}").into_bytes()
@@ -56,21 +56,9 @@ fn verify(db: &Db, fields: u32, round: u32) {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
-/// Clears `INCOMPAT_OWNER_TAGS` in a closed pool's header (and re-seals its checksum), as a pool
-/// written before the tag existed would have it.
+/// Clears `INCOMPAT_OWNER_TAGS`, as a pool written before the tag existed would have it.
 fn make_legacy(path: &Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let features = u64::from_le_bytes(bytes[96..104].try_into().unwrap());
-    assert_ne!(
-        features & INCOMPAT_OWNER_TAGS,
-        0,
-        "new pools carry the tag feature"
-    );
-    bytes[96..104].copy_from_slice(&(features & !INCOMPAT_OWNER_TAGS).to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..124]);
-    bytes[124..128].copy_from_slice(&crc.to_le_bytes());
-    assert!(bytes.len() as u64 > HEADER_BLOCK);
-    std::fs::write(path, bytes).unwrap();
+    clear_incompat_feature(path, INCOMPAT_OWNER_TAGS);
 }
 
 #[test]

@@ -6,11 +6,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{open_db as open, pool_path};
+use common::{clear_incompat_feature, open_db as open, pool_path};
 use std::sync::Arc;
 
 use eagle_core::heap::Heap;
-use eagle_core::pool::{HEADER_BLOCK, INCOMPAT_FINE_CLASSES, Pool};
+use eagle_core::pool::{INCOMPAT_FINE_CLASSES, Pool};
 use eagle_core::{Db, PoolOptions};
 
 /// A 10-byte key and a 100-byte value: a 142-byte record (32-byte header).
@@ -60,18 +60,7 @@ fn create_coarse_pool(path: &Path) {
         ..PoolOptions::default()
     };
     Pool::open(path, opts).unwrap().close().unwrap();
-    let mut bytes = std::fs::read(path).unwrap();
-    let features = u64::from_le_bytes(bytes[96..104].try_into().unwrap());
-    assert_ne!(
-        features & INCOMPAT_FINE_CLASSES,
-        0,
-        "new pools use fine classes"
-    );
-    bytes[96..104].copy_from_slice(&(features & !INCOMPAT_FINE_CLASSES).to_le_bytes());
-    let crc = crc32c::crc32c(&bytes[..124]);
-    bytes[124..128].copy_from_slice(&crc.to_le_bytes());
-    assert!(bytes.len() as u64 > HEADER_BLOCK);
-    std::fs::write(path, bytes).unwrap();
+    clear_incompat_feature(path, INCOMPAT_FINE_CLASSES);
 }
 
 #[test]
@@ -109,16 +98,22 @@ fn pools_without_fine_classes_keep_the_64_byte_table_across_crashes() {
     let _ = std::fs::remove_file(&path);
 }
 
-#[test]
-fn a_full_heap_serves_smaller_blocks_from_free_blocks_of_larger_classes() {
-    let path = pool_path("class-fallback");
+/// The heap of a new 4 MiB pool at `path`, swept (a new pool has nothing to sweep).
+fn small_heap(path: &Path) -> Heap {
     let opts = PoolOptions {
         size: 4 << 20,
         flush: Some(eagle_core::pmem::FlushMode::None),
         ..PoolOptions::default()
     };
-    let heap = Heap::open(Arc::new(Pool::open(&path, opts).unwrap())).unwrap();
-    heap.finish_sweep(); // a new pool: nothing to sweep
+    let heap = Heap::open(Arc::new(Pool::open(path, opts).unwrap())).unwrap();
+    heap.finish_sweep();
+    heap
+}
+
+#[test]
+fn a_full_heap_serves_smaller_blocks_from_free_blocks_of_larger_classes() {
+    let path = pool_path("class-fallback");
+    let heap = small_heap(&path);
     // 128-byte blocks until every chunk is assigned to that class.
     let mut blocks = Vec::new();
     while let Ok(b) = heap.alloc(128) {
@@ -153,13 +148,7 @@ fn a_full_heap_serves_smaller_blocks_from_free_blocks_of_larger_classes() {
 #[test]
 fn a_request_of_a_multiple_of_64_bytes_never_falls_back_to_an_unaligned_class() {
     let path = pool_path("class-fallback-aligned");
-    let opts = PoolOptions {
-        size: 4 << 20,
-        flush: Some(eagle_core::pmem::FlushMode::None),
-        ..PoolOptions::default()
-    };
-    let heap = Heap::open(Arc::new(Pool::open(&path, opts).unwrap())).unwrap();
-    heap.finish_sweep();
+    let heap = small_heap(&path);
     let mut blocks = Vec::new();
     while let Ok(b) = heap.alloc(80) {
         blocks.push(b);

@@ -32,3 +32,20 @@ pub fn open_db(path: &Path) -> Db {
     };
     Db::open(path, opts).unwrap()
 }
+
+/// Clears the incompatible feature bit `feature` in a closed pool's header and re-seals the
+/// header's checksum, as a pool written before the feature existed would have it.
+pub fn clear_incompat_feature(path: &Path, feature: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() as u64 > eagle_core::pool::HEADER_BLOCK);
+    let features = u64::from_le_bytes(bytes[96..104].try_into().unwrap());
+    assert_ne!(
+        features & feature,
+        0,
+        "new pools carry feature {feature:#x}"
+    );
+    bytes[96..104].copy_from_slice(&(features & !feature).to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..124]);
+    bytes[124..128].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
