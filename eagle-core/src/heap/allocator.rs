@@ -344,9 +344,10 @@ impl Heap {
             why: "outside the heap's chunks",
         })?;
         let kind = self.kind(c);
-        let small = |k| self.geo.classes.block_at(k, within);
         let (size, block) = match kind {
-            ChunkKind::Small(k) if let Some(i) = small(k) => (self.geo.classes.size(k), i),
+            ChunkKind::Small(k) if let Some(i) = self.geo.classes.block_at(k, within) => {
+                (self.geo.classes.size(k), i)
+            }
             ChunkKind::LargeHead(n) if within == 0 => (n as u64 * CHUNK, 0),
             _ => {
                 return Err(HeapError::BadFree {
