@@ -235,20 +235,59 @@ fn a_waiter_gives_up_when_told_to() {
     assert!(wal.used() > 0, "the older record keeps the head");
 }
 
+/// Appends 1000-byte records until the log is full; their LSNs (all still live).
+fn fill(wal: &Wal) -> Vec<u64> {
+    let mut live = Vec::new();
+    loop {
+        match wal.append(1, &[7u8; 1000]) {
+            Ok(lsn) => live.push(lsn),
+            Err(WalError::Full { .. }) => return live,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The appender's failed append and its look at the live records are two steps: when the last
+/// live record is checkpointed between them, the log is empty and the appender must append,
+/// not report the log full. `give_up` runs between the two steps, so it holds the appender
+/// there while the main thread checkpoints.
+#[test]
+fn an_appender_waiting_on_a_full_log_appends_when_the_last_live_record_goes_meanwhile() {
+    let p = tmp("throttle-race");
+    let (wal, _) = open(&p);
+    let wal = Arc::new(wal);
+    let live = fill(&wal);
+    let between = Arc::new(std::sync::Barrier::new(2));
+    let appender = {
+        let (wal, between) = (wal.clone(), between.clone());
+        let first = std::sync::atomic::AtomicBool::new(true);
+        std::thread::spawn(move || {
+            wal.append_waiting(1, &[9u8; 1000], || {
+                if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    between.wait(); // the append failed: the log is full
+                    between.wait(); // every record is checkpointed now
+                }
+                false
+            })
+        })
+    };
+    between.wait();
+    wal.checkpoint_many(&live);
+    between.wait();
+    let lsn = appender
+        .join()
+        .unwrap()
+        .expect("the log is empty: the append must succeed");
+    wal.checkpoint(lsn);
+}
+
 #[test]
 fn a_full_log_throttles_an_appender_until_live_records_are_checkpointed() {
     let p = tmp("throttle");
     let (wal, _) = open(&p);
     let wal = Arc::new(wal);
     // Fill the log with records that stay live (another writer's batches in flight).
-    let mut live = Vec::new();
-    loop {
-        match wal.append(1, &[7u8; 1000]) {
-            Ok(lsn) => live.push(lsn),
-            Err(WalError::Full { .. }) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let live = fill(&wal);
     assert!(!live.is_empty());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let appender = {

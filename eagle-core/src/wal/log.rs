@@ -227,17 +227,28 @@ impl Wal {
     /// [`append`](Self::append), but a full log throttles instead of failing while records
     /// of other appenders are still live (their checkpoints will free space): waits for the
     /// head to move and tries again, until `give_up()` holds. A log full of nothing but
-    /// finished records cannot happen (their checkpoint moved the head), so `Full` with no
-    /// live record means the record can never fit beside the end-of-lap reserve.
+    /// finished records cannot happen (their checkpoint moved the head), so `Full` from an
+    /// append made when no record was live means the record can never fit beside the
+    /// end-of-lap reserve.
     pub fn append_waiting(
         &self,
         kind: u8,
         payload: &[u8],
         give_up: impl Fn() -> bool,
     ) -> Result<Lsn, WalError> {
+        // Whether the last look found no live record. One look is not enough: the records
+        // that filled the log may have been checkpointed after the append failed, so the log
+        // is full "of nothing" only if the append failed after a look that found none too.
+        let mut none_live = false;
         loop {
             match self.append(kind, payload) {
-                Err(WalError::Full { .. }) if !give_up() && self.wait_for_space() => continue,
+                Err(e @ WalError::Full { .. }) if !give_up() => {
+                    let live = self.wait_for_space();
+                    if !live && none_live {
+                        return Err(e);
+                    }
+                    none_live = !live;
+                }
                 done => return done,
             }
         }
