@@ -18,7 +18,7 @@
 //!   alloc bits and the slots is derivable and rebuilt by repair.
 //! - slot: 8-byte record offset, 8-byte full hash (so splits and repair never read records).
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::version_lock;
 use crate::pmem::PmemObject;
@@ -39,18 +39,45 @@ pub struct Slot {
 }
 
 /// One bucket; see the module documentation for the layout.
+///
+/// Bytes 8..32 (fingerprints, overflow metadata, reserved) are held as three little-endian
+/// 8-byte words, so a lookup compares all 14 fingerprints with two loads (see
+/// [`match_fp`](Bucket::match_fp)); the bytes on the media are the ones the layout above names.
+/// Every write to them is a load and store of the word, made with the bucket locked (or by
+/// repair, which holds every lock of the segment), so no byte of a word is written by two
+/// threads at once.
 #[repr(C, align(64))]
 pub struct Bucket {
     lock: AtomicU32,
     bitmap: AtomicU32,
-    fps: [AtomicU8; SLOTS],
-    overflow_fps: [AtomicU8; OVERFLOW_FPS],
-    overflow_valid: AtomicU8,
-    overflow_index: AtomicU8,
-    overflow_count: AtomicU8,
-    _reserved: [AtomicU8; 3],
+    meta: [AtomicU64; 3],
     /// The record slots.
     pub slots: [Slot; SLOTS],
+}
+
+/// Byte positions within `meta` (byte 0 is the bucket's byte 8).
+const FP_AT: usize = 0;
+const OVERFLOW_FP_AT: usize = FP_AT + SLOTS;
+const OVERFLOW_VALID_AT: usize = OVERFLOW_FP_AT + OVERFLOW_FPS;
+const OVERFLOW_INDEX_AT: usize = OVERFLOW_VALID_AT + 1;
+const OVERFLOW_COUNT_AT: usize = OVERFLOW_INDEX_AT + 1;
+const _: () = assert!(OVERFLOW_COUNT_AT < 24);
+const _: () = assert!(std::mem::offset_of!(Bucket, meta) == 8);
+const _: () = assert!(std::mem::offset_of!(Bucket, slots) == 32);
+
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Bit `k` set iff byte `k` of `w` equals `b` (exact: no false positives).
+#[inline]
+fn bytes_equal(w: u64, b: u8) -> u32 {
+    let x = w ^ (u64::from(b) * 0x0101_0101_0101_0101);
+    // High bit of each byte set iff the byte of `x` is non-zero (no carry crosses bytes: each
+    // byte's low 7 bits plus 0x7f stay below 0x100).
+    let nonzero = ((x & LOW_BITS) + LOW_BITS) | x;
+    let zero = (!nonzero & !LOW_BITS) >> 7;
+    // Gathers bit 8k to bit 56 + k; the other products land on distinct bits below 56, so
+    // nothing carries into the top byte.
+    (zero.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 256);
@@ -152,16 +179,26 @@ impl Bucket {
     /// Slots whose fingerprint equals `fp` and that hold a record.
     #[inline]
     pub fn match_fp(&self, fp: u8) -> u32 {
-        let mut bits = self.alloc_bits();
-        let mut out = 0;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            if self.fps[i].load(Ordering::Relaxed) == fp {
-                out |= 1 << i;
-            }
-        }
-        out
+        // Fingerprints 0..8 are word 0; 8..14 the low six bytes of word 1 (the rest of word 1
+        // is overflow fingerprints, masked off by the alloc bits).
+        let lo = bytes_equal(self.meta[0].load(Ordering::Relaxed), fp);
+        let hi = bytes_equal(self.meta[1].load(Ordering::Relaxed), fp);
+        (lo | hi << 8) & self.alloc_bits()
+    }
+
+    /// Byte `at` of the metadata words.
+    #[inline]
+    fn meta_byte(&self, at: usize) -> u8 {
+        (self.meta[at / 8].load(Ordering::Relaxed) >> (8 * (at % 8))) as u8
+    }
+
+    /// Sets byte `at` of the metadata words (the bucket is locked: see the type's documentation).
+    #[inline]
+    fn set_meta_byte(&self, at: usize, v: u8) {
+        let word = &self.meta[at / 8];
+        let shift = 8 * (at % 8);
+        let w = word.load(Ordering::Relaxed) & !(0xff << shift);
+        word.store(w | u64::from(v) << shift, Ordering::Relaxed);
     }
 
     /// Writes slot `i`'s contents (not yet visible: the alloc bit publishes them).
@@ -174,7 +211,7 @@ impl Bucket {
     /// Publishes slot `i`: fingerprint, then the alloc bit (and probe bit) in one 32-bit store.
     #[inline]
     pub fn publish(&self, i: usize, hash: u64, probe: bool) {
-        self.fps[i].store(fingerprint(hash), Ordering::Relaxed);
+        self.set_meta_byte(FP_AT + i, fingerprint(hash));
         let mut b = self.bitmap.load(Ordering::Relaxed) | (1 << i);
         if probe {
             b |= 1 << (SLOTS + i);
@@ -201,7 +238,7 @@ impl Bucket {
 
     /// Rewrites slot `i`'s fingerprint from its hash (repair).
     pub fn set_fp(&self, i: usize, hash: u64) {
-        self.fps[i].store(fingerprint(hash), Ordering::Relaxed);
+        self.set_meta_byte(FP_AT + i, fingerprint(hash));
     }
 
     // ---- overflow metadata (records of this bucket in the stash) ----
@@ -210,17 +247,17 @@ impl Bucket {
     /// over stash indices; all of them if some stashed records have no overflow fingerprint.
     #[inline]
     pub fn stash_candidates(&self, fp: u8, stash_buckets: usize) -> u32 {
-        if self.overflow_count.load(Ordering::Relaxed) > 0 {
+        if self.meta_byte(OVERFLOW_COUNT_AT) > 0 {
             return (1 << stash_buckets) - 1;
         }
-        let valid = self.overflow_valid.load(Ordering::Relaxed);
+        let valid = self.meta_byte(OVERFLOW_VALID_AT);
         if valid == 0 {
             return 0;
         }
-        let index = self.overflow_index.load(Ordering::Relaxed);
+        let index = self.meta_byte(OVERFLOW_INDEX_AT);
         let mut out = 0;
         for j in 0..OVERFLOW_FPS {
-            if valid & (1 << j) != 0 && self.overflow_fps[j].load(Ordering::Relaxed) == fp {
+            if valid & (1 << j) != 0 && self.meta_byte(OVERFLOW_FP_AT + j) == fp {
                 out |= 1 << ((index >> (2 * j)) & 3);
             }
         }
@@ -229,46 +266,113 @@ impl Bucket {
 
     /// Notes that a record with fingerprint `fp` of this bucket went to stash bucket `s`.
     pub fn add_overflow(&self, fp: u8, s: usize) {
-        let valid = self.overflow_valid.load(Ordering::Relaxed);
+        let valid = self.meta_byte(OVERFLOW_VALID_AT);
         let free = !valid & ((1 << OVERFLOW_FPS) - 1);
         if free == 0 {
-            let c = self.overflow_count.load(Ordering::Relaxed);
-            self.overflow_count
-                .store(c.saturating_add(1), Ordering::Relaxed);
+            let c = self.meta_byte(OVERFLOW_COUNT_AT);
+            self.set_meta_byte(OVERFLOW_COUNT_AT, c.saturating_add(1));
             return;
         }
         let j = free.trailing_zeros() as usize;
-        self.overflow_fps[j].store(fp, Ordering::Relaxed);
-        let index = self.overflow_index.load(Ordering::Relaxed) & !(3 << (2 * j));
-        self.overflow_index
-            .store(index | ((s as u8) << (2 * j)), Ordering::Relaxed);
-        self.overflow_valid
-            .store(valid | (1 << j), Ordering::Relaxed);
+        self.set_meta_byte(OVERFLOW_FP_AT + j, fp);
+        let index = self.meta_byte(OVERFLOW_INDEX_AT) & !(3 << (2 * j));
+        self.set_meta_byte(OVERFLOW_INDEX_AT, index | ((s as u8) << (2 * j)));
+        self.set_meta_byte(OVERFLOW_VALID_AT, valid | (1 << j));
     }
 
     /// Notes that a stashed record with fingerprint `fp` in stash bucket `s` is gone.
     pub fn remove_overflow(&self, fp: u8, s: usize) {
-        let valid = self.overflow_valid.load(Ordering::Relaxed);
-        let index = self.overflow_index.load(Ordering::Relaxed);
+        let valid = self.meta_byte(OVERFLOW_VALID_AT);
+        let index = self.meta_byte(OVERFLOW_INDEX_AT);
         for j in 0..OVERFLOW_FPS {
             if valid & (1 << j) != 0
-                && self.overflow_fps[j].load(Ordering::Relaxed) == fp
+                && self.meta_byte(OVERFLOW_FP_AT + j) == fp
                 && ((index >> (2 * j)) & 3) as usize == s
             {
-                self.overflow_valid
-                    .store(valid & !(1 << j), Ordering::Relaxed);
+                self.set_meta_byte(OVERFLOW_VALID_AT, valid & !(1 << j));
                 return;
             }
         }
-        let c = self.overflow_count.load(Ordering::Relaxed);
-        self.overflow_count
-            .store(c.saturating_sub(1), Ordering::Relaxed);
+        let c = self.meta_byte(OVERFLOW_COUNT_AT);
+        self.set_meta_byte(OVERFLOW_COUNT_AT, c.saturating_sub(1));
     }
 
     /// Forgets all overflow metadata (repair rebuilds it).
     pub fn clear_overflow(&self) {
-        self.overflow_valid.store(0, Ordering::Relaxed);
-        self.overflow_index.store(0, Ordering::Relaxed);
-        self.overflow_count.store(0, Ordering::Relaxed);
+        self.set_meta_byte(OVERFLOW_VALID_AT, 0);
+        self.set_meta_byte(OVERFLOW_INDEX_AT, 0);
+        self.set_meta_byte(OVERFLOW_COUNT_AT, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fingerprint match is exact: against a byte-by-byte comparison, over words that hold
+    /// the fingerprint, its neighbours (borrows and carries), zero and 0xff in every position.
+    #[test]
+    fn fingerprint_match_finds_exactly_the_equal_bytes() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..20_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let fp = (rng >> 56) as u8;
+            let pick = [
+                fp,
+                fp.wrapping_add(1),
+                fp.wrapping_sub(1),
+                0,
+                0xff,
+                fp ^ 0x80,
+            ];
+            let mut bytes = rng.to_le_bytes();
+            for (k, b) in bytes.iter_mut().enumerate() {
+                if (round >> k) & 1 == 1 {
+                    *b = pick[(rng >> (3 * k)) as usize % pick.len()];
+                }
+            }
+            let w = u64::from_le_bytes(bytes);
+            let want = (0..8)
+                .filter(|&k| bytes[k] == fp)
+                .fold(0, |m, k| m | 1 << k);
+            assert_eq!(
+                bytes_equal(w, fp),
+                want,
+                "word {w:#018x}, fingerprint {fp:#04x}"
+            );
+        }
+    }
+
+    #[test]
+    fn match_fp_reports_only_allocated_slots_with_the_fingerprint() {
+        let b = Bucket {
+            lock: AtomicU32::new(0),
+            bitmap: AtomicU32::new(0),
+            meta: Default::default(),
+            slots: std::array::from_fn(|_| Slot {
+                record: AtomicU64::new(0),
+                hash: AtomicU64::new(0),
+            }),
+        };
+        for i in 0..SLOTS {
+            b.write_slot(
+                i,
+                64 * i as u64,
+                if i % 3 == 0 { 0x5a } else { 0x10 + i as u64 },
+            );
+            b.publish(i, if i % 3 == 0 { 0x5a } else { 0x10 + i as u64 }, false);
+        }
+        b.add_overflow(0x5a, 1);
+        let want = (0..SLOTS)
+            .filter(|i| i % 3 == 0)
+            .fold(0u32, |m, i| m | 1 << i);
+        assert_eq!(b.match_fp(0x5a), want);
+        b.unpublish(3);
+        assert_eq!(b.match_fp(0x5a), want & !(1 << 3));
+        assert_eq!(b.stash_candidates(0x5a, 2), 0b10);
+        b.remove_overflow(0x5a, 1);
+        assert_eq!(b.stash_candidates(0x5a, 2), 0);
     }
 }

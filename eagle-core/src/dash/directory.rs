@@ -23,6 +23,12 @@ pub fn dir_size(g: u32) -> u64 {
     DIR_HEADER + (8 << g)
 }
 
+/// Byte offset of entry `i` of the directory at `dir`.
+#[inline]
+pub fn entry_offset(dir: u64, i: u64) -> u64 {
+    dir + DIR_HEADER + 8 * i
+}
+
 /// A validated view of a directory.
 #[derive(Clone, Copy)]
 pub struct Directory<'a> {
@@ -72,13 +78,13 @@ impl<'a> Directory<'a> {
     pub fn entry(&self, i: u64) -> &'a AtomicU64 {
         debug_assert!(i < self.len());
         self.region
-            .atomic_u64(self.offset + DIR_HEADER + 8 * i)
+            .atomic_u64(entry_offset(self.offset, i))
             .expect("entries lie inside the validated directory")
     }
 
     /// Byte offset of entry `i` (for flushing).
     pub fn entry_offset(&self, i: u64) -> u64 {
-        self.offset + DIR_HEADER + 8 * i
+        entry_offset(self.offset, i)
     }
 
     /// The entry for `hash`.

@@ -235,11 +235,14 @@ impl Dash {
     /// that lost the hash meanwhile either fails this check or changes the snapshotted version.
     #[inline]
     pub(crate) fn still_current(&self, at: &Located) -> bool {
-        if self.root().load(Ordering::Acquire) != at.root {
-            return false;
-        }
-        Directory::open(self.region(), at.root)
-            .is_some_and(|d| d.entry(at.index).load(Ordering::Acquire) == at.segment)
+        // `locate` validated the directory at `at.root` (magic, depth, size), and the caller's
+        // epoch guard keeps it from being freed: while the root still names it, only the entry
+        // needs reading.
+        self.root().load(Ordering::Acquire) == at.root
+            && self
+                .region()
+                .atomic_u64(super::directory::entry_offset(at.root, at.index))
+                .is_some_and(|e| e.load(Ordering::Acquire) == at.segment)
     }
 
     /// Looks `key` up and hands its record to `f`. Lock-free: retries while a writer holds one
@@ -255,6 +258,12 @@ impl Dash {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
             let (at, seg) = self.locate(h)?;
+            // The slot lines of the home bucket, fetched alongside its header rather than after
+            // the fingerprints say which slot to read.
+            let region = self.region();
+            for line in 1..4 {
+                region.prefetch(super::write::bucket_off(at.segment, b) + 64 * line);
+            }
             let (Some(v0), Some(v1)) =
                 (seg.bucket(b).read_version(), seg.bucket(b1).read_version())
             else {
