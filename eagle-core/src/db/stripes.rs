@@ -19,8 +19,34 @@ pub(crate) struct Stripes {
     expect(dead_code, reason = "the guards are held for their Drop")
 )]
 pub(crate) enum Held<'a> {
-    Read(Vec<RwLockReadGuard<'a, ()>>),
-    Write(Vec<RwLockWriteGuard<'a, ()>>),
+    Read(Guards<RwLockReadGuard<'a, ()>>),
+    Write(Guards<RwLockWriteGuard<'a, ()>>),
+}
+
+/// One guard (most commands name one key: no allocation), or several in table order.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the guards are held for their Drop")
+)]
+pub(crate) enum Guards<G> {
+    One(G),
+    Many(Vec<G>),
+}
+
+/// The stripes a command's keys map to.
+enum Indices {
+    One(usize),
+    /// Sorted, without duplicates.
+    Many(Vec<usize>),
+}
+
+impl Indices {
+    fn map<G>(self, lock: impl Fn(usize) -> G) -> Guards<G> {
+        match self {
+            Indices::One(i) => Guards::One(lock(i)),
+            Indices::Many(v) => Guards::Many(v.into_iter().map(lock).collect()),
+        }
+    }
 }
 
 impl Stripes {
@@ -30,42 +56,45 @@ impl Stripes {
         }
     }
 
-    fn indices(hashes: impl Iterator<Item = u64>) -> Vec<usize> {
-        let mut v: Vec<usize> = hashes.map(|h| (h as usize) & (STRIPES - 1)).collect();
+    fn indices(mut hashes: impl Iterator<Item = u64>) -> Indices {
+        let stripe = |h: u64| (h as usize) & (STRIPES - 1);
+        let Some(first) = hashes.next().map(stripe) else {
+            return Indices::Many(Vec::new());
+        };
+        let Some(second) = hashes.next() else {
+            return Indices::One(first);
+        };
+        let mut v: Vec<usize> = [first, stripe(second)]
+            .into_iter()
+            .chain(hashes.map(stripe))
+            .collect();
         v.sort_unstable();
         v.dedup();
-        v
+        match v[..] {
+            [one] => Indices::One(one),
+            _ => Indices::Many(v),
+        }
     }
 
     /// Shared locks for the keys with these hashes.
     pub fn read(&self, hashes: impl Iterator<Item = u64>) -> Held<'_> {
-        Held::Read(
-            Self::indices(hashes)
-                .into_iter()
-                .map(|i| self.locks[i].read())
-                .collect(),
-        )
+        Held::Read(Self::indices(hashes).map(|i| self.locks[i].read()))
     }
 
     /// Exclusive locks for the keys with these hashes.
     pub fn write(&self, hashes: impl Iterator<Item = u64>) -> Held<'_> {
-        Held::Write(
-            Self::indices(hashes)
-                .into_iter()
-                .map(|i| self.locks[i].write())
-                .collect(),
-        )
+        Held::Write(Self::indices(hashes).map(|i| self.locks[i].write()))
     }
 
     /// Every lock, exclusively (FLUSHALL).
     pub fn write_all(&self) -> Held<'_> {
-        Held::Write(self.locks.iter().map(|l| l.write()).collect())
+        Held::Write(Guards::Many(self.locks.iter().map(|l| l.write()).collect()))
     }
 
     /// Every lock, shared (a snapshot: writers wait, readers go on). Taken in table order, as
     /// writers take theirs, so it never waits in a cycle with one.
     pub fn read_all(&self) -> Held<'_> {
-        Held::Read(self.locks.iter().map(|l| l.read()).collect())
+        Held::Read(Guards::Many(self.locks.iter().map(|l| l.read()).collect()))
     }
 }
 
@@ -73,9 +102,15 @@ impl Held<'_> {
     /// Number of locks held.
     #[cfg(test)]
     pub fn len(&self) -> usize {
+        fn count<G>(g: &Guards<G>) -> usize {
+            match g {
+                Guards::One(_) => 1,
+                Guards::Many(v) => v.len(),
+            }
+        }
         match self {
-            Held::Read(v) => v.len(),
-            Held::Write(v) => v.len(),
+            Held::Read(g) => count(g),
+            Held::Write(g) => count(g),
         }
     }
 }
@@ -89,6 +124,9 @@ mod tests {
         let s = Stripes::new();
         let held = s.write([5u64, 5 + STRIPES as u64, 3, 1027].into_iter());
         assert_eq!(held.len(), 2); // 5 and 5+1024 share a stripe; 3 and 1027 too
+        drop(held);
+        let held = s.write([7u64, 7 + STRIPES as u64].into_iter());
+        assert!(matches!(held, Held::Write(Guards::One(_)))); // one stripe: no allocation
         drop(held);
         let a = s.read([1u64].into_iter());
         let b = s.read([1u64].into_iter()); // shared
