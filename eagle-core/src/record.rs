@@ -101,6 +101,24 @@ pub unsafe fn write_record(
     region.flush(offset, total as usize);
 }
 
+/// Whether the record at `offset` holds `key`; `None` if its key cannot be read (outside the
+/// region). Reads only the key length and, if it matches, the key: a lookup's comparison, which
+/// opens the whole record (kind and value bounds) only for the record it finds.
+#[inline]
+pub(crate) fn key_is(region: &Region, offset: u64, key: &[u8]) -> Option<bool> {
+    // The key length is the header's first 4 bytes (little-endian); records are 16-byte aligned.
+    let head = region
+        .atomic_u64(offset)?
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if head as u32 as usize != key.len() {
+        return Some(false);
+    }
+    let p = region.ptr(offset.checked_add(RECORD_HEADER)?, key.len() as u64)?;
+    // SAFETY: `ptr` checked the range against the region; the record is immutable while the
+    // caller's epoch guard holds it (see RecordRef), so the bytes are not written meanwhile.
+    Some(unsafe { std::slice::from_raw_parts(p, key.len()) } == key)
+}
+
 impl<'a> RecordRef<'a> {
     /// Reads and bounds-checks the header of the record at `offset`; `None` if it cannot be a
     /// record (out of the region, unknown kind, lengths past the region). The checksum is not

@@ -50,7 +50,7 @@ impl Dash {
             ..CheckReport::default()
         };
         let _guard = self.pin();
-        let dir = match self.directory() {
+        let dir = match self.validated_directory() {
             Ok(d) => d,
             Err(e) => {
                 r.problems.push(e.to_string());

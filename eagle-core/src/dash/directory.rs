@@ -56,6 +56,18 @@ impl<'a> Directory<'a> {
         })
     }
 
+    /// A view of the directory at `offset` of depth `g` that [`open`](Self::open) accepted
+    /// before (a directory never changes in place, and the region never shrinks).
+    #[inline]
+    pub fn validated(region: &'a Region, offset: u64, g: u32) -> Directory<'a> {
+        debug_assert!(Directory::open(region, offset).is_some_and(|d| d.global_depth == g));
+        Directory {
+            region,
+            offset,
+            global_depth: g,
+        }
+    }
+
     /// Writes a fresh header (the caller persists the directory).
     pub fn init(region: &'a Region, offset: u64, g: u32) -> Directory<'a> {
         let word = |at| region.atomic_u64(at).expect("directory inside the heap");

@@ -19,6 +19,7 @@ thread_local! {
 }
 
 /// Pins the calling thread in `collector`'s epoch.
+#[inline]
 pub fn pin(collector: &Arc<Collector>) -> Guard {
     let found = HANDLES.with(|h| {
         h.borrow()
@@ -26,9 +27,15 @@ pub fn pin(collector: &Arc<Collector>) -> Guard {
             .find(|(c, _)| std::ptr::eq(c.as_ptr(), Arc::as_ptr(collector)))
             .map(|(_, handle)| handle.clone())
     });
-    if let Some(handle) = found {
-        return handle.pin();
+    match found {
+        Some(handle) => handle.pin(),
+        None => pin_new(collector),
     }
+}
+
+/// [`pin`] on a thread that has no handle for `collector` yet: registers one.
+#[cold]
+fn pin_new(collector: &Arc<Collector>) -> Guard {
     // A Weak keeps its allocation, so a dead collector's address is never reused by a live one
     // while its entry exists: address equality above is identity.
     let dead: Handles = HANDLES.with(|h| {

@@ -64,6 +64,14 @@ pub struct Dash {
     pub(crate) segments: AtomicU64,
     pub(crate) epoch: u64,
     pub(crate) root_at: u64,
+    /// The root's directory, in DRAM: its offset with its global depth in the top byte (0:
+    /// not yet known). Validated from the media at open, and stored again right after each
+    /// store of the root (creation; doubling, under the directory lock), which only this index
+    /// makes: lookups read it instead of the root and the directory header. Between a
+    /// doubling's root store and this store, readers still use the old directory, which is
+    /// not retired before this store and maps every hash as the new one does (no split can
+    /// publish until the doubling releases the directory lock).
+    pub(crate) dir_view: AtomicU64,
     /// Set once every segment is known repaired: at once after a clean close (every segment
     /// was repaired in this epoch), else when the background recovery ends.
     pub(crate) all_repaired: std::sync::atomic::AtomicBool,
@@ -73,6 +81,15 @@ pub struct Dash {
     /// Frees held back while an atomic transaction is open (`deferral.rs`).
     pub(crate) deferral: super::deferral::Deferral,
 }
+
+/// The error for a slot naming a record whose key cannot be read.
+#[cold]
+fn unreadable(record: u64) -> IndexError {
+    corrupted(format!("record {record:#x} is unreadable"))
+}
+
+/// The offset bits of `Dash::dir_view` (a pool is far below 2^56 bytes; depths fit a byte).
+const DIR_VIEW_OFFSET: u64 = (1 << 56) - 1;
 
 /// Where the key count is kept across a clean close (metadata region offset).
 const LEN_AT: u64 = 8;
@@ -99,6 +116,7 @@ impl Dash {
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
             root_at: pool.layout().meta.offset,
+            dir_view: AtomicU64::new(0),
             all_repaired: pool.was_clean().into(),
             recovery: Default::default(),
             owner_tags: pool.owner_tags(),
@@ -108,6 +126,8 @@ impl Dash {
         if dash.root().load(Ordering::Acquire) == 0 {
             dash.create()?;
         }
+        let dir = dash.validated_directory()?;
+        dash.note_directory(&dir);
         if pool.was_clean() {
             let len = dash.len_word().load(Ordering::Acquire);
             dash.len.set(len as i64);
@@ -158,6 +178,7 @@ impl Dash {
         // (the next open creates again) and both blocks unreachable (the sweep reclaims them).
         self.root().store(dir_off, Ordering::Release);
         region.persist(self.root_at, 8);
+        self.note_directory(&dir);
         Ok(())
     }
 
@@ -186,10 +207,34 @@ impl Dash {
             .ok_or_else(|| corrupted(format!("segment offset {off:#x} is outside the pool")))
     }
 
+    /// The directory the root names now.
+    #[inline]
     pub(crate) fn directory(&self) -> Result<Directory<'_>, IndexError> {
+        let view = self.dir_view.load(Ordering::Acquire);
+        if view != 0 {
+            // Validated when it was noted, and a directory never changes in place.
+            let (off, g) = (view & DIR_VIEW_OFFSET, (view >> 56) as u32);
+            return Ok(Directory::validated(self.region(), off, g));
+        }
+        self.validated_directory()
+    }
+
+    /// The directory the root names, read and checked from its header.
+    #[cold]
+    pub(crate) fn validated_directory(&self) -> Result<Directory<'_>, IndexError> {
         let off = self.root().load(Ordering::Acquire);
         Directory::open(self.region(), off)
             .ok_or_else(|| corrupted(format!("no directory at the root's offset {off:#x}")))
+    }
+
+    /// Notes `dir` as the root's directory: at open, and right after each store of the root
+    /// (see `dir_view`).
+    pub(crate) fn note_directory(&self, dir: &Directory<'_>) {
+        debug_assert!(dir.offset & !DIR_VIEW_OFFSET == 0);
+        self.dir_view.store(
+            dir.offset | (dir.global_depth as u64) << 56,
+            Ordering::Release,
+        );
     }
 
     pub(crate) fn pin(&self) -> Guard {
@@ -213,11 +258,7 @@ impl Dash {
             // After the open-time sweep every segment is repaired; until then (or if that
             // changes) the header says whether this one is. Skipping the header read saves a
             // cache miss per operation.
-            if !self.all_repaired.load(Ordering::Acquire)
-                && (seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
-                    || seg.header.parent.load(Ordering::Acquire) != 0)
-            {
-                self.repair(seg_off)?;
+            if !self.all_repaired.load(Ordering::Acquire) && self.repair_if_needed(seg_off, seg)? {
                 continue;
             }
             let at = Located {
@@ -229,16 +270,28 @@ impl Dash {
         }
     }
 
+    /// Repairs the segment if a crash left it untouched since; whether it did.
+    #[cold]
+    fn repair_if_needed(&self, seg_off: u64, seg: &Segment) -> Result<bool, IndexError> {
+        if seg.header.repaired_epoch.load(Ordering::Acquire) != self.epoch
+            || seg.header.parent.load(Ordering::Acquire) != 0
+        {
+            self.repair(seg_off)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Whether the directory still maps the hash to the segment `locate` found. Called after a
     /// bucket version snapshot (or lock): a split updates the directory before it unlocks the
     /// segment's buckets, and a doubling switches the root before any later split, so a segment
     /// that lost the hash meanwhile either fails this check or changes the snapshotted version.
     #[inline]
     pub(crate) fn still_current(&self, at: &Located) -> bool {
-        // `locate` validated the directory at `at.root` (magic, depth, size), and the caller's
-        // epoch guard keeps it from being freed: while the root still names it, only the entry
-        // needs reading.
-        self.root().load(Ordering::Acquire) == at.root
+        // The directory at `at.root` was validated (magic, depth, size), and the caller's epoch
+        // guard keeps it from being freed: while it is still the root's, only the entry needs
+        // reading.
+        self.dir_view.load(Ordering::Acquire) & DIR_VIEW_OFFSET == at.root
             && self
                 .region()
                 .atomic_u64(super::directory::entry_offset(at.root, at.index))
@@ -273,16 +326,16 @@ impl Dash {
             if !self.still_current(&at) {
                 continue;
             }
-            let found = self.search(seg, h, key);
+            let found = self.find(seg, h, key);
             if !(seg.bucket(b).validate(v0) && seg.bucket(b1).validate(v1)) {
                 continue;
             }
-            return match found? {
+            let found = found.map_err(unreadable)?;
+            return match found {
                 None => Ok(None),
                 Some(found) => {
-                    let rec = RecordRef::open(self.region(), found.record).ok_or_else(|| {
-                        corrupted(format!("record {:#x} is unreadable", found.record))
-                    })?;
+                    let rec = RecordRef::open(self.region(), found.record)
+                        .ok_or_else(|| unreadable(found.record))?;
                     Ok(Some(f(rec)))
                 }
             };
@@ -301,6 +354,13 @@ impl Dash {
         h: u64,
         key: &[u8],
     ) -> Result<Option<Found>, IndexError> {
+        self.find(seg, h, key).map_err(unreadable)
+    }
+
+    /// [`search`](Self::search) with a one-word error (the offset of a record whose key cannot
+    /// be read), so the lookup's hot path moves no `IndexError` around.
+    #[inline]
+    fn find(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found>, u64> {
         let fp = fingerprint(h);
         let b = bucket_index(h);
         for bi in [b, (b + 1) % BUCKETS] {
@@ -316,6 +376,7 @@ impl Dash {
         Ok(None)
     }
 
+    #[inline]
     fn search_bucket(
         &self,
         bucket: &Bucket,
@@ -323,13 +384,14 @@ impl Dash {
         fp: u8,
         h: u64,
         key: &[u8],
-    ) -> Result<Option<Found>, IndexError> {
+    ) -> Result<Option<Found>, u64> {
         for i in set_bits(bucket.match_fp(fp)) {
             if bucket.slots[i].hash.load(Ordering::Relaxed) != h {
                 continue;
             }
             let record = slot_record(bucket.slots[i].record.load(Ordering::Acquire));
-            if self.key_equals(record, key)? {
+            // The caller holds an epoch guard taken before it read `record` from a slot.
+            if crate::record::key_is(self.region(), record, key).ok_or(record)? {
                 return Ok(Some(Found {
                     bucket: bi,
                     slot: i,
@@ -357,13 +419,6 @@ impl Dash {
     /// and check must open it to find them).
     pub(crate) fn may_own_blocks(&self, word: u64) -> bool {
         !self.owner_tags || word & SLOT_OWNS_BLOCKS != 0
-    }
-
-    pub(crate) fn key_equals(&self, record: u64, key: &[u8]) -> Result<bool, IndexError> {
-        let rec = RecordRef::open(self.region(), record)
-            .ok_or_else(|| corrupted(format!("record {record:#x} is unreadable")))?;
-        // The caller holds an epoch guard taken before it read `record` from a slot.
-        Ok(rec.key() == key)
     }
 
     /// Number of records.

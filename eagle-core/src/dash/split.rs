@@ -165,6 +165,7 @@ impl Dash {
         // by the sweep); after it, the old one is unreachable (likewise).
         self.root().store(new_off, Ordering::Release);
         region.persist(self.root_at, 8);
+        self.note_directory(&new);
         let guard = self.pin();
         self.retire(&guard, old.offset);
         Ok(())
