@@ -86,19 +86,32 @@ pub unsafe fn write_record(
     head[4] = kind as u8;
     head[8..16].copy_from_slice(&(value.len() as u64).to_le_bytes());
     head[16..24].copy_from_slice(&expire_at_ms.to_le_bytes());
-    let mut crc = crc32c::crc32c(&head[0..16]);
-    crc = crc32c::crc32c_append(crc, key);
-    crc = crc32c::crc32c_append(crc, value);
-    head[24..28].copy_from_slice(&crc.to_le_bytes());
     let total = record_size(key, value.len() as u64);
+    let body = offset + RECORD_HEADER;
+    let body_len = total - RECORD_HEADER;
     // SAFETY: exclusive ownership of the block is the caller's obligation; the ranges are in
-    // bounds (Region::write asserts it).
+    // bounds (Region::write asserts it, and `ptr` checks the body's range).
     unsafe {
+        region.write(body, key);
+        region.write(body + key.len() as u64, value);
+        let p = region
+            .ptr(body, body_len)
+            .expect("the body was just written inside the region");
+        // Key and value are contiguous here: one checksum call covers both.
+        let crc = checksum(
+            &head[0..16],
+            std::slice::from_raw_parts(p, body_len as usize),
+        );
+        head[24..28].copy_from_slice(&crc.to_le_bytes());
         region.write(offset, &head);
-        region.write(offset + RECORD_HEADER, key);
-        region.write(offset + RECORD_HEADER + key.len() as u64, value);
     }
     region.flush(offset, total as usize);
+}
+
+/// The record checksum: crc32c over header bytes 0..16, then the key and value (`body`).
+#[inline]
+fn checksum(head: &[u8], body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(head), body)
 }
 
 /// Whether the record at `offset` holds `key`; `None` if its key cannot be read (outside the
@@ -199,10 +212,14 @@ impl<'a> RecordRef<'a> {
         let mut head = [0u8; 28];
         self.region.read(self.offset, &mut head);
         let stored = u32::from_le_bytes(head[24..28].try_into().expect("4 bytes"));
-        let (key, value) = (self.key(), self.value());
-        let mut crc = crc32c::crc32c(&head[0..16]);
-        crc = crc32c::crc32c_append(crc, key);
-        crc = crc32c::crc32c_append(crc, value);
-        crc == stored
+        let body = self
+            .region
+            .ptr(self.offset + RECORD_HEADER, self.key_len + self.value_len)
+            .expect("bounds checked in open");
+        // SAFETY: in bounds (checked in `open`); immutable while this RecordRef exists (see the
+        // type's documentation). Key and value are contiguous.
+        let body =
+            unsafe { std::slice::from_raw_parts(body, (self.key_len + self.value_len) as usize) };
+        checksum(&head[0..16], body) == stored
     }
 }
