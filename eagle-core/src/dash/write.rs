@@ -32,11 +32,16 @@ pub enum PutOutcome {
 
 /// The buckets a writer holds, with the version each was locked at, released in reverse on
 /// drop.
+/// (Kept small, 48 bytes: it is returned by value on every write.)
 pub(super) struct Held<'a> {
     seg: &'a Segment,
-    buckets: [(usize, u32); 8],
+    /// Bucket indices (below `ALL_BUCKETS`, so a byte each).
+    buckets: [u8; 8],
+    versions: [u32; 8],
     n: usize,
 }
+
+const _: () = assert!(super::segment::ALL_BUCKETS <= u8::MAX as usize);
 
 impl<'a> Held<'a> {
     /// Locks the home bucket and its neighbour in index order.
@@ -44,22 +49,31 @@ impl<'a> Held<'a> {
         let (lo, hi) = if b < b1 { (b, b1) } else { (b1, b) };
         let vlo = seg.bucket(lo).lock();
         let vhi = seg.bucket(hi).lock();
-        let mut buckets = [(0, 0); 8];
-        buckets[0] = (lo, vlo);
-        buckets[1] = (hi, vhi);
-        Held { seg, buckets, n: 2 }
+        let mut held = Held {
+            seg,
+            buckets: [0; 8],
+            versions: [0; 8],
+            n: 2,
+        };
+        (held.buckets[0], held.versions[0]) = (lo as u8, vlo);
+        (held.buckets[1], held.versions[1]) = (hi as u8, vhi);
+        held
     }
 
     fn holds(&self, i: usize) -> bool {
-        self.buckets[..self.n].iter().any(|&(h, _)| h == i)
+        self.buckets[..self.n].iter().any(|&h| h as usize == i)
+    }
+
+    fn push(&mut self, i: usize, v: u32) {
+        (self.buckets[self.n], self.versions[self.n]) = (i as u8, v);
+        self.n += 1;
     }
 
     /// Locks one more bucket, blocking: only for buckets after every one held (stash).
     fn add(&mut self, i: usize) {
-        debug_assert!(self.buckets[..self.n].iter().all(|&(h, _)| h < i));
+        debug_assert!(self.buckets[..self.n].iter().all(|&h| (h as usize) < i));
         let v = self.seg.bucket(i).lock();
-        self.buckets[self.n] = (i, v);
-        self.n += 1;
+        self.push(i, v);
     }
 
     /// Tries to lock one more bucket in any order (never blocks, so never deadlocks).
@@ -70,8 +84,7 @@ impl<'a> Held<'a> {
         let Some(v) = self.seg.bucket(i).try_lock() else {
             return false;
         };
-        self.buckets[self.n] = (i, v);
-        self.n += 1;
+        self.push(i, v);
         true
     }
 }
@@ -80,8 +93,10 @@ impl Drop for Held<'_> {
     fn drop(&mut self) {
         // `unlock_at`: the headers were usually just flushed, and on CPUs whose clwb evicts the
         // line a load here would wait for a miss; the store only queues.
-        for &(i, v) in self.buckets[..self.n].iter().rev() {
-            self.seg.bucket(i).unlock_at(v);
+        for j in (0..self.n).rev() {
+            self.seg
+                .bucket(self.buckets[j] as usize)
+                .unlock_at(self.versions[j]);
         }
     }
 }
