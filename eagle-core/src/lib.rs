@@ -2,8 +2,9 @@
 //! Dash index, write-ahead log, allocator and keyspace built on it.
 //!
 //! Module roots only declare and re-export; `unsafe` is confined to [`pmem`] (mapping and cache-line
-//! flushes) and the few typed accessors built on it.
+//! flushes), the few typed accessors built on it, and the CRC instruction in `checksum`.
 
+mod checksum;
 pub mod dash;
 pub mod db;
 pub mod engine;

@@ -111,7 +111,7 @@ pub unsafe fn write_record(
 /// The record checksum: crc32c over header bytes 0..16, then the key and value (`body`).
 #[inline]
 fn checksum(head: &[u8], body: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(head), body)
+    crate::checksum::crc32c_append(crate::checksum::crc32c(head), body)
 }
 
 /// Whether the record at `offset` holds `key`; `None` if its key cannot be read (outside the
