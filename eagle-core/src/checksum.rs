@@ -32,13 +32,12 @@ unsafe fn short_sse42(crc: u32, data: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
     // The instruction updates the raw register; the standard CRC inverts before and after.
     let mut c = u64::from(!crc);
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let w = u64::from_le_bytes(w.try_into().expect("chunks of 8 bytes"));
-        c = _mm_crc32_u64(c, w);
+    let (words, rest) = data.as_chunks::<8>();
+    for w in words {
+        c = _mm_crc32_u64(c, u64::from_le_bytes(*w));
     }
     let mut c = c as u32;
-    for &b in words.remainder() {
+    for &b in rest {
         c = _mm_crc32_u8(c, b);
     }
     !c
@@ -58,7 +57,7 @@ mod tests {
         for len in 0..data.len() {
             let d = &data[..len];
             assert_eq!(crc32c(d), crc32c::crc32c(d), "length {len}");
-            let seed = len as u32 * 0x9E37_79B9;
+            let seed = (len as u32).wrapping_mul(0x9E37_79B9);
             assert_eq!(
                 crc32c_append(seed, d),
                 crc32c::crc32c_append(seed, d),
