@@ -46,7 +46,7 @@ impl Dash {
         }
         let mut r = CheckReport {
             heap_used: self.heap.stats().used,
-            garbage: self.garbage.load(Ordering::Relaxed),
+            garbage: self.garbage.bytes.load(Ordering::Relaxed),
             ..CheckReport::default()
         };
         let _guard = self.pin();

@@ -49,6 +49,15 @@ pub struct IndexStats {
     pub garbage_bytes: u64,
 }
 
+/// What every deferred free shares: the count of bytes retired and not yet freed, and the heap
+/// the frees go to. Weak: if the index is gone, a block stays allocated on the media and the
+/// next open's sweep reclaims it. A deferred free captures one pointer to this, the block and
+/// its size: 24 bytes, which crossbeam stores inline (no allocation per retired block).
+pub(crate) struct Garbage {
+    pub(crate) bytes: AtomicU64,
+    pub(crate) heap: std::sync::Weak<Heap>,
+}
+
 /// The Dash extendible hash index over a pool's heap.
 pub struct Dash {
     pub(crate) heap: Arc<Heap>,
@@ -59,8 +68,8 @@ pub struct Dash {
     pub(crate) len: StripedCounter,
     /// Records with an expiry (Redis's `expires=`), counted like `len`.
     pub(crate) expires: StripedCounter,
-    /// Bytes retired to the epoch and not yet freed.
-    pub(crate) garbage: Arc<AtomicU64>,
+    /// Bytes retired to the epoch and not yet freed, shared with the deferred frees.
+    pub(crate) garbage: Arc<Garbage>,
     pub(crate) segments: AtomicU64,
     pub(crate) epoch: u64,
     pub(crate) root_at: u64,
@@ -112,7 +121,10 @@ impl Dash {
             dir_lock: Mutex::new(()),
             len: StripedCounter::default(),
             expires: StripedCounter::default(),
-            garbage: Arc::new(AtomicU64::new(0)),
+            garbage: Arc::new(Garbage {
+                bytes: AtomicU64::new(0),
+                heap: Arc::downgrade(&heap),
+            }),
             segments: AtomicU64::new(0),
             epoch: pool.recovery_epoch(),
             root_at: pool.layout().meta.offset,
@@ -458,7 +470,7 @@ impl Dash {
             } else {
                 len as f64 / slots as f64
             },
-            garbage_bytes: self.garbage.load(Ordering::Relaxed),
+            garbage_bytes: self.garbage.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -470,10 +482,10 @@ impl Dash {
         // Each round hands this thread's deferred frees to the global queue, tries to advance
         // the epoch and frees a few bags at least two epochs old. A bag needs a couple of
         // rounds to age, so stop only after several rounds in a row free nothing.
-        let (mut last, mut idle) = (self.garbage.load(Ordering::Relaxed), 0);
+        let (mut last, mut idle) = (self.garbage.bytes.load(Ordering::Relaxed), 0);
         while last != 0 && idle < 16 {
             self.pin().flush();
-            let now = self.garbage.load(Ordering::Relaxed);
+            let now = self.garbage.bytes.load(Ordering::Relaxed);
             idle = if now < last { 0 } else { idle + 1 };
             last = now;
         }

@@ -423,7 +423,7 @@ impl Dash {
             return;
         }
         self.heap.keep(block);
-        self.garbage.fetch_add(size, Ordering::Relaxed);
+        self.garbage.bytes.fetch_add(size, Ordering::Relaxed);
         if route == super::deferral::Route::Free {
             self.defer_free(guard, block, size);
         }
@@ -431,14 +431,13 @@ impl Dash {
 
     /// Frees `block` once no reader pinned now can still see it.
     pub(crate) fn defer_free(&self, guard: &crossbeam_epoch::Guard, block: u64, size: u64) {
-        let heap = std::sync::Arc::downgrade(&self.heap);
         let garbage = self.garbage.clone();
         guard.defer(move || {
             // If the index is gone, the block stays allocated on the media and the next open's
             // sweep reclaims it (nothing reaches it).
-            if let Some(heap) = heap.upgrade() {
+            if let Some(heap) = garbage.heap.upgrade() {
                 let _ = heap.free(block);
-                garbage.fetch_sub(size, Ordering::Relaxed);
+                garbage.bytes.fetch_sub(size, Ordering::Relaxed);
             }
         });
     }

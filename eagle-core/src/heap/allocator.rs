@@ -439,7 +439,9 @@ impl Heap {
                     class.chunks.remove(&c);
                     class.partial.remove(&c);
                     self.release_chunks(c, 1);
-                } else {
+                } else if blocks.free == 1 {
+                    // It was full, so not among the partial chunks (which are exactly those with
+                    // some but not all blocks free); any other count means it already is.
                     class.partial.insert(c);
                 }
             }
