@@ -93,6 +93,8 @@ impl std::hash::Hasher for ChunkHasher {
 struct Blocks {
     free_bits: Vec<u64>,
     free: u32,
+    /// Blocks in the chunk (free == total: the chunk is empty).
+    total: u32,
     /// No word before this one has a free bit (so `take` does not rescan a full prefix).
     first: usize,
 }
@@ -106,6 +108,7 @@ impl Blocks {
         Blocks {
             free_bits,
             free: n,
+            total: n,
             first: 0,
         }
     }
@@ -435,7 +438,7 @@ impl Heap {
                         why: "double free",
                     });
                 }
-                if blocks.free == self.geo.classes.blocks_per_chunk(k) {
+                if blocks.free == blocks.total {
                     class.chunks.remove(&c);
                     class.partial.remove(&c);
                     self.release_chunks(c, 1);

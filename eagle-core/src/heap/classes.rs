@@ -124,16 +124,20 @@ impl Classes {
 
     /// Blocks per chunk of class `k`.
     pub fn blocks_per_chunk(self, k: u8) -> u32 {
-        (CHUNK / self.size(k)) as u32
+        CHUNK as u32 / self.0[k as usize]
     }
 
     /// The block of a class-`k` chunk that starts `within` bytes into it: `None` unless
     /// `within` is a block boundary with a whole block after it (a chunk's tail past its last
     /// block is no block, though `within` may be a multiple of the size there).
     pub fn block_at(self, k: u8, within: u64) -> Option<u32> {
-        let size = self.size(k);
-        (within.is_multiple_of(size) && within / size < self.blocks_per_chunk(k) as u64)
-            .then_some((within / size) as u32)
+        // One 32-bit division (a free and a size lookup pay this; a 64-bit division and a
+        // modulo cost several times as many cycles): a block boundary `q * size`, with a whole
+        // block after it inside the chunk.
+        let size = self.0[k as usize];
+        let w = u32::try_from(within).ok()?;
+        let q = w / size;
+        (q * size == w && w + size <= CHUNK as u32).then_some(q)
     }
 }
 
