@@ -181,6 +181,31 @@ proptest! {
     }
 }
 
+/// A record whose header is damaged (an unknown kind byte) is an error for writers as for
+/// readers: an upsert or delete that finds it refuses rather than retiring it unread.
+#[test]
+fn writers_refuse_a_record_whose_header_is_damaged() {
+    let p = pool_path("damaged-header");
+    let e = Engine::open(&p, opts(8 << 20)).unwrap();
+    put(&e, b"victim", b"value", PutMode::Insert);
+    let at = e.index().get(b"victim", |r| r.offset()).unwrap().unwrap();
+    e.close().unwrap();
+    // Byte 4 of a record is its kind; 0xEE is none.
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[at as usize + 4] = 0xEE;
+    std::fs::write(&p, &bytes).unwrap();
+    let e = Engine::open(&p, opts(8 << 20)).unwrap();
+    assert!(e.index().get(b"victim", |_| ()).is_err());
+    assert!(
+        e.index()
+            .put(b"victim", b"new", RecordKind::String, 0, PutMode::Upsert)
+            .is_err()
+    );
+    assert!(e.index().delete(b"victim").is_err());
+    drop(e);
+    let _ = std::fs::remove_file(&p);
+}
+
 #[test]
 fn reclaim_frees_every_retired_record_no_reader_can_see() {
     let path = pool_path("reclaim");

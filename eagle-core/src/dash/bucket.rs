@@ -44,8 +44,8 @@ pub struct Slot {
 /// 8-byte words, so a lookup compares all 14 fingerprints with two loads (see
 /// [`match_fp`](Bucket::match_fp)); the bytes on the media are the ones the layout above names.
 /// Every write to them is a load and store of the word, made with the bucket locked (or by
-/// repair, which holds every lock of the segment), so no byte of a word is written by two
-/// threads at once.
+/// repair, which has the segment to itself: it runs under the directory lock, before any
+/// operation uses the segment), so no byte of a word is written by two threads at once.
 #[repr(C, align(64))]
 pub struct Bucket {
     lock: AtomicU32,

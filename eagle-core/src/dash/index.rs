@@ -366,7 +366,15 @@ impl Dash {
         h: u64,
         key: &[u8],
     ) -> Result<Option<Found>, IndexError> {
-        self.find(seg, h, key).map_err(unreadable)
+        let found = self.find(seg, h, key).map_err(unreadable)?;
+        // A writer replaces or removes the record it finds: refuse one whose header is damaged
+        // (as a lookup does when it opens it), rather than retire it without its children.
+        if let Some(f) = found
+            && RecordRef::open(self.region(), f.record).is_none()
+        {
+            return Err(unreadable(f.record));
+        }
+        Ok(found)
     }
 
     /// [`search`](Self::search) with a one-word error (the offset of a record whose key cannot

@@ -117,6 +117,9 @@ impl Dash {
         &self,
         mut f: impl FnMut(u64) -> Result<(), IndexError>,
     ) -> Result<(), IndexError> {
+        // Pinned: a doubling on another thread may retire this directory while it is read (the
+        // background sweep walks it while writes go on).
+        let _guard = self.pin();
         let dir = self.directory()?;
         let mut prev = None;
         for i in 0..dir.len() {

@@ -443,8 +443,8 @@ impl Heap {
                     class.partial.remove(&c);
                     self.release_chunks(c, 1);
                 } else if blocks.free == 1 {
-                    // It was full, so not among the partial chunks (which are exactly those with
-                    // some but not all blocks free); any other count means it already is.
+                    // It was full, so not among the partial chunks (those with a free block);
+                    // with more than one free block it already is one.
                     class.partial.insert(c);
                 }
             }

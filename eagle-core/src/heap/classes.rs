@@ -137,7 +137,7 @@ impl Classes {
         let size = self.0[k as usize];
         let w = u32::try_from(within).ok()?;
         let q = w / size;
-        (q * size == w && w + size <= CHUNK as u32).then_some(q)
+        (q * size == w && w.checked_add(size)? <= CHUNK as u32).then_some(q)
     }
 }
 
