@@ -58,6 +58,7 @@ impl<'a> Directory<'a> {
 
     /// A view of the directory at `offset` of depth `g` that [`open`](Self::open) accepted
     /// before (a directory never changes in place, and the region never shrinks).
+    ///
     /// Reads nothing: a caller that is not pinned may hold a view of a directory retired
     /// meanwhile, and only its entries' reads must be pinned.
     #[inline]

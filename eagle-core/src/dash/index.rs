@@ -74,9 +74,9 @@ pub struct Dash {
     pub(crate) epoch: u64,
     pub(crate) root_at: u64,
     /// The root's directory, in DRAM: its offset with its global depth in the top byte (0:
-    /// not yet known). Validated from the media at open, and stored again right after each
-    /// store of the root (creation; doubling, under the directory lock), which only this index
-    /// makes: lookups read it instead of the root and the directory header. Between a
+    /// not yet known). Validated from the media at open (after `create` in a new pool, before
+    /// any operation), and stored again right after each doubling's store of the root, under
+    /// the directory lock; only this index stores the root: lookups read it instead of the root and the directory header. Between a
     /// doubling's root store and this store, readers still use the old directory, which is
     /// not retired before this store and maps every hash as the new one does (no split can
     /// publish until the doubling releases the directory lock).
@@ -190,7 +190,6 @@ impl Dash {
         // (the next open creates again) and both blocks unreachable (the sweep reclaims them).
         self.root().store(dir_off, Ordering::Release);
         region.persist(self.root_at, 8);
-        self.note_directory(&dir);
         Ok(())
     }
 
@@ -239,8 +238,8 @@ impl Dash {
             .ok_or_else(|| corrupted(format!("no directory at the root's offset {off:#x}")))
     }
 
-    /// Notes `dir` as the root's directory: at open, and right after each store of the root
-    /// (see `dir_view`).
+    /// Notes `dir` as the root's directory: at open, and right after a doubling's store of the
+    /// root (see `dir_view`).
     pub(crate) fn note_directory(&self, dir: &Directory<'_>) {
         debug_assert!(dir.offset & !DIR_VIEW_OFFSET == 0);
         self.dir_view.store(
