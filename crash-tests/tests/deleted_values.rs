@@ -1,0 +1,221 @@
+//! Deleted values do not outlive the next open. A DEL or an overwrite frees the old record, and
+//! the heap zeroes the freed block. After a power failure at any fence, the next open (once its
+//! sweep has ended) must leave no byte of an acknowledged deleted value anywhere in the pool:
+//! not in a free block, not in the slack of a reused block, not in a chunk that was released.
+//!
+//! Every value carries a marker `SECRET` and its six-digit id. A check copies the crash image,
+//! opens it, waits for the sweep, closes it, and looks for the marker of every value whose DEL
+//! or overwrite had returned before the crash.
+//!
+//! `EAGLE_CRASH_LONG=1` checks an image at every fence (by default, one fence in 16).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use crash_tests::{FenceImages, Report, Scratch, standard_policies};
+use eagle_core::db::SetOptions;
+use eagle_core::pmem::FlushMode;
+use eagle_core::{Db, DbOptions, PoolOptions};
+use parking_lot::Mutex;
+use pmem_emulation::SplitMix64;
+
+const POOL: u64 = 6 << 20;
+const MARK: &[u8] = b"SECRET";
+
+/// A value of `len` bytes (at least 12) holding the marker and `id` at its start and end, so
+/// both its first and its last cache line are found if they linger.
+fn secret(id: u32, len: usize) -> Vec<u8> {
+    let tag = format!("SECRET{id:06}");
+    let mut v = vec![b'.'; len.max(2 * tag.len())];
+    let n = v.len();
+    v[..tag.len()].copy_from_slice(tag.as_bytes());
+    v[n - tag.len()..].copy_from_slice(tag.as_bytes());
+    v
+}
+
+/// The ids of every marker in `bytes`.
+fn markers(bytes: &[u8]) -> HashSet<u32> {
+    let mut found = HashSet::new();
+    let mut at = 0;
+    while let Some(p) = bytes[at..].windows(MARK.len()).position(|w| w == MARK) {
+        let start = at + p + MARK.len();
+        if let Some(digits) = bytes.get(start..start + 6)
+            && let Some(id) = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| s.parse().ok())
+        {
+            found.insert(id);
+        }
+        at = start;
+    }
+    found
+}
+
+/// Which values are live (key -> id) and which are gone for good (acknowledged deletions).
+#[derive(Default)]
+struct Model {
+    live: std::collections::HashMap<Vec<u8>, u32>,
+    gone: HashSet<u32>,
+}
+
+impl Model {
+    /// The value under `key` was replaced or deleted, and the call returned.
+    fn forget(&mut self, key: &[u8]) {
+        if let Some(id) = self.live.remove(key) {
+            self.gone.insert(id);
+        }
+    }
+}
+
+fn plain() -> PoolOptions {
+    PoolOptions {
+        create: false,
+        size: POOL,
+        flush: Some(FlushMode::None),
+        ..PoolOptions::default()
+    }
+}
+
+/// Opens a copy of `image`, lets its sweep end, closes it, and looks for deleted values.
+fn verify(scratch: &Scratch, image: &[u8], gone: &HashSet<u32>) -> Result<(), String> {
+    let path = scratch.write("reopened.pool", image);
+    let db = Db::open(
+        &path,
+        DbOptions {
+            pool: plain(),
+            ..DbOptions::default()
+        },
+    )
+    .map_err(|e| format!("open: {e}"))?;
+    db.engine()
+        .index()
+        .wait_recovered()
+        .map_err(|e| format!("recovery: {e}"))?;
+    db.close().map_err(|e| format!("close: {e}"))?;
+    lingering(&path, gone)
+}
+
+fn lingering(path: &Path, gone: &HashSet<u32>) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let mut left: Vec<u32> = markers(&bytes).intersection(gone).copied().collect();
+    left.sort_unstable();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} deleted values still in the pool after reopening (ids {:?}...)",
+            left.len(),
+            &left[..left.len().min(6)]
+        ))
+    }
+}
+
+/// Writes, deletes, overwrites with shorter values, and reuses the freed blocks with short
+/// records; `every` > 1 checks one fence in `every`.
+fn run(seed: u64, every: u64) -> Report {
+    let scratch = Arc::new(Scratch::new(&format!("deleted-{seed}")));
+    let model = Arc::new(Mutex::new(Model::default()));
+    let (sc, m) = (scratch.clone(), model.clone());
+    let policies = standard_policies(2);
+    let (hook, images) = FenceImages::hook_choosing(
+        scratch.path("image.pool"),
+        move |fence| {
+            if fence.is_multiple_of(every) {
+                vec![policies[(fence / every % policies.len() as u64) as usize]]
+            } else {
+                Vec::new()
+            }
+        },
+        move |_, _, image| {
+            let gone = m.lock().gone.clone();
+            verify(&sc, image.bytes, &gone)
+        },
+    );
+    let opts = PoolOptions {
+        size: POOL,
+        ..PoolOptions::default()
+    }
+    .simulated(Some(hook));
+    let db = Db::open(
+        scratch.path("live.pool"),
+        DbOptions {
+            pool: opts,
+            ..DbOptions::default()
+        },
+    )
+    .expect("open the live pool");
+    let mut rng = SplitMix64::new(seed);
+    let mut next_id = 0u32;
+    let mut set = |db: &Db, key: &[u8], len: usize| {
+        next_id += 1;
+        db.set(key, &secret(next_id, len), SetOptions::default())
+            .expect("set");
+        let mut m = model.lock();
+        m.forget(key);
+        m.live.insert(key.to_vec(), next_id);
+    };
+    // Values from one cache line to several, over many size classes.
+    let lens = [16usize, 40, 100, 200, 300, 450, 700, 1000, 2500];
+    let keys: Vec<Vec<u8>> = (0..240).map(|i| format!("k{i}").into_bytes()).collect();
+    for k in &keys {
+        set(&db, k, lens[rng.below(lens.len())]);
+    }
+    for (i, k) in keys.iter().enumerate() {
+        match i % 3 {
+            0 => {
+                db.del(&[k.as_slice()]).expect("del");
+                model.lock().forget(k);
+            }
+            // A shorter value: the old block is freed, its size class is reused.
+            1 => set(&db, k, 12 + rng.below(40)),
+            _ => set(&db, k, lens[rng.below(lens.len())]),
+        }
+    }
+    // Short records without a marker fill the freed blocks (and larger classes' blocks once
+    // the pool's chunks run out), leaving slack after them.
+    let fill: Vec<Vec<u8>> = (0..400).map(|i| format!("f{i}").into_bytes()).collect();
+    for k in &fill {
+        let v = vec![b'f'; 1 + rng.below(60)];
+        db.set(k, &v, SetOptions::default()).expect("fill");
+    }
+    // Empty whole chunks: their release must not leave old bytes behind.
+    for k in keys.iter().chain(&fill) {
+        db.del(&[k.as_slice()]).expect("del");
+        model.lock().forget(k);
+    }
+    let sim = crash_tests::simulator_of(db.engine());
+    let mut report = images.report();
+    // A power failure after the last command, under every policy.
+    let gone = model.lock().gone.clone();
+    for policy in standard_policies(4) {
+        report.checked += 1;
+        if let Err(v) = verify(&scratch, &sim.crash_image(&policy), &gone) {
+            report
+                .violations
+                .push(format!("power failure at the end ({policy:?}): {v}"));
+        }
+    }
+    drop(db);
+    report
+}
+
+#[test]
+fn deleted_values_are_gone_after_a_power_failure_and_the_next_open() {
+    let every = if crash_tests::long_mode() { 1 } else { 16 };
+    let report = run(3, every);
+    assert!(report.checked > 100, "{}", report.summary());
+    report.assert_clean();
+}
+
+#[test]
+fn markers_are_found_in_the_first_and_last_line_of_a_value() {
+    let mut bytes = vec![0u8; 4096];
+    let v = secret(42, 300);
+    bytes[1000..1300].copy_from_slice(&v);
+    assert_eq!(markers(&bytes), HashSet::from([42]));
+    bytes[1000..1064].fill(0);
+    assert_eq!(markers(&bytes), HashSet::from([42]), "the last line alone");
+    bytes[1236..1300].fill(0);
+    assert!(markers(&bytes).is_empty());
+}
