@@ -256,16 +256,31 @@ impl Heap {
         self.pool
     }
 
-    /// Allocates `size` bytes and returns the block's offset. The block is not zeroed unless it
-    /// was freed by this allocator; the caller writes, persists, then publishes it.
+    /// Allocates `size` bytes and returns the block's offset. The block reads as zeroes (every
+    /// free block does, in memory); the caller writes it, persists its first `size` bytes,
+    /// then publishes it.
+    ///
+    /// A freed block's zeroes may not have reached the media yet (see [`free`](Self::free)).
+    /// The caller's persist covers every cache line its `size` bytes touch; the lines of the
+    /// block wholly past them (its slack) are flushed here, so the caller's publishing fence
+    /// makes them durable too. Otherwise a crash could bring a deleted value back into the
+    /// slack of a block in use, where no sweep looks.
     pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
-        let off = match self.geo.classes.class_for(size) {
+        let (off, block) = match self.geo.classes.class_for(size) {
             Some(k) => self
                 .alloc_small(k)
+                .map(|off| (off, self.geo.classes.size(k)))
                 .or_else(|| self.alloc_larger_class(k, size)),
-            None => self.alloc_large(size),
+            // Whole chunks, taken free: a free chunk is zero on the media (`release_chunks`).
+            None => self.alloc_large(size).map(|off| (off, size)),
         }
         .ok_or(HeapError::OutOfSpace { requested: size })?;
+        let slack = (off + size).next_multiple_of(64);
+        if slack < off + block {
+            self.pool
+                .region()
+                .flush(slack, (off + block - slack) as usize);
+        }
         Ok(off)
     }
 
@@ -298,7 +313,7 @@ impl Heap {
     /// as soon as every chunk has a class, however empty those chunks are.
     /// A request that is a multiple of 64 bytes only takes a block of a multiple of 64, so it
     /// stays 64-byte aligned as the class table promises.
-    fn alloc_larger_class(&self, k: u8, size: u64) -> Option<u64> {
+    fn alloc_larger_class(&self, k: u8, size: u64) -> Option<(u64, u64)> {
         let classes = self.geo.classes;
         let aligned = size.is_multiple_of(64);
         (k + 1..classes.count() as u8)
@@ -308,6 +323,7 @@ impl Heap {
                 (0..SHARDS).find_map(|s| {
                     let mut class = self.classes[j as usize][s].lock();
                     self.take_block(&mut class, j)
+                        .map(|off| (off, classes.size(j)))
                 })
             })
     }
@@ -381,8 +397,8 @@ impl Heap {
     }
 
     /// Returns a block to the heap: zeroes it (so deleted values do not linger in persistent
-    /// memory), persists the zeroes, and makes it available. The caller guarantees that nothing
-    /// reaches the block any more and no reader can still be reading it (epoch reclamation).
+    /// memory) and makes it available. The caller guarantees that nothing reaches the block any
+    /// more and no reader can still be reading it (epoch reclamation).
     pub fn free(&self, offset: u64) -> Result<(), HeapError> {
         let (c, within) = self.geo.locate(offset).ok_or(HeapError::BadFree {
             offset,
@@ -401,10 +417,14 @@ impl Heap {
                 });
             }
         };
-        // Zeroed and flushed, not fenced: the zeroes are for privacy, not consistency. The
-        // thread's next fence makes them durable; a crash before it leaves old bytes in a free
-        // block, which the next open's sweep finds non-zero and zeroes.
-        self.zero_unfenced(offset, size);
+        // Zeroed in memory, not flushed: the zeroes are for privacy, not consistency, and a
+        // flush here would make the thread's next locked instruction wait for the write-back
+        // (a fifth of a delete's time). They reach the media by write-back, by the flush of
+        // whoever reuses the block (`alloc` flushes the slack the new owner does not write),
+        // or by `release_chunks`, which flushes a chunk before it frees it. A crash before
+        // then leaves old bytes only in a free block of a chunk in use, which the sweep at
+        // the next open finds non-zero and zeroes.
+        self.zero_in_memory(offset, size);
         if self.unsettled[c as usize].load(std::sync::atomic::Ordering::Acquire)
             && let Some(sweep) = self.sweep.lock().as_mut()
         {
@@ -453,16 +473,22 @@ impl Heap {
         Ok(())
     }
 
+    /// Frees `n` chunks from `first`, all of whose blocks are free and zero in memory.
     fn release_chunks(&self, first: u32, n: u32) {
         let region = self.pool.region();
+        // Ordering: the chunks' zeroes are durable before any word that frees them can be. A
+        // free chunk is never swept at open, so its bytes must be zero on the media: blocks
+        // freed since their last write-back hold their zeroes only in the cache.
+        region.persist(self.geo.chunk_offset(first), n as usize * CHUNK as usize);
         let mut chunks = self.chunks.lock();
         // The words may reach the media in any order: a crash can leave a head without some
         // tails or tails without their head; `finish_sweep` frees (and zeroes) both.
         for d in 0..n {
             self.geo.write(region, first + d, ChunkKind::Free);
         }
-        // Ordering: every block of these chunks is already free and zeroed (persisted), so
-        // whether or not these words reach the media before a crash, nothing reachable is lost.
+        // Ordering: every block of these chunks is already free and zeroed (persisted above),
+        // so whether or not these words reach the media before a crash, nothing reachable is
+        // lost.
         region.fence();
         for d in 0..n {
             self.set_kind(first + d, ChunkKind::Free);
@@ -470,12 +496,13 @@ impl Heap {
         }
     }
 
+    /// Zeroes a block and makes the zeroes durable.
     fn zero(&self, offset: u64, size: u64) {
-        self.zero_unfenced(offset, size);
-        self.pool.region().fence();
+        self.zero_in_memory(offset, size);
+        self.pool.region().persist(offset, size as usize);
     }
 
-    fn zero_unfenced(&self, offset: u64, size: u64) {
+    fn zero_in_memory(&self, offset: u64, size: u64) {
         let region = self.pool.region();
         let p = region
             .ptr(offset, size)
@@ -484,7 +511,6 @@ impl Heap {
         // unreachable blocks) guarantees that no other thread accesses it.
         let bytes = unsafe { std::slice::from_raw_parts_mut(p, size as usize) };
         bytes.zeroize();
-        region.flush(offset, size as usize);
     }
 
     /// Records during the sweep that the index reaches the block at `offset` (idempotent).
@@ -602,7 +628,8 @@ impl Heap {
                 let tails = (1..n)
                     .take_while(|&d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d))
                     .count() as u32;
-                self.zero(self.geo.chunk_offset(c), (1 + tails) as u64 * CHUNK);
+                // `release_chunks` persists the zeroes.
+                self.zero_in_memory(self.geo.chunk_offset(c), (1 + tails) as u64 * CHUNK);
                 reclaimed += 1;
                 self.release_chunks(c, 1 + tails);
             }
@@ -614,7 +641,7 @@ impl Heap {
                 let headed =
                     d <= c && matches!(kinds[(c - d) as usize], ChunkKind::LargeHead(n) if n > d);
                 if !headed {
-                    self.zero(self.geo.chunk_offset(c), CHUNK);
+                    self.zero_in_memory(self.geo.chunk_offset(c), CHUNK);
                     self.release_chunks(c, 1);
                 }
             }
