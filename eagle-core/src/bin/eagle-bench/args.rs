@@ -12,6 +12,22 @@ pub enum EngineChoice {
     Dram,
     /// Eagle, then DRAM, with the ratio eagle/dram per phase.
     Both,
+    /// The calibration peer alone: one std `HashMap`, one thread.
+    Std,
+    /// Eagle, DRAM, then std, with the ratios eagle/dram and eagle/std per phase.
+    All,
+}
+
+impl EngineChoice {
+    /// Whether the choice runs eagle, dram, std.
+    pub fn runs(self) -> (bool, bool, bool) {
+        use EngineChoice::*;
+        (
+            matches!(self, Eagle | Both | All),
+            matches!(self, Dram | Both | All),
+            matches!(self, Std | All),
+        )
+    }
 }
 
 /// Which phase(s) to run.
@@ -79,11 +95,13 @@ const MAX_COUNT: u64 = 1 << 36;
 const MAX_THREADS: usize = 1024;
 
 pub const USAGE: &str = "\
-usage: eagle-bench [--engine eagle|dram] [--op insert|pos|neg|delete|mixed|full]
+usage: eagle-bench [--engine eagle|dram|std|both|all] [--op insert|pos|neg|delete|mixed|full]
                    [--preload N] [--ops M] [--threads T] [--key fixed|var]
                    [--pool PATH] [--pool-size BYTES] [--json]
 
-  --engine     eagle or dram (default: both, eagle first, then the ratio eagle/dram)
+  --engine     eagle, dram, or both (default: eagle first, then dram, then the ratio
+               eagle/dram); std: one std HashMap on one thread, no lock, the peer of
+               the Dash reference figures (needs --threads 1); all: eagle, dram, std
   --op         one phase on a preloaded table, or full (default): insert, pos, neg,
                delete, mixed in that order on one table
   --preload    keys loaded (untimed) before the timed phases (default 1000000);
@@ -139,7 +157,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, UsageError> {
                     "eagle" => EngineChoice::Eagle,
                     "dram" => EngineChoice::Dram,
                     "both" => EngineChoice::Both,
-                    v => return Err(bad(flag, v, "eagle, dram or both")),
+                    "std" => EngineChoice::Std,
+                    "all" => EngineChoice::All,
+                    v => return Err(bad(flag, v, "eagle, dram, std, both or all")),
                 }
             }
             "--op" => {
@@ -185,6 +205,13 @@ pub fn parse(argv: &[String]) -> Result<Parsed, UsageError> {
     if needs_live_keys && preload == 0 {
         return Err(UsageError(
             "--op pos, mixed and full search preloaded keys: --preload must be at least 1".into(),
+        ));
+    }
+    if engine.runs().2 && threads != 1 {
+        return Err(UsageError(
+            "--engine std and all run the calibration peer, one map on one thread: \
+             --threads must be 1"
+                .into(),
         ));
     }
     let default_size = (preload + ops)
@@ -270,6 +297,9 @@ mod tests {
             "--key big",
             "--json=yes",
             "--preload 0",
+            "--engine std --threads 2",
+            "--engine all --threads 2",
+            "--engine other",
         ] {
             assert!(run(bad).is_err(), "{bad}");
         }

@@ -28,6 +28,10 @@
 //! the same key stream: no persistence, no flushes. With no `--engine`, eagle runs first, then
 //! dram, and the ratio eagle/dram is printed per phase.
 //!
+//! The calibration peer (`--engine std`, or `all` for the three) is one std `HashMap` on one
+//! thread, the peer of the Dash issue's reference figures for this machine. Its figures in the
+//! same session tell how fast the machine runs now against when those were taken.
+//!
 //! # Reproducing
 //!
 //! ```sh
@@ -62,11 +66,12 @@ mod dram;
 mod eagle;
 mod output;
 mod stats;
+mod std_map;
 mod workload;
 
 use std::process::ExitCode;
 
-use args::{Args, EngineChoice, OpChoice, Parsed};
+use args::{Args, OpChoice, Parsed};
 use output::Output;
 use workload::{Phase, PhaseResult, Plan, Store};
 
@@ -89,7 +94,8 @@ fn main() -> ExitCode {
     let out = Output { args: &args };
     out.header(&argv);
 
-    let eagle = if matches!(args.engine, EngineChoice::Eagle | EngineChoice::Both) {
+    let (run_eagle_engine, run_dram, run_std) = args.engine.runs();
+    let eagle = if run_eagle_engine {
         match run_eagle(&args, &out) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -100,7 +106,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let dram = if matches!(args.engine, EngineChoice::Dram | EngineChoice::Both) {
+    let dram = if run_dram {
         let map = dram::DramMap::new();
         match bench(&map, "dram", "std HashMap, 64 RwLock shards", &args, &out) {
             Ok(r) => Some(r),
@@ -112,8 +118,21 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    if let (Some(e), Some(d)) = (&eagle, &dram) {
-        out.ratios(e, d);
+    let std = if run_std {
+        match bench_local(&args, &out) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                out.error("std", &e);
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    for (peer, name) in [(&dram, "dram"), (&std, "std")] {
+        if let (Some(e), Some(p)) = (&eagle, peer) {
+            out.ratios(e, p, name);
+        }
     }
     ExitCode::SUCCESS
 }
@@ -143,6 +162,52 @@ fn run_eagle(args: &Args, out: &Output<'_>) -> Result<Vec<PhaseResult>, String> 
     Ok(results)
 }
 
+/// [`bench`] for the calibration peer: one std `HashMap`, plain loops on this thread.
+fn bench_local(args: &Args, out: &Output<'_>) -> Result<Vec<PhaseResult>, String> {
+    let mut map = std_map::StdMap::default();
+    let mut plan = plan_of(args);
+    let took = plan.preload_local(&mut map, preload_of(args))?;
+    let detail = "one std HashMap, plain loops on one thread, no latency samples";
+    out.engine_start("std", detail, preload_of(args), took.as_secs_f64());
+    phases_of(args)
+        .iter()
+        .map(|&phase| {
+            let r = plan.run_local(&mut map, phase)?;
+            out.phase("std", &r);
+            Ok(r)
+        })
+        .collect()
+}
+
+fn phases_of(args: &Args) -> &'static [Phase] {
+    match args.op {
+        OpChoice::Full => &Phase::ALL,
+        OpChoice::One(p) => Phase::ALL
+            .iter()
+            .position(|&q| q == p)
+            .map_or(&[], |i| &Phase::ALL[i..=i]),
+    }
+}
+
+fn plan_of(args: &Args) -> Plan {
+    Plan {
+        kind: args.key,
+        preload: args.preload,
+        ops: args.ops,
+        threads: args.threads,
+        live: 0,
+    }
+}
+
+/// Delete alone removes keys N..N+M, so they are preloaded too.
+fn preload_of(args: &Args) -> u64 {
+    if args.op == OpChoice::One(Phase::Delete) {
+        args.preload + args.ops
+    } else {
+        args.preload
+    }
+}
+
 /// Preloads, then runs the phases `args.op` asks for, printing each as it finishes.
 fn bench<S: Store>(
     store: &S,
@@ -151,27 +216,12 @@ fn bench<S: Store>(
     args: &Args,
     out: &Output<'_>,
 ) -> Result<Vec<PhaseResult>, String> {
-    let phases: &[Phase] = match &args.op {
-        OpChoice::Full => &Phase::ALL,
-        OpChoice::One(p) => std::slice::from_ref(p),
-    };
-    let mut plan = Plan {
-        kind: args.key,
-        preload: args.preload,
-        ops: args.ops,
-        threads: args.threads,
-        live: 0,
-    };
-    // Delete alone removes keys N..N+M, so they are preloaded too.
-    let preload = if args.op == OpChoice::One(Phase::Delete) {
-        args.preload + args.ops
-    } else {
-        args.preload
-    };
+    let mut plan = plan_of(args);
+    let preload = preload_of(args);
     let took = plan.preload(store, preload)?;
     out.engine_start(name, detail, preload, took.as_secs_f64());
-    let mut results = Vec::with_capacity(phases.len());
-    for &phase in phases {
+    let mut results = Vec::new();
+    for &phase in phases_of(args) {
         let r = plan.run(store, phase)?;
         out.phase(name, &r);
         results.push(r);

@@ -69,7 +69,15 @@ impl Output<'_> {
     /// One finished phase.
     pub fn phase(&self, engine: &str, r: &PhaseResult) {
         let a = self.args;
-        let (p50, p99) = (percentile(&r.samples, 50.0), percentile(&r.samples, 99.0));
+        // No samples (the calibration peer times whole loops): null in JSON, "-" in text.
+        let (p50, p99) = if r.samples.is_empty() {
+            ("null".to_string(), "null".to_string())
+        } else {
+            (
+                percentile(&r.samples, 50.0).to_string(),
+                percentile(&r.samples, 99.0).to_string(),
+            )
+        };
         if a.json {
             let lf = r
                 .table
@@ -90,12 +98,13 @@ impl Output<'_> {
                 Some((lf, s, d)) => (format!("{lf:.3}"), s.to_string(), d.to_string()),
                 None => ("-".into(), "-".into(), "-".into()),
             };
+            let text = |p: String| if p == "null" { "-".to_string() } else { p };
             outln!(
                 "  {:<8} {:>9.3} {:>8} {:>8} {:>6} {:>9} {:>6} {:>9.3}",
                 r.phase.name(),
                 r.mops,
-                p50,
-                p99,
+                text(p50),
+                text(p99),
                 lf,
                 segs,
                 depth,
@@ -105,19 +114,19 @@ impl Output<'_> {
     }
 
     /// Throughput and latency of eagle relative to dram, phase by phase.
-    pub fn ratios(&self, eagle: &[PhaseResult], dram: &[PhaseResult]) {
+    pub fn ratios(&self, eagle: &[PhaseResult], dram: &[PhaseResult], peer: &str) {
         let json = self.args.json;
         say!(json, "");
         say!(
             json,
-            "eagle/dram (throughput ratio; latency ratios at p50 and p99)"
+            "eagle/{peer} (throughput ratio; latency ratios at p50 and p99)"
         );
         say!(
             json,
             "  {:<8} {:>12} {:>12} {:>7} {:>7} {:>7}",
             "phase",
             "eagle Mops/s",
-            "dram Mops/s",
+            format!("{peer} Mops/s"),
             "ratio",
             "p50 x",
             "p99 x"

@@ -27,6 +27,17 @@ pub trait Store: Sync {
     fn table_stats(&self) -> Option<(f64, u64, u32)>;
 }
 
+/// A map owned by the benchmark thread (the calibration peer): no sharing, no locks, driven
+/// by a plain loop.
+pub trait LocalStore {
+    /// Inserts a new key; `false` if it was already there.
+    fn insert(&mut self, key: &[u8], value: u64) -> bool;
+    /// The value of `key`, if present.
+    fn get(&mut self, key: &[u8]) -> Option<u64>;
+    /// Deletes `key`; `false` if it was absent.
+    fn delete(&mut self, key: &[u8]) -> bool;
+}
+
 /// A timed phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -115,6 +126,19 @@ pub struct PhaseResult {
     pub table: Option<(f64, u64, u32)>,
 }
 
+/// What operation `i` of a phase does, on which key number.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Insert a key that is not there (the value is the key number).
+    Insert(u64),
+    /// Search a present key (its value is its number).
+    Find(u64),
+    /// Search a key never inserted.
+    Miss(u64),
+    /// Delete a present key.
+    Delete(u64),
+}
+
 impl Plan {
     /// Loads keys `0..count` (untimed, same threads) and marks them live.
     pub fn preload<S: Store>(&mut self, store: &S, count: u64) -> Result<Duration, String> {
@@ -123,6 +147,21 @@ impl Plan {
             with_key(kind, n, |k| store.insert(k, n))
         })
         .map_err(|e| format!("preload: {e}"))?;
+        self.preloaded(run, count)
+    }
+
+    /// [`preload`](Self::preload) for a map owned by this thread.
+    pub fn preload_local<S: LocalStore>(
+        &mut self,
+        store: &mut S,
+        count: u64,
+    ) -> Result<Duration, String> {
+        let kind = self.kind;
+        let run = local_ops(count, |n| with_key(kind, n, |k| store.insert(k, n)));
+        self.preloaded(run, count)
+    }
+
+    fn preloaded(&mut self, run: Run, count: u64) -> Result<Duration, String> {
         check(
             run.wrong,
             count,
@@ -133,24 +172,70 @@ impl Plan {
         Ok(run.elapsed)
     }
 
-    /// Runs one timed phase and updates which keys are live.
-    pub fn run<S: Store>(&mut self, store: &S, phase: Phase) -> Result<PhaseResult, String> {
-        let (kind, n0, m, live) = (self.kind, self.preload, self.ops, self.live);
-        if live == 0 && matches!(phase, Phase::Pos | Phase::Mixed) {
+    /// Operation `i` of `phase`. Keys N..N+M: the insert phase adds them (the preload stops
+    /// at N), delete removes them. Mixed inserts use fresh keys past everything the other
+    /// phases use; later phases never search them.
+    #[inline(always)]
+    fn step(&self, phase: Phase, i: u64) -> Step {
+        let (n0, m, live) = (self.preload, self.ops, self.live);
+        match phase {
+            Phase::Insert => Step::Insert(n0 + i),
+            Phase::Pos => Step::Find(i % live),
+            Phase::Neg => Step::Miss(NEGATIVE_BASE + i),
+            Phase::Delete => Step::Delete(n0 + i),
+            Phase::Mixed if i.is_multiple_of(5) => Step::Insert(n0 + m + i),
+            Phase::Mixed => Step::Find(i % live),
+        }
+    }
+
+    fn searchable(&self, phase: Phase) -> Result<(), String> {
+        if self.live == 0 && matches!(phase, Phase::Pos | Phase::Mixed) {
             return Err(format!("{}: no keys to search (empty table)", phase.name()));
         }
-        // Keys N..N+M: the insert phase adds them (the preload stops at N), delete removes them.
-        // Mixed inserts use fresh keys past everything the other phases use.
-        let fresh = n0 + m;
-        let run = run_ops(self.threads, m, true, |i| match phase {
-            Phase::Insert => with_key(kind, n0 + i, |k| store.insert(k, n0 + i)),
-            Phase::Pos => with_key(kind, i % live, |k| Ok(store.get(k)? == Some(i % live))),
-            Phase::Neg => with_key(kind, NEGATIVE_BASE + i, |k| Ok(store.get(k)?.is_none())),
-            Phase::Delete => with_key(kind, n0 + i, |k| store.delete(k)),
-            Phase::Mixed if i % 5 == 0 => with_key(kind, fresh + i, |k| store.insert(k, fresh + i)),
-            Phase::Mixed => with_key(kind, i % live, |k| Ok(store.get(k)? == Some(i % live))),
+        Ok(())
+    }
+
+    /// Runs one timed phase and updates which keys are live.
+    pub fn run<S: Store>(&mut self, store: &S, phase: Phase) -> Result<PhaseResult, String> {
+        self.searchable(phase)?;
+        let kind = self.kind;
+        let run = run_ops(self.threads, self.ops, true, |i| {
+            match self.step(phase, i) {
+                Step::Insert(n) => with_key(kind, n, |k| store.insert(k, n)),
+                Step::Find(n) => with_key(kind, n, |k| Ok(store.get(k)? == Some(n))),
+                Step::Miss(n) => with_key(kind, n, |k| Ok(store.get(k)?.is_none())),
+                Step::Delete(n) => with_key(kind, n, |k| store.delete(k)),
+            }
         })
         .map_err(|e| format!("{}: {e}", phase.name()))?;
+        self.finish(phase, run, store.table_stats())
+    }
+
+    /// [`run`](Self::run) for a map owned by this thread: a plain loop, no latency samples.
+    pub fn run_local<S: LocalStore>(
+        &mut self,
+        store: &mut S,
+        phase: Phase,
+    ) -> Result<PhaseResult, String> {
+        self.searchable(phase)?;
+        let kind = self.kind;
+        let plan = &*self;
+        let run = local_ops(plan.ops, |i| match plan.step(phase, i) {
+            Step::Insert(n) => with_key(kind, n, |k| store.insert(k, n)),
+            Step::Find(n) => with_key(kind, n, |k| store.get(k) == Some(n)),
+            Step::Miss(n) => with_key(kind, n, |k| store.get(k).is_none()),
+            Step::Delete(n) => with_key(kind, n, |k| store.delete(k)),
+        });
+        self.finish(phase, run, None)
+    }
+
+    fn finish(
+        &mut self,
+        phase: Phase,
+        run: Run,
+        table: Option<(f64, u64, u32)>,
+    ) -> Result<PhaseResult, String> {
+        let (n0, m) = (self.preload, self.ops);
         let what = match phase {
             Phase::Insert => "inserts found the key already present",
             Phase::Pos => "positive searches missed or read a wrong value",
@@ -162,7 +247,6 @@ impl Plan {
         match phase {
             Phase::Insert => self.live = n0 + m,
             Phase::Delete => self.live = n0,
-            // Mixed inserts land outside 0..live; later phases never search them.
             Phase::Pos | Phase::Neg | Phase::Mixed => {}
         }
         let secs = run.elapsed.as_secs_f64();
@@ -175,7 +259,7 @@ impl Plan {
                 0.0
             },
             samples: run.samples,
-            table: store.table_stats(),
+            table,
         })
     }
 }
@@ -269,6 +353,20 @@ where
         wrong: workers.iter().map(|w| w.wrong).sum(),
         samples,
     })
+}
+
+/// Runs ops `0..count` on this thread, timing the whole loop only.
+fn local_ops(count: u64, mut op: impl FnMut(u64) -> bool) -> Run {
+    let mut wrong = 0u64;
+    let start = Instant::now();
+    for i in 0..count {
+        wrong += u64::from(!op(i));
+    }
+    Run {
+        elapsed: start.elapsed(),
+        wrong,
+        samples: Vec::new(),
+    }
 }
 
 struct Worker {
