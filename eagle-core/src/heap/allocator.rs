@@ -264,7 +264,9 @@ impl Heap {
     /// The caller's persist covers every cache line its `size` bytes touch; the lines of the
     /// block wholly past them (its slack) are flushed here, so the caller's publishing fence
     /// makes them durable too. Otherwise a crash could bring a deleted value back into the
-    /// slack of a block in use, where no sweep looks.
+    /// slack of a block in use, where no sweep looks. (A block of a chunk just taken is zero
+    /// on the media already; its slack is flushed all the same, as telling it apart would
+    /// cost more.)
     pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
         let (off, block) = match self.geo.classes.class_for(size) {
             Some(k) => self
@@ -275,11 +277,12 @@ impl Heap {
             None => self.alloc_large(size).map(|off| (off, size)),
         }
         .ok_or(HeapError::OutOfSpace { requested: size })?;
-        let slack = (off + size).next_multiple_of(64);
+        let region = self.pool.region();
+        // The caller's flush covers every flush unit its bytes touch (cache line, or page
+        // under msync); the slack starts at the next unit.
+        let slack = (off + size).next_multiple_of(region.persister().granule() as u64);
         if slack < off + block {
-            self.pool
-                .region()
-                .flush(slack, (off + block - slack) as usize);
+            region.flush(slack, (off + block - slack) as usize);
         }
         Ok(off)
     }
@@ -461,6 +464,9 @@ impl Heap {
                 if blocks.free == blocks.total {
                     class.chunks.remove(&c);
                     class.partial.remove(&c);
+                    // The class no longer knows the chunk: release it (a persist of the whole
+                    // chunk) without holding up the class's other allocations and frees.
+                    drop(class);
                     self.release_chunks(c, 1);
                 } else if blocks.free == 1 {
                     // It was full, so not among the partial chunks (those with a free block);

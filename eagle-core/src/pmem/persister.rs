@@ -61,6 +61,18 @@ impl Persister {
         }
     }
 
+    /// The unit a flush works in: a flush of any byte flushes the whole aligned unit holding it
+    /// (a cache line; a page under msync). A caller may rely on it only to skip flushing what
+    /// another flush of the same unit already covers.
+    pub fn granule(&self) -> usize {
+        match self.mode {
+            FlushMode::Msync => self.page,
+            // The simulator's unit is its cache line.
+            FlushMode::Simulated => CACHE_LINE,
+            _ => self.stride,
+        }
+    }
+
     /// The flush mode in use.
     pub fn mode(&self) -> FlushMode {
         self.mode
