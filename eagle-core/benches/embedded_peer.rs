@@ -6,7 +6,10 @@
 //! runs eagle then LMDB on fresh files: preload KEYS keys (8-byte keys and values, untimed),
 //! then time OPS writes of random existing keys (one durable write per call: `Db::set`, and
 //! one LMDB write transaction committed per put) and OPS reads of random keys (`Db::get`, and
-//! one LMDB read transaction per get). Single thread. Prints ops per second and the ratio.
+//! one LMDB read transaction per get). A second eagle read phase, `read-ref`, uses
+//! `Db::get_with`, which lends the value instead of copying it into a new `Vec`: the same terms
+//! as LMDB's `get`, whose value is borrowed from its read transaction. Single thread. Prints ops
+//! per second and the ratio (both read rows against LMDB's reads).
 
 use std::path::Path;
 use std::time::Instant;
@@ -35,7 +38,11 @@ fn main() {
     for round in 1..=rounds {
         let e = eagle(&dir, keys, ops);
         let l = lmdb(&dir, keys, ops);
-        for (name, a, b) in [("write", e.0, l.0), ("read", e.1, l.1)] {
+        for (name, a, b) in [
+            ("write", e.0, l.0),
+            ("read", e.1, l.1),
+            ("read-ref", e.2, l.1),
+        ] {
             println!("{round:>5}  {name:<6} {a:>12.0} {b:>12.0} {:>11.2}x", a / b);
         }
     }
@@ -54,8 +61,8 @@ fn rate(n: u64, mut op: impl FnMut()) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// (writes/s, reads/s) for eagle's embedded `Db`.
-fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64) {
+/// (writes/s, reads/s, borrowed reads/s) for eagle's embedded `Db`.
+fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64, f64) {
     let (db, path) = fresh_db(dir, "peer", 4 << 30);
     for i in 0..keys {
         db.set(&key(i), &i.to_le_bytes(), SetOptions::default())
@@ -72,9 +79,17 @@ fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64) {
         found += db.get(&key(next())).expect("get").is_some() as u64;
     });
     assert_eq!(found, ops);
+    let mut found = 0u64;
+    let reads_ref = rate(ops, || {
+        found += db
+            .get_with(&key(next()), |v| v.len())
+            .expect("get")
+            .is_some() as u64;
+    });
+    assert_eq!(found, ops);
     db.close().expect("close");
     let _ = std::fs::remove_file(&path);
-    (writes, reads)
+    (writes, reads, reads_ref)
 }
 
 /// (writes/s, reads/s) for LMDB with `NO_SYNC`.

@@ -453,3 +453,38 @@ fn read_lookups_count_keyspace_hits_and_misses() {
         (0, 0, 0)
     );
 }
+
+#[test]
+fn get_with_answers_as_get_without_copying_the_value() {
+    let db = Fixture::new("get-with");
+    let counts = |db: &Db| {
+        let st = db.stats();
+        (st.keyspace_hits, st.keyspace_misses)
+    };
+    let long = vec![b'x'; 5000];
+    db.set(b"s", b"value", SetOptions::default()).unwrap();
+    db.set(b"long", &long, SetOptions::default()).unwrap();
+    db.set(b"soon", b"gone", SetOptions::default()).unwrap();
+    db.expire_at(b"soon", (T0 + 10) as i64, ExpireCondition::Always)
+        .unwrap();
+    db.hset(b"h", &[(b"f", b"v")]).unwrap();
+
+    assert_eq!(db.get_with(b"s", |v| v.to_vec()).unwrap(), s(b"value"));
+    assert_eq!(
+        db.get_with(b"long", |v| v == &long[..]).unwrap(),
+        Some(true)
+    );
+    assert_eq!(db.get_with(b"nosuch", |v| v.len()).unwrap(), None);
+    assert_eq!(db.get_with(b"h", |v| v.len()), Err(DbError::WrongType));
+    assert_eq!(
+        counts(&db),
+        (3, 1),
+        "counted as GET: a key of another type is a hit"
+    );
+    db.advance(20);
+    let mut called = false;
+    assert_eq!(db.get_with(b"soon", |_| called = true).unwrap(), None);
+    assert!(!called, "an expired key's value is never shown");
+    assert_eq!(db.get(b"soon").unwrap(), None);
+    assert_eq!(counts(&db), (3, 3));
+}

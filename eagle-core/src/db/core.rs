@@ -272,23 +272,38 @@ impl Db {
 
     /// The key's entry, copied out; `None` if absent or expired. Caller holds its lock.
     pub(super) fn load(&self, key: &[u8]) -> Result<Option<Entry>, DbError> {
+        self.visit(key, |kind, expire_at, value| Entry {
+            kind,
+            value: value.to_vec(),
+            expire_at,
+        })
+    }
+
+    /// Calls `f(kind, expire_at, value)` on the key's record, its value borrowed from the pool;
+    /// `None` if absent or expired. Caller holds the key's lock. `f` runs pinned (see
+    /// [`Dash::get`](crate::dash::Dash::get)): it must not call back into the database.
+    pub(super) fn visit<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(RecordKind, u64, &[u8]) -> R,
+    ) -> Result<Option<R>, DbError> {
         // Values are verified against their checksum as they are read (crc32c runs at several
         // GB/s): damage in the pool is an error, never a wrong value.
         let e = self.engine.index().get(key, |r| {
-            r.verify()
-                .then(|| Entry {
-                    kind: r.kind(),
-                    value: r.value().to_vec(),
-                    expire_at: r.expire_at_ms(),
-                })
-                .ok_or(r.offset())
+            if !r.verify() {
+                return Err(r.offset());
+            }
+            let expire_at = r.expire_at_ms();
+            Ok(self
+                .live(expire_at)
+                .then(|| f(r.kind(), expire_at, r.value())))
         })?;
         match e {
             None => Ok(None),
             Some(Err(at)) => Err(DbError::Corrupted {
                 what: format!("the record of this key (at {at:#x}) fails its checksum"),
             }),
-            Some(Ok(e)) => Ok(Some(e).filter(|e| self.live(e.expire_at))),
+            Some(Ok(r)) => Ok(r),
         }
     }
 
@@ -300,7 +315,7 @@ impl Db {
     /// Counts a read command's lookup of one key: a keyspace hit if it found the key (whatever
     /// its type), a miss if not. Only read lookups count, as in Redis (`lookupKeyRead`; writes
     /// look keys up with `lookupKeyWrite`, which does not count).
-    fn count_read(&self, found: bool) {
+    pub(super) fn count_read(&self, found: bool) {
         if found {
             self.hits.add(1);
         } else {

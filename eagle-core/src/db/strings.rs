@@ -69,6 +69,28 @@ impl Db {
         Ok(self.load_read_as(key, RecordKind::String)?.map(|e| e.value))
     }
 
+    /// GET without a copy: `f` is called with the value borrowed from the pool, while the
+    /// key's read lock and an epoch pin are held (as an LMDB read transaction's borrowed
+    /// value), and its result returned. Counted, and typed, as GET: `WrongType` for a key of
+    /// another type. `f` must not call back into this `Db` (a write to the same key would wait
+    /// for the lock `f` runs under).
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, DbError> {
+        let _held = self.lock_read([key]);
+        let seen = self.visit(key, |kind, _, value| {
+            (kind == RecordKind::String).then(|| f(value))
+        })?;
+        self.count_read(seen.is_some());
+        match seen {
+            None => Ok(None),
+            Some(None) => Err(DbError::WrongType),
+            Some(Some(r)) => Ok(Some(r)),
+        }
+    }
+
     /// SET with its options (SETNX, SETEX, PSETEX and GETSET are special cases).
     pub fn set(&self, key: &[u8], value: &[u8], opts: SetOptions) -> Result<SetOutcome, DbError> {
         let _held = self.lock_write([key])?;
