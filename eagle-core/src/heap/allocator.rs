@@ -502,12 +502,6 @@ impl Heap {
         }
     }
 
-    /// Zeroes a block and makes the zeroes durable.
-    fn zero(&self, offset: u64, size: u64) {
-        self.zero_in_memory(offset, size);
-        self.pool.region().persist(offset, size as usize);
-    }
-
     fn zero_in_memory(&self, offset: u64, size: u64) {
         let region = self.pool.region();
         let p = region
@@ -590,22 +584,34 @@ impl Heap {
                 continue;
             };
             let n = self.geo.classes.blocks_per_chunk(k);
+            let size = self.geo.classes.size(k);
             let mut blocks = Blocks::all_free(n);
             let mut in_use = 0;
+            let mut zeroed = false;
             for i in 0..n {
-                let off = self.geo.chunk_offset(c) + i as u64 * self.geo.classes.size(k);
+                let off = self.geo.chunk_offset(c) + i as u64 * size;
                 if live[(i / 64) as usize] & (1 << (i % 64)) != 0 {
                     blocks.free_bits[(i / 64) as usize] &= !(1 << (i % 64));
                     blocks.free -= 1;
                     in_use += 1;
-                } else if !self.is_zero(off, self.geo.classes.size(k)) {
-                    self.zero(off, self.geo.classes.size(k));
+                } else if !self.is_zero(off, size) {
+                    // Flushed here, fenced once below (or persisted with the whole chunk if
+                    // it turns out empty and is released).
+                    self.zero_in_memory(off, size);
+                    self.pool.region().flush(off, size as usize);
+                    zeroed = true;
                     reclaimed += 1;
                 }
             }
             if in_use == 0 {
                 self.release_chunks(c, 1);
                 continue;
+            }
+            if zeroed {
+                // Ordering: the deleted bytes found here are durably gone before the sweep
+                // ends (a free block of a chunk in use is otherwise only looked at again by
+                // the next open's sweep).
+                self.pool.region().fence();
             }
             self.used.fetch_add(
                 in_use * self.geo.classes.size(k),
