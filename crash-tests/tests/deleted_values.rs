@@ -200,8 +200,14 @@ fn run(seed: u64, every: u64) -> Report {
     for (i, k) in reused.iter().enumerate() {
         set(&db, k, pairs[i % 3].1);
     }
+    // Large objects (whole chunks of their own), freed by an overwrite and by a DEL.
+    let large: Vec<Vec<u8>> = (0..3).map(|i| format!("l{i}").into_bytes()).collect();
+    for (i, k) in large.iter().enumerate() {
+        set(&db, k, 70_000 + 60_000 * i);
+    }
+    set(&db, &large[0], 100);
     // Empty whole chunks: their release must not leave old bytes behind.
-    for k in keys.iter().chain(&fill).chain(&reused) {
+    for k in keys.iter().chain(&fill).chain(&reused).chain(&large) {
         db.del(&[k.as_slice()]).expect("del");
         model.lock().forget(k);
     }
