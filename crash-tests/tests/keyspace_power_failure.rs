@@ -468,7 +468,9 @@ fn multi_key_commands_are_all_or_nothing_at_every_fence() {
         println!("seed {seed}: {}", one.summary());
         report.merge(one);
     }
-    assert!(report.checked > 8000, "{}", report.summary());
+    // Most images come from second crashes inside recovery, one per fence of it (the sweep
+    // fences once per chunk whose deleted bytes it zeroes).
+    assert!(report.checked > 2500, "{}", report.summary());
     report.assert_clean();
 }
 
