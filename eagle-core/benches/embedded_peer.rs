@@ -8,7 +8,8 @@
 //! one LMDB write transaction committed per put) and OPS reads of random keys (`Db::get`, and
 //! one LMDB read transaction per get). A second eagle read phase, `read-ref`, uses
 //! `Db::get_with`, which lends the value instead of copying it into a new `Vec`: the same terms
-//! as LMDB's `get`, whose value is borrowed from its read transaction. Single thread. Prints ops
+//! as LMDB's `get`, whose value is borrowed from its read transaction. The two read phases
+//! alternate which runs first from round to round. Single thread. Prints ops
 //! per second and the ratio (both read rows against LMDB's reads).
 
 use std::path::Path;
@@ -34,16 +35,16 @@ fn main() {
         "{keys} keys, {ops} ops per phase, {rounds} rounds, files in {}",
         dir.display()
     );
-    println!("round  op      eagle ops/s   lmdb ops/s   eagle/lmdb");
+    println!("round  op        eagle ops/s   lmdb ops/s   eagle/lmdb");
     for round in 1..=rounds {
-        let e = eagle(&dir, keys, ops);
+        let e = eagle(&dir, keys, ops, round % 2 == 0);
         let l = lmdb(&dir, keys, ops);
         for (name, a, b) in [
             ("write", e.0, l.0),
             ("read", e.1, l.1),
             ("read-ref", e.2, l.1),
         ] {
-            println!("{round:>5}  {name:<6} {a:>12.0} {b:>12.0} {:>11.2}x", a / b);
+            println!("{round:>5}  {name:<8} {a:>12.0} {b:>12.0} {:>11.2}x", a / b);
         }
     }
 }
@@ -61,8 +62,10 @@ fn rate(n: u64, mut op: impl FnMut()) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// (writes/s, reads/s, borrowed reads/s) for eagle's embedded `Db`.
-fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64, f64) {
+/// (writes/s, reads/s, borrowed reads/s) for eagle's embedded `Db`. The two read phases run
+/// in turn, borrowed first when `ref_first` (rounds alternate, so neither always finds the
+/// caches the other warmed).
+fn eagle(dir: &Path, keys: u64, ops: u64, ref_first: bool) -> (f64, f64, f64) {
     let (db, path) = fresh_db(dir, "peer", 4 << 30);
     for i in 0..keys {
         db.set(&key(i), &i.to_le_bytes(), SetOptions::default())
@@ -75,18 +78,29 @@ fn eagle(dir: &Path, keys: u64, ops: u64) -> (f64, f64, f64) {
             .expect("set");
     });
     let mut found = 0u64;
-    let reads = rate(ops, || {
-        found += db.get(&key(next())).expect("get").is_some() as u64;
-    });
-    assert_eq!(found, ops);
-    let mut found = 0u64;
-    let reads_ref = rate(ops, || {
-        found += db
-            .get_with(&key(next()), |v| v.len())
-            .expect("get")
-            .is_some() as u64;
-    });
-    assert_eq!(found, ops);
+    let mut copied = || {
+        rate(ops, || {
+            found += db.get(&key(next())).expect("get").is_some() as u64;
+        })
+    };
+    let mut lent = 0u64;
+    let mut next_ref = random_below(keys);
+    let mut borrowed = || {
+        rate(ops, || {
+            lent += db
+                .get_with(&key(next_ref()), |v| v.len())
+                .expect("get")
+                .is_some() as u64;
+        })
+    };
+    let (reads, reads_ref) = if ref_first {
+        let r = borrowed();
+        (copied(), r)
+    } else {
+        let r = copied();
+        (r, borrowed())
+    };
+    assert_eq!((found, lent), (ops, ops));
     db.close().expect("close");
     let _ = std::fs::remove_file(&path);
     (writes, reads, reads_ref)

@@ -455,7 +455,7 @@ fn read_lookups_count_keyspace_hits_and_misses() {
 }
 
 #[test]
-fn get_with_answers_as_get_without_copying_the_value() {
+fn get_with_answers_as_get_and_lends_only_live_strings() {
     let db = Fixture::new("get-with");
     let counts = |db: &Db| {
         let st = db.stats();
@@ -475,14 +475,18 @@ fn get_with_answers_as_get_without_copying_the_value() {
         Some(true)
     );
     assert_eq!(db.get_with(b"nosuch", |v| v.len()).unwrap(), None);
-    assert_eq!(db.get_with(b"h", |v| v.len()), Err(DbError::WrongType));
+    let mut called = false;
+    assert_eq!(
+        db.get_with(b"h", |_| called = true),
+        Err(DbError::WrongType)
+    );
+    assert!(!called, "a hash's encoding is never lent as a string");
     assert_eq!(
         counts(&db),
         (3, 1),
         "counted as GET: a key of another type is a hit"
     );
     db.advance(20);
-    let mut called = false;
     assert_eq!(db.get_with(b"soon", |_| called = true).unwrap(), None);
     assert!(!called, "an expired key's value is never shown");
     assert_eq!(db.get(b"soon").unwrap(), None);

@@ -281,7 +281,8 @@ impl Db {
 
     /// Calls `f(kind, expire_at, value)` on the key's record, its value borrowed from the pool;
     /// `None` if absent or expired. Caller holds the key's lock. `f` runs pinned (see
-    /// [`Dash::get`](crate::dash::Dash::get)): it must not call back into the database.
+    /// [`Dash::get`](crate::dash::Dash::get)) and under that lock: it must not call back into
+    /// the database or wait (see [`Db::get_with`]).
     pub(super) fn visit<R>(
         &self,
         key: &[u8],

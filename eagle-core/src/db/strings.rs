@@ -72,8 +72,12 @@ impl Db {
     /// GET without a copy: `f` is called with the value borrowed from the pool, while the
     /// key's read lock and an epoch pin are held (as an LMDB read transaction's borrowed
     /// value), and its result returned. Counted, and typed, as GET: `WrongType` for a key of
-    /// another type. `f` must not call back into this `Db` (a write to the same key would wait
-    /// for the lock `f` runs under).
+    /// another type (`f` is not called).
+    ///
+    /// Keep `f` short, and let it neither call this `Db` nor wait for anything: it holds the
+    /// read lock of the key's stripe (shared with about 1/1024 of all keys), so a write to any
+    /// key of that stripe waits for it, and a read from inside `f` can deadlock behind such a
+    /// writer; and its epoch pin holds back the freeing of every record retired meanwhile.
     pub fn get_with<R>(
         &self,
         key: &[u8],

@@ -1,5 +1,5 @@
 //! What the run prints: a header, one table per engine (a row per phase as it finishes), and the
-//! ratio eagle/dram. With `--json`, stdout holds exactly one JSON line per engine and phase and
+//! ratios of eagle to each peer that ran (dram, std). With `--json`, stdout holds exactly one JSON line per engine and phase and
 //! everything else goes to stderr.
 
 use crate::args::Args;
@@ -30,7 +30,7 @@ impl Output<'_> {
         say!(
             a.json,
             "keys:    {} ({} B), values 8 B; preload {}, {} ops per phase, {} thread(s); \
-             latency sampled on ~1 op in {SAMPLE_EVERY}",
+             latency sampled on ~1 op in {SAMPLE_EVERY} (not for std)",
             a.key.name(),
             match a.key {
                 crate::args::KeyKind::Fixed => 8,
@@ -113,8 +113,11 @@ impl Output<'_> {
         }
     }
 
-    /// Throughput and latency of eagle relative to dram, phase by phase.
-    pub fn ratios(&self, eagle: &[PhaseResult], dram: &[PhaseResult], peer: &str) {
+    /// Throughput and latency of eagle relative to a peer (`dram` or `std`), phase by phase.
+    /// Latency ratios print as `-` for a peer without samples (std). Against std, eagle runs
+    /// through the shared harness and std in plain loops: the ratio is eagle's throughput as
+    /// a user of its API gets it, over the machine's plain-loop std figure.
+    pub fn ratios(&self, eagle: &[PhaseResult], peer_results: &[PhaseResult], peer: &str) {
         let json = self.args.json;
         say!(json, "");
         say!(
@@ -131,13 +134,13 @@ impl Output<'_> {
             "p50 x",
             "p99 x"
         );
-        for (e, d) in eagle.iter().zip(dram) {
+        for (e, d) in eagle.iter().zip(peer_results) {
             let lat = |p: f64| {
                 let (le, ld) = (percentile(&e.samples, p), percentile(&d.samples, p));
                 if ld == 0 {
-                    f64::NAN
+                    "-".to_string()
                 } else {
-                    le as f64 / ld as f64
+                    format!("{:.2}", le as f64 / ld as f64)
                 }
             };
             let ratio = if d.mops > 0.0 {
@@ -147,7 +150,7 @@ impl Output<'_> {
             };
             say!(
                 json,
-                "  {:<8} {:>12.3} {:>12.3} {:>7.3} {:>7.2} {:>7.2}",
+                "  {:<8} {:>12.3} {:>12.3} {:>7.3} {:>7} {:>7}",
                 e.phase.name(),
                 e.mops,
                 d.mops,
