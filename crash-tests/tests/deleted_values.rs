@@ -7,6 +7,11 @@
 //! opens it, waits for the sweep, closes it, and looks for the marker of every value whose DEL
 //! or overwrite had returned before the crash.
 //!
+//! Keys too: commands that go through the write-ahead log (MSET, multi-key DEL, RENAME, atomic
+//! transactions) write the names of their keys into its records, which the log erases once it
+//! no longer needs them, and the next open erases what a crash kept. Those keys' names carry
+//! the marker.
+//!
 //! `EAGLE_CRASH_LONG=1` checks an image at every fence (by default, one fence in 16).
 
 use std::collections::HashSet;
@@ -116,10 +121,10 @@ fn lingering(path: &Path, gone: &HashSet<u32>) -> Result<(), String> {
     }
 }
 
-/// Writes, deletes, overwrites with shorter values, and reuses the freed blocks with short
-/// records; `every` > 1 checks one fence in `every`.
-fn run(seed: u64, every: u64) -> Report {
-    let scratch = Arc::new(Scratch::new(&format!("deleted-{seed}")));
+/// A live pool under the simulator whose fences (one in `every`) yield crash images, each
+/// checked against the model's acknowledged deletions at that moment.
+fn live_pool(name: &str, every: u64) -> (Arc<Scratch>, Arc<Mutex<Model>>, Db, FenceImages) {
+    let scratch = Arc::new(Scratch::new(name));
     let model = Arc::new(Mutex::new(Model::default()));
     let (sc, m) = (scratch.clone(), model.clone());
     let policies = standard_policies(2);
@@ -150,6 +155,28 @@ fn run(seed: u64, every: u64) -> Report {
         },
     )
     .expect("open the live pool");
+    (scratch, model, db, images)
+}
+
+/// Adds to `report` a power failure after the last command, under every policy, then drops
+/// the live pool.
+fn check_the_end(scratch: &Scratch, model: &Mutex<Model>, db: Db, report: &mut Report) {
+    let sim = crash_tests::simulator_of(db.engine());
+    let gone = model.lock().gone.clone();
+    for policy in standard_policies(4) {
+        report.checked += 1;
+        if let Err(v) = verify(scratch, &sim.crash_image(&policy), &gone) {
+            report
+                .violations
+                .push(format!("power failure at the end ({policy:?}): {v}"));
+        }
+    }
+}
+
+/// Writes, deletes, overwrites with shorter values, and reuses the freed blocks with short
+/// records; `every` > 1 checks one fence in `every`.
+fn run(seed: u64, every: u64) -> Report {
+    let (scratch, model, db, images) = live_pool(&format!("deleted-{seed}"), every);
     let mut rng = SplitMix64::new(seed);
     let mut next_id = 0u32;
     let mut set = |db: &Db, key: &[u8], len: usize| {
@@ -211,20 +238,65 @@ fn run(seed: u64, every: u64) -> Report {
         db.del(&[k.as_slice()]).expect("del");
         model.lock().forget(k);
     }
-    let sim = crash_tests::simulator_of(db.engine());
     let mut report = images.report();
-    // A power failure after the last command, under every policy.
-    let gone = model.lock().gone.clone();
-    for policy in standard_policies(4) {
-        report.checked += 1;
-        if let Err(v) = verify(&scratch, &sim.crash_image(&policy), &gone) {
-            report
-                .violations
-                .push(format!("power failure at the end ({policy:?}): {v}"));
-        }
-    }
-    drop(db);
+    check_the_end(&scratch, &model, db, &mut report);
     report
+}
+
+/// Keys named by the marker (`secret` of 240 bytes: the same name always, a distinct id each)
+/// written and deleted by commands that go through the write-ahead log, whose records hold
+/// the names: MSET, multi-key DEL, RENAME, and atomic transactions (undo records). Values hold
+/// no marker. The log (256 KiB) laps about twice.
+fn run_keys(seed: u64, every: u64) -> Report {
+    let (scratch, model, db, images) = live_pool(&format!("deleted-keys-{seed}"), every);
+    let mut rng = SplitMix64::new(seed);
+    let mut next_id = 0u32;
+    let mut fresh = || {
+        next_id += 1;
+        (next_id, secret(next_id, 240))
+    };
+    let gone = |ids: &[u32]| model.lock().gone.extend(ids);
+    let mut live: Vec<(u32, Vec<u8>)> = Vec::new();
+    for _ in 0..100 {
+        let named: Vec<(u32, Vec<u8>)> = (0..6).map(|_| fresh()).collect();
+        let value = vec![b'v'; 8 + rng.below(40)];
+        let pairs: Vec<(&[u8], &[u8])> = named
+            .iter()
+            .map(|(_, k)| (k.as_slice(), value.as_slice()))
+            .collect();
+        db.mset(&pairs).expect("mset");
+        let dead: Vec<&[u8]> = named[..3].iter().map(|(_, k)| k.as_slice()).collect();
+        assert_eq!(db.del(&dead).expect("del"), 3);
+        gone(&[named[0].0, named[1].0, named[2].0]);
+        let (to_id, to) = fresh();
+        assert!(db.rename(&named[3].1, &to, false).expect("rename"));
+        gone(&[named[3].0]);
+        let (new_id, new) = fresh();
+        {
+            let _tx = db.atomic();
+            db.set(&new, &value, SetOptions::default()).expect("set");
+            assert_eq!(db.del(&[named[4].1.as_slice()]).expect("del"), 1);
+        }
+        // Acknowledged only once the transaction has ended: a crash inside it rolls it back.
+        gone(&[named[4].0]);
+        live.extend([named[5].clone(), (to_id, to), (new_id, new)]);
+    }
+    for batch in live.chunks(10) {
+        let keys: Vec<&[u8]> = batch.iter().map(|(_, k)| k.as_slice()).collect();
+        assert_eq!(db.del(&keys).expect("del"), keys.len() as u64);
+        gone(&batch.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    }
+    let mut report = images.report();
+    check_the_end(&scratch, &model, db, &mut report);
+    report
+}
+
+#[test]
+fn deleted_keys_are_gone_from_the_log_after_a_power_failure_and_the_next_open() {
+    let every = if crash_tests::long_mode() { 1 } else { 16 };
+    let report = run_keys(5, every);
+    assert!(report.checked > 100, "{}", report.summary());
+    report.assert_clean();
 }
 
 #[test]

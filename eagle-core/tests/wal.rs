@@ -317,3 +317,64 @@ fn a_full_log_throttles_an_appender_until_live_records_are_checkpointed() {
     ));
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
 }
+
+/// How many times `mark` occurs in the pool file.
+fn occurrences(p: &Tmp, mark: &[u8]) -> usize {
+    let bytes = std::fs::read(&p.0).unwrap();
+    bytes.windows(mark.len()).filter(|w| *w == mark).count()
+}
+
+fn marked(i: u64) -> Vec<u8> {
+    let mut v = format!("GONE{i:06}").into_bytes();
+    v.resize(40 + (i * 53 % 400) as usize, b'.');
+    v
+}
+
+#[test]
+fn checkpointed_records_are_erased_across_laps_and_only_live_ones_remain() {
+    let p = tmp("erase");
+    let (wal, _) = open(&p);
+    let cap = wal.capacity();
+    let (mut written, mut live) = (0, Vec::new());
+    for i in 0..5_000u64 {
+        live.push(wal.append(1, &marked(i)).unwrap());
+        written += marked(i).len() as u64;
+        // Checkpoint in bursts, so the head sometimes passes several records and the end of a
+        // lap at once.
+        if live.len() > 7 {
+            wal.checkpoint_many(&live[..5]);
+            live.drain(..5);
+        }
+    }
+    assert!(written > 3 * cap, "{written} bytes through {cap}");
+    // The memory is the file (a shared mapping), so the file shows erasures at once.
+    assert_eq!(occurrences(&p, b"GONE"), live.len());
+    drop(wal);
+    let (_, rec) = open(&p);
+    assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
+}
+
+#[test]
+fn scrub_erases_stale_bytes_outside_the_live_records_and_keeps_them() {
+    let p = tmp("scrub");
+    let (wal, _) = open(&p);
+    let live: Vec<u64> = (0..5).map(|i| wal.append(1, &marked(i)).unwrap()).collect();
+    drop(wal);
+    // What a crash can leave in the free space: old records whose erasure never reached the
+    // media, a torn record past the tail.
+    let mut bytes = std::fs::read(&p.0).unwrap();
+    let wal_start = 256 << 10;
+    for at in [wal_start + (100 << 10), wal_start + (256 << 10) - 64] {
+        bytes[at..at + 10].copy_from_slice(b"GONE999999");
+    }
+    std::fs::write(&p.0, &bytes).unwrap();
+    let (wal, rec) = open(&p);
+    assert_eq!(rec.len(), 5);
+    assert_eq!(occurrences(&p, b"GONE"), 7);
+    wal.scrub(|| false);
+    assert_eq!(occurrences(&p, b"GONE"), 5);
+    drop(wal);
+    let (_, rec) = open(&p);
+    assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
+    assert_eq!(rec[4].payload, marked(4));
+}

@@ -91,7 +91,7 @@ impl RecoveryMode {
 /// crash (the background recovery, if still running, is stopped first).
 pub struct Engine {
     index: Arc<Dash>,
-    pub(super) wal: Wal,
+    pub(super) wal: Arc<Wal>,
     /// Set when a logged batch could not be applied whole: writes are refused until a reopen
     /// redoes it (see `Engine::writable`).
     pub(super) batch_failed: std::sync::atomic::AtomicBool,
@@ -120,6 +120,7 @@ impl Engine {
         let pool = Arc::new(Pool::open(path, opts)?);
         let heap = Arc::new(Heap::open(pool.clone())?);
         let (wal, entries) = Wal::open(pool)?;
+        let wal = Arc::new(wal);
         let index = Arc::new(Dash::open(heap)?);
         let mut engine = Engine {
             index,
@@ -134,18 +135,33 @@ impl Engine {
         // Redo before the sweep: the logged batches name records that nothing else reaches yet.
         (engine.replayed, engine.rolled_back) = engine.replay(entries)?;
         // Background mode: the first request is served at once (see docs/recovery.md).
+        // After the index's recovery, the log's free space is scrubbed (`Wal::scrub`); `close`
+        // joins the thread, so a closed pool holds no key of a checkpointed record.
+        let (index, wal) = (engine.index.clone(), engine.wal.clone());
+        let recover = move || {
+            index.run_recovery();
+            wal.scrub(|| {
+                index
+                    .recovery
+                    .cancel
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            });
+        };
         if mode == RecoveryMode::Background {
-            let worker = engine.index.clone();
+            let (index, wal) = (engine.index.clone(), engine.wal.clone());
             match std::thread::Builder::new()
                 .name("eagle-recovery".into())
-                .spawn(move || worker.run_recovery())
+                .spawn(recover)
             {
                 Ok(handle) => engine.recovery = Some(handle),
                 // No thread to be had: recover before returning instead.
-                Err(_) => engine.index.run_recovery(),
+                Err(_) => {
+                    index.run_recovery();
+                    wal.scrub(|| false);
+                }
             }
         } else {
-            engine.index.run_recovery();
+            recover();
         }
         engine.open_ns = started.elapsed().as_nanos() as u64;
         Ok(engine)

@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use zeroize::Zeroize;
 
 use super::HeapError;
 use super::chunk_table::{ChunkKind, Geometry};
@@ -503,14 +502,9 @@ impl Heap {
     }
 
     fn zero_in_memory(&self, offset: u64, size: u64) {
-        let region = self.pool.region();
-        let p = region
-            .ptr(offset, size)
-            .expect("blocks lie inside the heap region");
-        // SAFETY: the block is inside the mapping, and the caller of `free` (or the sweep, for
-        // unreachable blocks) guarantees that no other thread accesses it.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(p, size as usize) };
-        bytes.zeroize();
+        // SAFETY: the caller of `free` (or the sweep, for unreachable blocks) guarantees that
+        // no other thread accesses the block, which lies inside the heap region.
+        unsafe { self.pool.region().zero(offset, size as usize) };
     }
 
     /// Records during the sweep that the index reaches the block at `offset` (idempotent).

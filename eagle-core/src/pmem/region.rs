@@ -145,6 +145,26 @@ impl Region {
         };
     }
 
+    /// Overwrites `len` bytes at `offset` with zeroes that the compiler may not elide (nothing
+    /// reads them back: they erase deleted data), not yet durable: flush and fence them.
+    ///
+    /// # Safety
+    /// - No other thread may read or write `offset..offset+len` concurrently.
+    ///
+    /// Panics if the range is outside the region (a caller bug).
+    pub unsafe fn zero(&self, offset: u64, len: usize) {
+        use zeroize::Zeroize;
+        let p = self.ptr(offset, len as u64).unwrap_or_else(|| {
+            panic!(
+                "zeroing {len} bytes at {offset} outside a region of {} bytes",
+                self.len()
+            )
+        });
+        // SAFETY: in bounds (checked by `ptr`); exclusivity is the caller's obligation.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(p, len) };
+        bytes.zeroize();
+    }
+
     /// The 8-byte word at `offset` as an atomic, or `None` if `offset` is out of range or not
     /// 8-byte aligned. An aligned 8-byte store is the unit the media writes failure-atomically.
     #[inline]

@@ -130,6 +130,19 @@ pub struct WalStats {
 /// The smallest record (an end-of-lap marker), kept free at the end of every lap.
 const MARKER: u64 = 24;
 
+/// The byte ranges of a ring of `len` bytes from position `from` up to `to` (each a position
+/// and its lap's generation, `to` at most one lap ahead): one range, or two when it wraps.
+/// From the tail to the head, they are the free space; from an old head to a new one, the
+/// records a checkpoint passed.
+fn ring_ranges(from: (u64, u32), to: (u64, u32), len: u64) -> impl Iterator<Item = (u64, u64)> {
+    let ranges = if from.1 == to.1 {
+        [(from.0, to.0), (0, 0)]
+    } else {
+        [(from.0, len), (0, to.0)]
+    };
+    ranges.into_iter().filter(|(a, b)| a < b)
+}
+
 impl Wal {
     /// Opens the log and returns the records recovery must redo (oldest first).
     pub fn open(pool: Arc<Pool>) -> Result<(Wal, Vec<WalEntry>), WalError> {
@@ -399,6 +412,7 @@ impl Wal {
             Some(l) => (l.pos, l.generation),
             None => (st.tail, st.tail_gen),
         };
+        let passed = (st.head, st.head_gen);
         st.head = head;
         st.head_gen = head_gen;
         let word = (head_gen as u64) << 32 | head;
@@ -411,7 +425,69 @@ impl Wal {
         // applied durably by the caller before it called checkpoint, so a crash either replays
         // them (old head; redo is idempotent) or not (new head).
         region.persist(self.head_word, 8);
+        // The passed records (keys of deleted entries among them) are erased in memory only,
+        // after the head word is durable: zeroed before it, a crash could keep the zeroes and
+        // the old head, and recovery would stop at them, short of live records after them.
+        // Unflushed zeroes may be lost to a crash; the next open's `scrub` erases them again.
+        for (at, end) in ring_ranges(passed, (head, head_gen), self.len) {
+            // SAFETY: the range lies in the log (ends at most `self.len`) and holds no live
+            // record (the head passed it); only holders of the state lock, held here, write
+            // the log.
+            unsafe { region.zero(self.start + at, (end - at) as usize) };
+        }
         self.head_moved.notify_all();
+    }
+
+    /// Erases every byte of the ring outside the live records, durably: records of earlier
+    /// laps, a torn record past the tail, and zeroes of `checkpoint` that a crash kept from
+    /// the media. Called once per open, after recovery (the engine's recovery thread), so the
+    /// keys that logged batches named leave the pool with their entries. Works in pieces under
+    /// the state lock, which appenders take too; `cancel` stops it between pieces.
+    pub fn scrub(&self, cancel: impl Fn() -> bool) {
+        const PIECE: u64 = 64 << 10;
+        let region = self.pool.region();
+        let line = region.persister().granule() as u64;
+        let mut buf = vec![0u8; PIECE as usize];
+        let mut flushed = false;
+        let mut at = 0;
+        while at < self.len && !cancel() {
+            let end = (at + PIECE).min(self.len);
+            let st = self.state.lock();
+            // The free space runs from the tail to the head of the next lap.
+            let next_lap = (st.head, st.head_gen.wrapping_add(1));
+            let free = ring_ranges((st.tail, st.tail_gen), next_lap, self.len);
+            for (a, b) in free {
+                let (a, b) = (a.max(at), b.min(end));
+                if a >= b {
+                    continue;
+                }
+                let bytes = &mut buf[..(b - a) as usize];
+                region.read(self.start + a, bytes);
+                let mut from = a;
+                while from < b {
+                    let to = (self.start + from + 1).next_multiple_of(line) - self.start;
+                    let to = to.min(b);
+                    let span = (from - a) as usize..(to - a) as usize;
+                    if bytes[span].iter().any(|&x| x != 0) {
+                        // SAFETY: the range lies in the log and outside the live records
+                        // (`free`, computed under the state lock that every writer of the log
+                        // holds, and held here).
+                        unsafe { region.zero(self.start + from, (to - from) as usize) };
+                        region.flush(self.start + from, (to - from) as usize);
+                        flushed = true;
+                    }
+                    from = to;
+                }
+            }
+            drop(st);
+            at = end;
+        }
+        // Ordering: the zeroes lie outside the live records, so whether any of them reaches
+        // the media before a crash changes nothing recovery reads; the fence makes them
+        // durable before the caller reports the open finished.
+        if flushed {
+            region.fence();
+        }
     }
 
     /// Blocks until the head has passed `lsn` (every record up to it is checkpointed, durably)
