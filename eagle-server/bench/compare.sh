@@ -10,6 +10,11 @@
 # noisy machine hits them alike; the table gives the median over rounds of throughput, p50 and
 # p99, and eagle's ratio to each redis row. Needs a release build:
 #   cargo build --release -p eagle-server
+#
+# A focused run narrows it with CONFIGS, TESTS, SIZES and PIPES (defaults: all of the above), e.g.
+#   CONFIGS="redis-nopersist eagle-shm" TESTS=set,get SIZES=16 PIPES=16 compare.sh 1000000 7
+# EAGLE_HUGE_DIR=DIR adds eagle-huge: eagle with its pool in DIR, a tmpfs mounted with
+# huge=advise (2 MiB pages, as on DAX; see docs/operations.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-200000}
@@ -31,21 +36,29 @@ start() { # name
     redis-always) redis-server --port $PORT --save '' --appendonly yes --appendfsync always --dir "$DISK" --daemonize no >/dev/null & ;;
     eagle-shm) "$BIN" --port $PORT --pool "$WORK/eagle.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
     eagle-disk) "$BIN" --port $PORT --pool "$DISK/eagle.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
+    eagle-huge) "$BIN" --port $PORT --pool "$EAGLE_HUGE_DIR/eagle-bench.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
   esac
   PID=$!
   for _ in $(seq 200); do redis-cli -p $PORT ping >/dev/null 2>&1 && return; sleep 0.05; done
   echo "$1 did not start" >&2; exit 1
 }
-stop() { redis-cli -p $PORT shutdown nosave >/dev/null 2>&1 || true; wait "$PID" 2>/dev/null || true; PID=; rm -rf "$WORK"/* "$DISK"/*; }
-CONFIGS="redis-nopersist redis-everysec redis-always eagle-shm eagle-disk"
+stop() {
+  redis-cli -p $PORT shutdown nosave >/dev/null 2>&1 || true; wait "$PID" 2>/dev/null || true; PID=
+  rm -rf "$WORK"/* "$DISK"/*; [ -z "${EAGLE_HUGE_DIR:-}" ] || rm -f "$EAGLE_HUGE_DIR/eagle-bench.pool"
+}
+CONFIGS=${CONFIGS:-"redis-nopersist redis-everysec redis-always eagle-shm eagle-disk"}
+[ -z "${EAGLE_HUGE_DIR:-}" ] || CONFIGS="$CONFIGS eagle-huge"
+TESTS=${TESTS:-set,get,incr,hset,mset}
+SIZES=${SIZES:-"16 1024"}
+PIPES=${PIPES:-"1 16"}
 RAW=$WORK/../eagle-bench-raw.$$
 : > "$RAW"
 for round in $(seq "$ROUNDS"); do
   for cfg in $CONFIGS; do
     start "$cfg"
-    for size in 16 1024; do
-      for pipe in 1 16; do
-        redis-benchmark -p $PORT -c 50 -n "$N" -r 1000000 -d $size -P $pipe -t set,get,incr,hset,mset --csv 2>/dev/null \
+    for size in $SIZES; do
+      for pipe in $PIPES; do
+        redis-benchmark -p $PORT -c 50 -n "$N" -r 1000000 -d $size -P $pipe -t "$TESTS" --csv 2>/dev/null \
           | tail -n +2 | tr -d '"' | while IFS=, read -r test rps avg min p50 p95 p99 max; do
               echo "$cfg $size $pipe ${test%% *} $rps $p50 $p99" >> "$RAW"
             done
@@ -63,20 +76,23 @@ for line in open(raw):
     rows[(test, size, pipe, cfg)].append((float(rps), float(p50), float(p99)))
 cpu = next((l.split(':',1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
 print(f"# {datetime.date.today()} {cpu}, {len(open('/proc/cpuinfo').read().split('processor'))-1} vCPU; redis-benchmark -c 50 -n {n} -r 1000000, median of {rounds} rounds")
-print("| test | value | -P | config | ops/s | p50 ms | p99 ms | eagle-shm / this |")
-print("|---|---:|---:|---|---:|---:|---:|---:|")
+huge = any(k[3] == "eagle-huge" for k in rows)
+print("| test | value | -P | config | ops/s | p50 ms | p99 ms | eagle-shm / this |" + (" eagle-huge / this |" if huge else ""))
+print("|---|---:|---:|---|---:|---:|---:|---:|" + ("---:|" if huge else ""))
 tests = sorted({k[0] for k in rows}, key=lambda t: ["SET","GET","INCR","HSET","MSET"].index(t) if t in ["SET","GET","INCR","HSET","MSET"] else 9)
 for test in tests:
     for size in ("16", "1024"):
         for pipe in ("1", "16"):
             med = {}
-            for cfg in "redis-nopersist redis-everysec redis-always eagle-shm eagle-disk".split():
+            for cfg in "redis-nopersist redis-everysec redis-always eagle-shm eagle-disk eagle-huge".split():
                 v = rows.get((test, size, pipe, cfg))
                 if v:
                     med[cfg] = tuple(statistics.median(x[i] for x in v) for i in range(3))
-            e = med.get("eagle-shm")
+            def ratio(eagle, cfg, rps):
+                e = med.get(eagle)
+                return f"{e[0]/rps:.2f}x" if e and cfg.startswith("redis") else ""
             for cfg, (rps, p50, p99) in med.items():
-                ratio = f"{e[0]/rps:.2f}x" if e and cfg.startswith("redis") else ""
-                print(f"| {test} | {size} | {pipe} | {cfg} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {ratio} |")
+                extra = f" {ratio('eagle-huge', cfg, rps)} |" if huge else ""
+                print(f"| {test} | {size} | {pipe} | {cfg} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {ratio('eagle-shm', cfg, rps)} |{extra}")
 PY
 rm -f "$RAW"
