@@ -444,8 +444,12 @@ impl Heap {
                 _ => {}
             }
         }
-        self.used
-            .fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+        // Counted once the block is known to have been allocated: a refused double free
+        // changes no accounting.
+        let freed = || {
+            self.used
+                .fetch_sub(size, std::sync::atomic::Ordering::Relaxed)
+        };
         match kind {
             ChunkKind::Small(k) => {
                 let shard = self.owner[c as usize].load(std::sync::atomic::Ordering::Relaxed);
@@ -460,6 +464,7 @@ impl Heap {
                         why: "double free",
                     });
                 }
+                freed();
                 if blocks.free == blocks.total {
                     class.chunks.remove(&c);
                     class.partial.remove(&c);
@@ -473,7 +478,10 @@ impl Heap {
                     class.partial.insert(c);
                 }
             }
-            _ => self.release_chunks(c, (size / CHUNK) as u32),
+            _ => {
+                freed();
+                self.release_chunks(c, (size / CHUNK) as u32);
+            }
         }
         Ok(())
     }
