@@ -378,3 +378,38 @@ fn scrub_erases_stale_bytes_outside_the_live_records_and_keeps_them() {
     assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
     assert_eq!(rec[4].payload, marked(4));
 }
+
+#[test]
+fn scrub_erases_the_end_of_a_lap_past_its_marker_while_the_tail_is_a_lap_ahead() {
+    let p = tmp("scrub-lap");
+    let (wal, _) = open(&p);
+    let cap = wal.capacity();
+    // Checkpointed records carry the head and tail to about 70% of the ring.
+    // (A 4,000-byte payload takes a little more than 4,000 bytes of the ring.)
+    for _ in 0..cap * 7 / 10 / 4100 {
+        let lsn = wal.append(1, &[b'x'; 4000]).unwrap();
+        wal.checkpoint(lsn);
+    }
+    // A live record there, then one too big for the rest of the lap: the end-of-lap marker
+    // goes after the first, the second to the start of the next lap, and the head stays behind.
+    let live = [
+        wal.append(1, &[b'a'; 4000]).unwrap(),
+        wal.append(1, &vec![b'b'; (cap / 2) as usize]).unwrap(),
+    ];
+    drop(wal);
+    // What a crash can leave past the marker: an older lap's record whose erasure never
+    // reached the media.
+    let mut bytes = std::fs::read(&p.0).unwrap();
+    let at = (256 << 10) + cap as usize - 100;
+    bytes[at..at + 10].copy_from_slice(b"GONE999999");
+    std::fs::write(&p.0, &bytes).unwrap();
+    let (wal, rec) = open(&p);
+    assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
+    assert_eq!(occurrences(&p, b"GONE"), 1);
+    wal.scrub(|| false);
+    assert_eq!(occurrences(&p, b"GONE"), 0);
+    drop(wal);
+    let (_, rec) = open(&p);
+    assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
+    assert_eq!(rec[1].payload.len(), (cap / 2) as usize);
+}

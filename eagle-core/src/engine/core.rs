@@ -136,7 +136,8 @@ impl Engine {
         (engine.replayed, engine.rolled_back) = engine.replay(entries)?;
         // Background mode: the first request is served at once (see docs/recovery.md).
         // After the index's recovery, the log's free space is scrubbed (`Wal::scrub`); `close`
-        // joins the thread, so a closed pool holds no key of a checkpointed record.
+        // joins the thread. Records checkpointed later are zeroed in memory only: what a power
+        // failure keeps of them, the next open's scrub erases.
         let (index, wal) = (engine.index.clone(), engine.wal.clone());
         let recover = move || {
             index.run_recovery();

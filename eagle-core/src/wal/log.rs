@@ -97,6 +97,9 @@ struct State {
     tail_gen: u32,
     head: u64,
     head_gen: u32,
+    /// While the tail is a lap ahead of the head: the end of the head's lap (just past its
+    /// end-of-lap marker). The bytes from there to the end of the ring belong to no record.
+    lap_end: u64,
     next_lsn: Lsn,
     live: VecDeque<Live>,
     buf: Vec<u8>,
@@ -170,6 +173,7 @@ impl Wal {
         let mut live = VecDeque::new();
         let mut expect: Option<Lsn> = None;
         let mut hdr = [0u8; HEADER];
+        let mut lap_end = ext.len;
         loop {
             if pos + HEADER as u64 > ext.len || !region.read(ext.offset + pos, &mut hdr) {
                 break;
@@ -185,6 +189,7 @@ impl Wal {
                 break;
             }
             if h.kind == WRAP {
+                lap_end = pos + MARKER;
                 pos = 0;
                 generation = generation.wrapping_add(1);
                 continue;
@@ -216,6 +221,7 @@ impl Wal {
                 tail_gen: generation,
                 head,
                 head_gen,
+                lap_end,
                 next_lsn: expect.unwrap_or(1),
                 live,
                 buf: Vec::new(),
@@ -353,6 +359,7 @@ impl Wal {
             // Flushed and fenced with the record that follows it (by `sync`).
             let at = st.tail;
             st.unflushed.push((at, MARKER));
+            st.lap_end = at + MARKER;
             st.tail = 0;
             st.tail_gen = st.tail_gen.wrapping_add(1);
         }
@@ -453,9 +460,11 @@ impl Wal {
         while at < self.len && !cancel() {
             let end = (at + PIECE).min(self.len);
             let st = self.state.lock();
-            // The free space runs from the tail to the head of the next lap.
+            // The free space runs from the tail to the head of the next lap, and, while the
+            // tail is a lap ahead, from the head's end-of-lap marker to the end of the ring.
             let next_lap = (st.head, st.head_gen.wrapping_add(1));
-            let free = ring_ranges((st.tail, st.tail_gen), next_lap, self.len);
+            let past_marker = (st.tail_gen != st.head_gen).then_some((st.lap_end, self.len));
+            let free = ring_ranges((st.tail, st.tail_gen), next_lap, self.len).chain(past_marker);
             for (a, b) in free {
                 let (a, b) = (a.max(at), b.min(end));
                 if a >= b {
@@ -484,7 +493,9 @@ impl Wal {
         }
         // Ordering: the zeroes lie outside the live records, so whether any of them reaches
         // the media before a crash changes nothing recovery reads; the fence makes them
-        // durable before the caller reports the open finished.
+        // durable before the scrub returns (`close` waits for it). Lines that are zero in
+        // memory are not flushed, so zeroes of a `checkpoint` not yet written back stay in
+        // the cache until write-back; a power failure before then is for the next scrub.
         if flushed {
             region.fence();
         }
