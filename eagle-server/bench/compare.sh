@@ -80,9 +80,11 @@ huge = any(k[3] == "eagle-huge" for k in rows)
 print("| test | value | -P | config | ops/s | p50 ms | p99 ms | eagle-shm / this |" + (" eagle-huge / this |" if huge else ""))
 print("|---|---:|---:|---|---:|---:|---:|---:|" + ("---:|" if huge else ""))
 tests = sorted({k[0] for k in rows}, key=lambda t: ["SET","GET","INCR","HSET","MSET"].index(t) if t in ["SET","GET","INCR","HSET","MSET"] else 9)
+sizes = sorted({k[1] for k in rows}, key=int)
+pipes = sorted({k[2] for k in rows}, key=int)
 for test in tests:
-    for size in ("16", "1024"):
-        for pipe in ("1", "16"):
+    for size in sizes:
+        for pipe in pipes:
             med = {}
             for cfg in "redis-nopersist redis-everysec redis-always eagle-shm eagle-disk eagle-huge".split():
                 v = rows.get((test, size, pipe, cfg))
