@@ -90,26 +90,40 @@ fn run(name: &str, appends: u64) -> (Report, u64) {
     assert!(rec.is_empty());
     model.lock().next_lsn = 1;
     let mut bytes = 0;
+    let append = |p: Vec<u8>| {
+        model.lock().appending = Some(p.clone());
+        let lsn = wal.append(1, &p).unwrap();
+        let mut m = model.lock();
+        assert_eq!(lsn, m.next_lsn);
+        m.appending = None;
+        m.live.push_back((lsn, p));
+        m.next_lsn += 1;
+    };
+    let checkpoint_oldest = || {
+        let oldest = model.lock().live[0].0;
+        model.lock().checkpointing = true;
+        wal.checkpoint(oldest);
+        let mut m = model.lock();
+        m.checkpointing = false;
+        m.live.pop_front();
+    };
     for i in 0..appends {
         let p = payload(i);
         bytes += p.len() as u64;
-        model.lock().appending = Some(p.clone());
-        let lsn = wal.append(1, &p).unwrap();
-        {
-            let mut m = model.lock();
-            assert_eq!(lsn, m.next_lsn);
-            m.appending = None;
-            m.live.push_back((lsn, p));
-            m.next_lsn += 1;
-        }
+        append(p);
         // Keep a window of 5 live records: the log wraps many times.
         if model.lock().live.len() > 5 {
-            let oldest = model.lock().live[0].0;
-            model.lock().checkpointing = true;
-            wal.checkpoint(oldest);
-            let mut m = model.lock();
-            m.checkpointing = false;
-            m.live.pop_front();
+            checkpoint_oldest();
+        }
+        // Now and then, empty the log and append a record of 90% of a lap: wherever the tail
+        // is, it fits neither after it nor before the head, so the log starts a new lap.
+        if i % 500 == 250 {
+            while !model.lock().live.is_empty() {
+                checkpoint_oldest();
+            }
+            let big = vec![i as u8; (wal.capacity() * 9 / 10) as usize];
+            bytes += big.len() as u64;
+            append(big);
         }
     }
     (images.report(), bytes / wal.capacity())

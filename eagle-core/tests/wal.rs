@@ -413,3 +413,31 @@ fn scrub_erases_the_end_of_a_lap_past_its_marker_while_the_tail_is_a_lap_ahead()
     assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
     assert_eq!(rec[1].payload.len(), (cap / 2) as usize);
 }
+
+#[test]
+fn an_empty_log_takes_any_record_that_fits_in_a_lap_wherever_its_tail_is() {
+    let p = tmp("empty-lap");
+    let (wal, _) = open(&p);
+    let cap = wal.capacity();
+    // Checkpointed records carry the head and tail past the middle of the ring.
+    for _ in 0..cap * 55 / 100 / 4100 {
+        let lsn = wal.append(1, &[b'x'; 4000]).unwrap();
+        wal.checkpoint(lsn);
+    }
+    assert_eq!(wal.used(), 0);
+    // Fits neither after the tail nor before the head, but in a lap.
+    let big = vec![b'b'; (cap * 6 / 10) as usize];
+    let lsn = wal
+        .append_waiting(1, &big, || false)
+        .expect("an empty log has room for a record that fits in a lap");
+    drop(wal);
+    let (wal, rec) = open(&p);
+    assert_eq!(rec.len(), 1);
+    assert_eq!((rec[0].lsn, rec[0].payload.len()), (lsn, big.len()));
+    // And the log goes on from there.
+    wal.checkpoint(lsn);
+    let next = wal.append(1, b"after").unwrap();
+    drop(wal);
+    let (_, rec) = open(&p);
+    assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), [next]);
+}

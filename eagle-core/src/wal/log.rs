@@ -246,9 +246,10 @@ impl Wal {
     /// [`append`](Self::append), but a full log throttles instead of failing while records
     /// of other appenders are still live (their checkpoints will free space): waits for the
     /// head to move and tries again, until `give_up()` holds. A log full of nothing but
-    /// finished records cannot happen (their checkpoint moved the head), so `Full` from an
-    /// append made when no record was live means the record can never fit beside the
-    /// end-of-lap reserve.
+    /// finished records cannot happen (their checkpoint moved the head), and an empty log
+    /// starts a new lap for a record that fits in a lap (`write`), so `Full` from an append
+    /// made when no record was live means the record can never fit beside the end-of-lap
+    /// reserve.
     pub fn append_waiting(
         &self,
         kind: u8,
@@ -331,6 +332,19 @@ impl Wal {
                 false
             } else if size + MARKER <= st.head {
                 true
+            } else if st.live.is_empty() {
+                // An empty log (the head is at the tail) whose tail sits too far into the lap
+                // for the record either way: both start the next lap, so a record that fits
+                // in a lap always fits in an empty log.
+                let next = st.head_gen.wrapping_add(1);
+                // Ordering: the head word moves to the next lap's start in one failure-atomic
+                // store, persisted before the record is written there. The log is empty, so
+                // a crash before the store recovers nothing from the old head (the record was
+                // not acknowledged), and one after it recovers the record once it is durable,
+                // or nothing (this lap's seed validates no stale bytes of an earlier lap).
+                self.publish_head(0, next);
+                (st.head, st.head_gen, st.tail, st.tail_gen) = (0, next, 0, next);
+                false
             } else {
                 return Err(WalError::Full {
                     needed: size as usize,
@@ -422,16 +436,11 @@ impl Wal {
         let passed = (st.head, st.head_gen);
         st.head = head;
         st.head_gen = head_gen;
-        let word = (head_gen as u64) << 32 | head;
-        let region = self.pool.region();
-        region
-            .atomic_u64(self.head_word)
-            .expect("the metadata region is mapped")
-            .store(word, Ordering::Release);
         // Ordering: one failure-atomic 8-byte store moves the head; the records it passes were
         // applied durably by the caller before it called checkpoint, so a crash either replays
         // them (old head; redo is idempotent) or not (new head).
-        region.persist(self.head_word, 8);
+        self.publish_head(head, head_gen);
+        let region = self.pool.region();
         // The passed records (keys of deleted entries among them) are erased in memory only,
         // after the head word is durable: zeroed before it, a crash could keep the zeroes and
         // the old head, and recovery would stop at them, short of live records after them.
@@ -443,6 +452,17 @@ impl Wal {
             unsafe { region.zero(self.start + at, (end - at) as usize) };
         }
         self.head_moved.notify_all();
+    }
+
+    /// Stores the head word (position and generation) and persists it. Callers hold the state
+    /// lock and give the ordering argument.
+    fn publish_head(&self, head: u64, head_gen: u32) {
+        let region = self.pool.region();
+        region
+            .atomic_u64(self.head_word)
+            .expect("the metadata region is mapped")
+            .store((head_gen as u64) << 32 | head, Ordering::Release);
+        region.persist(self.head_word, 8);
     }
 
     /// Erases every byte of the ring outside the live records, durably: records of earlier
