@@ -497,7 +497,7 @@ impl Wal {
                     let to = (self.start + from + 1).next_multiple_of(line) - self.start;
                     let to = to.min(b);
                     let span = (from - a) as usize..(to - a) as usize;
-                    if bytes[span].iter().any(|&x| x != 0) {
+                    if bytes[span].iter().fold(0, |acc, &x| acc | x) != 0 {
                         // SAFETY: the range lies in the log and outside the live records
                         // (`free`, computed under the state lock that every writer of the log
                         // holds, and held here).
