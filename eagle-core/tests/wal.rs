@@ -379,17 +379,36 @@ fn scrub_erases_stale_bytes_outside_the_live_records_and_keeps_them() {
     assert_eq!(rec[4].payload, marked(4));
 }
 
+/// Appends a record of `len` bytes to the empty log `wal` (throttled appends give up only
+/// when it can never fit), reopens, and checks it is the one record recovered; the reopened
+/// log and the record's LSN.
+fn append_to_empty_and_reopen(p: &Tmp, wal: Wal, len: u64) -> (Wal, u64) {
+    let lsn = wal
+        .append_waiting(1, &vec![b'b'; len as usize], || false)
+        .expect("an empty log has room for a record that fits in a lap");
+    drop(wal);
+    let (wal, rec) = open(p);
+    assert_eq!(rec.len(), 1);
+    assert_eq!((rec[0].lsn, rec[0].payload.len() as u64), (lsn, len));
+    (wal, lsn)
+}
+
+/// Appends and checkpoints records until head and tail sit about `percent`% into the ring
+/// (a 4,000-byte payload takes a little more than 4,000 bytes of it); the log is left empty.
+fn advance_empty(wal: &Wal, percent: u64) {
+    for _ in 0..wal.capacity() * percent / 100 / 4100 {
+        let lsn = wal.append(1, &[b'x'; 4000]).unwrap();
+        wal.checkpoint(lsn);
+    }
+    assert_eq!(wal.used(), 0);
+}
+
 #[test]
 fn scrub_erases_the_end_of_a_lap_past_its_marker_while_the_tail_is_a_lap_ahead() {
     let p = tmp("scrub-lap");
     let (wal, _) = open(&p);
     let cap = wal.capacity();
-    // Checkpointed records carry the head and tail to about 70% of the ring.
-    // (A 4,000-byte payload takes a little more than 4,000 bytes of the ring.)
-    for _ in 0..cap * 7 / 10 / 4100 {
-        let lsn = wal.append(1, &[b'x'; 4000]).unwrap();
-        wal.checkpoint(lsn);
-    }
+    advance_empty(&wal, 70);
     // A live record there, then one too big for the rest of the lap: the end-of-lap marker
     // goes after the first, the second to the start of the next lap, and the head stays behind.
     let live = [
@@ -419,25 +438,34 @@ fn an_empty_log_takes_any_record_that_fits_in_a_lap_wherever_its_tail_is() {
     let p = tmp("empty-lap");
     let (wal, _) = open(&p);
     let cap = wal.capacity();
-    // Checkpointed records carry the head and tail past the middle of the ring.
-    for _ in 0..cap * 55 / 100 / 4100 {
-        let lsn = wal.append(1, &[b'x'; 4000]).unwrap();
-        wal.checkpoint(lsn);
-    }
-    assert_eq!(wal.used(), 0);
+    advance_empty(&wal, 55);
     // Fits neither after the tail nor before the head, but in a lap.
-    let big = vec![b'b'; (cap * 6 / 10) as usize];
-    let lsn = wal
-        .append_waiting(1, &big, || false)
-        .expect("an empty log has room for a record that fits in a lap");
-    drop(wal);
-    let (wal, rec) = open(&p);
-    assert_eq!(rec.len(), 1);
-    assert_eq!((rec[0].lsn, rec[0].payload.len()), (lsn, big.len()));
+    let (wal, lsn) = append_to_empty_and_reopen(&p, wal, cap * 6 / 10);
     // And the log goes on from there.
     wal.checkpoint(lsn);
     let next = wal.append(1, b"after").unwrap();
     drop(wal);
     let (_, rec) = open(&p);
     assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), [next]);
+}
+
+#[test]
+fn an_empty_log_whose_head_waits_at_a_marker_takes_any_record_that_fits_in_a_lap() {
+    let p = tmp("empty-marker");
+    let (wal, _) = open(&p);
+    let cap = wal.capacity();
+    advance_empty(&wal, 70);
+    // Half a lap: it does not fit after the tail, so an end-of-lap marker goes there and the
+    // record to the start of the next lap, with the head left at the marker.
+    wal.append(1, &vec![b'b'; (cap / 2) as usize]).unwrap();
+    drop(wal);
+    // A crash that kept the marker and tore the record after it.
+    let mut bytes = std::fs::read(&p.0).unwrap();
+    bytes[(256 << 10) + 20] ^= 0xFF;
+    std::fs::write(&p.0, &bytes).unwrap();
+    let (wal, rec) = open(&p);
+    assert!(rec.is_empty());
+    // Nothing is live, the head waits at the marker (70% into its lap) and the tail is at the
+    // start of the next: 80% of a lap fits neither after the tail nor before the head.
+    append_to_empty_and_reopen(&p, wal, cap * 8 / 10);
 }

@@ -326,36 +326,42 @@ impl Wal {
         let uuid = self.pool.header().uuid;
         let mut st = self.state.lock();
         let st = &mut *st;
-        // Where the record goes: at the tail, or at the start of the next lap.
+        // Where the record goes: at the tail, or at the start of the next lap (`None`: no room).
         let wrap = if st.tail_gen == st.head_gen {
             if st.tail + size + MARKER <= self.len {
-                false
+                Some(false)
             } else if size + MARKER <= st.head {
-                true
-            } else if st.live.is_empty() {
-                // An empty log (the head is at the tail) whose tail sits too far into the lap
-                // for the record either way: both start the next lap, so a record that fits
-                // in a lap always fits in an empty log.
-                let next = st.head_gen.wrapping_add(1);
-                // Ordering: the head word moves to the next lap's start in one failure-atomic
+                Some(true)
+            } else {
+                None
+            }
+        } else if st.tail + size + MARKER <= st.head {
+            Some(false)
+        } else {
+            None
+        };
+        let wrap = match wrap {
+            Some(wrap) => wrap,
+            None if st.live.is_empty() => {
+                // An empty log whose tail sits too far into its lap for the record (or whose
+                // head still sits at an end-of-lap marker after a crash tore the record after
+                // it): head and tail both start a new lap, so a record that fits in a lap
+                // always fits in an empty log.
+                let next = st.tail_gen.wrapping_add(1);
+                // Ordering: the head word moves to the new lap's start in one failure-atomic
                 // store, persisted before the record is written there. The log is empty, so
                 // a crash before the store recovers nothing from the old head (the record was
                 // not acknowledged), and one after it recovers the record once it is durable,
-                // or nothing (this lap's seed validates no stale bytes of an earlier lap).
+                // or nothing (the new lap's seed validates no stale bytes of an earlier lap).
                 self.publish_head(0, next);
                 (st.head, st.head_gen, st.tail, st.tail_gen) = (0, next, 0, next);
                 false
-            } else {
+            }
+            None => {
                 return Err(WalError::Full {
                     needed: size as usize,
                 });
             }
-        } else if st.tail + size + MARKER <= st.head {
-            false
-        } else {
-            return Err(WalError::Full {
-                needed: size as usize,
-            });
         };
         if wrap {
             st.buf.resize(MARKER as usize, 0);
