@@ -37,6 +37,7 @@ lane2() {
     run wal_power_failure wal_recovery_survives_a_power_failure_at_every_fence
     run deleted_values deleted_values_are_gone_after_a_power_failure_and_the_next_open
     run deleted_values deleted_keys_are_gone_from_the_log_after_a_power_failure_and_the_next_open
+    run deleted_values deleted_hash_fields_are_gone_after_a_power_failure_and_the_next_open
 }
 start=$(date +%s)
 lane1 >"$OUT/lane1.txt" &

@@ -124,6 +124,15 @@ fn lingering(path: &Path, gone: &HashSet<u32>) -> Result<(), String> {
 /// A live pool under the simulator whose fences (one in `every`) yield crash images, each
 /// checked against the model's acknowledged deletions at that moment.
 fn live_pool(name: &str, every: u64) -> (Arc<Scratch>, Arc<Mutex<Model>>, Db, FenceImages) {
+    live_pool_sized(name, every, POOL)
+}
+
+/// [`live_pool`] of `size` bytes.
+fn live_pool_sized(
+    name: &str,
+    every: u64,
+    size: u64,
+) -> (Arc<Scratch>, Arc<Mutex<Model>>, Db, FenceImages) {
     let scratch = Arc::new(Scratch::new(name));
     let model = Arc::new(Mutex::new(Model::default()));
     let (sc, m) = (scratch.clone(), model.clone());
@@ -143,7 +152,7 @@ fn live_pool(name: &str, every: u64) -> (Arc<Scratch>, Arc<Mutex<Model>>, Db, Fe
         },
     );
     let opts = PoolOptions {
-        size: POOL,
+        size,
         ..PoolOptions::default()
     }
     .simulated(Some(hook));
@@ -289,6 +298,70 @@ fn run_keys(seed: u64, every: u64) -> Report {
     let mut report = images.report();
     check_the_end(&scratch, &model, db, &mut report);
     report
+}
+
+/// One large hash whose field values carry the marker: new fields (appended to their part in
+/// place while it has room), overwrites and HDELs (the part written anew, the old one freed),
+/// then the whole hash deleted. New parts reuse the blocks of freed ones, and the room an
+/// append will use must not keep their bytes.
+fn run_hash(seed: u64, every: u64) -> Report {
+    // Parts of many sizes take a chunk per size class: a larger pool than the others.
+    let (scratch, model, db, images) =
+        live_pool_sized(&format!("deleted-hash-{seed}"), every, 16 << 20);
+    let mut rng = SplitMix64::new(seed);
+    let mut next_id = 0u32;
+    let mut hset = |db: &Db, field: &[u8], len: usize| {
+        next_id += 1;
+        db.hset(b"h", &[(field, &secret(next_id, len))])
+            .expect("hset");
+        let mut m = model.lock();
+        m.forget(field);
+        m.live.insert(field.to_vec(), next_id);
+    };
+    let mut fields: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..900 {
+        let len = 12 + rng.below(70);
+        match rng.below(5) {
+            0 if !fields.is_empty() => {
+                let f = &fields[rng.below(fields.len())];
+                db.hdel(b"h", &[f.as_slice()]).expect("hdel");
+                model.lock().forget(f);
+            }
+            1 if !fields.is_empty() => {
+                let f = fields[rng.below(fields.len())].clone();
+                hset(&db, &f, len);
+            }
+            _ => {
+                let f = format!("field{}", fields.len()).into_bytes();
+                hset(&db, &f, len);
+                fields.push(f);
+            }
+        }
+    }
+    let stats = db.stats();
+    assert!(
+        stats.hash_part_appends > 100 && stats.hash_part_writes > 100,
+        "{} appends, {} part writes",
+        stats.hash_part_appends,
+        stats.hash_part_writes
+    );
+    db.del(&[b"h"]).expect("del");
+    {
+        let mut m = model.lock();
+        let ids: Vec<u32> = m.live.drain().map(|(_, id)| id).collect();
+        m.gone.extend(ids);
+    }
+    let mut report = images.report();
+    check_the_end(&scratch, &model, db, &mut report);
+    report
+}
+
+#[test]
+fn deleted_hash_fields_are_gone_after_a_power_failure_and_the_next_open() {
+    let every = if crash_tests::long_mode() { 1 } else { 16 };
+    let report = run_hash(9, every);
+    assert!(report.checked > 100, "{}", report.summary());
+    report.assert_clean();
 }
 
 #[test]

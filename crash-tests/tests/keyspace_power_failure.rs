@@ -251,7 +251,7 @@ fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
     )];
     let mut next = 200;
     for i in 0..n {
-        ops.push(match rnd(4) {
+        ops.push(match rnd(5) {
             0 => Op::HDel(
                 b"big".to_vec(),
                 (0..1 + rnd(3)).map(|_| field(rnd(next))).collect(),
@@ -260,6 +260,14 @@ fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
                 b"big".to_vec(),
                 vec![(field(rnd(next)), vec![b'u'; rnd(30)])],
             ),
+            // One new field: appended to its part in place while the part's block has room.
+            2 => {
+                next += 1;
+                Op::HSet(
+                    b"big".to_vec(),
+                    vec![(field(next - 1), vec![b'n'; rnd(40)])],
+                )
+            }
             _ => {
                 let k = 2 + rnd(6);
                 next += k;
@@ -501,9 +509,9 @@ fn harness_catches_a_log_record_written_before_its_records_are_durable() {
 #[test]
 fn large_hash_writes_are_all_or_nothing_at_every_fence() {
     let (n, all, every, seeds) = if crash_tests::long_mode() {
-        (100, true, 101, crash_tests::long_seeds(4))
+        (130, true, 101, crash_tests::long_seeds(4))
     } else {
-        (80, false, 17, 1)
+        (100, false, 17, 1)
     };
     let mut report = Report::default();
     for seed in 5..5 + seeds {
@@ -519,6 +527,20 @@ fn large_hash_writes_are_all_or_nothing_at_every_fence() {
     }
     assert!(report.checked > 1500, "{}", report.summary());
     report.assert_clean();
+}
+
+#[test]
+fn harness_catches_an_append_published_before_its_pairs_are_durable() {
+    fault::arm(Some(Fault::SkipFenceBeforeAppend));
+    let ops: Vec<Op> = large_hash_workload(60, 9)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, op)| *i == 0 || matches!(op, Op::HSet(_, f) if f.len() == 1))
+        .map(|(_, op)| op)
+        .collect();
+    let report = run_sized("large-hash-append-fault", &ops, true, 0, BIG_POOL);
+    fault::arm(None);
+    report.assert_caught("the fence before an append's header word removed");
 }
 
 #[test]

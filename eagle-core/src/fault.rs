@@ -21,6 +21,9 @@ pub enum Fault {
     /// An atomic transaction writes without logging undo records first (so a crash keeps
     /// part of it).
     SkipUndoLog,
+    /// A large hash's in-place append stores the part's header word without first fencing
+    /// the pairs it covers.
+    SkipFenceBeforeAppend,
     /// Not a bug: a batch's second operation fails (as a full pool would make it), leaving the
     /// batch half applied, so a test can follow what the engine does then.
     FailBatchMidway,

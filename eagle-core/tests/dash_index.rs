@@ -210,6 +210,10 @@ fn writers_refuse_a_record_whose_header_is_damaged() {
 fn reclaim_frees_every_retired_record_no_reader_can_see() {
     let path = pool_path("reclaim");
     let e = Engine::open(&path, opts(16 << 20)).unwrap();
+    // Once (2026-11-23, a full workspace run) garbage was left after `reclaim` returned 0;
+    // not reproduced in 40 runs with both cores loaded, cause not found. The open's background
+    // recovery is the one other thread that pins and frees here: let it end first.
+    e.index().wait_recovered().unwrap();
     for round in 0..20u32 {
         for i in 0..500u32 {
             put(&e, &i.to_le_bytes(), &round.to_le_bytes(), PutMode::Upsert);

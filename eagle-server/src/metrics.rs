@@ -63,6 +63,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Heap bytes handed out in the pool."
     );
     metrics::describe_gauge!("eagle_pool_free_bytes", "Heap bytes free in the pool.");
+    metrics::describe_counter!(
+        "eagle_hash_part_appends_total",
+        "Large-hash parts grown by appending new fields in place."
+    );
+    metrics::describe_counter!(
+        "eagle_hash_part_writes_total",
+        "Large-hash parts written anew (a copy of the part with the change)."
+    );
     metrics::describe_gauge!("eagle_wal_used_bytes", "Write-ahead log bytes in use.");
     metrics::describe_gauge!("eagle_wal_capacity_bytes", "Write-ahead log capacity.");
     metrics::describe_gauge!(
@@ -110,6 +118,8 @@ pub fn refresh(shared: &Shared) {
     counter!("eagle_keyspace_misses_total").absolute(stats.keyspace_misses);
     gauge!("eagle_pool_used_bytes").set(stats.heap.used as f64);
     gauge!("eagle_pool_free_bytes").set(stats.heap.free() as f64);
+    counter!("eagle_hash_part_appends_total").absolute(stats.hash_part_appends);
+    counter!("eagle_hash_part_writes_total").absolute(stats.hash_part_writes);
     gauge!("eagle_wal_used_bytes").set(stats.wal_used as f64);
     gauge!("eagle_wal_capacity_bytes").set(stats.wal_capacity as f64);
     gauge!("eagle_epoch_garbage_bytes").set(stats.index.garbage_bytes as f64);

@@ -354,6 +354,8 @@ fn metrics_health_and_command_counters() {
         "eagle_pool_free_bytes ",
         "eagle_wal_used_bytes ",
         "eagle_epoch_garbage_bytes ",
+        "eagle_hash_part_appends_total ",
+        "eagle_hash_part_writes_total ",
         "eagle_recovery_duration_seconds ",
     ] {
         assert!(body.contains(gauge), "no {gauge:?} in\n{body}");

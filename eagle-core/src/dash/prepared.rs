@@ -37,6 +37,11 @@ impl Dash {
         }
     }
 
+    /// Usable bytes of heap block `block` (its size class), if it is the start of one.
+    pub(crate) fn block_size(&self, block: u64) -> Option<u64> {
+        self.heap.block_size(block)
+    }
+
     /// Publishes a prepared record under `key` (which must be the key it was prepared with).
     /// With `PutMode::Insert` and the key present, the record is freed and `Exists` returned.
     /// On return the change is durable.

@@ -86,6 +86,11 @@ pub struct DbStats {
     pub heap: HeapStats,
     /// Index counts.
     pub index: IndexStats,
+    /// Changes to a large hash's part made by appending fields in place, since the open.
+    pub hash_part_appends: u64,
+    /// Large-hash parts written anew (a change that is not only new fields, or a part with no
+    /// room left), since the open.
+    pub hash_part_writes: u64,
     /// Bytes of the write-ahead log in use, and its capacity.
     pub wal_used: u64,
     /// The log's capacity.
@@ -113,6 +118,9 @@ pub struct Db {
     /// Read lookups that found their key, and those that did not (striped: every read counts).
     hits: StripedCounter,
     misses: StripedCounter,
+    /// Large-hash parts appended to in place, and parts written anew.
+    pub(super) part_appends: StripedCounter,
+    pub(super) part_writes: StripedCounter,
     pub(super) expiry_cursor: AtomicU64,
     /// The expiry sweep's estimate of the average TTL (ms).
     pub(super) avg_ttl: AtomicU64,
@@ -135,6 +143,8 @@ impl Db {
             expired: AtomicU64::new(0),
             hits: StripedCounter::default(),
             misses: StripedCounter::default(),
+            part_appends: StripedCounter::default(),
+            part_writes: StripedCounter::default(),
             expiry_cursor: AtomicU64::new(0),
             avg_ttl: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
@@ -201,6 +211,8 @@ impl Db {
             expired_keys: self.expired.load(Ordering::Relaxed),
             keyspace_hits: self.hits.sum().max(0) as u64,
             keyspace_misses: self.misses.sum().max(0) as u64,
+            hash_part_appends: self.part_appends.sum().max(0) as u64,
+            hash_part_writes: self.part_writes.sum().max(0) as u64,
             heap: self.engine.index().heap().stats(),
             index,
             wal_used: self.engine.wal().used(),

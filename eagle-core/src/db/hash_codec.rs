@@ -2,10 +2,13 @@
 //! body of a large hash's part (see `hashtab`):
 //!
 //! ```text
-//! | count u32 | field_len u32 | field | value_len u32 | value | ... (count times)
+//! counted: | count u32 | field_len u32 | field | value_len u32 | value | ... (count times)
+//! run:     | field_len u32 | field | value_len u32 | value | ... (to the end of the bytes)
 //! ```
-//! little-endian, fields in insertion order (as Redis's listpack encoding keeps them). A write
-//! builds a new record or part and publishes it with one 8-byte store.
+//! little-endian, fields in insertion order (as Redis's listpack encoding keeps them). A
+//! compact record's value and the parts of pools without `INCOMPAT_APPEND_PARTS` are counted;
+//! the parts of pools with it are runs, so a new field is appended without touching the bytes
+//! before it.
 
 use super::error::DbError;
 
@@ -16,14 +19,28 @@ pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 /// large hash decodes and re-encodes one part of up to ~32 fields).
 pub(crate) type FieldsRef<'a> = Vec<(&'a [u8], &'a [u8])>;
 
-/// Encodes owned or borrowed pairs.
-pub(crate) fn encode<F: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(F, V)]) -> Vec<u8> {
-    let size = 4 + fields
+/// Bytes of the encoding of `fields`, with or without the count prefix.
+pub(crate) fn encoded_len<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+    fields: &[(F, V)],
+    counted: bool,
+) -> usize {
+    let pairs = fields
         .iter()
         .map(|(f, v)| 8 + f.as_ref().len() + v.as_ref().len())
         .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+    if counted { 4 + pairs } else { pairs }
+}
+
+/// Appends the encoding of `fields` to `out`: counted (with the `count u32` prefix) or a run.
+pub(crate) fn encode_into<F: AsRef<[u8]>, V: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    fields: &[(F, V)],
+    counted: bool,
+) {
+    out.reserve(encoded_len(fields, counted));
+    if counted {
+        out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
+    }
     for (f, v) in fields {
         let (f, v) = (f.as_ref(), v.as_ref());
         out.extend_from_slice(&(f.len() as u32).to_le_bytes());
@@ -31,6 +48,12 @@ pub(crate) fn encode<F: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(F, V)]) -> Vec<u
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);
     }
+}
+
+/// Encodes owned or borrowed pairs, counted.
+pub(crate) fn encode<F: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(F, V)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_into(&mut out, fields, true);
     out
 }
 
@@ -48,32 +71,56 @@ pub(crate) fn decode(p: &[u8]) -> Result<Fields, DbError> {
         .collect())
 }
 
-/// Decodes into pairs borrowing `p`; the whole list is validated.
+fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], DbError> {
+    if p.len() < n {
+        return Err(corrupt("truncated"));
+    }
+    let (a, b) = p.split_at(n);
+    *p = b;
+    Ok(a)
+}
+
+fn len(p: &mut &[u8]) -> Result<usize, DbError> {
+    Ok(u32::from_le_bytes(take(p, 4)?.try_into().expect("4 bytes")) as usize)
+}
+
+fn pair<'a>(p: &mut &'a [u8]) -> Result<(&'a [u8], &'a [u8]), DbError> {
+    let n = len(p)?;
+    let f = take(p, n)?;
+    let n = len(p)?;
+    Ok((f, take(p, n)?))
+}
+
+/// Decodes counted pairs borrowing `p`; the whole list is validated.
 pub(crate) fn decode_ref(mut p: &[u8]) -> Result<FieldsRef<'_>, DbError> {
-    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8], DbError> {
-        if p.len() < n {
-            return Err(corrupt("truncated"));
-        }
-        let (a, b) = p.split_at(n);
-        *p = b;
-        Ok(a)
-    }
-    fn len(p: &mut &[u8]) -> Result<usize, DbError> {
-        Ok(u32::from_le_bytes(take(p, 4)?.try_into().expect("4 bytes")) as usize)
-    }
     let count = len(&mut p)?;
     let mut fields = Vec::with_capacity(count.min(p.len() / 8));
     for _ in 0..count {
-        let n = len(&mut p)?;
-        let f = take(&mut p, n)?;
-        let n = len(&mut p)?;
-        let v = take(&mut p, n)?;
-        fields.push((f, v));
+        fields.push(pair(&mut p)?);
     }
     if !p.is_empty() {
         return Err(corrupt("bytes after the last field"));
     }
     Ok(fields)
+}
+
+/// Decodes a run of pairs borrowing `p` (no count prefix: pairs to the end of `p`).
+pub(crate) fn decode_run(mut p: &[u8]) -> Result<FieldsRef<'_>, DbError> {
+    let mut fields = Vec::with_capacity(p.len() / 16);
+    while !p.is_empty() {
+        fields.push(pair(&mut p)?);
+    }
+    Ok(fields)
+}
+
+/// Number of pairs in a run, validated as [`decode_run`] does.
+pub(crate) fn count_run(mut p: &[u8]) -> Result<u64, DbError> {
+    let mut n = 0;
+    while !p.is_empty() {
+        pair(&mut p)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Number of fields, read from the header alone.
@@ -104,5 +151,25 @@ mod tests {
         let mut huge = buf.clone();
         huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge).is_err());
+    }
+
+    #[test]
+    fn a_run_decodes_what_was_appended_to_it_and_rejects_damage() {
+        let first = [(&b"a"[..], &b"1"[..]), (&b""[..], &b"\0\r\n"[..])];
+        let more = [(&b"c"[..], &[7u8; 300][..])];
+        let mut run = Vec::new();
+        encode_into(&mut run, &first, false);
+        assert_eq!(run.len(), encoded_len(&first, false));
+        encode_into(&mut run, &more, false);
+        let all: Vec<_> = first.iter().chain(&more).copied().collect();
+        assert_eq!(decode_run(&run).unwrap(), all);
+        assert_eq!(count_run(&run).unwrap(), 3);
+        assert_eq!(decode_run(&[]).unwrap(), Vec::new());
+        for cut in 1..run.len() {
+            // Every cut but those at a pair's end leaves a truncated pair.
+            let whole = [10, 21].contains(&cut);
+            assert_eq!(decode_run(&run[..cut]).is_ok(), whole, "cut at {cut}");
+            assert_eq!(count_run(&run[..cut]).is_ok(), whole, "cut at {cut}");
+        }
     }
 }

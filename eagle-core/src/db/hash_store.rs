@@ -1,14 +1,21 @@
 //! Where a hash's fields live: inline in its record while small (format 0, up to
 //! `COMPACT_MAX` fields, like Redis's listpack), else in a table of parts (`hashtab`), where a
-//! field operation reads and rewrites one part of about 16-32 fields whatever the hash's size.
-//! Every change is durable on return and atomic across a crash: a compact hash by one record
-//! swap; a table by one part store, or, for changes that span parts, one logged batch.
+//! field operation reads one part of about 16-32 fields whatever the hash's size, and either
+//! appends new fields to it in place or rewrites it. Every change is durable on return and
+//! atomic across a crash: a compact hash by one record swap; a table by one part store or one
+//! part header store, or, for changes that span parts, one logged batch.
 
 use super::core::{Db, Entry};
 use super::error::DbError;
-use super::hash_codec::{Fields, FieldsRef, count, decode, decode_ref, encode};
+use super::hash_codec::{
+    Fields, FieldsRef, count, count_run, decode, decode_ref, decode_run, encode, encode_into,
+    encoded_len,
+};
 use crate::engine::BatchOp;
-use crate::hashtab::{Table, decode_part, encode_part, table_ref, table_size, write_table_ref};
+use crate::hashtab::{
+    PART_HEADER, Part, Table, append_to_part, build_part, open_part, publish_append, table_ref,
+    table_size, write_table_ref,
+};
 use crate::record::RecordKind;
 
 /// Most fields kept inline. Redis keeps 128 in a listpack; decoding a compact record costs
@@ -51,16 +58,39 @@ impl Db {
             .ok_or_else(|| corrupt(format!("hash table {t:#x} is damaged")))
     }
 
-    fn read_part(&self, block: u64) -> Result<Fields, DbError> {
-        decode(&self.part_bytes(block)?).map_err(|e| corrupt(format!("hash part {block:#x}: {e}")))
+    /// Whether this pool's parts are runs that grow in place (`INCOMPAT_APPEND_PARTS`).
+    fn runs(&self) -> bool {
+        self.engine.pool().append_parts()
     }
 
-    /// A part's encoded field list (checksum verified); an empty list for no part (0).
-    fn part_bytes(&self, block: u64) -> Result<Vec<u8>, DbError> {
+    /// Part `block`, checksum verified, its fields borrowed from the pool; `None` for no part
+    /// (0). The caller holds the hash's key lock while it uses them.
+    fn part(&self, block: u64) -> Result<Option<Part<'_>>, DbError> {
         if block == 0 {
-            return Ok(encode::<&[u8], &[u8]>(&[]));
+            return Ok(None);
         }
-        decode_part(self.engine.pool().region(), block).map_err(corrupt)
+        // SAFETY: the functions of this file run inside commands that hold the hash's key lock
+        // (shared or exclusive), under which its parts are neither replaced nor freed.
+        unsafe { open_part(self.engine.pool().region(), block) }
+            .map(Some)
+            .map_err(corrupt)
+    }
+
+    /// A part's fields, borrowed from it (none for no part).
+    fn part_fields<'a>(&self, part: Option<&Part<'a>>) -> Result<FieldsRef<'a>, DbError> {
+        let Some(p) = part else {
+            return Ok(Vec::new());
+        };
+        if self.runs() {
+            decode_run(p.fields)
+        } else {
+            decode_ref(p.fields)
+        }
+        .map_err(|e| corrupt(format!("hash part {:#x}: {e}", p.offset)))
+    }
+
+    fn read_part(&self, block: u64) -> Result<Fields, DbError> {
+        Ok(owned(&self.part_fields(self.part(block)?.as_ref())?))
     }
 
     /// The values of `wanted` fields.
@@ -82,10 +112,8 @@ impl Db {
                 wanted
                     .iter()
                     .map(|w| {
-                        let part = table.part(table.part_of(self.hash(w)));
-                        let bytes = self.part_bytes(part)?;
-                        let fields = decode_ref(&bytes)
-                            .map_err(|e| corrupt(format!("hash part {part:#x}: {e}")))?;
+                        let part = self.part(table.part(table.part_of(self.hash(w))))?;
+                        let fields = self.part_fields(part.as_ref())?;
                         Ok(fields.iter().find(|(f, _)| f == w).map(|(_, v)| v.to_vec()))
                     })
                     .collect()
@@ -123,12 +151,14 @@ impl Db {
     }
 
     fn recount(&self, table: &Table<'_>) -> Result<u64, DbError> {
-        let region = self.engine.pool().region();
         let mut n = 0;
         for i in 0..table.parts() {
-            let p = table.part(i);
-            if p != 0 {
-                n += count(&decode_part(region, p).map_err(corrupt)?)?;
+            if let Some(p) = self.part(table.part(i))? {
+                n += if self.runs() {
+                    count_run(p.fields)?
+                } else {
+                    count(p.fields)?
+                };
             }
         }
         Ok(n)
@@ -175,24 +205,23 @@ impl Db {
             Some(n) => n,
             None => {
                 let n = self.recount(&table)?;
-                table.set_count(n, epoch);
+                // Made durable by this write's fences below (a count needs no ordering).
+                table.store_count(n, epoch);
                 n
             }
         };
-        // The touched parts (read once each), then their fields borrowed from those bytes,
-        // each part rewritten once with all its changes.
-        let mut touched: Vec<(u64, Vec<u8>)> = Vec::new();
+        // The touched parts (opened once each), then their fields borrowed from the pool, each
+        // part replaced once with all its changes (or appended to).
+        let mut touched: Vec<(u64, Option<Part<'_>>)> = Vec::new();
         for change in changes {
             let i = table.part_of(self.hash(change.0));
             if !touched.iter().any(|p| p.0 == i) {
-                touched.push((i, self.part_bytes(table.part(i))?));
+                touched.push((i, self.part(table.part(i))?));
             }
         }
         let mut parts: Vec<(u64, FieldsRef<'_>)> = Vec::with_capacity(touched.len());
-        for (i, bytes) in &touched {
-            let fields = decode_ref(bytes)
-                .map_err(|e| corrupt(format!("hash part {:#x}: {e}", table.part(*i))))?;
-            parts.push((*i, fields));
+        for (i, part) in &touched {
+            parts.push((*i, self.part_fields(part.as_ref())?));
         }
         let (mut added, mut removed) = (0, 0);
         for change in changes {
@@ -218,6 +247,17 @@ impl Db {
             self.store_table(key, &all, expire_at)?;
             return Ok((added, removed));
         }
+        // Only new fields, all in one existing part: appended in place if its block has room.
+        // Not inside an atomic transaction, whose undo covers words, not a part's bytes.
+        if let [(_, Some(part))] = &touched[..]
+            && removed == 0
+            && added == changes.len() as u64
+            && self.runs()
+            && !self.engine.in_atomic()
+            && self.append_fields(&table, part, changes, count, epoch)
+        {
+            return Ok((added, removed));
+        }
         let index = self.engine.index();
         let mut new_parts = Vec::with_capacity(parts.len());
         for (i, fields) in &parts {
@@ -240,11 +280,13 @@ impl Db {
                 return Err(e.into());
             }
             // Ordering: the part's bytes (flushed by write_part) are durable before the
-            // 8-byte store publishes it; the count follows (a crash in between leaves the
-            // count's epoch stale, so it is recounted).
-            self.engine.pool().region().fence();
-            table.set_part(i, block);
-            table.set_count(count, epoch);
+            // 8-byte store that publishes it; the second fence makes that store and the count
+            // durable before the command returns (the count in any order: see `store_count`).
+            let region = self.engine.pool().region();
+            region.fence();
+            table.publish_part(i, block);
+            table.store_count(count, epoch);
+            region.fence();
         } else {
             let mut ops: Vec<BatchOp> = new_parts
                 .iter()
@@ -291,16 +333,65 @@ impl Db {
         self.store(key, RecordKind::Hash, &value, expire_at)
     }
 
-    /// Writes a part block (flushed, not fenced); its offset.
+    /// Appends `changes` (fields new to `part`, each with a value) to the part in place, if
+    /// its heap block has room; `false` (nothing written) if not. Two fences: the pairs, then
+    /// the header word that publishes them together with the count. Caller holds the key's
+    /// lock exclusively.
+    fn append_fields(
+        &self,
+        table: &Table<'_>,
+        part: &Part<'_>,
+        changes: &[Change<'_>],
+        count: u64,
+        epoch: u64,
+    ) -> bool {
+        let pairs: Vec<(&[u8], &[u8])> =
+            changes.iter().filter_map(|&(f, v)| Some((f, v?))).collect();
+        let len = PART_HEADER + (part.fields.len() + encoded_len(&pairs, false)) as u64;
+        let room = self.engine.index().block_size(part.offset).unwrap_or(0);
+        if pairs.len() != changes.len() || len > room || len - PART_HEADER > u64::from(u32::MAX) {
+            return false;
+        }
+        let mut bytes = Vec::new();
+        encode_into(&mut bytes, &pairs, false);
+        let region = self.engine.pool().region();
+        // SAFETY: the caller holds the key's lock exclusively, `part` is the part its table
+        // names (opened under that lock), and its block holds the bytes (checked above).
+        let word = unsafe { append_to_part(region, part, &bytes) };
+        // Ordering: the appended pairs are durable before the header word that covers them. A
+        // crash before the word reaches the media keeps the old header: the pairs are slack
+        // again, and the part reads as before. The second fence makes the word and the count
+        // durable before the command returns (the count in any order: see `store_count`).
+        if !crate::fault::armed(crate::fault::Fault::SkipFenceBeforeAppend) {
+            region.fence();
+        }
+        publish_append(region, part.offset, word);
+        table.store_count(count, epoch);
+        region.fence();
+        self.part_appends.add(1);
+        true
+    }
+
+    /// Writes a part block (flushed, not fenced); its offset. In a pool whose parts grow in
+    /// place the block has room for half as many bytes again, so later additions append.
     fn write_part<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         fields: &[(F, V)],
     ) -> Result<u64, DbError> {
-        let bytes = encode_part(&encode(fields));
-        let block = self.engine.index().alloc_block(bytes.len() as u64)?;
+        let runs = self.runs();
+        let bytes = build_part(|out| encode_into(out, fields, !runs));
+        let size = bytes.len() as u64;
+        let room = if runs { size + size / 2 } else { size };
+        let block = self.engine.index().alloc_block(room)?;
+        let region = self.engine.pool().region();
         // SAFETY: just allocated, reachable from nothing.
-        unsafe { self.engine.pool().region().write(block, &bytes) };
-        self.engine.pool().region().flush(block, bytes.len());
+        unsafe { region.write(block, &bytes) };
+        self.part_writes.add(1);
+        // The room past the part is zero in memory (as every free block is) but a freed
+        // block's zeroes may not have reached the media (`Heap::alloc` flushes only past the
+        // size it was asked for): flushed here, so the publishing fence makes them durable and
+        // a crash cannot bring old bytes back where an append will write.
+        region.flush(block, room as usize);
         Ok(block)
     }
 

@@ -10,13 +10,22 @@
 //! 0        8              12       16         24            32         64
 //! | EHTABLE1 | log2_parts k | rsvd  | count u64 | count_epoch | rsvd ... | part[0] .. part[2^k-1] |
 //!
-//! part block (8 + len bytes): | len u32 | crc32c u32 | compact fields (len bytes) |
+//! part block (8 + len bytes, in a heap block that may hold more):
+//! | len u32 | crc32c u32 | fields (len bytes) |
 //! ```
-//! A field lives in part `xxh3(field) >> (64 - k)`. Parts are immutable: a write builds a new
-//! part and publishes it with one 8-byte store into the table (several parts at once go
-//! through the write-ahead log). `count` is trusted only when `count_epoch` equals the pool's
-//! recovery epoch (a crash between a part's store and the count's leaves the count stale; the
-//! next epoch recounts). The table and its parts belong to the one record naming the table.
+//! A field lives in part `xxh3(field) >> (64 - k)`. The part's first 8 bytes are its header
+//! word; `crc32c` covers the `len` bytes after it. The fields are counted (`count u32 |
+//! pairs`) in pools without `INCOMPAT_APPEND_PARTS`, a run of pairs in pools with it.
+//!
+//! A change replaces a part: the new part, built in a new block, is published with one 8-byte
+//! store into the table (several parts at once go through the write-ahead log). In a pool
+//! with `INCOMPAT_APPEND_PARTS`, a change that only adds fields to one part whose block has room
+//! appends them in place instead: the pairs go past `len`, where no reader looks, then one
+//! 8-byte store of the header word (the new `len` and the checksum extended over them)
+//! publishes them. `count` is trusted only when `count_epoch` equals the pool's recovery epoch
+//! (every crash moves the epoch on, so a count that reached the media without its part, or the
+//! other way round, is recounted). The table and its parts belong to the one record naming the
+//! table.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -141,12 +150,12 @@ impl<'a> Table<'a> {
         self.word(TABLE_HEADER + 8 * i).load(Ordering::Acquire)
     }
 
-    /// Publishes part `i`: one failure-atomic store, persisted. The caller fenced the part's
-    /// contents first.
-    pub fn set_part(&self, i: u64, block: u64) {
+    /// Publishes part `i`: one failure-atomic store, flushed, not fenced (the caller's next
+    /// fence makes it durable). The caller fenced the part's contents first.
+    pub fn publish_part(&self, i: u64, block: u64) {
         self.word(TABLE_HEADER + 8 * i)
             .store(block, Ordering::Release);
-        self.region.persist(self.part_word(i), 8);
+        self.region.flush(self.part_word(i), 8);
     }
 
     /// Sets part `i` of a table not yet reachable (no persist: the caller flushes the table).
@@ -161,45 +170,109 @@ impl<'a> Table<'a> {
             .then(|| self.word(16).load(Ordering::Acquire))
     }
 
-    /// Stores the count (and, if it changed, the epoch it is trusted in), persisted. Ordering:
-    /// the count is stored before the epoch word that vouches for it, each persisted in turn,
-    /// so a crash between them leaves an old epoch (recount) rather than a wrong trusted count.
-    pub fn set_count(&self, count: u64, epoch: u64) {
+    /// Stores the count (and, if it changed, the epoch it is trusted in), flushed, not fenced:
+    /// the caller's next fence makes them durable before the operation returns.
+    ///
+    /// Ordering: none needed between these stores, or against the part they count. A count is
+    /// trusted only in the epoch its `count_epoch` names, and every open after a crash starts a
+    /// new epoch, so whatever subset of them a crash keeps is recounted; after a clean close
+    /// every change was fenced before its operation returned.
+    pub fn store_count(&self, count: u64, epoch: u64) {
         self.word(16).store(count, Ordering::Release);
-        self.region.persist(self.offset + 16, 8);
+        self.region.flush(self.offset + 16, 8);
         if self.word(24).load(Ordering::Acquire) != epoch {
             self.word(24).store(epoch, Ordering::Release);
-            self.region.persist(self.offset + 24, 8);
+            self.region.flush(self.offset + 24, 8);
         }
     }
 }
 
-/// Encodes a part block from compact field bytes (`u32 count | fields`).
-pub fn encode_part(fields: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PART_HEADER as usize + fields.len());
-    out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(fields).to_le_bytes());
-    out.extend_from_slice(fields);
+/// A part's header word: `len u32 | crc32c u32`, little-endian.
+fn header_word(len: u32, crc: u32) -> u64 {
+    u64::from(len) | (u64::from(crc) << 32)
+}
+
+/// Builds a part block in one buffer: `PART_HEADER` bytes for the header, then the fields
+/// that `body` appends to the buffer it is given (counted or a run, as the pool's format says).
+pub fn build_part(body: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = vec![0u8; PART_HEADER as usize];
+    body(&mut out);
+    let fields = &out[PART_HEADER as usize..];
+    let word = header_word(fields.len() as u32, crc32c::crc32c(fields));
+    out[..PART_HEADER as usize].copy_from_slice(&word.to_le_bytes());
     out
 }
 
-/// Reads part block `offset`: its compact field bytes, if intact.
-pub fn decode_part(region: &Region, offset: u64) -> Result<Vec<u8>, String> {
-    let mut head = [0u8; PART_HEADER as usize];
-    if !region.read(offset, &mut head) {
-        return Err(format!("hash part {offset:#x} is outside the pool"));
-    }
-    let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
-    let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-    if !region.contains(offset + PART_HEADER, len) {
-        return Err(format!("hash part {offset:#x} runs past the pool"));
-    }
-    let mut body = vec![0u8; len as usize];
-    region.read(offset + PART_HEADER, &mut body);
-    if crc32c::crc32c(&body) != crc {
+/// A part as found in the pool: its header word, and its fields borrowed from the mapping.
+pub struct Part<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// The header word read (`len | crc << 32`).
+    pub header: u64,
+    /// The `len` bytes of fields, checksum verified.
+    pub fields: &'a [u8],
+}
+
+/// Opens part `offset`: reads its header word, checks its bounds and checksum, and borrows its
+/// fields from the mapping (no copy). `Err` names what is damaged.
+///
+/// # Safety
+/// While the returned fields are in use, nothing frees the part or writes its first `8 + len`
+/// bytes: the caller holds the lock of the hash's key (shared or exclusive), under which the
+/// part stays the one its table names (a writer retires a replaced part while it holds the
+/// lock exclusively), and appends write only past `len`.
+pub unsafe fn open_part(region: &Region, offset: u64) -> Result<Part<'_>, String> {
+    let header = region
+        .atomic_u64(offset)
+        .ok_or_else(|| format!("hash part {offset:#x} is misaligned or outside the pool"))?
+        .load(Ordering::Acquire);
+    let (len, crc) = (header as u32 as u64, (header >> 32) as u32);
+    let p = region
+        .ptr(offset + PART_HEADER, len)
+        .ok_or_else(|| format!("hash part {offset:#x} runs past the pool"))?;
+    // SAFETY: `ptr` checked the bounds; the caller guarantees nothing writes or frees these
+    // bytes while they are borrowed.
+    let fields = unsafe { std::slice::from_raw_parts(p, len as usize) };
+    if crc32c::crc32c(fields) != crc {
         return Err(format!("hash part {offset:#x}: checksum mismatch"));
     }
-    Ok(body)
+    Ok(Part {
+        offset,
+        header,
+        fields,
+    })
+}
+
+/// Appends encoded pairs to a part in place: writes them past its `len` and flushes them (not
+/// fenced, not yet visible). Returns the header word that publishes them, for
+/// [`publish_append`] after a fence.
+///
+/// # Safety
+/// The caller holds the lock of the hash's key exclusively, `part` is the part its table
+/// names now, and the part's heap block holds `8 + len + pairs.len()` bytes.
+pub unsafe fn append_to_part(region: &Region, part: &Part<'_>, pairs: &[u8]) -> u64 {
+    let len = part.fields.len() as u64;
+    let at = part.offset + PART_HEADER + len;
+    // SAFETY: the bytes past `len` are the block's slack (the caller checked the block holds
+    // them): no reader looks there, and the exclusive key lock keeps other writers out.
+    unsafe { region.write(at, pairs) };
+    region.flush(at, pairs.len());
+    header_word(
+        (len + pairs.len() as u64) as u32,
+        crc32c::crc32c_append((part.header >> 32) as u32, pairs),
+    )
+}
+
+/// Publishes an append: one failure-atomic store of the part's header word, flushed, not
+/// fenced (the caller's next fence makes it durable). The caller fenced the appended pairs
+/// first, so a crash keeps either the old header (the pairs are slack again) or the new one
+/// with every byte it covers.
+pub fn publish_append(region: &Region, part: u64, word: u64) {
+    region
+        .atomic_u64(part)
+        .expect("opened by open_part")
+        .store(word, Ordering::Release);
+    region.flush(part, 8);
 }
 
 /// A block owned by a record (besides the record itself), with the bytes it must hold.
@@ -236,13 +309,15 @@ pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, S
     for i in 0..table.parts() {
         let p = table.part(i);
         if p != 0 {
-            let mut len = [0u8; 4];
-            if !region.read(p, &mut len) {
-                return Err(format!("hash part {p:#x} is outside the pool"));
-            }
+            // The header word is read atomically: an append may store it concurrently (the
+            // sweep runs beside writers).
+            let header = region
+                .atomic_u64(p)
+                .ok_or_else(|| format!("hash part {p:#x} is misaligned or outside the pool"))?
+                .load(Ordering::Acquire);
             out.push(Child {
                 offset: p,
-                size: PART_HEADER + u32::from_le_bytes(len) as u64,
+                size: PART_HEADER + (header as u32) as u64,
                 what: "hash part",
             });
         }

@@ -4,6 +4,6 @@
 mod layout;
 
 pub use layout::{
-    Child, MAX_LOG2_PARTS, PART_HEADER, TABLE_HEADER, Table, children, decode_part, encode_part,
-    owns_blocks, table_ref, table_size, write_table_ref,
+    Child, MAX_LOG2_PARTS, PART_HEADER, Part, TABLE_HEADER, Table, append_to_part, build_part,
+    children, open_part, owns_blocks, publish_append, table_ref, table_size, write_table_ref,
 };

@@ -20,8 +20,12 @@ pub const INCOMPAT_OWNER_TAGS: u64 = 1;
 /// to 512 (`heap::Classes::FINE`), instead of by 64. Chunk words store a class index, so the
 /// table is part of the format: pools without the bit keep the first table.
 pub const INCOMPAT_FINE_CLASSES: u64 = 2;
+/// Incompatible feature: a large hash's parts hold their fields as a run without a count
+/// prefix, so a new field is appended in place and published by the part's header word
+/// (`hashtab`). Pools without the bit keep counted parts, rewritten on every change.
+pub const INCOMPAT_APPEND_PARTS: u64 = 4;
 /// The incompatible features this build understands.
-pub const KNOWN_INCOMPAT: u64 = INCOMPAT_OWNER_TAGS | INCOMPAT_FINE_CLASSES;
+pub const KNOWN_INCOMPAT: u64 = INCOMPAT_OWNER_TAGS | INCOMPAT_FINE_CLASSES | INCOMPAT_APPEND_PARTS;
 /// The header block: identity (bytes 0..128), shutdown state (128..192), the rest reserved.
 pub const HEADER_BLOCK: u64 = 4096;
 /// Bytes covered by the checksum, including the checksum field itself.

@@ -260,6 +260,11 @@ impl Pool {
         self.header().incompat_features & super::header::INCOMPAT_FINE_CLASSES != 0
     }
 
+    /// Whether a large hash's parts are runs that grow in place (`INCOMPAT_APPEND_PARTS`).
+    pub fn append_parts(&self) -> bool {
+        self.header().incompat_features & super::header::INCOMPAT_APPEND_PARTS != 0
+    }
+
     /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -332,7 +337,8 @@ fn initialize(region: &Region, path: &Path, wal_size: Option<u64>) -> Result<Hea
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         incompat_features: super::header::INCOMPAT_OWNER_TAGS
-            | super::header::INCOMPAT_FINE_CLASSES,
+            | super::header::INCOMPAT_FINE_CLASSES
+            | super::header::INCOMPAT_APPEND_PARTS,
         compat_features: 0,
     };
     let word0 = region.atomic_u64(0).expect("the header block is mapped");

@@ -362,6 +362,8 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                     &format!("{:.4}", stats.index.load_factor),
                 );
                 f("epoch_garbage_bytes", &stats.index.garbage_bytes);
+                f("hash_part_appends", &stats.hash_part_appends);
+                f("hash_part_writes", &stats.hash_part_writes);
                 f("last_open", &server.open_kind.word());
                 f(
                     "recovery_time_ms",
