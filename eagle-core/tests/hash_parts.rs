@@ -131,3 +131,24 @@ fn pools_without_appendable_parts_rewrite_every_part_and_read_the_same() {
     assert_eq!(appends, 0);
     assert!(writes > 1000, "{writes} writes");
 }
+
+#[test]
+fn removing_fields_that_are_not_there_writes_no_part() {
+    let path = pool_path("hash-parts-absent");
+    let db = open(&path);
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..100).map(|i| (field(i), b"v".to_vec())).collect();
+    let refs: Vec<(&[u8], &[u8])> = pairs
+        .iter()
+        .map(|(f, v)| (f.as_slice(), v.as_slice()))
+        .collect();
+    db.hset(b"h", &refs).unwrap();
+    let before = db.stats().hash_part_writes;
+    assert_eq!(db.hdel(b"h", &[b"absent", b"field-99999"]).unwrap(), 0);
+    assert_eq!(db.stats().hash_part_writes, before);
+    // Only the part that held the field is written (the other one is left as it is).
+    assert_eq!(db.hdel(b"h", &[b"absent", &field(5)]).unwrap(), 1);
+    assert_eq!(db.stats().hash_part_writes, before + 1);
+    assert_eq!(db.hlen(b"h").unwrap(), 99);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}

@@ -11,11 +11,13 @@ use super::hash_codec::{
     Fields, FieldsRef, count, count_run, decode, decode_ref, decode_run, encode, encode_into,
     encoded_len,
 };
+use crate::dash::IndexError;
 use crate::engine::BatchOp;
 use crate::hashtab::{
     PART_HEADER, Part, Table, append_to_part, build_part, open_part, publish_append, table_ref,
     table_size, write_table_ref,
 };
+use crate::heap::{HeapError, MAX_SMALL};
 use crate::record::RecordKind;
 
 /// Most fields kept inline. Redis keeps 128 in a listpack; decoding a compact record costs
@@ -224,12 +226,23 @@ impl Db {
             parts.push((*i, self.part_fields(part.as_ref())?));
         }
         let (mut added, mut removed) = (0, 0);
+        let mut changed = vec![false; parts.len()];
         for change in changes {
             let i = table.part_of(self.hash(change.0));
             let at = parts.iter().position(|p| p.0 == i).expect("read above");
             let (a, r) = apply_changes(&mut parts[at].1, std::slice::from_ref(change));
             added += a;
             removed += r;
+            changed[at] |= change.1.is_some() || r > 0;
+        }
+        // A part that only lost fields it did not have is left as it is.
+        let mut changed = changed.into_iter();
+        parts.retain(|_| changed.next().unwrap_or(true));
+        if parts.is_empty() {
+            // Only fields that were not there removed: nothing to write but a recounted count,
+            // made durable here like every write's (a clean close trusts it).
+            self.engine.pool().region().fence();
+            return Ok((0, 0));
         }
         let count = before + added - removed;
         if count == 0 {
@@ -381,8 +394,20 @@ impl Db {
         let runs = self.runs();
         let bytes = build_part(|out| encode_into(out, fields, !runs));
         let size = bytes.len() as u64;
-        let room = if runs { size + size / 2 } else { size };
-        let block = self.engine.index().alloc_block(room)?;
+        // Room never takes a part out of the small classes (whole chunks past them), and a
+        // full pool still takes the part without it.
+        let room = if runs && size <= MAX_SMALL {
+            (size + size / 2).min(MAX_SMALL)
+        } else {
+            size
+        };
+        let index = self.engine.index();
+        let (block, room) = match index.alloc_block(room) {
+            Err(IndexError::Heap(HeapError::OutOfSpace { .. })) if room > size => {
+                (index.alloc_block(size)?, size)
+            }
+            r => (r?, room),
+        };
         let region = self.engine.pool().region();
         // SAFETY: just allocated, reachable from nothing.
         unsafe { region.write(block, &bytes) };

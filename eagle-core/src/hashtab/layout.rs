@@ -227,6 +227,11 @@ pub unsafe fn open_part(region: &Region, offset: u64) -> Result<Part<'_>, String
         .ok_or_else(|| format!("hash part {offset:#x} is misaligned or outside the pool"))?
         .load(Ordering::Acquire);
     let (len, crc) = (header as u32 as u64, (header >> 32) as u32);
+    if len == 0 {
+        // No part is written empty (a table names no block for an empty part), and a zeroed
+        // word would pass the checksum: a table naming a free, zeroed block.
+        return Err(format!("hash part {offset:#x} is empty (not a part)"));
+    }
     let p = region
         .ptr(offset + PART_HEADER, len)
         .ok_or_else(|| format!("hash part {offset:#x} runs past the pool"))?;

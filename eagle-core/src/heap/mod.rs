@@ -8,5 +8,5 @@ mod error;
 
 pub use allocator::{Heap, HeapStats};
 pub use chunk_table::{ChunkKind, Geometry};
-pub use classes::{CHUNK, SEGMENT_CLASS_SIZE};
+pub use classes::{CHUNK, MAX_SMALL, SEGMENT_CLASS_SIZE};
 pub use error::HeapError;
