@@ -68,6 +68,17 @@ fn churn(db: &Db, m: &mut Model, first_new: usize, rounds: usize, seed: u64) {
     }
 }
 
+/// Writes hash `h` with `n` fields (table form past 32) in one HSET; its model.
+fn build(db: &Db, n: usize) -> Model {
+    let m: Model = (0..n).map(|i| (field(i), b"v".to_vec())).collect();
+    let refs: Vec<(&[u8], &[u8])> = m
+        .iter()
+        .map(|(f, v)| (f.as_slice(), v.as_slice()))
+        .collect();
+    db.hset(b"h", &refs).unwrap();
+    m
+}
+
 fn verify(db: &Db, m: &Model) {
     assert_eq!(db.hlen(b"h").unwrap(), m.len() as u64);
     let all: Model = db.hgetall(b"h").unwrap().into_iter().collect();
@@ -89,14 +100,7 @@ fn exercise(path: &Path, appendable: bool) -> (u64, u64) {
     }
     let db = open(path);
     assert_eq!(db.engine().pool().append_parts(), appendable);
-    let mut m = Model::new();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..200).map(|i| (field(i), b"v".to_vec())).collect();
-    let refs: Vec<(&[u8], &[u8])> = pairs
-        .iter()
-        .map(|(f, v)| (f.as_slice(), v.as_slice()))
-        .collect();
-    db.hset(b"h", &refs).unwrap();
-    m.extend(pairs);
+    let mut m = build(&db, 200);
     let before = db.stats();
     churn(&db, &mut m, 200, 1500, 7);
     let after = db.stats();
@@ -136,12 +140,7 @@ fn pools_without_appendable_parts_rewrite_every_part_and_read_the_same() {
 fn removing_fields_that_are_not_there_writes_no_part() {
     let path = pool_path("hash-parts-absent");
     let db = open(&path);
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..100).map(|i| (field(i), b"v".to_vec())).collect();
-    let refs: Vec<(&[u8], &[u8])> = pairs
-        .iter()
-        .map(|(f, v)| (f.as_slice(), v.as_slice()))
-        .collect();
-    db.hset(b"h", &refs).unwrap();
+    build(&db, 100);
     let before = db.stats().hash_part_writes;
     assert_eq!(db.hdel(b"h", &[b"absent", b"field-99999"]).unwrap(), 0);
     assert_eq!(db.stats().hash_part_writes, before);
