@@ -283,6 +283,55 @@ fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
     ops
 }
 
+/// A large hash whose table doubles at its second command (in pools with shared parts, without
+/// rewriting a part), then changes that split the shared parts one by one: new fields alone
+/// (split without the log, then appended), updates, deletions, and a new field with an update
+/// in another part (logged).
+fn doubling_hash_workload(n: usize, seed: u64) -> Vec<Op> {
+    let mut rng = SplitMix64::new(seed);
+    let mut rnd = move |m: usize| rng.below(m);
+    let field = |i: usize| format!("field-{i:05}").into_bytes();
+    let pairs = |from: usize, to: usize, v: u8| -> Vec<(Vec<u8>, Vec<u8>)> {
+        (from..to).map(|i| (field(i), vec![v; 10])).collect()
+    };
+    // 200 fields make a table of 16 parts, which doubles past 512 fields.
+    let mut ops = vec![
+        Op::HSet(b"big".to_vec(), pairs(0, 200, b'v')),
+        Op::HSet(b"big".to_vec(), pairs(200, 520, b'w')),
+    ];
+    let mut next = 520;
+    for _ in 0..n {
+        ops.push(match rnd(6) {
+            0 => Op::HDel(
+                b"big".to_vec(),
+                (0..1 + rnd(2)).map(|_| field(rnd(next))).collect(),
+            ),
+            1 => Op::HSet(
+                b"big".to_vec(),
+                vec![(field(rnd(next)), vec![b'u'; rnd(30)])],
+            ),
+            4 => {
+                next += 1;
+                Op::HSet(
+                    b"big".to_vec(),
+                    vec![
+                        (field(next - 1), vec![b'n'; 8]),
+                        (field(rnd(next - 1)), vec![b'x'; rnd(20)]),
+                    ],
+                )
+            }
+            _ => {
+                next += 1;
+                Op::HSet(
+                    b"big".to_vec(),
+                    vec![(field(next - 1), vec![b'a'; rnd(40)])],
+                )
+            }
+        });
+    }
+    ops
+}
+
 /// Transactions of 2 to 6 commands, drawn in order from both workloads above (so each stays
 /// valid: renames have a source), after the large hash is built outside any transaction.
 fn transaction_workload(n: usize, seed: u64) -> Vec<Op> {
@@ -541,6 +590,43 @@ fn harness_catches_an_append_published_before_its_pairs_are_durable() {
     let report = run_sized("large-hash-append-fault", &ops, true, 0, BIG_POOL);
     fault::arm(None);
     report.assert_caught("the fence before an append's header word removed");
+}
+
+#[test]
+fn large_hash_table_doublings_and_part_splits_are_all_or_nothing_at_every_fence() {
+    let (n, all, every, seeds) = if crash_tests::long_mode() {
+        (200, true, 101, crash_tests::long_seeds(4))
+    } else {
+        (80, false, 17, 1)
+    };
+    let mut report = Report::default();
+    for seed in 31..31 + seeds {
+        let one = run_sized(
+            "doubling-hash",
+            &doubling_hash_workload(n, seed),
+            all,
+            every,
+            BIG_POOL,
+        );
+        println!("seed {seed}: {}", one.summary());
+        report.merge(one);
+    }
+    assert!(report.checked > 500, "{}", report.summary());
+    report.assert_clean();
+}
+
+#[test]
+fn harness_catches_reads_that_keep_the_fields_a_split_left_behind() {
+    fault::arm(Some(Fault::UnfilteredParts));
+    let report = run_sized(
+        "doubling-hash-fault",
+        &doubling_hash_workload(40, 33),
+        true,
+        0,
+        BIG_POOL,
+    );
+    fault::arm(None);
+    report.assert_caught("reads of a shared part's block without the hash filter");
 }
 
 #[test]

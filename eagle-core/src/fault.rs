@@ -24,6 +24,9 @@ pub enum Fault {
     /// A large hash's in-place append stores the part's header word without first fencing
     /// the pairs it covers.
     SkipFenceBeforeAppend,
+    /// Reads of a large hash take every field of a part's block, not only those that hash to
+    /// the part (so a split that a crash interrupted shows fields twice).
+    UnfilteredParts,
     /// Not a bug: a batch's second operation fails (as a full pool would make it), leaving the
     /// batch half applied, so a test can follow what the engine does then.
     FailBatchMidway,

@@ -1,5 +1,7 @@
 //! A large hash's parts: in pools with `INCOMPAT_APPEND_PARTS` new fields are appended to their
-//! part in place; pools without it rewrite the part for every change. Both read the same.
+//! part in place; pools without it rewrite the part for every change. In pools with
+//! `INCOMPAT_SHARED_PARTS` a table doubles without rewriting its parts; pools without it
+//! rebuild it. All read the same.
 
 mod common;
 
@@ -8,7 +10,7 @@ use std::path::Path;
 
 use common::{clear_incompat_feature, open_db as open, pool_path};
 use eagle_core::Db;
-use eagle_core::pool::INCOMPAT_APPEND_PARTS;
+use eagle_core::pool::{INCOMPAT_APPEND_PARTS, INCOMPAT_SHARED_PARTS};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -90,16 +92,32 @@ fn verify(db: &Db, m: &Model) {
     assert!(report.is_clean(), "{:?}", report.problems);
 }
 
+/// What the churn of [`exercise`] did to the parts.
+struct Churned {
+    appends: u64,
+    writes: u64,
+    doublings: u64,
+}
+
 /// Builds the hash (200 fields: table form), churns it, verifies, reopens and verifies again.
-/// Returns the appends and part writes of the churn.
-fn exercise(path: &Path, appendable: bool) -> (u64, u64) {
-    if !appendable {
-        // A pool written before the feature: created, closed, the bit cleared.
+/// `cleared`: the incompatible feature bits cleared before the first open (a pool written by
+/// an older build).
+fn exercise(path: &Path, cleared: &[u64]) -> Churned {
+    if !cleared.is_empty() {
         open(path).close().unwrap();
-        clear_incompat_feature(path, INCOMPAT_APPEND_PARTS);
+        for &bit in cleared {
+            clear_incompat_feature(path, bit);
+        }
     }
     let db = open(path);
-    assert_eq!(db.engine().pool().append_parts(), appendable);
+    assert_eq!(
+        db.engine().pool().append_parts(),
+        !cleared.contains(&INCOMPAT_APPEND_PARTS)
+    );
+    assert_eq!(
+        db.engine().pool().shared_parts(),
+        !cleared.contains(&INCOMPAT_SHARED_PARTS)
+    );
     let mut m = build(&db, 200);
     let before = db.stats();
     churn(&db, &mut m, 200, 1500, 7);
@@ -113,27 +131,107 @@ fn exercise(path: &Path, appendable: bool) -> (u64, u64) {
     verify(&db, &m);
     db.close().unwrap();
     let _ = std::fs::remove_file(path);
-    (
-        after.hash_part_appends - before.hash_part_appends,
-        after.hash_part_writes - before.hash_part_writes,
-    )
+    Churned {
+        appends: after.hash_part_appends - before.hash_part_appends,
+        writes: after.hash_part_writes - before.hash_part_writes,
+        doublings: after.hash_table_doublings - before.hash_table_doublings,
+    }
 }
 
 #[test]
 fn new_fields_are_appended_in_place_and_read_back_after_a_reopen() {
-    let (appends, writes) = exercise(&pool_path("hash-parts-append"), true);
-    println!("appendable parts: {appends} appends, {writes} part writes");
-    // Half the first churn's 1,500 commands add one new field; most find room in their part. (Part
-    // writes also count every part of the table's rebuilds as the hash grows.)
-    assert!(appends > 600, "{appends} appends, {writes} writes");
+    let c = exercise(&pool_path("hash-parts-append"), &[]);
+    println!(
+        "appendable, shared parts: {} appends, {} part writes, {} doublings",
+        c.appends, c.writes, c.doublings
+    );
+    // Half the first churn's 1,500 commands add one new field; most find room in their part.
+    assert!(
+        c.appends > 600,
+        "{} appends, {} writes",
+        c.appends,
+        c.writes
+    );
+    // The hash grows from 200 fields past 1,024: its table of 16 parts doubles at least twice.
+    assert!(c.doublings >= 2, "{} doublings", c.doublings);
+}
+
+#[test]
+fn pools_without_shared_parts_rebuild_the_table_and_read_the_same() {
+    let c = exercise(&pool_path("hash-parts-unshared"), &[INCOMPAT_SHARED_PARTS]);
+    println!(
+        "appendable, unshared parts: {} appends, {} part writes",
+        c.appends, c.writes
+    );
+    assert_eq!(c.doublings, 0);
+    assert!(c.appends > 600, "{} appends", c.appends);
 }
 
 #[test]
 fn pools_without_appendable_parts_rewrite_every_part_and_read_the_same() {
-    let (appends, writes) = exercise(&pool_path("hash-parts-counted"), false);
-    println!("counted parts: {appends} appends, {writes} part writes");
-    assert_eq!(appends, 0);
-    assert!(writes > 1000, "{writes} writes");
+    let c = exercise(
+        &pool_path("hash-parts-counted"),
+        &[INCOMPAT_APPEND_PARTS, INCOMPAT_SHARED_PARTS],
+    );
+    println!(
+        "counted parts: {} appends, {} part writes",
+        c.appends, c.writes
+    );
+    assert_eq!((c.appends, c.doublings), (0, 0));
+    assert!(c.writes > 1000, "{} writes", c.writes);
+}
+
+/// Adds one new field at a time until the table doubles; the part writes of that HSET.
+fn part_writes_of_the_doubling(db: &Db, m: &mut Model) -> u64 {
+    let start = db.stats();
+    for i in m.len().. {
+        let before = db.stats();
+        db.hset(b"h", &[(&field(i), b"v")]).unwrap();
+        m.insert(field(i), b"v".to_vec());
+        let after = db.stats();
+        // Unshared pools rebuild the table: a fresh 2^k parts, all written in that HSET.
+        let rebuilt = after.hash_part_writes - before.hash_part_writes > 8;
+        if after.hash_table_doublings > start.hash_table_doublings || rebuilt {
+            return after.hash_part_writes - before.hash_part_writes;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_table_doubles_without_rewriting_its_parts() {
+    let (shared, unshared) = (
+        pool_path("hash-parts-double"),
+        pool_path("hash-parts-rebuild"),
+    );
+    open(&unshared).close().unwrap();
+    clear_incompat_feature(&unshared, INCOMPAT_SHARED_PARTS);
+    let mut writes = Vec::new();
+    for path in [&shared, &unshared] {
+        let db = open(path);
+        // 200 fields: 16 parts, doubled past 512 fields.
+        let mut m = build(&db, 200);
+        writes.push(part_writes_of_the_doubling(&db, &mut m));
+        // Every part is split at its first change since: one more field per part.
+        for i in 0..200 {
+            let f = format!("later-{i}").into_bytes();
+            db.hset(b"h", &[(&f, b"w")]).unwrap();
+            m.insert(f, b"w".to_vec());
+        }
+        verify(&db, &m);
+        db.close().unwrap();
+        let db = open(path);
+        verify(&db, &m);
+        db.close().unwrap();
+        let _ = std::fs::remove_file(path);
+    }
+    println!(
+        "part writes of the doubling HSET: shared {}, rebuilt {}",
+        writes[0], writes[1]
+    );
+    // Shared: at most the one new field's part (it may append instead). Rebuilt: all 32 parts.
+    assert!(writes[0] <= 1, "{writes:?}");
+    assert!(writes[1] >= 30, "{writes:?}");
 }
 
 #[test]

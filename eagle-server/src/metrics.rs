@@ -71,6 +71,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "eagle_hash_part_writes_total",
         "Large-hash parts written anew (a copy of the part with the change)."
     );
+    metrics::describe_counter!(
+        "eagle_hash_table_doublings_total",
+        "Large-hash tables doubled without rewriting their parts."
+    );
     metrics::describe_gauge!("eagle_wal_used_bytes", "Write-ahead log bytes in use.");
     metrics::describe_gauge!("eagle_wal_capacity_bytes", "Write-ahead log capacity.");
     metrics::describe_gauge!(
@@ -120,6 +124,7 @@ pub fn refresh(shared: &Shared) {
     gauge!("eagle_pool_free_bytes").set(stats.heap.free() as f64);
     counter!("eagle_hash_part_appends_total").absolute(stats.hash_part_appends);
     counter!("eagle_hash_part_writes_total").absolute(stats.hash_part_writes);
+    counter!("eagle_hash_table_doublings_total").absolute(stats.hash_table_doublings);
     gauge!("eagle_wal_used_bytes").set(stats.wal_used as f64);
     gauge!("eagle_wal_capacity_bytes").set(stats.wal_capacity as f64);
     gauge!("eagle_epoch_garbage_bytes").set(stats.index.garbage_bytes as f64);

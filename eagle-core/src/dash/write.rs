@@ -17,6 +17,10 @@ pub enum PutMode {
     Insert,
     /// Insert or replace.
     Upsert,
+    /// Insert or replace, keeping a replaced large hash's parts: only its record and table are
+    /// reclaimed, because the new record's table names the same parts (a table doubled
+    /// without rewriting them).
+    UpsertKeepParts,
 }
 
 /// What a put did.
@@ -188,7 +192,7 @@ impl Dash {
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
                 self.count(seg_off, 0, rec_expires - self.has_expiry(found.record));
                 // Retired with the bucket still locked: see `retire`.
-                self.retire_record(guard, found.record);
+                self.retire_record(guard, found.record, mode != PutMode::UpsertKeepParts);
                 drop(held);
                 return Ok(PutOutcome::Replaced);
             }
@@ -362,7 +366,7 @@ impl Dash {
         self.unlink(seg, seg_off, bucket, slot, b, h);
         self.count(seg_off, -1, -self.has_expiry(record));
         if with_children {
-            self.retire_record(&guard, record);
+            self.retire_record(&guard, record, true);
         } else {
             self.retire(&guard, record);
         }
@@ -401,13 +405,14 @@ impl Dash {
     /// in use, or it would free it too and the deferred free would later free a reallocated
     /// block. The sweep visits under the same locks, so either it saw the reference or this
     /// keeps the block.
-    /// Retires a record and the blocks it owns (see `hashtab::children`). Damaged children
-    /// are left to the next open's sweep (which reclaims whatever nothing reaches).
-    pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64) {
+    /// Retires a record and the blocks it owns (see `hashtab::children`), a large hash's parts
+    /// only if `parts`. Damaged children are left to the next open's sweep (which reclaims
+    /// whatever nothing reaches).
+    pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64, parts: bool) {
         if let Some(r) = crate::record::RecordRef::open(self.region(), record)
             && let Ok(children) = crate::hashtab::children(self.region(), &r)
         {
-            for c in children {
+            for c in children.into_iter().filter(|c| parts || !c.is_part()) {
                 self.retire(guard, c.offset);
             }
         }

@@ -91,6 +91,9 @@ pub struct DbStats {
     /// Large-hash parts written anew (a change that is not only new fields, or a part with no
     /// room left), since the open.
     pub hash_part_writes: u64,
+    /// Large-hash tables doubled without rewriting their parts (pools with shared parts),
+    /// since the open.
+    pub hash_table_doublings: u64,
     /// Bytes of the write-ahead log in use, and its capacity.
     pub wal_used: u64,
     /// The log's capacity.
@@ -121,6 +124,7 @@ pub struct Db {
     /// Large-hash parts appended to in place, and parts written anew.
     pub(super) part_appends: StripedCounter,
     pub(super) part_writes: StripedCounter,
+    pub(super) table_doublings: StripedCounter,
     pub(super) expiry_cursor: AtomicU64,
     /// The expiry sweep's estimate of the average TTL (ms).
     pub(super) avg_ttl: AtomicU64,
@@ -145,6 +149,7 @@ impl Db {
             misses: StripedCounter::default(),
             part_appends: StripedCounter::default(),
             part_writes: StripedCounter::default(),
+            table_doublings: StripedCounter::default(),
             expiry_cursor: AtomicU64::new(0),
             avg_ttl: AtomicU64::new(0),
             stop: Arc::new(AtomicBool::new(false)),
@@ -213,6 +218,7 @@ impl Db {
             keyspace_misses: self.misses.sum().max(0) as u64,
             hash_part_appends: self.part_appends.sum().max(0) as u64,
             hash_part_writes: self.part_writes.sum().max(0) as u64,
+            hash_table_doublings: self.table_doublings.sum().max(0) as u64,
             heap: self.engine.index().heap().stats(),
             index,
             wal_used: self.engine.wal().used(),

@@ -113,16 +113,6 @@ pub(crate) fn decode_run(mut p: &[u8]) -> Result<FieldsRef<'_>, DbError> {
     Ok(fields)
 }
 
-/// Number of pairs in a run, validated as [`decode_run`] does.
-pub(crate) fn count_run(mut p: &[u8]) -> Result<u64, DbError> {
-    let mut n = 0;
-    while !p.is_empty() {
-        pair(&mut p)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 /// Number of fields, read from the header alone.
 pub(crate) fn count(p: &[u8]) -> Result<u64, DbError> {
     let head: [u8; 4] = p
@@ -163,13 +153,11 @@ mod tests {
         encode_into(&mut run, &more, false);
         let all: Vec<_> = first.iter().chain(&more).copied().collect();
         assert_eq!(decode_run(&run).unwrap(), all);
-        assert_eq!(count_run(&run).unwrap(), 3);
         assert_eq!(decode_run(&[]).unwrap(), Vec::new());
         for cut in 1..run.len() {
             // Every cut but those at a pair's end leaves a truncated pair.
             let whole = [10, 21].contains(&cut);
             assert_eq!(decode_run(&run[..cut]).is_ok(), whole, "cut at {cut}");
-            assert_eq!(count_run(&run[..cut]).is_ok(), whole, "cut at {cut}");
         }
     }
 }

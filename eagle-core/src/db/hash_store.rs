@@ -8,14 +8,13 @@
 use super::core::{Db, Entry};
 use super::error::DbError;
 use super::hash_codec::{
-    Fields, FieldsRef, count, count_run, decode, decode_ref, decode_run, encode, encode_into,
-    encoded_len,
+    Fields, FieldsRef, count, decode, decode_ref, decode_run, encode, encode_into, encoded_len,
 };
-use crate::dash::IndexError;
+use crate::dash::{IndexError, PutMode};
 use crate::engine::BatchOp;
 use crate::hashtab::{
-    PART_HEADER, Part, Table, append_to_part, build_part, open_part, publish_append, table_ref,
-    table_size, write_table_ref,
+    MAX_LOG2_PARTS, PART_HEADER, Part, Table, append_to_part, build_part, open_part,
+    publish_append, table_ref, table_size, write_table_ref,
 };
 use crate::heap::{HeapError, MAX_SMALL};
 use crate::record::RecordKind;
@@ -65,9 +64,25 @@ impl Db {
         self.engine.pool().append_parts()
     }
 
+    /// Whether this pool's tables double without rewriting their parts
+    /// (`INCOMPAT_SHARED_PARTS`).
+    fn shared(&self) -> bool {
+        self.engine.pool().shared_parts()
+    }
+
     /// Part `block`, checksum verified, its fields borrowed from the pool; `None` for no part
     /// (0). The caller holds the hash's key lock while it uses them.
     fn part(&self, block: u64) -> Result<Option<Part<'_>>, DbError> {
+        let part = self.part_unverified(block)?;
+        if let Some(p) = &part {
+            p.verify().map_err(corrupt)?;
+        }
+        Ok(part)
+    }
+
+    /// [`part`](Self::part) without its checksum checked: for a writer, which checks it
+    /// ([`verified`]) before it copies the part, and need not when it only appends.
+    fn part_unverified(&self, block: u64) -> Result<Option<Part<'_>>, DbError> {
         if block == 0 {
             return Ok(None);
         }
@@ -89,10 +104,6 @@ impl Db {
             decode_ref(p.fields)
         }
         .map_err(|e| corrupt(format!("hash part {:#x}: {e}", p.offset)))
-    }
-
-    fn read_part(&self, block: u64) -> Result<Fields, DbError> {
-        Ok(owned(&self.part_fields(self.part(block)?.as_ref())?))
     }
 
     /// The values of `wanted` fields.
@@ -130,9 +141,7 @@ impl Db {
             Form::Table(t) => {
                 let table = self.table(t)?;
                 let mut all = Vec::new();
-                for i in 0..table.parts() {
-                    all.append(&mut self.read_part(table.part(i))?);
-                }
+                self.each_part(&table, |_, fields| all.append(&mut owned(&fields)))?;
                 Ok(all)
             }
         }
@@ -154,16 +163,55 @@ impl Db {
 
     fn recount(&self, table: &Table<'_>) -> Result<u64, DbError> {
         let mut n = 0;
-        for i in 0..table.parts() {
-            if let Some(p) = self.part(table.part(i))? {
-                n += if self.runs() {
-                    count_run(p.fields)?
-                } else {
-                    count(p.fields)?
-                };
+        self.each_part(table, |_, fields| n += fields.len() as u64)?;
+        Ok(n)
+    }
+
+    /// Calls `f(lo, fields)` for each block the table names, once, with the fields of the
+    /// entries `lo..` naming it (see [`own_fields`](Self::own_fields)).
+    fn each_part<'a>(
+        &'a self,
+        table: &Table<'a>,
+        mut f: impl FnMut(u64, FieldsRef<'a>),
+    ) -> Result<(), DbError> {
+        let mut lo = 0;
+        while lo < table.parts() {
+            let (_, hi) = table.group(lo);
+            if let Some(part) = self.part(table.part(lo))? {
+                let fields = self.part_fields(Some(&part))?;
+                for own in self.own_fields(table, lo, hi, fields) {
+                    f(lo, own);
+                }
+            }
+            lo = hi;
+        }
+        Ok(())
+    }
+
+    /// A block's fields sorted out to the entries `lo..hi` that name it: one list per entry,
+    /// its part. Fields that hash to none of them (left by a split a crash interrupted) are
+    /// dropped. Pools without shared parts name a block from one entry and hold no such
+    /// fields: their list is the block's, unhashed.
+    fn own_fields<'a>(
+        &self,
+        table: &Table<'_>,
+        lo: u64,
+        hi: u64,
+        fields: FieldsRef<'a>,
+    ) -> Vec<FieldsRef<'a>> {
+        if hi - lo == 1
+            && (!self.shared() || crate::fault::armed(crate::fault::Fault::UnfilteredParts))
+        {
+            return vec![fields];
+        }
+        let mut own: Vec<FieldsRef<'a>> = (lo..hi).map(|_| Vec::new()).collect();
+        for (f, v) in fields {
+            let j = table.part_of(self.hash(f));
+            if (lo..hi).contains(&j) {
+                own[(j - lo) as usize].push((f, v));
             }
         }
-        Ok(n)
+        own
     }
 
     /// Applies `changes` in order (key locked exclusively by the caller); the number of fields
@@ -212,33 +260,46 @@ impl Db {
                 n
             }
         };
-        // The touched parts (opened once each), then their fields borrowed from the pool, each
-        // part replaced once with all its changes (or appended to).
-        let mut touched: Vec<(u64, Option<Part<'_>>)> = Vec::new();
+        // The touched parts, each block opened once (with the run of entries naming it), and
+        // the entry each change falls in.
+        let mut groups: Vec<(u64, u64, Option<Part<'_>>)> = Vec::new();
+        let mut entries = Vec::with_capacity(changes.len());
         for change in changes {
             let i = table.part_of(self.hash(change.0));
-            if !touched.iter().any(|p| p.0 == i) {
-                touched.push((i, self.part(table.part(i))?));
-            }
+            let at = match groups.iter().position(|g| (g.0..g.1).contains(&i)) {
+                Some(at) => at,
+                None => {
+                    let (lo, hi) = table.group(i);
+                    let block = table.part(i);
+                    if block != 0
+                        && groups
+                            .iter()
+                            .any(|g| g.2.as_ref().map(|p| p.offset) == Some(block))
+                    {
+                        return Err(corrupt(format!(
+                            "hash table {t:#x} names part {block:#x} from entries that are not adjacent"
+                        )));
+                    }
+                    groups.push((lo, hi, self.part_unverified(block)?));
+                    groups.len() - 1
+                }
+            };
+            entries.push((i, at));
         }
-        let mut parts: Vec<(u64, FieldsRef<'_>)> = Vec::with_capacity(touched.len());
-        for (i, part) in &touched {
-            parts.push((*i, self.part_fields(part.as_ref())?));
+        let mut fields: Vec<FieldsRef<'_>> = Vec::with_capacity(groups.len());
+        for g in &groups {
+            fields.push(self.part_fields(g.2.as_ref())?);
         }
         let (mut added, mut removed) = (0, 0);
-        let mut changed = vec![false; parts.len()];
-        for change in changes {
-            let i = table.part_of(self.hash(change.0));
-            let at = parts.iter().position(|p| p.0 == i).expect("read above");
-            let (a, r) = apply_changes(&mut parts[at].1, std::slice::from_ref(change));
+        let mut changed = vec![false; groups.len()];
+        for (change, &(_, at)) in changes.iter().zip(&entries) {
+            let (a, r) = apply_changes(&mut fields[at], std::slice::from_ref(change));
             added += a;
             removed += r;
+            // A part that only lost fields it did not have is left as it is.
             changed[at] |= change.1.is_some() || r > 0;
         }
-        // A part that only lost fields it did not have is left as it is.
-        let mut changed = changed.into_iter();
-        parts.retain(|_| changed.next().unwrap_or(true));
-        if parts.is_empty() {
+        if !changed.contains(&true) {
             // Only fields that were not there removed: nothing to write but a recounted count,
             // made durable here like every write's (a clean close trusts it).
             self.engine.pool().region().fence();
@@ -249,62 +310,138 @@ impl Db {
             self.remove(key)?;
             return Ok((added, removed));
         }
-        if count > PART_MAX * table.parts() {
+        let in_atomic = self.engine.in_atomic();
+        let due = count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
+        if due && (!self.shared() || in_atomic) {
+            verified(&groups)?;
+            // The table is rebuilt twice as large, every part rewritten (pools without shared
+            // parts; and atomic transactions, whose undo covers the record, not a table's
+            // ownership of parts).
             let mut all = Vec::new();
-            for i in 0..table.parts() {
-                match parts.iter().position(|p| p.0 == i) {
-                    Some(at) => all.append(&mut owned(&parts[at].1)),
-                    None => all.append(&mut self.read_part(table.part(i))?),
+            self.each_part(&table, |lo, own| {
+                if !groups.iter().any(|g| (g.0..g.1).contains(&lo)) {
+                    all.append(&mut owned(&own));
+                }
+            })?;
+            for (g, touched) in groups.iter().zip(fields) {
+                for own in self.own_fields(&table, g.0, g.1, touched) {
+                    all.append(&mut owned(&own));
                 }
             }
             self.store_table(key, &all, expire_at)?;
             return Ok((added, removed));
         }
-        // Only new fields, all in one existing part: appended in place if its block has room.
-        // Not inside an atomic transaction, whose undo covers words, not a part's bytes.
-        if let [(_, Some(part))] = &touched[..]
-            && removed == 0
-            && added == changes.len() as u64
-            && self.runs()
-            && !self.engine.in_atomic()
-            && self.append_fields(&table, part, changes, count, epoch)
-        {
-            return Ok((added, removed));
+        // Only new fields, all in one part that no other entry names: appended in place if its
+        // block has room. Not inside an atomic transaction, whose undo covers words, not a
+        // part's bytes.
+        let appended = matches!(&groups[..], [(lo, hi, Some(part))]
+            if hi - lo == 1
+                && removed == 0
+                && added == changes.len() as u64
+                && self.runs()
+                && !in_atomic
+                && self.append_fields(&table, part, changes, count, epoch));
+        if !appended {
+            // The parts are copied: checked first, so damage is reported, not laundered into
+            // a new checksum. (An append extends the stored checksum instead.)
+            verified(&groups)?;
+            let (mut rewrite, mut olds) = (Vec::new(), Vec::new());
+            for ((g, fields), changed) in groups.iter().zip(fields).zip(changed) {
+                if changed {
+                    rewrite.push((g.0, g.1, fields));
+                    olds.extend(g.2.as_ref().map(|p| p.offset));
+                }
+            }
+            let single = entries.iter().all(|e| e.0 == entries[0].0);
+            self.replace_parts(&table, rewrite, single, count, epoch)?;
+            let guard = self.engine.index().pin();
+            for old in olds {
+                self.engine.index().retire(&guard, old);
+            }
         }
+        if due {
+            // The change above is durable (and acknowledged) whatever happens here: a table that
+            // cannot double now (a full pool) keeps its size, and the next change tries again.
+            let _ = self.double_table(key, &table, count, expire_at);
+        }
+        Ok((added, removed))
+    }
+
+    /// Writes changed parts as new blocks and publishes them: each entry `lo..hi` of a
+    /// changed block gets a block of its own fields (a block that several entries named is
+    /// split among them), or none if it has no fields left. If the change's fields all fall in
+    /// one entry (`single`), the new blocks are published with plain 8-byte stores; else
+    /// through one logged batch. The caller retires the replaced blocks.
+    fn replace_parts(
+        &self,
+        table: &Table<'_>,
+        rewrite: Vec<(u64, u64, FieldsRef<'_>)>,
+        single: bool,
+        count: u64,
+        epoch: u64,
+    ) -> Result<(), DbError> {
         let index = self.engine.index();
-        let mut new_parts = Vec::with_capacity(parts.len());
-        for (i, fields) in &parts {
-            let block = if fields.is_empty() {
-                0
-            } else {
-                self.write_part(fields)?
-            };
-            new_parts.push((*i, block, table.part(*i)));
-        }
-        if let [(i, block, _)] = new_parts[..] {
-            // Inside an atomic transaction the words changed in place are logged first.
-            let undo = self
-                .engine
-                .save_undo_words(&[table.part_word(i), t + 16, t + 24]);
-            if let Err(e) = undo {
+        let mut words: Vec<(u64, u64)> = Vec::new();
+        let discard = |words: &[(u64, u64)]| {
+            for &(_, block) in words {
                 if block != 0 {
                     let _ = index.discard(block);
                 }
+            }
+        };
+        for (lo, hi, fields) in rewrite {
+            // A block of one entry is copied whole: fields of other entries that an
+            // interrupted split left in it stay invisible there (every listing drops them),
+            // and the next split of the block drops them; sorting them out here would cost a
+            // hash per field of every rewrite.
+            let owns = if hi - lo == 1 {
+                vec![fields]
+            } else {
+                self.own_fields(table, lo, hi, fields)
+            };
+            for (j, own) in (lo..hi).zip(owns) {
+                let block = if own.is_empty() {
+                    0
+                } else {
+                    match self.write_part(&own) {
+                        Ok(block) => block,
+                        Err(e) => {
+                            discard(&words);
+                            return Err(e);
+                        }
+                    }
+                };
+                words.push((j, block));
+            }
+        }
+        let t = table.offset;
+        if single {
+            // Inside an atomic transaction the words changed in place are logged first.
+            let mut undo: Vec<u64> = words.iter().map(|w| table.part_word(w.0)).collect();
+            undo.extend([t + 16, t + 24]);
+            if let Err(e) = self.engine.save_undo_words(&undo) {
+                discard(&words);
                 return Err(e.into());
             }
-            // Ordering: the part's bytes (flushed by write_part) are durable before the
-            // 8-byte store that publishes it; the second fence makes that store and the count
+            // Ordering: the new parts' bytes (flushed by write_part) are durable before the
+            // 8-byte stores that publish them; the second fence makes those stores and the count
             // durable before the command returns (the count in any order: see `store_count`).
+            // A crash between the fences keeps any subset of the stores. Only one entry's fields
+            // changed, so every subset reads as the change wholly done or not done: the other
+            // entries' new blocks hold what the old block gave them (a split), and an entry
+            // still naming the old block reads from it only the fields that hash to it.
             let region = self.engine.pool().region();
             region.fence();
-            table.publish_part(i, block);
+            for &(j, block) in &words {
+                table.publish_part(j, block);
+            }
             table.store_count(count, epoch);
             region.fence();
         } else {
-            let mut ops: Vec<BatchOp> = new_parts
+            let mut ops: Vec<BatchOp> = words
                 .iter()
-                .map(|&(i, block, _)| BatchOp::SetWord {
-                    offset: table.part_word(i),
+                .map(|&(j, block)| BatchOp::SetWord {
+                    offset: table.part_word(j),
                     value: block,
                 })
                 .collect();
@@ -312,21 +449,47 @@ impl Db {
                 offset: t + 16,
                 value: count,
             });
-            self.engine.apply_batch(&ops).inspect_err(|_| {
-                for &(_, block, _) in &new_parts {
-                    if block != 0 {
-                        let _ = index.discard(block);
-                    }
-                }
+            self.engine
+                .apply_batch(&ops)
+                .inspect_err(|_| discard(&words))?;
+        }
+        Ok(())
+    }
+
+    /// Doubles the table of the hash at `key` without rewriting its parts: a new table names
+    /// each block from both entries it splits into (the blocks split at their next change),
+    /// and replaces the old one in the hash's record, which reclaims the old table but not the
+    /// parts. Not inside an atomic transaction. Caller holds the key's lock exclusively.
+    fn double_table(
+        &self,
+        key: &[u8],
+        table: &Table<'_>,
+        count: u64,
+        expire_at: u64,
+    ) -> Result<(), DbError> {
+        let index = self.engine.index();
+        let t = index.alloc_block(table_size(table.log2_parts + 1))?;
+        let region = self.engine.pool().region();
+        let epoch = self.engine.pool().recovery_epoch();
+        // SAFETY: just allocated, reachable from nothing.
+        unsafe { Table::init_doubled(region, t, table, count, epoch) };
+        // Ordering: the put fences the new table (flushed by init_doubled) before the 8-byte
+        // slot store that publishes its record. A crash before that store keeps the old record
+        // and table, which name the same parts; the new table is then reachable from nothing
+        // and the next open's sweep reclaims it.
+        index
+            .put(
+                key,
+                &write_table_ref(t),
+                RecordKind::Hash,
+                expire_at,
+                PutMode::UpsertKeepParts,
+            )
+            .inspect_err(|_| {
+                let _ = index.discard(t);
             })?;
-        }
-        let guard = index.pin();
-        for (_, _, old) in new_parts {
-            if old != 0 {
-                index.retire(&guard, old);
-            }
-        }
-        Ok((added, removed))
+        self.table_doublings.add(1);
+        Ok(())
     }
 
     /// Stores `fields` (at least one) under `key` in the form their number calls for,
@@ -473,6 +636,14 @@ impl Db {
                 }
             })
     }
+}
+
+/// Checks the checksums of parts opened unverified.
+fn verified(groups: &[(u64, u64, Option<Part<'_>>)]) -> Result<(), DbError> {
+    for part in groups.iter().filter_map(|g| g.2.as_ref()) {
+        part.verify().map_err(corrupt)?;
+    }
+    Ok(())
 }
 
 /// Owned copies of borrowed pairs.

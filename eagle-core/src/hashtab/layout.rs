@@ -26,6 +26,14 @@
 //! (every crash moves the epoch on, so a count that reached the media without its part, or the
 //! other way round, is recounted). The table and its parts belong to the one record naming the
 //! table.
+//!
+//! In a pool with `INCOMPAT_SHARED_PARTS` the table doubles without rewriting its parts: the new
+//! table names each old part's block from both entries it splits into, so a block may be named
+//! by a run of adjacent entries (2^m of them, aligned, after m doublings). The part of entry `j`
+//! is the fields of its block that hash to `j`; a block may also hold fields that hash to none
+//! of the entries naming it (a split that a crash interrupted, below), which every reader that
+//! lists fields leaves out. A shared block is split at the first change to any of its entries:
+//! each entry of the run gets a block of its own fields, and the old block is retired once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -90,6 +98,30 @@ impl<'a> Table<'a> {
             })
     }
 
+    /// Writes a table of twice `from`'s parts, each of `from`'s blocks named by both entries it
+    /// splits into (entries `2i` and `2i + 1` name `from`'s entry `i`), flushed (not fenced).
+    /// The caller must not grow a table past [`MAX_LOG2_PARTS`].
+    ///
+    /// # Safety
+    /// The caller owns `offset..offset + table_size(from.log2_parts + 1)` exclusively (just
+    /// allocated).
+    pub unsafe fn init_doubled(
+        region: &'a Region,
+        offset: u64,
+        from: &Table<'_>,
+        count: u64,
+        epoch: u64,
+    ) -> Table<'a> {
+        let mut entries = Vec::with_capacity(16 << from.log2_parts);
+        for i in 0..from.parts() {
+            let block = from.part(i).to_le_bytes();
+            entries.extend_from_slice(&block);
+            entries.extend_from_slice(&block);
+        }
+        // SAFETY: the caller's obligation.
+        unsafe { Self::write(region, offset, from.log2_parts + 1, count, epoch, &entries) }
+    }
+
     /// Writes a new table header with 2^k parts all empty, flushed (not fenced).
     ///
     /// # Safety
@@ -101,16 +133,32 @@ impl<'a> Table<'a> {
         count: u64,
         epoch: u64,
     ) -> Table<'a> {
+        // SAFETY: the caller's obligation.
+        unsafe { Self::write(region, offset, k, count, epoch, &vec![0u8; 8 << k]) }
+    }
+
+    /// Writes a table's header and its `8 * 2^k` bytes of part words, flushed (not fenced).
+    ///
+    /// # Safety
+    /// The caller owns `offset..offset + table_size(k)` exclusively (just allocated).
+    unsafe fn write(
+        region: &'a Region,
+        offset: u64,
+        k: u32,
+        count: u64,
+        epoch: u64,
+        words: &[u8],
+    ) -> Table<'a> {
+        debug_assert_eq!(words.len() as u64, table_size(k) - TABLE_HEADER);
         let mut head = [0u8; TABLE_HEADER as usize];
         head[0..8].copy_from_slice(MAGIC);
         head[8..12].copy_from_slice(&k.to_le_bytes());
         head[16..24].copy_from_slice(&count.to_le_bytes());
         head[24..32].copy_from_slice(&epoch.to_le_bytes());
-        let zeros = vec![0u8; 8 << k];
         // SAFETY: exclusive ownership is the caller's obligation; `write` checks bounds.
         unsafe {
             region.write(offset, &head);
-            region.write(offset + TABLE_HEADER, &zeros);
+            region.write(offset + TABLE_HEADER, words);
         }
         region.flush(offset, table_size(k) as usize);
         Table {
@@ -148,6 +196,22 @@ impl<'a> Table<'a> {
     /// Part `i`'s block, 0 if empty.
     pub fn part(&self, i: u64) -> u64 {
         self.word(TABLE_HEADER + 8 * i).load(Ordering::Acquire)
+    }
+
+    /// The entries `lo..hi` that name part `i`'s block: the run of adjacent entries equal to
+    /// it (just `i` for an empty part, or a block no other entry names).
+    pub fn group(&self, i: u64) -> (u64, u64) {
+        let block = self.part(i);
+        let (mut lo, mut hi) = (i, i + 1);
+        if block != 0 {
+            while lo > 0 && self.part(lo - 1) == block {
+                lo -= 1;
+            }
+            while hi < self.parts() && self.part(hi) == block {
+                hi += 1;
+            }
+        }
+        (lo, hi)
     }
 
     /// Publishes part `i`: one failure-atomic store, flushed, not fenced (the caller's next
@@ -209,12 +273,15 @@ pub struct Part<'a> {
     pub offset: u64,
     /// The header word read (`len | crc << 32`).
     pub header: u64,
-    /// The `len` bytes of fields, checksum verified.
+    /// The `len` bytes of fields (see [`Part::verify`]).
     pub fields: &'a [u8],
 }
 
-/// Opens part `offset`: reads its header word, checks its bounds and checksum, and borrows its
-/// fields from the mapping (no copy). `Err` names what is damaged.
+/// Opens part `offset`: reads its header word, checks its bounds, and borrows its fields from
+/// the mapping (no copy). `Err` names what is damaged. The checksum is left to
+/// [`Part::verify`]: every reader calls it; a writer that only appends need not, since its new
+/// header word extends the stored checksum (damage to the bytes it did not write stays
+/// detectable), and a writer that copies the part calls it first.
 ///
 /// # Safety
 /// While the returned fields are in use, nothing frees the part or writes its first `8 + len`
@@ -226,7 +293,7 @@ pub unsafe fn open_part(region: &Region, offset: u64) -> Result<Part<'_>, String
         .atomic_u64(offset)
         .ok_or_else(|| format!("hash part {offset:#x} is misaligned or outside the pool"))?
         .load(Ordering::Acquire);
-    let (len, crc) = (header as u32 as u64, (header >> 32) as u32);
+    let len = header as u32 as u64;
     if len == 0 {
         // No part is written empty (a table names no block for an empty part), and a zeroed
         // word would pass the checksum: a table naming a free, zeroed block.
@@ -238,14 +305,21 @@ pub unsafe fn open_part(region: &Region, offset: u64) -> Result<Part<'_>, String
     // SAFETY: `ptr` checked the bounds; the caller guarantees nothing writes or frees these
     // bytes while they are borrowed.
     let fields = unsafe { std::slice::from_raw_parts(p, len as usize) };
-    if crc32c::crc32c(fields) != crc {
-        return Err(format!("hash part {offset:#x}: checksum mismatch"));
-    }
     Ok(Part {
         offset,
         header,
         fields,
     })
+}
+
+impl Part<'_> {
+    /// Checks the fields against the header word's checksum.
+    pub fn verify(&self) -> Result<(), String> {
+        if crc32c::crc32c(self.fields) != (self.header >> 32) as u32 {
+            return Err(format!("hash part {:#x}: checksum mismatch", self.offset));
+        }
+        Ok(())
+    }
 }
 
 /// Appends encoded pairs to a part in place: writes them past its `len` and flushes them (not
@@ -280,6 +354,9 @@ pub fn publish_append(region: &Region, part: u64, word: u64) {
     region.flush(part, 8);
 }
 
+const TABLE_WHAT: &str = "hash table";
+const PART_WHAT: &str = "hash part";
+
 /// A block owned by a record (besides the record itself), with the bytes it must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Child {
@@ -289,6 +366,13 @@ pub struct Child {
     pub size: u64,
     /// What it is.
     pub what: &'static str,
+}
+
+impl Child {
+    /// Whether it is a part (not the table naming the parts).
+    pub fn is_part(&self) -> bool {
+        self.what == PART_WHAT
+    }
 }
 
 /// Whether a record owns heap blocks (it is a hash stored as a table).
@@ -309,11 +393,13 @@ pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, S
     let mut out = vec![Child {
         offset: t,
         size: table_size(table.log2_parts),
-        what: "hash table",
+        what: TABLE_WHAT,
     }];
+    let mut previous = 0;
     for i in 0..table.parts() {
         let p = table.part(i);
-        if p != 0 {
+        // A block named by a run of entries (a doubled table's shared part) is one child.
+        if p != 0 && p != previous {
             // The header word is read atomically: an append may store it concurrently (the
             // sweep runs beside writers).
             let header = region
@@ -323,9 +409,10 @@ pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, S
             out.push(Child {
                 offset: p,
                 size: PART_HEADER + (header as u32) as u64,
-                what: "hash part",
+                what: PART_WHAT,
             });
         }
+        previous = p;
     }
     Ok(out)
 }

@@ -24,8 +24,14 @@ pub const INCOMPAT_FINE_CLASSES: u64 = 2;
 /// prefix, so a new field is appended in place and published by the part's header word
 /// (`hashtab`). Pools without the bit keep counted parts, rewritten on every change.
 pub const INCOMPAT_APPEND_PARTS: u64 = 4;
+/// Incompatible feature: a large hash's table doubles without rewriting its parts, so a part's
+/// block may be named by a run of adjacent table entries, and a part is the fields of its
+/// block that hash to its entry (`hashtab`). Pools without the bit rewrite every part when
+/// their table doubles, and a block is named by one entry.
+pub const INCOMPAT_SHARED_PARTS: u64 = 8;
 /// The incompatible features this build understands.
-pub const KNOWN_INCOMPAT: u64 = INCOMPAT_OWNER_TAGS | INCOMPAT_FINE_CLASSES | INCOMPAT_APPEND_PARTS;
+pub const KNOWN_INCOMPAT: u64 =
+    INCOMPAT_OWNER_TAGS | INCOMPAT_FINE_CLASSES | INCOMPAT_APPEND_PARTS | INCOMPAT_SHARED_PARTS;
 /// The header block: identity (bytes 0..128), shutdown state (128..192), the rest reserved.
 pub const HEADER_BLOCK: u64 = 4096;
 /// Bytes covered by the checksum, including the checksum field itself.

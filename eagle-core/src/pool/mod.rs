@@ -11,7 +11,7 @@ mod state;
 pub use error::PoolError;
 pub use header::{
     FORMAT_VERSION, HEADER_BLOCK, Header, INCOMPAT_APPEND_PARTS, INCOMPAT_FINE_CLASSES,
-    INCOMPAT_OWNER_TAGS, MAGIC,
+    INCOMPAT_OWNER_TAGS, INCOMPAT_SHARED_PARTS, MAGIC,
 };
 pub use layout::{Extent, Layout, MIN_POOL_SIZE};
 pub use open::{Pool, PoolOptions};

@@ -265,6 +265,12 @@ impl Pool {
         self.header().incompat_features & super::header::INCOMPAT_APPEND_PARTS != 0
     }
 
+    /// Whether a large hash's table doubles without rewriting its parts
+    /// (`INCOMPAT_SHARED_PARTS`).
+    pub fn shared_parts(&self) -> bool {
+        self.header().incompat_features & super::header::INCOMPAT_SHARED_PARTS != 0
+    }
+
     /// The validated header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -338,7 +344,8 @@ fn initialize(region: &Region, path: &Path, wal_size: Option<u64>) -> Result<Hea
             .map_or(0, |d| d.as_millis() as u64),
         incompat_features: super::header::INCOMPAT_OWNER_TAGS
             | super::header::INCOMPAT_FINE_CLASSES
-            | super::header::INCOMPAT_APPEND_PARTS,
+            | super::header::INCOMPAT_APPEND_PARTS
+            | super::header::INCOMPAT_SHARED_PARTS,
         compat_features: 0,
     };
     let word0 = region.atomic_u64(0).expect("the header block is mapped");

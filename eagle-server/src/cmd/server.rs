@@ -364,6 +364,7 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("epoch_garbage_bytes", &stats.index.garbage_bytes);
                 f("hash_part_appends", &stats.hash_part_appends);
                 f("hash_part_writes", &stats.hash_part_writes);
+                f("hash_table_doublings", &stats.hash_table_doublings);
                 f("last_open", &server.open_kind.word());
                 f(
                     "recovery_time_ms",
