@@ -4,6 +4,8 @@
 //! hold exactly the acknowledged state, with the command or transaction in flight applied
 //! wholly or not at all: neither is ever split by a crash. Some images are recovered under the
 //! simulator and crashed again at every fence of that recovery (redo and rollback included).
+//! After every command, the image of only what was fenced (a power failure as it returns) must
+//! hold the command whole: acknowledged means durable.
 //!
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
@@ -486,7 +488,9 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
     }
     .simulated(Some(hook));
     let db = Db::open(&live, db_options(opts)).expect("open the live pool");
-    for op in ops {
+    let sim = crash_tests::simulator_of(db.engine());
+    let mut acks = Report::default();
+    for (i, op) in ops.iter().enumerate() {
         {
             let mut m = model.lock();
             let after = next_state(&m.acked, op);
@@ -495,10 +499,18 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
         apply(&db, op);
         let mut m = model.lock();
         m.acked = m.after.take().expect("set above");
+        // A power failure right after the command returned: only what was fenced survives,
+        // and that must be all of it (a write is durable when it is acknowledged).
+        let acked = scratch.write("acked.pool", &sim.durable_image());
+        acks.checked += 1;
+        if let Err(v) = verify_image(&acked, &m) {
+            acks.violations
+                .push(format!("power failure after command {i} returned: {v}"));
+        }
     }
-    let sim = crash_tests::simulator_of(db.engine());
     db.close().expect("close");
     let mut report = images.report();
+    report.merge(acks);
     report.checked += 1;
     let m = model.lock().clone();
     let after_close = scratch.write("after-close.pool", &sim.durable_image());
@@ -627,6 +639,46 @@ fn harness_catches_reads_that_keep_the_fields_a_split_left_behind() {
     );
     fault::arm(None);
     report.assert_caught("reads of a shared part's block without the hash filter");
+}
+
+/// The large-hash workload's commands that change one field: appends and rewrites of one part.
+fn one_field_hash_writes() -> Vec<Op> {
+    large_hash_workload(60, 9)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, op)| match op {
+            Op::HSet(_, f) => *i == 0 || f.len() == 1,
+            Op::HDel(_, f) => f.len() == 1,
+            _ => false,
+        })
+        .map(|(_, op)| op)
+        .collect()
+}
+
+/// Runs the one-field hash writes with `fault` armed; the harness must report it.
+fn one_field_writes_catch(fault: Fault, name: &str, what: &str) {
+    fault::arm(Some(fault));
+    let report = run_sized(name, &one_field_hash_writes(), false, 0, BIG_POOL);
+    fault::arm(None);
+    report.assert_caught(what);
+}
+
+#[test]
+fn harness_catches_an_append_acknowledged_before_its_header_word_is_durable() {
+    one_field_writes_catch(
+        Fault::SkipFenceAfterAppend,
+        "append-ack-fault",
+        "the fence after an append's header word removed",
+    );
+}
+
+#[test]
+fn harness_catches_a_part_acknowledged_before_the_word_naming_it_is_durable() {
+    one_field_writes_catch(
+        Fault::SkipFenceAfterPartPublish,
+        "part-ack-fault",
+        "the fence after a part's word removed",
+    );
 }
 
 #[test]

@@ -24,6 +24,11 @@ pub enum Fault {
     /// A large hash's in-place append stores the part's header word without first fencing
     /// the pairs it covers.
     SkipFenceBeforeAppend,
+    /// A large hash's in-place append returns without fencing the header word that publishes
+    /// it (acknowledged before it is durable).
+    SkipFenceAfterAppend,
+    /// A large hash's rewritten part returns without fencing the word that publishes it.
+    SkipFenceAfterPartPublish,
     /// Reads of a large hash take every field of a part's block, not only those that hash to
     /// the part (so a split that a crash interrupted shows fields twice).
     UnfilteredParts,
