@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use eagle_core::dash::{PutMode, PutOutcome};
+use eagle_core::engine::RecoveryMode;
 use eagle_core::pmem::FlushMode;
 use eagle_core::record::RecordKind;
 use eagle_core::{Engine, PoolOptions};
@@ -209,11 +210,13 @@ fn writers_refuse_a_record_whose_header_is_damaged() {
 #[test]
 fn reclaim_frees_every_retired_record_no_reader_can_see() {
     let path = pool_path("reclaim");
-    let e = Engine::open(&path, opts(16 << 20)).unwrap();
-    // Once (2026-11-23, a full workspace run) garbage was left after `reclaim` returned 0;
-    // not reproduced in 40 runs with both cores loaded, cause not found. The open's background
-    // recovery is the one other thread that pins and frees here: let it end first.
-    e.index().wait_recovered().unwrap();
+    // Recovery in the foreground: no other thread may pin this index's collector while the
+    // test counts on `reclaim` freeing everything. (With the background recovery, this test
+    // once found garbage left after `reclaim`: the recovery thread outlives `wait_recovered`
+    // (it scrubs the log, then exits), and its epoch handle pins once more as the thread's
+    // locals are dropped; a thread descheduled there holds the epoch back, and `reclaim`
+    // rightly reports what it could not free.)
+    let e = Engine::open_with(&path, opts(16 << 20), RecoveryMode::Foreground).unwrap();
     for round in 0..20u32 {
         for i in 0..500u32 {
             put(&e, &i.to_le_bytes(), &round.to_le_bytes(), PutMode::Upsert);
