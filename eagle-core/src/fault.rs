@@ -9,6 +9,9 @@ pub enum Fault {
     SkipHeaderBodyPersist,
     /// An insert publishes its slot's alloc bit without first fencing the record and slot.
     SkipFenceBeforePublish,
+    /// An insert unlocks its buckets and returns without fencing the alloc bit that publishes
+    /// it (acknowledged before it is durable).
+    SkipFenceAfterPublish,
     /// A WAL append is acknowledged without being flushed and fenced.
     SkipWalPersist,
     /// A multi-key batch is applied without being logged first (so a crash can split it).
