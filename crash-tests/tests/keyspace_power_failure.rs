@@ -334,6 +334,67 @@ fn doubling_hash_workload(n: usize, seed: u64) -> Vec<Op> {
     ops
 }
 
+/// Commands that make a large hash's blocks shared by runs of four words, then change them
+/// one field at a time (so a crash can cut a run's split anywhere): 200 fields (16 parts), 320
+/// more (the table doubles to 32), then new fields only in the first half of the table until it
+/// doubles again (the second half's blocks, untouched, are each named by four words), then
+/// single new fields in the second half. Fields are aimed by the live pool's seeded hash.
+struct RunsOfFour {
+    step: usize,
+    next: usize,
+}
+
+impl RunsOfFour {
+    const KEY: &[u8] = b"big";
+
+    fn field(i: usize) -> Vec<u8> {
+        format!("field-{i:06}").into_bytes()
+    }
+
+    /// The next `n` unused fields whose top `bits` hash bits satisfy `keep`.
+    fn aimed(&mut self, db: &Db, n: usize, bits: u32, keep: impl Fn(u64) -> bool) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let f = Self::field(self.next);
+            self.next += 1;
+            if keep(db.engine().index().hash(&f) >> (64 - bits)) {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    fn next(&mut self, db: &Db, singles: usize) -> Option<Op> {
+        self.step += 1;
+        let pairs =
+            |fields: Vec<Vec<u8>>, v: u8| fields.into_iter().map(|f| (f, vec![v; 8])).collect();
+        Some(match self.step {
+            1 => {
+                self.next = 200;
+                Op::HSet(
+                    Self::KEY.to_vec(),
+                    (0..200).map(|i| (Self::field(i), vec![b'v'; 8])).collect(),
+                )
+            }
+            2 => {
+                let fields = (200..520).map(Self::field).collect();
+                self.next = 520;
+                Op::HSet(Self::KEY.to_vec(), pairs(fields, b'w'))
+            }
+            // 520 + 5 x 101 = 1,025 fields: past 32 per part of 32 parts, all in entries 0..16.
+            3..=7 => Op::HSet(
+                Self::KEY.to_vec(),
+                pairs(self.aimed(db, 101, 5, |e| e < 16), b'x'),
+            ),
+            n if n < 8 + singles => {
+                let f = self.aimed(db, 1, 6, |e| e >= 32);
+                Op::HSet(Self::KEY.to_vec(), pairs(f, b'y'))
+            }
+            _ => return None,
+        })
+    }
+}
+
 /// Transactions of 2 to 6 commands, drawn in order from both workloads above (so each stays
 /// valid: renames have a source), after the large hash is built outside any transaction.
 fn transaction_workload(n: usize, seed: u64) -> Vec<Op> {
@@ -458,6 +519,19 @@ fn run(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64) -> Repor
 }
 
 fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, size: u64) -> Report {
+    let mut ops = ops.iter().cloned();
+    run_generated(name, all_policies, recovery_every, size, |_| ops.next())
+}
+
+/// [`run_sized`] with each command made by `next` from the live database as it stands (for
+/// workloads that aim at its layout), until it returns `None`.
+fn run_generated(
+    name: &str,
+    all_policies: bool,
+    recovery_every: u64,
+    size: u64,
+    mut next: impl FnMut(&Db) -> Option<Op>,
+) -> Report {
     let scratch = Arc::new(Scratch::new(name));
     let model = Arc::new(Mutex::new(Model::default()));
     let second = Arc::new(Mutex::new(Report::default()));
@@ -490,7 +564,10 @@ fn run_sized(name: &str, ops: &[Op], all_policies: bool, recovery_every: u64, si
     let db = Db::open(&live, db_options(opts)).expect("open the live pool");
     let sim = crash_tests::simulator_of(db.engine());
     let mut acks = Report::default();
-    for (i, op) in ops.iter().enumerate() {
+    let mut i = 0;
+    while let Some(op) = next(&db) {
+        let op = &op;
+        i += 1;
         {
             let mut m = model.lock();
             let after = next_state(&m.acked, op);
@@ -624,6 +701,20 @@ fn large_hash_table_doublings_and_part_splits_are_all_or_nothing_at_every_fence(
         report.merge(one);
     }
     assert!(report.checked > 500, "{}", report.summary());
+    report.assert_clean();
+}
+
+#[test]
+fn splits_of_blocks_named_by_four_words_are_all_or_nothing_at_every_fence() {
+    let (singles, all) = if crash_tests::long_mode() {
+        (120, true)
+    } else {
+        (40, false)
+    };
+    let mut w = RunsOfFour { step: 0, next: 0 };
+    let report = run_generated("runs-of-four", all, 13, BIG_POOL, |db| w.next(db, singles));
+    println!("{}", report.summary());
+    assert!(report.checked > 300, "{}", report.summary());
     report.assert_clean();
 }
 

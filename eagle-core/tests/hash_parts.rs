@@ -249,3 +249,23 @@ fn removing_fields_that_are_not_there_writes_no_part() {
     db.close().unwrap();
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_bulk_hset_rebuilds_the_table_for_its_size() {
+    let path = pool_path("hash-parts-bulk");
+    let db = open(&path);
+    let mut m = build(&db, 200);
+    let before = db.stats();
+    // 200 + 2,000 fields: past twice the 512 that 16 parts double at. One doubling would leave
+    // about 69 fields per part; the rebuild makes parts for about 16 (256 of them).
+    let bulk: Vec<(Vec<u8>, Vec<u8>)> = (200..2200).map(|i| (field(i), b"b".to_vec())).collect();
+    let refs: Vec<(&[u8], &[u8])> = bulk.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+    assert_eq!(db.hset(b"h", &refs).unwrap(), 2000);
+    m.extend(bulk);
+    let after = db.stats();
+    assert_eq!(after.hash_table_doublings, before.hash_table_doublings);
+    assert!(after.hash_part_writes - before.hash_part_writes >= 200);
+    verify(&db, &m);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}

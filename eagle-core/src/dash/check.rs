@@ -154,7 +154,7 @@ impl Dash {
                                     "record {rec:#x} owns blocks but its slot is not tagged (the sweep would free them)"
                                 ));
                             }
-                            match crate::hashtab::children(self.region(), &rr) {
+                            match self.children(&rr) {
                                 Ok(children) => {
                                     for c in children {
                                         block(&mut r, c.offset, c.what, c.size);

@@ -87,6 +87,8 @@ pub struct Dash {
     pub(crate) recovery: super::sweep::Recovery,
     /// The pool tags block-owning records in their slots (`record::SLOT_OWNS_BLOCKS`).
     pub(crate) owner_tags: bool,
+    /// Whether a large hash's block may be named by a run of part words (`SHARED_PARTS`).
+    shared_parts: bool,
     /// Frees held back while an atomic transaction is open (`deferral.rs`).
     pub(crate) deferral: super::deferral::Deferral,
 }
@@ -132,6 +134,7 @@ impl Dash {
             all_repaired: pool.was_clean().into(),
             recovery: Default::default(),
             owner_tags: pool.owner_tags(),
+            shared_parts: pool.shared_parts(),
             deferral: Default::default(),
             heap,
         };
@@ -432,6 +435,11 @@ impl Dash {
         } else {
             record
         }
+    }
+
+    /// The blocks record `r` owns (`hashtab::children`, as this pool's format says).
+    pub(crate) fn children(&self, r: &RecordRef<'_>) -> Result<Vec<crate::hashtab::Child>, String> {
+        crate::hashtab::children(self.region(), r, self.shared_parts)
     }
 
     /// Whether the record a slot's `word` names may own heap blocks (so the sweep, retirement

@@ -216,8 +216,7 @@ impl Dash {
                     if self.may_own_blocks(word)
                         && let Some(r) = crate::record::RecordRef::open(self.region(), rec)
                     {
-                        let children =
-                            crate::hashtab::children(self.region(), &r).map_err(corrupted)?;
+                        let children = self.children(&r).map_err(corrupted)?;
                         for c in children {
                             mark(c.offset, c.what)?;
                         }

@@ -412,7 +412,7 @@ impl Dash {
     /// whatever nothing reaches).
     pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64, parts: bool) {
         if let Some(r) = crate::record::RecordRef::open(self.region(), record)
-            && let Ok(children) = crate::hashtab::children(self.region(), &r)
+            && let Ok(children) = self.children(&r)
         {
             for c in children.into_iter().filter(|c| parts || !c.is_part()) {
                 self.retire(guard, c.offset);

@@ -2,8 +2,9 @@
 //! `COMPACT_MAX` fields, like Redis's listpack), else in a table of parts (`hashtab`), where a
 //! field operation reads one part of about 16-32 fields whatever the hash's size, and either
 //! appends new fields to it in place or rewrites it. Every change is durable on return and
-//! atomic across a crash: a compact hash by one record swap; a table by one part store or one
-//! part header store, or, for changes that span parts, one logged batch.
+//! atomic across a crash: a compact hash by one record swap; a table by one part header store
+//! (an append), by the stores of one part's words (one entry's change, see `replace_parts`), or
+//! by one logged batch; a table grows by one record swap (see `double_table`).
 
 use super::core::{Db, Entry};
 use super::error::DbError;
@@ -167,6 +168,16 @@ impl Db {
         Ok(n)
     }
 
+    /// The words naming entry `i`'s block ([`Table::group`]); in pools without shared parts
+    /// just `i` (two words naming one block there are damage, which `check` reports).
+    fn group(&self, table: &Table<'_>, i: u64) -> (u64, u64) {
+        if self.shared() {
+            table.group(i)
+        } else {
+            (i, i + 1)
+        }
+    }
+
     /// Calls `f(lo, fields)` for each block the table names, once, with the fields of the
     /// entries `lo..` naming it (see [`own_fields`](Self::own_fields)).
     fn each_part<'a>(
@@ -176,7 +187,7 @@ impl Db {
     ) -> Result<(), DbError> {
         let mut lo = 0;
         while lo < table.parts() {
-            let (_, hi) = table.group(lo);
+            let (_, hi) = self.group(table, lo);
             if let Some(part) = self.part(table.part(lo))? {
                 let fields = self.part_fields(Some(&part))?;
                 for own in self.own_fields(table, lo, hi, fields) {
@@ -269,7 +280,7 @@ impl Db {
             let at = match groups.iter().position(|g| (g.0..g.1).contains(&i)) {
                 Some(at) => at,
                 None => {
-                    let (lo, hi) = table.group(i);
+                    let (lo, hi) = self.group(&table, i);
                     let block = table.part(i);
                     if block != 0
                         && groups
@@ -312,11 +323,14 @@ impl Db {
         }
         let in_atomic = self.engine.in_atomic();
         let due = count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
-        if due && (!self.shared() || in_atomic) {
+        // A change that more than doubles the hash (a bulk HSET) pays for a rebuild sized for
+        // it: one doubling would leave its parts far above the average.
+        let bulk = count > 2 * PART_MAX * table.parts();
+        if due && (!self.shared() || in_atomic || bulk) {
             verified(&groups)?;
-            // The table is rebuilt twice as large, every part rewritten (pools without shared
-            // parts; and atomic transactions, whose undo covers the record, not a table's
-            // ownership of parts).
+            // The table is rebuilt for about 16 fields per part, every part rewritten (pools
+            // without shared parts; atomic transactions, whose undo covers the record, not a
+            // table's ownership of parts; and bulk changes).
             let mut all = Vec::new();
             self.each_part(&table, |lo, own| {
                 if !groups.iter().any(|g| (g.0..g.1).contains(&lo)) {
@@ -352,7 +366,11 @@ impl Db {
                     olds.extend(g.2.as_ref().map(|p| p.offset));
                 }
             }
-            let single = entries.iter().all(|e| e.0 == entries[0].0);
+            // Plain stores only for one entry's change to runs of at most two words: a crash
+            // keeping some of a longer run's stores could leave the old block named by words
+            // that are not adjacent (`[B, B1', B, B3']`), which no reader can tell from damage.
+            let single = entries.iter().all(|e| e.0 == entries[0].0)
+                && rewrite.iter().all(|(lo, hi, _)| hi - lo <= 2);
             self.replace_parts(&table, rewrite, single, count, epoch)?;
             let guard = self.engine.index().pin();
             for old in olds {
@@ -370,8 +388,9 @@ impl Db {
     /// Writes changed parts as new blocks and publishes them: each entry `lo..hi` of a
     /// changed block gets a block of its own fields (a block that several entries named is
     /// split among them), or none if it has no fields left. If the change's fields all fall in
-    /// one entry (`single`), the new blocks are published with plain 8-byte stores; else
-    /// through one logged batch. The caller retires the replaced blocks.
+    /// one entry of a run of at most two words (`single`), the new blocks are published with
+    /// plain 8-byte stores; else through one logged batch. The caller retires the replaced
+    /// blocks.
     fn replace_parts(
         &self,
         table: &Table<'_>,
@@ -428,8 +447,9 @@ impl Db {
             // durable before the command returns (the count in any order: see `store_count`).
             // A crash between the fences keeps any subset of the stores. Only one entry's fields
             // changed, so every subset reads as the change wholly done or not done: the other
-            // entries' new blocks hold what the old block gave them (a split), and an entry
-            // still naming the old block reads from it only the fields that hash to it.
+            // entry's new block holds what the old block gave it (a split), and an entry still
+            // naming the old block reads from it only the fields that hash to it. With at most
+            // two words, the old block stays named by adjacent words (or by one).
             let region = self.engine.pool().region();
             region.fence();
             for &(j, block) in &words {

@@ -381,8 +381,14 @@ pub fn owns_blocks(record: &RecordRef<'_>) -> bool {
 }
 
 /// The blocks a record owns: a large hash's table and the table's parts (none for a string or
-/// a compact hash). `Err` names what is damaged.
-pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, String> {
+/// a compact hash). With `shared` (pools with `INCOMPAT_SHARED_PARTS`) a block named by a run
+/// of words is one child; in other pools every word names a child of its own, so `check`
+/// reports two words naming one block. `Err` names what is damaged.
+pub fn children(
+    region: &Region,
+    record: &RecordRef<'_>,
+    shared: bool,
+) -> Result<Vec<Child>, String> {
     if record.kind() != RecordKind::Hash {
         return Ok(Vec::new());
     }
@@ -399,7 +405,7 @@ pub fn children(region: &Region, record: &RecordRef<'_>) -> Result<Vec<Child>, S
     for i in 0..table.parts() {
         let p = table.part(i);
         // A block named by a run of entries (a doubled table's shared part) is one child.
-        if p != 0 && p != previous {
+        if p != 0 && !(shared && p == previous) {
             // The header word is read atomically: an append may store it concurrently (the
             // sweep runs beside writers).
             let header = region
