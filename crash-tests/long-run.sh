@@ -30,6 +30,8 @@ lane1() {
     run dash_power_failure recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings
     run concurrent_power_failure concurrent_batches_are_all_or_nothing_at_every_fence
     run keyspace_power_failure transactions_are_all_or_nothing_at_every_fence
+    run keyspace_power_failure large_hash_table_doublings_and_part_splits_are_all_or_nothing_at_every_fence
+    run keyspace_power_failure splits_of_blocks_named_by_four_words_are_all_or_nothing_at_every_fence
 }
 lane2() {
     run keyspace_power_failure multi_key_commands_are_all_or_nothing_at_every_fence
