@@ -600,6 +600,17 @@ fn run_generated(
     report
 }
 
+/// Merges the reports of `one(seed)` for `seeds` seeds from `first`, printing each.
+fn over_seeds(first: u64, seeds: u64, mut one: impl FnMut(u64) -> Report) -> Report {
+    let mut report = Report::default();
+    for seed in first..first + seeds {
+        let r = one(seed);
+        println!("seed {seed}: {}", r.summary());
+        report.merge(r);
+    }
+    report
+}
+
 #[test]
 fn multi_key_commands_are_all_or_nothing_at_every_fence() {
     // Long mode: several workloads (seeds 42, 43, ...), every policy at every fence.
@@ -608,12 +619,9 @@ fn multi_key_commands_are_all_or_nothing_at_every_fence() {
     } else {
         (300, false, 31, 1)
     };
-    let mut report = Report::default();
-    for seed in 42..42 + seeds {
-        let one = run("keyspace", &workload(n, seed), all, every);
-        println!("seed {seed}: {}", one.summary());
-        report.merge(one);
-    }
+    let report = over_seeds(42, seeds, |seed| {
+        run("keyspace", &workload(n, seed), all, every)
+    });
     // Most images come from second crashes inside recovery, one per fence of it (the sweep
     // fences once per chunk whose deleted bytes it zeroes).
     assert!(report.checked > 2500, "{}", report.summary());
@@ -651,18 +659,15 @@ fn large_hash_writes_are_all_or_nothing_at_every_fence() {
     } else {
         (100, false, 17, 1)
     };
-    let mut report = Report::default();
-    for seed in 5..5 + seeds {
-        let one = run_sized(
+    let report = over_seeds(5, seeds, |seed| {
+        run_sized(
             "large-hash",
             &large_hash_workload(n, seed),
             all,
             every,
             BIG_POOL,
-        );
-        println!("seed {seed}: {}", one.summary());
-        report.merge(one);
-    }
+        )
+    });
     assert!(report.checked > 1500, "{}", report.summary());
     report.assert_clean();
 }
@@ -670,12 +675,7 @@ fn large_hash_writes_are_all_or_nothing_at_every_fence() {
 #[test]
 fn harness_catches_an_append_published_before_its_pairs_are_durable() {
     fault::arm(Some(Fault::SkipFenceBeforeAppend));
-    let ops: Vec<Op> = large_hash_workload(60, 9)
-        .into_iter()
-        .enumerate()
-        .filter(|(i, op)| *i == 0 || matches!(op, Op::HSet(_, f) if f.len() == 1))
-        .map(|(_, op)| op)
-        .collect();
+    let ops = one_field_hash_writes();
     let report = run_sized("large-hash-append-fault", &ops, true, 0, BIG_POOL);
     fault::arm(None);
     report.assert_caught("the fence before an append's header word removed");
@@ -688,18 +688,15 @@ fn large_hash_table_doublings_and_part_splits_are_all_or_nothing_at_every_fence(
     } else {
         (80, false, 17, 1)
     };
-    let mut report = Report::default();
-    for seed in 31..31 + seeds {
-        let one = run_sized(
+    let report = over_seeds(31, seeds, |seed| {
+        run_sized(
             "doubling-hash",
             &doubling_hash_workload(n, seed),
             all,
             every,
             BIG_POOL,
-        );
-        println!("seed {seed}: {}", one.summary());
-        report.merge(one);
-    }
+        )
+    });
     assert!(report.checked > 500, "{}", report.summary());
     report.assert_clean();
 }
@@ -779,13 +776,10 @@ fn transactions_are_all_or_nothing_at_every_fence() {
     } else {
         (30, false, 13, 1)
     };
-    let mut report = Report::default();
-    for seed in 21..21 + seeds {
+    let report = over_seeds(21, seeds, |seed| {
         let ops = transaction_workload(n, seed);
-        let one = run_sized("transactions", &ops, all, every, BIG_POOL);
-        println!("seed {seed}: {}", one.summary());
-        report.merge(one);
-    }
+        run_sized("transactions", &ops, all, every, BIG_POOL)
+    });
     assert!(report.checked > 2000, "{}", report.summary());
     report.assert_clean();
 }
