@@ -11,7 +11,7 @@ use super::error::DbError;
 use super::stripes::{Held, Stripes};
 use crate::dash::{IndexStats, PutMode};
 use crate::engine::Engine;
-use crate::heap::HeapStats;
+use crate::heap::{HeapStats, ReserveScope};
 use crate::pool::PoolOptions;
 use crate::record::RecordKind;
 use crate::shard::StripedCounter;
@@ -259,6 +259,17 @@ impl Db {
             _keys: held,
             _gate: gate,
         })
+    }
+
+    /// [`lock_write`](Self::lock_write) for a command that Redis accepts on a full server
+    /// (not `denyoom`: HDEL, EXPIRE, PERSIST, GETEX, RENAME) and that rewrites a record or a
+    /// part: until the guard drops, its allocations may also take the heap's reserve
+    /// (`heap/reserve.rs`).
+    pub(super) fn lock_write_when_full<'a>(
+        &'a self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(WriteHeld<'a>, ReserveScope), DbError> {
+        Ok((self.lock_write(keys)?, ReserveScope::enter()))
     }
 
     /// The writers' gate, shared, unless this thread's own transaction holds it.

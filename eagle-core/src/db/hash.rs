@@ -45,7 +45,7 @@ impl Db {
 
     /// HDEL: how many fields were removed; the key goes with its last field.
     pub fn hdel(&self, key: &[u8], gone: &[&[u8]]) -> Result<u64, DbError> {
-        let _held = self.lock_write([key])?;
+        let _held = self.lock_write_when_full([key])?;
         let Some(found) = self.open_hash(key)? else {
             return Ok(0);
         };

@@ -57,7 +57,7 @@ impl Db {
 
     /// RENAME (`nx`: RENAMENX). Returns whether it renamed; all or nothing across a crash.
     pub fn rename(&self, src: &[u8], dst: &[u8], nx: bool) -> Result<bool, DbError> {
-        let _held = self.lock_write([src, dst])?;
+        let _held = self.lock_write_when_full([src, dst])?;
         let Some(e) = self.load(src)? else {
             return Err(DbError::NoSuchKey);
         };

@@ -29,6 +29,7 @@ use super::core::Engine;
 use super::payload::Reader;
 use super::tx::KIND_UNDO;
 use crate::dash::{IndexError, PutMode};
+use crate::heap::{HeapError, ReserveScope};
 use crate::wal::{WalEntry, WalError};
 
 /// WAL record kind of a batch.
@@ -192,6 +193,23 @@ impl Engine {
                 return Err(e);
             }
         }
+        // Once logged, a batch must not fail half-way for lack of space (only a reopen could
+        // finish it). Its records are allocated already; what its puts may still need is index
+        // room for new keys (a segment split). So the operations run with the heap's reserve,
+        // and a batch that adds keys starts only while a free chunk is left.
+        let index = self.index();
+        let adds_keys = || {
+            ops.iter().any(|op| {
+                matches!(op, BatchOp::Put { key, .. } if !matches!(index.contains(key), Ok(true)))
+            })
+        };
+        if !index.heap().has_free_chunk() && adds_keys() {
+            self.discard_prepared(ops);
+            return Err(BatchError::Index(IndexError::Heap(HeapError::OutOfSpace {
+                requested: 0,
+            })));
+        }
+        let _reserve = ReserveScope::enter();
         // Ordering: the prepared records (flushed, not fenced) are durable before any byte of
         // the log record naming them is written. Without this fence a power failure could keep
         // the log record (its lines evicted early) and lose a record's lines, and the redo
@@ -358,6 +376,9 @@ impl Engine {
         if rollback {
             self.index().leave_frees_to_sweep();
         }
+        // A pool that was full at the crash must still take the redo's puts: the chunks in use
+        // at open are held back until the sweep, which runs after this.
+        let _reserve = ReserveScope::enter();
         let mut undo = Vec::new();
         for entry in &entries {
             match entry.kind {

@@ -30,6 +30,8 @@ pub struct HeapStats {
     pub chunk_bytes: u64,
     /// Chunks not assigned to anything.
     pub free_chunks: u32,
+    /// How many of the free chunks only deletes and rewrites may take (`ReserveScope`).
+    pub reserved_chunks: u32,
 }
 
 impl HeapStats {
@@ -176,6 +178,9 @@ pub struct Heap {
     /// Chunks in use at open whose blocks the sweep has not settled yet.
     unsettled: Vec<std::sync::atomic::AtomicBool>,
     used: std::sync::atomic::AtomicU64,
+    /// Free chunks that only allocations inside a [`ReserveScope`](super::ReserveScope) may
+    /// take (see `reserve.rs`).
+    reserve: u32,
 }
 
 impl Heap {
@@ -240,6 +245,7 @@ impl Heap {
             chunks: Mutex::new(Chunks { free }),
             sweep: Mutex::new(Some(sweep)),
             used: 0.into(),
+            reserve: super::reserve::reserved_chunks(geo.chunks),
             pool,
             geo,
         })
@@ -318,8 +324,15 @@ impl Heap {
     fn alloc_larger_class(&self, k: u8, size: u64) -> Option<(u64, u64)> {
         let classes = self.geo.classes;
         let aligned = size.is_multiple_of(64);
+        // Inside a reserve scope any larger class will do: the operation frees a block at
+        // least as large soon after.
+        let most = if super::reserve::in_scope() {
+            u64::MAX
+        } else {
+            4 * classes.size(k)
+        };
         (k + 1..classes.count() as u8)
-            .take_while(|&j| classes.size(j) <= 4 * classes.size(k))
+            .take_while(|&j| classes.size(j) <= most)
             .filter(|&j| !aligned || classes.size(j).is_multiple_of(64))
             .find_map(|j| {
                 (0..SHARDS).find_map(|s| {
@@ -356,8 +369,23 @@ impl Heap {
     }
 
     /// Assigns `n` contiguous free chunks to `kind` and makes that durable.
+    /// Whether a chunk is free (reserved or not): an operation that must not fail for lack of
+    /// space once it has begun, and runs with the reserve, checks this before it begins.
+    pub fn has_free_chunk(&self) -> bool {
+        !self.chunks.lock().free.is_empty()
+    }
+
+    /// Leaves the reserve alone unless this thread is in a `ReserveScope`.
     fn take_chunks(&self, n: u32, kind: ChunkKind) -> Option<u32> {
         let mut chunks = self.chunks.lock();
+        let keep = if super::reserve::in_scope() {
+            0
+        } else {
+            self.reserve as usize
+        };
+        if chunks.free.len() < n as usize + keep {
+            return None;
+        }
         let first = if n == 1 {
             *chunks.free.first()?
         } else {
@@ -705,6 +733,7 @@ impl Heap {
             used: self.used.load(std::sync::atomic::Ordering::Relaxed),
             chunk_bytes: (self.geo.chunks - free_chunks) as u64 * CHUNK,
             free_chunks,
+            reserved_chunks: self.reserve,
         }
     }
 

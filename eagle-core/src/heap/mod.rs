@@ -5,8 +5,10 @@ mod allocator;
 mod chunk_table;
 mod classes;
 mod error;
+mod reserve;
 
 pub use allocator::{Heap, HeapStats};
 pub use chunk_table::{ChunkKind, Geometry};
 pub use classes::{CHUNK, MAX_SMALL, SEGMENT_CLASS_SIZE};
 pub use error::HeapError;
+pub use reserve::ReserveScope;
