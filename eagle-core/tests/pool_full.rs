@@ -332,8 +332,9 @@ fn deletes_and_expiry_changes_work_on_a_pool_that_writes_have_filled() {
     let stored = fill(&db);
     assert!(stored > 100, "{stored}");
 
-    // Redis accepts these on a full server (none is `denyoom`); each rewrites a record or a
-    // part into a new block before it frees the old one.
+    // Redis accepts these on a full server (none is `denyoom`). HDEL and RENAME rewrite a part
+    // or a record into a new block before they free the old one (the heap's reserve); EXPIRE,
+    // PERSIST and GETEX store the expiry word in place.
     assert_eq!(db.hdel(b"table", &[b"field-3", b"field-300"]).unwrap(), 2);
     assert_eq!(db.hdel(b"compact", &[b"field-3"]).unwrap(), 1);
     assert!(

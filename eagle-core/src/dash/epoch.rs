@@ -33,6 +33,15 @@ pub fn pin(collector: &Arc<Collector>) -> Guard {
     }
 }
 
+/// Whether the calling thread is pinned in `collector`'s epoch.
+pub fn is_pinned(collector: &Arc<Collector>) -> bool {
+    HANDLES.with(|h| {
+        h.borrow().iter().any(|(c, handle)| {
+            std::ptr::eq(c.as_ptr(), Arc::as_ptr(collector)) && handle.is_pinned()
+        })
+    })
+}
+
 /// [`pin`] on a thread that has no handle for `collector` yet: registers one.
 #[cold]
 fn pin_new(collector: &Arc<Collector>) -> Guard {

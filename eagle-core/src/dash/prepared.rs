@@ -26,12 +26,12 @@ impl Dash {
     }
 
     /// Allocates a heap block for a structure a record will own (waiting for a running
-    /// recovery if the pool is full until it ends).
+    /// recovery if the pool is full until it ends, or reclaiming deferred frees).
     pub(crate) fn alloc_block(&self, size: u64) -> Result<u64, IndexError> {
         loop {
             match self.alloc(size) {
                 Ok(b) => return Ok(b),
-                Err(e) if self.wait_if_recovery_frees_space(&e) => continue,
+                Err(e) if self.space_may_free_up(&e) => continue,
                 Err(e) => return Err(e),
             }
         }

@@ -116,18 +116,24 @@ impl Dash {
         Ok(self.heap.alloc(size)?)
     }
 
-    /// Whether `e` is a lack of space that the running recovery may cure (it hands back the
-    /// chunks that were in use at open): the caller, holding no lock, waits and tries again.
-    pub(crate) fn wait_if_recovery_frees_space(&self, e: &IndexError) -> bool {
-        if matches!(
+    /// Whether `e` is a lack of space that waiting may cure, in which case this waited and the
+    /// caller, holding no lock, tries again: the running recovery hands back the chunks that
+    /// were in use at open; and deferred frees (a DEL's records, say) free space once the epoch
+    /// has moved on, so a caller that holds no pin (its own would hold the epoch back) runs
+    /// them now, and tries again only if that freed something.
+    pub(crate) fn space_may_free_up(&self, e: &IndexError) -> bool {
+        if !matches!(
             e,
             IndexError::Heap(crate::heap::HeapError::OutOfSpace { .. })
-        ) && !self.recovered()
-        {
+        ) {
+            return false;
+        }
+        if !self.recovered() {
             let _ = self.wait_recovered();
             return true;
         }
-        false
+        let before = self.garbage.bytes.load(Ordering::Relaxed);
+        before != 0 && !super::epoch::is_pinned(&self.collector) && self.reclaim() < before
     }
 
     /// Blocks until the background recovery has ended; its result.

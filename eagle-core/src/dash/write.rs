@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::bucket::fingerprint;
-use super::bucket::set_bits;
+use super::bucket::{SLOTS, set_bits};
 use super::error::IndexError;
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, STASH, Segment, bucket_index, bucket_offset};
@@ -118,7 +118,7 @@ impl Dash {
     ) -> Result<PutOutcome, IndexError> {
         let region = self.region();
         let h = self.hash(key);
-        let guard = self.pin();
+        let mut guard = self.pin();
         // The record is written and flushed before any lock is taken: it is private until
         // published, and the flush overlaps with the lock wait.
         let size = record_size(key, value.len() as u64);
@@ -126,23 +126,50 @@ impl Dash {
         loop {
             let rec = match self.alloc(size) {
                 Ok(rec) => rec,
-                Err(e) if self.wait_if_recovery_frees_space(&e) => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Unpinned, a full pool can reclaim deferred frees (see
+                    // `space_may_free_up`), which this thread's pin would hold back.
+                    drop(guard);
+                    if !self.space_may_free_up(&e) {
+                        return Err(e);
+                    }
+                    guard = self.pin();
+                    continue;
+                }
             };
             // SAFETY: `rec` was just allocated; nothing else can reach it.
             unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
             let expires = (expire_at_ms != 0) as i64;
             match self.publish_record(key, h, rec, expires, mode, &guard) {
                 Err(e) => {
+                    drop(guard);
                     // Never published: free it now rather than leave it to the next sweep.
                     let _ = self.heap.free(rec);
-                    if !self.wait_if_recovery_frees_space(&e) {
+                    if !self.space_may_free_up(&e) {
                         return Err(e);
                     }
+                    guard = self.pin();
                 }
                 outcome => return outcome,
             }
         }
+    }
+
+    /// Where a new `key` would go now, and how many free slots it could take there without a
+    /// split: its segment's offset, and the free slots of its two buckets and the stash. Read
+    /// without locks, so only advice: a writer may take a slot meanwhile (and a displacement
+    /// might make room where this counts none).
+    pub(crate) fn room_for(&self, key: &[u8]) -> Option<(u64, u32)> {
+        let h = self.hash(key);
+        let _guard = self.pin();
+        let (at, seg) = self.locate(h).ok()?;
+        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        let free = [seg.bucket(b), seg.bucket(b1)]
+            .into_iter()
+            .chain((0..STASH).map(|s| seg.stash(s)))
+            .map(|bucket| SLOTS as u32 - bucket.count())
+            .sum();
+        Some((at.segment, free))
     }
 
     /// Starts the misses on the key's home bucket (header and slot lines) and its neighbour's

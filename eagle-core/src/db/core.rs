@@ -262,8 +262,9 @@ impl Db {
     }
 
     /// [`lock_write`](Self::lock_write) for a command that Redis accepts on a full server
-    /// (not `denyoom`: HDEL, EXPIRE, PERSIST, GETEX, RENAME) and that rewrites a record or a
-    /// part: until the guard drops, its allocations may also take the heap's reserve
+    /// (not `denyoom`) and that rewrites a record or a part (HDEL, RENAME; EXPIRE, PERSIST
+    /// and GETEX store the expiry word in place): until the guard drops, its allocations may
+    /// also take the heap's reserve
     /// (`heap/reserve.rs`).
     pub(super) fn lock_write_when_full<'a>(
         &'a self,

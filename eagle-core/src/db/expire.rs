@@ -42,7 +42,7 @@ impl Db {
         at_ms: i64,
         cond: ExpireCondition,
     ) -> Result<bool, DbError> {
-        let _held = self.lock_write_when_full([key])?;
+        let _held = self.lock_write([key])?;
         let Some((_, current, _)) = self.peek(key)? else {
             return Ok(false);
         };
@@ -94,7 +94,7 @@ impl Db {
 
     /// PERSIST: whether an expiry was removed.
     pub fn persist(&self, key: &[u8]) -> Result<bool, DbError> {
-        let _held = self.lock_write_when_full([key])?;
+        let _held = self.lock_write([key])?;
         match self.peek(key)? {
             Some((_, at, _)) if at != 0 => {
                 self.engine.set_expire_at(key, 0)?;

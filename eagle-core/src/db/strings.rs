@@ -158,7 +158,7 @@ impl Db {
         key: &[u8],
         expiry: Option<GetExExpiry>,
     ) -> Result<Option<Vec<u8>>, DbError> {
-        let _held = self.lock_write_when_full([key])?;
+        let _held = self.lock_write([key])?;
         let Some(e) = self.load_read_as(key, RecordKind::String)? else {
             return Ok(None);
         };

@@ -196,14 +196,29 @@ impl Engine {
         // Once logged, a batch must not fail half-way for lack of space (only a reopen could
         // finish it). Its records are allocated already; what its puts may still need is index
         // room for new keys (a segment split). So the operations run with the heap's reserve,
-        // and a batch that adds keys starts only while a free chunk is left.
+        // and a batch with a new key that has no slot waiting is refused before it is logged
+        // when no chunk is free.
         let index = self.index();
-        let adds_keys = || {
-            ops.iter().any(|op| {
-                matches!(op, BatchOp::Put { key, .. } if !matches!(index.contains(key), Ok(true)))
+        let needs_room = || {
+            let new: Vec<_> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    BatchOp::Put { key, .. } if !matches!(index.contains(key), Ok(true)) => {
+                        Some(index.room_for(key))
+                    }
+                    _ => None,
+                })
+                .collect();
+            // Each new key needs as many free slots where it goes as the batch adds to its
+            // segment (a conservative count: keys of one segment may share their buckets).
+            new.iter().any(|room| {
+                room.is_none_or(|(seg, free)| {
+                    let here = new.iter().filter(|r| r.is_some_and(|r| r.0 == seg)).count();
+                    (free as usize) < here
+                })
             })
         };
-        if !index.heap().has_free_chunk() && adds_keys() {
+        if !index.heap().has_free_chunk() && needs_room() {
             self.discard_prepared(ops);
             return Err(BatchError::Index(IndexError::Heap(HeapError::OutOfSpace {
                 requested: 0,
@@ -376,8 +391,9 @@ impl Engine {
         if rollback {
             self.index().leave_frees_to_sweep();
         }
-        // A pool that was full at the crash must still take the redo's puts: the chunks in use
-        // at open are held back until the sweep, which runs after this.
+        // The redo's puts may take the reserve's chunks too. Only the chunks free at open can
+        // serve them (those in use are held back until the sweep, which runs after this): a
+        // redo that needs more fails the open.
         let _reserve = ReserveScope::enter();
         let mut undo = Vec::new();
         for entry in &entries {

@@ -30,7 +30,8 @@ pub struct HeapStats {
     pub chunk_bytes: u64,
     /// Chunks not assigned to anything.
     pub free_chunks: u32,
-    /// How many of the free chunks only deletes and rewrites may take (`ReserveScope`).
+    /// The size of the reserve: free chunks that only allocations in a `ReserveScope` (HDEL,
+    /// RENAME, a logged batch's operations and their redo) may take. Fewer may be free.
     pub reserved_chunks: u32,
 }
 
@@ -324,8 +325,9 @@ impl Heap {
     fn alloc_larger_class(&self, k: u8, size: u64) -> Option<(u64, u64)> {
         let classes = self.geo.classes;
         let aligned = size.is_multiple_of(64);
-        // Inside a reserve scope any larger class will do: the operation frees a block at
-        // least as large soon after.
+        // Inside a reserve scope any larger class will do, rather than fail the delete or
+        // rewrite. The cost: the block lives as long as what it holds (a small record may
+        // keep a much larger block while its key lives).
         let most = if super::reserve::in_scope() {
             u64::MAX
         } else {
@@ -368,14 +370,14 @@ impl Heap {
         Some(self.geo.chunk_offset(c))
     }
 
-    /// Assigns `n` contiguous free chunks to `kind` and makes that durable.
     /// Whether a chunk is free (reserved or not): an operation that must not fail for lack of
     /// space once it has begun, and runs with the reserve, checks this before it begins.
     pub fn has_free_chunk(&self) -> bool {
         !self.chunks.lock().free.is_empty()
     }
 
-    /// Leaves the reserve alone unless this thread is in a `ReserveScope`.
+    /// Assigns `n` contiguous free chunks to `kind` and makes that durable. Leaves the reserve
+    /// alone unless this thread is in a `ReserveScope`.
     fn take_chunks(&self, n: u32, kind: ChunkKind) -> Option<u32> {
         let mut chunks = self.chunks.lock();
         let keep = if super::reserve::in_scope() {

@@ -1,8 +1,9 @@
-//! The heap's reserve: a few free chunks that ordinary allocations leave alone, so that the
-//! commands Redis accepts on a full server (HDEL, EXPIRE, PERSIST, RENAME, ...: none is
-//! `denyoom`) still work when the pool is full. They rewrite a record or a hash part into a new
-//! block before the old one is freed (copy on write, for crash consistency), so even a command
-//! that shrinks the data needs one block for a moment.
+//! The heap's reserve: a few free chunks that ordinary allocations leave alone, for what must
+//! not fail for lack of space on a full pool. The commands Redis accepts on a full server
+//! (none is `denyoom`) that rewrite a record or a hash part into a new block before the old one
+//! is freed (copy on write, for crash consistency): HDEL and RENAME, which need a block for a
+//! moment even when they shrink the data. And a logged batch's operations (`engine/batch.rs`),
+//! whose new keys may need a segment split once the batch can no longer back out.
 //!
 //! A thread running such a command holds a [`ReserveScope`]; its allocations may take the
 //! reserved chunks. Once they are taken, the command fails as any write does
