@@ -5,12 +5,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use common::pool_path;
+use common::{open_db_sized, pool_path};
+use eagle_core::Db;
 use eagle_core::db::{DbError, ExpireCondition, GetExExpiry, SetOptions};
-use eagle_core::pmem::FlushMode;
-use eagle_core::{Db, DbOptions, PoolOptions};
 
 /// String keys the writes choose from.
 const KEYS: usize = 20_000;
@@ -76,18 +74,6 @@ impl Model {
 
 fn show(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
-}
-
-fn open_small(path: &Path, size: u64) -> Db {
-    let opts = DbOptions {
-        pool: PoolOptions {
-            size,
-            flush: Some(FlushMode::None),
-            ..PoolOptions::default()
-        },
-        ..DbOptions::default()
-    };
-    Db::open(path, opts).unwrap()
 }
 
 /// Deterministic pseudo-random numbers below `n`.
@@ -256,7 +242,7 @@ fn churn(db: &Db, m: &mut Model, rng: &mut Rng, ops: usize) -> Tally {
 #[test]
 fn a_full_pool_refuses_writes_whole_and_keeps_every_acknowledged_one() {
     let path = pool_path("full-churn");
-    let db = open_small(&path, 64 << 20);
+    let db = open_db_sized(&path, 64 << 20);
     let mut m = Model::default();
     let mut rng = Rng(0x5eed);
     for round in 0..5 {
@@ -278,7 +264,7 @@ fn a_full_pool_refuses_writes_whole_and_keeps_every_acknowledged_one() {
     assert!(report.is_clean(), "{report:?}");
     db.close().unwrap();
 
-    let db = open_small(&path, 64 << 20);
+    let db = open_db_sized(&path, 64 << 20);
     m.assert_held_by(&db, "after reopening");
     db.engine().index().wait_recovered().unwrap();
     let report = db.engine().check();
@@ -316,7 +302,7 @@ fn fill(db: &Db) -> u64 {
 #[test]
 fn deletes_and_expiry_changes_work_on_a_pool_that_writes_have_filled() {
     let path = pool_path("full-shrink");
-    let db = open_small(&path, 16 << 20);
+    let db = open_db_sized(&path, 16 << 20);
     let fields: Vec<Vec<u8>> = (0..400)
         .map(|i| format!("field-{i}").into_bytes())
         .collect();

@@ -21,13 +21,7 @@ thread_local! {
 /// Pins the calling thread in `collector`'s epoch.
 #[inline]
 pub fn pin(collector: &Arc<Collector>) -> Guard {
-    let found = HANDLES.with(|h| {
-        h.borrow()
-            .iter()
-            .find(|(c, _)| std::ptr::eq(c.as_ptr(), Arc::as_ptr(collector)))
-            .map(|(_, handle)| handle.clone())
-    });
-    match found {
+    match handle(collector) {
         Some(handle) => handle.pin(),
         None => pin_new(collector),
     }
@@ -35,10 +29,17 @@ pub fn pin(collector: &Arc<Collector>) -> Guard {
 
 /// Whether the calling thread is pinned in `collector`'s epoch.
 pub fn is_pinned(collector: &Arc<Collector>) -> bool {
+    handle(collector).is_some_and(|h| h.is_pinned())
+}
+
+/// This thread's handle for `collector`, if it has one.
+#[inline]
+fn handle(collector: &Arc<Collector>) -> Option<Rc<LocalHandle>> {
     HANDLES.with(|h| {
-        h.borrow().iter().any(|(c, handle)| {
-            std::ptr::eq(c.as_ptr(), Arc::as_ptr(collector)) && handle.is_pinned()
-        })
+        h.borrow()
+            .iter()
+            .find(|(c, _)| std::ptr::eq(c.as_ptr(), Arc::as_ptr(collector)))
+            .map(|(_, handle)| handle.clone())
     })
 }
 

@@ -200,23 +200,24 @@ impl Engine {
         // when no chunk is free.
         let index = self.index();
         let needs_room = || {
-            let new: Vec<_> = ops
-                .iter()
-                .filter_map(|op| match op {
-                    BatchOp::Put { key, .. } if !matches!(index.contains(key), Ok(true)) => {
-                        Some(index.room_for(key))
-                    }
-                    _ => None,
-                })
-                .collect();
+            let mut adding: std::collections::HashMap<u64, usize> = Default::default();
+            let mut rooms = Vec::new();
+            for op in ops {
+                if let BatchOp::Put { key, .. } = op
+                    && !matches!(index.contains(key), Ok(true))
+                {
+                    let Some((seg, free)) = index.room_for(key) else {
+                        return true;
+                    };
+                    *adding.entry(seg).or_default() += 1;
+                    rooms.push((seg, free));
+                }
+            }
             // Each new key needs as many free slots where it goes as the batch adds to its
             // segment (a conservative count: keys of one segment may share their buckets).
-            new.iter().any(|room| {
-                room.is_none_or(|(seg, free)| {
-                    let here = new.iter().filter(|r| r.is_some_and(|r| r.0 == seg)).count();
-                    (free as usize) < here
-                })
-            })
+            rooms
+                .iter()
+                .any(|(seg, free)| (*free as usize) < adding[seg])
         };
         if !index.heap().has_free_chunk() && needs_room() {
             self.discard_prepared(ops);

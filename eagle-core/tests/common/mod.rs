@@ -22,9 +22,14 @@ pub fn pool_path(name: &str) -> PathBuf {
 
 /// Opens (creating) a 32 MiB `Db` at `path`, without flushes (the tests crash by dropping).
 pub fn open_db(path: &Path) -> Db {
+    open_db_sized(path, 32 << 20)
+}
+
+/// [`open_db`] with a pool of `size` bytes (when created).
+pub fn open_db_sized(path: &Path, size: u64) -> Db {
     let opts = DbOptions {
         pool: PoolOptions {
-            size: 32 << 20,
+            size,
             flush: Some(FlushMode::None),
             ..PoolOptions::default()
         },
