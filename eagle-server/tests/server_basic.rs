@@ -640,21 +640,27 @@ fn server_cpulist_pins_every_worker_thread() {
     let cpu = eagle_server::affinity::allowed_cpus().unwrap()[0].to_string();
     let s = Server::start("cpulist", &["--server-cpulist", &cpu]);
     let pid = s.child.as_ref().unwrap().id();
-    let status_of = |task: &std::path::Path| -> String {
-        let status = std::fs::read_to_string(task.join("status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .expect("Cpus_allowed_list in /proc/*/status")
-            .trim()
-            .to_string()
+    // None if the thread ended after the directory was listed (the background recovery
+    // thread ends soon after start: ESRCH).
+    let status_of = |task: &std::path::Path| -> Option<String> {
+        let status = std::fs::read_to_string(task.join("status")).ok()?;
+        Some(
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .expect("Cpus_allowed_list in /proc/*/status")
+                .trim()
+                .to_string(),
+        )
     };
     let mut workers = 0;
     let mut main_thread = None;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap();
-        let cpus = status_of(&task);
+        let (Ok(name), Some(cpus)) = (std::fs::read_to_string(task.join("comm")), status_of(&task))
+        else {
+            continue;
+        };
         if name.trim() == "eagle-worker" {
             assert_eq!(cpus, cpu, "worker thread {}", task.display());
             workers += 1;
@@ -666,7 +672,7 @@ fn server_cpulist_pins_every_worker_thread() {
     // Only the workers are pinned: the main thread keeps the CPUs it started with.
     assert_eq!(
         main_thread.as_deref(),
-        Some(status_of(std::path::Path::new("/proc/thread-self")).as_str())
+        status_of(std::path::Path::new("/proc/thread-self")).as_deref()
     );
     assert!(
         s.output().contains(&format!(
