@@ -382,7 +382,7 @@ impl Dash {
     /// [`search`](Self::search) with a one-word error (the offset of a record whose key cannot
     /// be read), so the lookup's hot path moves no `IndexError` around.
     #[inline]
-    fn find(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found>, u64> {
+    pub(super) fn find(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found>, u64> {
         let fp = fingerprint(h);
         let b = bucket_index(h);
         for bi in [b, (b + 1) % BUCKETS] {

@@ -12,6 +12,7 @@ mod error;
 mod index;
 mod prepared;
 mod repair;
+mod room;
 mod scan;
 mod segment;
 mod split;

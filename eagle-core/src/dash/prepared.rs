@@ -44,7 +44,8 @@ impl Dash {
 
     /// Publishes a prepared record under `key` (which must be the key it was prepared with).
     /// With `PutMode::Insert` and the key present, the record is freed and `Exists` returned.
-    /// On return the change is durable.
+    /// On return the change is durable. A new key takes a slot without displacing a record,
+    /// the rule [`make_room`](Self::make_room) counts with.
     pub fn publish(
         &self,
         key: &[u8],
@@ -54,7 +55,7 @@ impl Dash {
         let h = self.hash(key);
         let guard = self.pin();
         let expires = self.has_expiry(record);
-        self.publish_record(key, h, record, expires, mode, &guard)
+        self.publish_record(key, h, record, expires, mode, false, &guard)
     }
 
     /// Frees a prepared record that will not be published.

@@ -39,6 +39,25 @@ impl Dash {
         result
     }
 
+    /// Splits the segment at `seg_off` if it still has the depth and pattern `expect` (else
+    /// another writer split it since it was read, and the caller looks again).
+    pub(crate) fn split_unchanged(
+        &self,
+        seg_off: u64,
+        expect: (u32, u64),
+    ) -> Result<(), IndexError> {
+        let _dir = self.dir_lock.lock();
+        let seg = self.segment(seg_off)?;
+        seg.lock_all();
+        let result = if seg.depth_pattern() == expect {
+            self.split_locked(seg_off, seg)
+        } else {
+            Ok(())
+        };
+        seg.unlock_all();
+        result
+    }
+
     fn split_locked(&self, seg_off: u64, seg: &Segment) -> Result<(), IndexError> {
         let region = self.region();
         let (d, p) = seg.depth_pattern();

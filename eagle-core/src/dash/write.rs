@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::bucket::fingerprint;
-use super::bucket::{SLOTS, set_bits};
+use super::bucket::set_bits;
 use super::error::IndexError;
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, STASH, Segment, bucket_index, bucket_offset};
@@ -140,7 +140,7 @@ impl Dash {
             // SAFETY: `rec` was just allocated; nothing else can reach it.
             unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
             let expires = (expire_at_ms != 0) as i64;
-            match self.publish_record(key, h, rec, expires, mode, &guard) {
+            match self.publish_record(key, h, rec, expires, mode, true, &guard) {
                 Err(e) => {
                     drop(guard);
                     // Never published: free it now rather than leave it to the next sweep.
@@ -153,23 +153,6 @@ impl Dash {
                 outcome => return outcome,
             }
         }
-    }
-
-    /// Where a new `key` would go now, and how many free slots it could take there without a
-    /// split: its segment's offset, and the free slots of its two buckets and the stash. Read
-    /// without locks, so only advice: a writer may take a slot meanwhile (and a displacement
-    /// might make room where this counts none).
-    pub(crate) fn room_for(&self, key: &[u8]) -> Option<(u64, u32)> {
-        let h = self.hash(key);
-        let _guard = self.pin();
-        let (at, seg) = self.locate(h).ok()?;
-        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
-        let free = [seg.bucket(b), seg.bucket(b1)]
-            .into_iter()
-            .chain((0..STASH).map(|s| seg.stash(s)))
-            .map(|bucket| SLOTS as u32 - bucket.count())
-            .sum();
-        Some((at.segment, free))
     }
 
     /// Starts the misses on the key's home bucket (header and slot lines) and its neighbour's
@@ -187,7 +170,9 @@ impl Dash {
 
     /// Publishes the written and flushed record `rec` under `key` (hash `h`); `rec_expires` is
     /// 1 if it has an expiry, else 0 (passed in: the record's line was just flushed, and on CPUs
-    /// whose clwb evicts it, reading it back under the bucket locks costs a miss).
+    /// whose clwb evicts it, reading it back under the bucket locks costs a miss). A new key
+    /// may `displace` a record to make room (not for a batch's puts: see `room.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn publish_record(
         &self,
         key: &[u8],
@@ -195,6 +180,7 @@ impl Dash {
         rec: u64,
         rec_expires: i64,
         mode: PutMode,
+        displace: bool,
         guard: &crossbeam_epoch::Guard,
     ) -> Result<PutOutcome, IndexError> {
         let region = self.region();
@@ -223,7 +209,7 @@ impl Dash {
                 drop(held);
                 return Ok(PutOutcome::Replaced);
             }
-            let target = match self.pick_slot(seg, seg_off, &mut held, b, b1) {
+            let target = match self.pick_slot(seg, seg_off, &mut held, (b, b1), displace) {
                 Some(t) => t,
                 None => {
                     drop(held);
@@ -260,15 +246,16 @@ impl Dash {
         }
     }
 
-    /// A free slot for a new record of home bucket `b`: the less full of `b` and `b1`, else one
-    /// made by displacing a record, else one in the stash. `None`: the segment must split.
+    /// A free slot for a new record of home bucket `b`: the less full of `b` and `b1` (`b` on a
+    /// tie), else the other, else one made by displacing a record (if `displace`), else one in
+    /// the stash. `None`: the segment must split. (`room.rs` simulates this rule.)
     fn pick_slot(
         &self,
         seg: &Segment,
         seg_off: u64,
         held: &mut Held<'_>,
-        b: usize,
-        b1: usize,
+        (b, b1): (usize, usize),
+        displace: bool,
     ) -> Option<(usize, usize)> {
         let (c0, c1) = (seg.bucket(b).count(), seg.bucket(b1).count());
         let first = if c0 <= c1 { b } else { b1 };
@@ -278,7 +265,7 @@ impl Dash {
                 return Some((bi, i));
             }
         }
-        if let Some(t) = self.displace(seg, seg_off, held, b, b1) {
+        if displace && let Some(t) = self.displace(seg, seg_off, held, b, b1) {
             return Some(t);
         }
         for s in 0..STASH {

@@ -211,12 +211,17 @@ impl Db {
 
     /// Writes string pairs as one atomic batch (one key needs no log). Keys locked by the caller.
     fn put_all(&self, pairs: &[(&[u8], &[u8])]) -> Result<(), DbError> {
+        // Each key's last pair, in the order of the pairs (from the end, a key seen before is
+        // one a later pair sets again). A set, not a scan of the rest: MSET may carry 100,000
+        // pairs.
+        let mut seen = std::collections::HashSet::with_capacity(pairs.len());
         let mut last: Vec<(&[u8], &[u8])> = Vec::with_capacity(pairs.len());
-        for (i, p) in pairs.iter().enumerate() {
-            if !pairs[i + 1..].iter().any(|q| q.0 == p.0) {
+        for p in pairs.iter().rev() {
+            if seen.insert(p.0) {
                 last.push(*p);
             }
         }
+        last.reverse();
         if let [(k, v)] = last[..] {
             return self.store(k, RecordKind::String, v, 0);
         }

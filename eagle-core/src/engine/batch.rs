@@ -23,13 +23,14 @@
 //! its key locks, and no other write to those keys has happened since it was logged. (After a
 //! half-applied batch the engine refuses every write until reopened, so waiters give up then.)
 
+use std::collections::HashSet;
 use std::fmt;
 
 use super::core::Engine;
 use super::payload::Reader;
 use super::tx::KIND_UNDO;
 use crate::dash::{IndexError, PutMode};
-use crate::heap::{HeapError, ReserveScope};
+use crate::heap::ReserveScope;
 use crate::wal::{WalEntry, WalError};
 
 /// WAL record kind of a batch.
@@ -173,6 +174,15 @@ impl Engine {
             self.discard_prepared(ops);
             return Err(BatchError::Poisoned);
         }
+        // Once logged, a batch must not fail half-way for lack of space (only a reopen could
+        // finish it). Its records are allocated already; what its puts may still need is index
+        // room for new keys, made now, before anything is logged (`dash/room.rs`). The
+        // operations run with the heap's reserve behind them, for a concurrent insert that
+        // takes a counted slot meanwhile.
+        if let Err(e) = self.make_room(ops) {
+            self.discard_prepared(ops);
+            return Err(e.into());
+        }
         // Inside an atomic transaction: what these keys and words hold now is logged first.
         if self.in_atomic() {
             let words: Vec<u64> = ops
@@ -192,38 +202,6 @@ impl Engine {
                 self.discard_prepared(ops);
                 return Err(e);
             }
-        }
-        // Once logged, a batch must not fail half-way for lack of space (only a reopen could
-        // finish it). Its records are allocated already; what its puts may still need is index
-        // room for new keys (a segment split). So the operations run with the heap's reserve,
-        // and a batch with a new key that has no slot waiting is refused before it is logged
-        // when no chunk is free.
-        let index = self.index();
-        let needs_room = || {
-            let mut adding: std::collections::HashMap<u64, usize> = Default::default();
-            let mut rooms = Vec::new();
-            for op in ops {
-                if let BatchOp::Put { key, .. } = op
-                    && !matches!(index.contains(key), Ok(true))
-                {
-                    let Some((seg, free)) = index.room_for(key) else {
-                        return true;
-                    };
-                    *adding.entry(seg).or_default() += 1;
-                    rooms.push((seg, free));
-                }
-            }
-            // Each new key needs as many free slots where it goes as the batch adds to its
-            // segment (a conservative count: keys of one segment may share their buckets).
-            rooms
-                .iter()
-                .any(|(seg, free)| (*free as usize) < adding[seg])
-        };
-        if !index.heap().has_free_chunk() && needs_room() {
-            self.discard_prepared(ops);
-            return Err(BatchError::Index(IndexError::Heap(HeapError::OutOfSpace {
-                requested: 0,
-            })));
         }
         let _reserve = ReserveScope::enter();
         // Ordering: the prepared records (flushed, not fenced) are durable before any byte of
@@ -263,10 +241,10 @@ impl Engine {
             } else {
                 self.apply_op(op, false)
             };
-            if let Err(e) = done {
+            if done.is_err() {
                 // Half applied: only the redo at the next open may finish it.
                 self.poison();
-                return Err(e.into());
+                return Err(BatchError::Poisoned);
             }
         }
         // Every operation above was durable on return, so the record is no longer needed.
@@ -338,6 +316,31 @@ impl Engine {
                 return Ok(deleted);
             }
         }
+    }
+
+    /// Splits what the batch's new keys need before it is logged (see `Dash::make_room`).
+    fn make_room(&self, ops: &[BatchOp]) -> Result<u32, IndexError> {
+        let (mut deleted, mut seen) = (HashSet::new(), HashSet::new());
+        let mut puts = Vec::new();
+        for op in ops {
+            match op {
+                BatchOp::Put { key, .. } => {
+                    seen.insert(&key[..]);
+                    puts.push(&key[..]);
+                }
+                BatchOp::Delete { key } | BatchOp::Detach { key } => {
+                    // Only a delete before the put frees the key's slot for it.
+                    if !seen.contains(&key[..]) {
+                        deleted.insert(&key[..]);
+                    }
+                }
+                BatchOp::SetWord { .. } => {}
+            }
+        }
+        if puts.is_empty() {
+            return Ok(0);
+        }
+        self.index().make_room(&puts, &deleted)
     }
 
     /// Applies one operation (redo: `replay`), durable on return.

@@ -2,8 +2,10 @@
 //! not fail for lack of space on a full pool. The commands Redis accepts on a full server
 //! (none is `denyoom`) that rewrite a record or a hash part into a new block before the old one
 //! is freed (copy on write, for crash consistency): HDEL and RENAME, which need a block for a
-//! moment even when they shrink the data. And a logged batch's operations (`engine/batch.rs`),
-//! whose new keys may need a segment split once the batch can no longer back out.
+//! moment even when they shrink the data. And a logged batch's operations (`engine/batch.rs`):
+//! the batch made its new keys' index room before it was logged (`dash/room.rs`), but another
+//! thread's insert may take a counted slot meanwhile, and the put must then split although the
+//! batch can no longer back out.
 //!
 //! A thread running such a command holds a [`ReserveScope`]; its allocations may take the
 //! reserved chunks. Once they are taken, the command fails as any write does
