@@ -144,3 +144,91 @@ impl Dash {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use crate::Engine;
+    use crate::dash::PutMode;
+    use crate::pmem::FlushMode;
+    use crate::pool::PoolOptions;
+    use crate::record::RecordKind;
+
+    /// Deterministic pseudo-random numbers.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_batch_placed_after_make_room_never_splits() {
+        let path = std::env::temp_dir().join(format!("eagle-room-{}.pool", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let opts = PoolOptions {
+            size: 64 << 20,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        };
+        let engine = Engine::open(&path, opts).unwrap();
+        let index = engine.index();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut next_key, mut splits_made) = (0u64, 0u32);
+        for round in 0..300 {
+            // Ordinary inserts (which displace) bring the table to a new fill, then one batch
+            // of new keys, some of them repeated, and some existing keys, some deleted first.
+            for _ in 0..rng.next() % 2_000 {
+                next_key += 1;
+                let key = format!("plain:{next_key}");
+                index
+                    .put(key.as_bytes(), b"v", RecordKind::String, 0, PutMode::Upsert)
+                    .unwrap();
+            }
+            let mut keys: Vec<Vec<u8>> = (0..1 + rng.next() % 400)
+                .map(|_| {
+                    next_key += 1;
+                    format!("batch:{next_key}").into_bytes()
+                })
+                .collect();
+            for _ in 0..rng.next() % 8 {
+                let k = format!("plain:{}", 1 + rng.next() % next_key.max(1));
+                keys.push(k.into_bytes());
+            }
+            if keys.len() > 2 {
+                keys.push(keys[0].clone());
+            }
+            let deleted: HashSet<&[u8]> = keys
+                .iter()
+                .filter(|k| k.starts_with(b"plain:") && rng.next().is_multiple_of(2))
+                .map(|k| &k[..])
+                .collect();
+            let puts: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            splits_made += index.make_room(&puts, &deleted).unwrap();
+            let segments = index.stats().segments;
+            for k in &deleted {
+                index.delete(k).unwrap();
+            }
+            for k in &puts {
+                let rec = index.prepare(k, b"w", RecordKind::String, 0).unwrap();
+                index.publish(k, rec, PutMode::Upsert).unwrap();
+                assert_eq!(
+                    index.stats().segments,
+                    segments,
+                    "round {round}: a put split after make_room found room"
+                );
+            }
+        }
+        assert!(
+            splits_made > 20,
+            "the batches never needed room: {splits_made}"
+        );
+        drop(engine);
+        let _ = std::fs::remove_file(&path);
+    }
+}
