@@ -343,85 +343,73 @@ fn deletes_and_expiry_changes_work_on_a_pool_that_writes_have_filled() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// Opens a 16 MiB pool, fills it with large values and deletes them all: every chunk is free
-/// again, and the index is one small segment.
-fn emptied_pool(path: &std::path::Path) -> Db {
-    let db = open_db_sized(path, 16 << 20);
-    let big = vec![b'b'; 200_000];
-    let mut n = 0;
-    while db
-        .set(format!("big:{n}").as_bytes(), &big, SetOptions::default())
-        .is_ok()
-    {
-        n += 1;
-    }
-    assert!(n > 40, "{n} large values filled the pool");
-    for i in 0..n {
-        assert_eq!(db.del(&[format!("big:{i}").as_bytes()]).unwrap(), 1);
-    }
-    db.engine().index().wait_recovered().unwrap();
-    db
-}
-
 #[test]
 fn a_batch_whose_new_keys_need_more_splits_than_the_pool_holds_is_refused_whole() {
     // One MSET of 16,000 new keys into an index of one segment needs about twenty splits and
-    // several directory doublings. Values are shrunk until the records fit: at the sizes where
-    // the records fit but the splits do not, the MSET must be refused before it is logged.
-    // (Before `make_room`, it failed half-applied there: about half the keys written, the
-    // engine read-only, and the pool unable to reopen because the redo had no room either.)
+    // several directory doublings. The pool is filled with chunk-sized values, which are then
+    // deleted one at a time, so the MSET is tried with one more free chunk each time: first
+    // its records do not fit, then they fit but its splits do not, then everything fits. In
+    // the middle case it must be refused before it is logged. (Before `make_room` it failed
+    // half-applied there: about half the keys written, the engine read-only, and the pool
+    // unable to reopen because the redo had no room either.)
+    let path = pool_path("full-mset-splits");
+    let db = open_db_sized(&path, 16 << 20);
+    let big = vec![b'b'; 200_000];
+    let mut bigs = 0;
+    while db
+        .set(
+            format!("big:{bigs}").as_bytes(),
+            &big,
+            SetOptions::default(),
+        )
+        .is_ok()
+    {
+        bigs += 1;
+    }
+    assert!(bigs > 40, "{bigs} chunk-sized values filled the pool");
     let keys: Vec<Vec<u8>> = (0..16_000)
         .map(|i| format!("new:{i}").into_bytes())
         .collect();
-    let mut size = 900;
-    let mut refused_after_splitting = 0;
-    loop {
-        let path = pool_path("full-mset-splits");
-        let db = emptied_pool(&path);
+    let pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &b"12345678"[..])).collect();
+    let (mut refused, mut refused_after_splitting) = (0, 0);
+    for freed in 1..=bigs {
+        assert_eq!(
+            db.del(&[format!("big:{}", bigs - freed).as_bytes()])
+                .unwrap(),
+            1
+        );
         let segments = db.engine().index().stats().segments;
-        let value = vec![b'v'; size];
-        let pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &value[..])).collect();
         match db.mset(&pairs) {
-            Ok(()) => {
-                assert_eq!(db.dbsize(), keys.len() as u64);
-                db.close().unwrap();
-                let db = open_db_sized(&path, 16 << 20);
-                assert_eq!(db.dbsize(), keys.len() as u64);
-                for k in keys.iter().step_by(97) {
-                    assert_eq!(db.get(k).unwrap().as_deref(), Some(&value[..]));
-                }
-                db.engine().index().wait_recovered().unwrap();
-                let report = db.engine().check();
-                assert!(report.is_clean(), "{report:?}");
-                db.close().unwrap();
-                let _ = std::fs::remove_file(&path);
-                break;
-            }
+            Ok(()) => break,
             Err(DbError::OutOfMemory) => {
-                assert_eq!(
-                    db.dbsize(),
-                    0,
-                    "a refused MSET of {size}-byte values wrote keys"
-                );
+                refused += 1;
+                let keys_now = db.dbsize();
+                assert_eq!(keys_now, (bigs - freed) as u64, "a refused MSET wrote keys");
                 // Refused after its records were prepared: it split the index first.
                 refused_after_splitting += (db.engine().index().stats().segments > segments) as u32;
-                db.set(b"after", b"x", SetOptions::default()).unwrap();
-                db.engine().index().wait_recovered().unwrap();
-                let report = db.engine().check();
-                assert!(report.is_clean(), "{report:?}");
-                db.close().unwrap();
-                let db = open_db_sized(&path, 16 << 20);
-                assert_eq!(db.dbsize(), 1);
-                db.close().unwrap();
+                assert!(
+                    db.engine().writable(),
+                    "a refused MSET left the engine read-only"
+                );
             }
-            Err(e) => panic!("MSET of {size}-byte values: {e}"),
+            Err(e) => panic!("MSET with {freed} chunks freed: {e}"),
         }
-        let _ = std::fs::remove_file(&path);
-        size = size * 19 / 20;
-        assert!(size > 300, "16,000 keys never fitted");
     }
     assert!(
         refused_after_splitting > 0,
-        "no MSET was refused for want of index room: the test did not reach its case"
+        "no MSET was refused for want of index room ({refused} refused): the test did not \
+         reach its case"
     );
+    assert_eq!(db.dbsize(), (bigs - refused - 1 + keys.len()) as u64);
+    for k in keys.iter().step_by(97) {
+        assert_eq!(db.get(k).unwrap().as_deref(), Some(&b"12345678"[..]));
+    }
+    db.engine().index().wait_recovered().unwrap();
+    let report = db.engine().check();
+    assert!(report.is_clean(), "{report:?}");
+    db.close().unwrap();
+    let db = open_db_sized(&path, 16 << 20);
+    assert_eq!(db.dbsize(), (bigs - refused - 1 + keys.len()) as u64);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
 }

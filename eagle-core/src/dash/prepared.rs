@@ -45,7 +45,7 @@ impl Dash {
     /// Publishes a prepared record under `key` (which must be the key it was prepared with).
     /// With `PutMode::Insert` and the key present, the record is freed and `Exists` returned.
     /// On return the change is durable. A new key takes a slot without displacing a record,
-    /// the rule [`make_room`](Self::make_room) counts with.
+    /// the rule `make_room` (`room.rs`) counts with.
     pub fn publish(
         &self,
         key: &[u8],

@@ -4,13 +4,13 @@
 //! finish it otherwise), so its puts must not need a segment split that a full pool cannot
 //! give. [`Dash::make_room`] runs before the log record is written: it simulates, on DRAM
 //! copies of the bucket counts, where the batch's new keys will go, and splits every segment
-//! that would run out of slots, until the simulation places every key. A split it makes is
-//! harmless if the batch is then refused (splits do not change the keyspace, and each is crash
-//! consistent by itself); a split that fails for lack of space refuses the batch before
-//! anything is logged.
+//! that would run out of slots, until the simulation places every key. A split that fails for
+//! lack of space refuses the batch before anything is logged. The splits already made stay
+//! (they do not change the keyspace, and each is crash consistent by itself), and so does the
+//! space they took: segments never merge.
 //!
 //! Why the simulation is exact enough. A batch's puts are published with
-//! [`Dash::publish`](super::index::Dash), which places a new key like an insert but never
+//! `Dash::publish` (`prepared.rs`), which places a new key like an insert but never
 //! displaces: the less full of its two buckets (the home bucket on a tie), else the other,
 //! else any stash slot. The simulation applies that rule to the counts it read. If the real
 //! counts have at least as many free slots in every bucket and in the stash as the simulated
@@ -21,11 +21,10 @@
 //! the simulation places finds a slot, also in a redo of the batch after a crash (which starts
 //! from a state the applied prefix reached by the same rule).
 //!
-//! What it cannot promise: another thread's insert may take a counted slot between the
-//! simulation and the batch's put (the keys differ, the buckets may not). That put then splits,
-//! with the heap's reserve (`heap/reserve.rs`) behind it.
-
-use std::collections::HashSet;
+//! What it cannot promise: another thread's write between the simulation and the batch's put
+//! may fill a counted slot (an insert of another key into the same buckets, or a displacement
+//! into them), or split a segment between the simulation's directory read and its count read.
+//! That put then splits, with the heap's reserve (`heap/reserve.rs`) behind it.
 
 use super::bucket::SLOTS;
 use super::error::IndexError;
@@ -92,56 +91,63 @@ impl<'a> Counts<'a> {
 }
 
 impl Dash {
-    /// Splits segments until every key of `puts` that is absent now, or that `deleted` names
-    /// (the batch deletes it before it puts it), has a slot waiting (see the module
-    /// documentation). A key put twice is counted twice (batches rarely repeat one). Returns
-    /// the number of splits made. On an error (the pool is full), the batch must be refused.
-    pub(crate) fn make_room(
-        &self,
-        puts: &[&[u8]],
-        deleted: &HashSet<&[u8]>,
-    ) -> Result<u32, IndexError> {
+    /// Splits segments until every new key of the batch has a slot waiting (see the module
+    /// documentation). `puts` lists the batch's puts that may need a slot, in order: a key, and
+    /// whether it is new for certain (deleted earlier in the batch); otherwise it is new if the
+    /// index lacks it now. Returns the number of splits made. On an error (the pool is full),
+    /// the batch must be refused.
+    pub(crate) fn make_room(&self, puts: &[(&[u8], bool)]) -> Result<u32, IndexError> {
         let mut splits = 0;
-        while let Some(full) = self.first_without_room(puts, deleted)? {
-            self.split_unchanged(full.seg_off, full.depth_pattern)?;
-            splits += 1;
+        loop {
+            let full = self.segments_without_room(puts)?;
+            if full.is_empty() {
+                return Ok(splits);
+            }
+            for f in full {
+                match self.split_unchanged(f.seg_off, f.depth_pattern) {
+                    Ok(()) => splits += 1,
+                    // Unpinned here: deferred frees or the running recovery may give the
+                    // space back, as they do for a plain insert.
+                    Err(e) if self.space_may_free_up(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        Ok(splits)
     }
 
-    /// The first segment that the simulation finds too full for the batch's new keys.
-    fn first_without_room(
-        &self,
-        puts: &[&[u8]],
-        deleted: &HashSet<&[u8]>,
-    ) -> Result<Option<TooFull>, IndexError> {
+    /// Every segment that the simulation finds too full for the batch's new keys (one pass,
+    /// so a batch that needs many splits is read once per round of splits, not per split).
+    fn segments_without_room(&self, puts: &[(&[u8], bool)]) -> Result<Vec<TooFull>, IndexError> {
         let _guard = self.pin();
         let mut new = Vec::new();
-        for key in puts {
+        for &(key, surely_new) in puts {
             let h = self.hash(key);
             let (at, seg) = self.locate(h)?;
             // Read without locks, like a lookup; a record it cannot read counts as absent.
-            let present = matches!(self.find(seg, h, key), Ok(Some(_)));
-            if !present || (!deleted.is_empty() && deleted.contains(key)) {
+            if surely_new || !matches!(self.find(seg, h, key), Ok(Some(_))) {
                 new.push((at.segment, h, seg));
             }
         }
         // Grouped by segment, each in the batch's order (a stable sort).
         new.sort_by_key(|n| n.0);
+        let mut full = Vec::new();
         let mut counts: Option<Counts<'_>> = None;
         for (seg_off, h, seg) in new {
             let c = match &mut counts {
                 Some(c) if c.seg_off == seg_off => c,
                 _ => counts.insert(Counts::new(seg_off, seg)),
             };
+            if full.last().is_some_and(|f: &TooFull| f.seg_off == seg_off) {
+                continue;
+            }
             if !c.place(h) {
-                return Ok(Some(TooFull {
+                full.push(TooFull {
                     seg_off,
                     depth_pattern: c.depth_pattern,
-                }));
+                });
             }
         }
-        Ok(None)
+        Ok(full)
     }
 }
 
@@ -209,7 +215,13 @@ mod tests {
                 .map(|k| &k[..])
                 .collect();
             let puts: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            splits_made += index.make_room(&puts, &deleted).unwrap();
+            // As the batch lists them: the repeated key is a replace the second time; a key
+            // deleted first is new for certain.
+            let counted: Vec<(&[u8], bool)> = puts[..puts.len() - (keys.len() > 2) as usize]
+                .iter()
+                .map(|k| (*k, deleted.contains(k)))
+                .collect();
+            splits_made += index.make_room(&counted).unwrap();
             let segments = index.stats().segments;
             for k in &deleted {
                 index.delete(k).unwrap();

@@ -32,7 +32,8 @@ pub enum DbError {
     OffsetOutOfRange,
     /// The pool is full.
     OutOfMemory,
-    /// An earlier atomic batch failed half-applied; writes wait for a reopen.
+    /// An atomic batch (this one or an earlier one) failed half-applied; writes wait for a
+    /// reopen.
     ReadOnly,
     /// A batch, or a transaction's undo records, too large for the write-ahead log.
     BatchTooLarge,
@@ -90,7 +91,7 @@ impl From<BatchError> for DbError {
     fn from(e: BatchError) -> Self {
         match e {
             BatchError::Index(e) => e.into(),
-            BatchError::Poisoned => DbError::ReadOnly,
+            BatchError::Poisoned | BatchError::HalfApplied(_) => DbError::ReadOnly,
             BatchError::Wal(_) => DbError::BatchTooLarge,
             BatchError::Corrupted { what } => DbError::Corrupted { what },
         }

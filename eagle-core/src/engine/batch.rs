@@ -23,7 +23,7 @@
 //! its key locks, and no other write to those keys has happened since it was logged. (After a
 //! half-applied batch the engine refuses every write until reopened, so waiters give up then.)
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 
 use super::core::Engine;
@@ -82,6 +82,9 @@ pub enum BatchError {
     Wal(WalError),
     /// An earlier batch failed half-applied; writes wait for a reopen to redo it.
     Poisoned,
+    /// This batch failed half-applied (why, from the index); writes wait for a reopen to
+    /// redo it.
+    HalfApplied(IndexError),
     /// A logged batch that cannot be decoded.
     Corrupted {
         /// What is wrong.
@@ -97,6 +100,10 @@ impl fmt::Display for BatchError {
             BatchError::Poisoned => write!(
                 f,
                 "an atomic batch could not be completed (pool full?); reopen the pool to finish it"
+            ),
+            BatchError::HalfApplied(cause) => write!(
+                f,
+                "an atomic batch failed half-applied ({cause}); reopen the pool to finish it"
             ),
             BatchError::Corrupted { what } => write!(f, "logged batch corrupted: {what}"),
         }
@@ -241,10 +248,10 @@ impl Engine {
             } else {
                 self.apply_op(op, false)
             };
-            if done.is_err() {
+            if let Err(e) = done {
                 // Half applied: only the redo at the next open may finish it.
                 self.poison();
-                return Err(BatchError::Poisoned);
+                return Err(BatchError::HalfApplied(e));
             }
         }
         // Every operation above was durable on return, so the record is no longer needed.
@@ -297,7 +304,10 @@ impl Engine {
             }
             Err(e) => {
                 self.poison();
-                Err(e)
+                Err(match e {
+                    BatchError::Index(e) => BatchError::HalfApplied(e),
+                    other => other,
+                })
             }
         }
     }
@@ -320,19 +330,20 @@ impl Engine {
 
     /// Splits what the batch's new keys need before it is logged (see `Dash::make_room`).
     fn make_room(&self, ops: &[BatchOp]) -> Result<u32, IndexError> {
-        let (mut deleted, mut seen) = (HashSet::new(), HashSet::new());
+        // Whether each key is in the index after the operations so far, where the batch
+        // itself decides it: a put after a put of the same key replaces, a put after a delete
+        // inserts, and a key's first put inserts if the index lacks it.
+        let mut present: HashMap<&[u8], bool> = HashMap::new();
         let mut puts = Vec::new();
         for op in ops {
             match op {
-                BatchOp::Put { key, .. } => {
-                    seen.insert(&key[..]);
-                    puts.push(&key[..]);
-                }
+                BatchOp::Put { key, .. } => match present.insert(&key[..], true) {
+                    Some(true) => {}
+                    Some(false) => puts.push((&key[..], true)),
+                    None => puts.push((&key[..], false)),
+                },
                 BatchOp::Delete { key } | BatchOp::Detach { key } => {
-                    // Only a delete before the put frees the key's slot for it.
-                    if !seen.contains(&key[..]) {
-                        deleted.insert(&key[..]);
-                    }
+                    present.insert(&key[..], false);
                 }
                 BatchOp::SetWord { .. } => {}
             }
@@ -340,7 +351,7 @@ impl Engine {
         if puts.is_empty() {
             return Ok(0);
         }
-        self.index().make_room(&puts, &deleted)
+        self.index().make_room(&puts)
     }
 
     /// Applies one operation (redo: `replay`), durable on return.

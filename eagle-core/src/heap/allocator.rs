@@ -370,12 +370,6 @@ impl Heap {
         Some(self.geo.chunk_offset(c))
     }
 
-    /// Whether a chunk is free (reserved or not): an operation that must not fail for lack of
-    /// space once it has begun, and runs with the reserve, checks this before it begins.
-    pub fn has_free_chunk(&self) -> bool {
-        !self.chunks.lock().free.is_empty()
-    }
-
     /// Assigns `n` contiguous free chunks to `kind` and makes that durable. Leaves the reserve
     /// alone unless this thread is in a `ReserveScope`.
     fn take_chunks(&self, n: u32, kind: ChunkKind) -> Option<u32> {
