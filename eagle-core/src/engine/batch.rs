@@ -118,6 +118,34 @@ impl From<IndexError> for BatchError {
     }
 }
 
+/// What a batch's operations so far leave of each key they name (in the index or not): a
+/// list while short (most batches name a few keys, and hashing them costs more), a map once
+/// long.
+#[derive(Default)]
+struct Presence<'a> {
+    few: Vec<(&'a [u8], bool)>,
+    many: HashMap<&'a [u8], bool>,
+}
+
+impl<'a> Presence<'a> {
+    const FEW: usize = 32;
+
+    /// Records `key`'s presence; what was recorded before, if anything.
+    fn set(&mut self, key: &'a [u8], present: bool) -> Option<bool> {
+        if self.many.is_empty() {
+            if let Some(e) = self.few.iter_mut().find(|e| e.0 == key) {
+                return Some(std::mem::replace(&mut e.1, present));
+            }
+            if self.few.len() < Self::FEW {
+                self.few.push((key, present));
+                return None;
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        self.many.insert(key, present)
+    }
+}
+
 /// Encodes a batch: `u32 count`, then per operation `u8 op | u32 key_len | key [| u64 record]`,
 /// little-endian.
 fn encode(ops: &[BatchOp], out: &mut Vec<u8>) {
@@ -333,17 +361,17 @@ impl Engine {
         // Whether each key is in the index after the operations so far, where the batch
         // itself decides it: a put after a put of the same key replaces, a put after a delete
         // inserts, and a key's first put inserts if the index lacks it.
-        let mut present: HashMap<&[u8], bool> = HashMap::new();
+        let mut present = Presence::default();
         let mut puts = Vec::new();
         for op in ops {
             match op {
-                BatchOp::Put { key, .. } => match present.insert(&key[..], true) {
+                BatchOp::Put { key, .. } => match present.set(key, true) {
                     Some(true) => {}
                     Some(false) => puts.push((&key[..], true)),
                     None => puts.push((&key[..], false)),
                 },
                 BatchOp::Delete { key } | BatchOp::Detach { key } => {
-                    present.insert(&key[..], false);
+                    present.set(key, false);
                 }
                 BatchOp::SetWord { .. } => {}
             }
@@ -450,6 +478,19 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_remembers_each_key_past_the_switch_from_list_to_map() {
+        let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut p = Presence::default();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(p.set(k, i % 3 == 0), None);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(p.set(k, true), Some(i % 3 == 0), "key {i}");
+        }
+        assert!(p.few.is_empty() && p.many.len() == keys.len());
+    }
 
     #[test]
     fn batch_encoding_round_trips_and_rejects_truncation() {
