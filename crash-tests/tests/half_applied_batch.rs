@@ -91,3 +91,51 @@ fn a_transaction_whose_batch_fails_half_applied_is_rolled_back_whole_by_the_next
     assert!(report.is_clean(), "{:?}", report.problems);
     db.close().unwrap();
 }
+
+#[test]
+fn a_large_hash_write_that_fails_half_applied_keeps_its_new_parts_for_the_redo() {
+    let scratch = Scratch::new("half-batch-hash");
+    let path = scratch.path("eagle.pool");
+    let db = open(&path);
+    let fields: Vec<Vec<u8>> = (0..600).map(|i| format!("f{i}").into_bytes()).collect();
+    for chunk in fields.chunks(100) {
+        let pairs: Vec<(&[u8], &[u8])> = chunk.iter().map(|f| (&f[..], &b"old"[..])).collect();
+        db.hset(b"h", &pairs).unwrap();
+    }
+    // Existing fields spread over many parts: their new parts are published by one logged
+    // batch of part words, whose second word's store fails.
+    let changed: Vec<&[u8]> = fields.iter().step_by(37).map(|f| &f[..]).collect();
+    let pairs: Vec<(&[u8], &[u8])> = changed.iter().map(|f| (*f, &b"new"[..])).collect();
+    fault::arm(Some(Fault::FailBatchMidway));
+    let failed = db.hset(b"h", &pairs);
+    fault::arm(None);
+    assert!(matches!(failed, Err(DbError::ReadOnly)), "{failed:?}");
+    let want = |f: &[u8]| {
+        if changed.contains(&f) {
+            &b"new"[..]
+        } else {
+            &b"old"[..]
+        }
+    };
+    // Readers go on while writes wait for the reopen: every field reads its old or new value.
+    for f in &fields {
+        let got = db.hget(b"h", f).unwrap();
+        assert!(
+            got.as_deref() == Some(&b"old"[..]) || got.as_deref() == Some(want(f)),
+            "field {} reads {got:?} while the batch is half applied",
+            String::from_utf8_lossy(f)
+        );
+    }
+    assert!(db.close().is_err());
+
+    let db = open(&path);
+    assert_eq!(db.engine().replayed_batches(), 1);
+    assert_eq!(db.hlen(b"h").unwrap(), fields.len() as u64);
+    for f in &fields {
+        assert_eq!(db.hget(b"h", f).unwrap().as_deref(), Some(want(f)));
+    }
+    db.engine().index().wait_recovered().unwrap();
+    let report = db.engine().check();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    db.close().unwrap();
+}

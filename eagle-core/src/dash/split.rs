@@ -27,16 +27,7 @@ impl Dash {
     /// Splits the segment at `seg_off`, which had no room for a record of hash `h` (unless
     /// another writer split it, or made room, meanwhile).
     pub(crate) fn split(&self, seg_off: u64, h: u64) -> Result<(), IndexError> {
-        let _dir = self.dir_lock.lock();
-        let seg = self.segment(seg_off)?;
-        seg.lock_all();
-        let result = if has_room(seg, h) {
-            Ok(())
-        } else {
-            self.split_locked(seg_off, seg)
-        };
-        seg.unlock_all();
-        result
+        self.split_if(seg_off, |seg| !has_room(seg, h))
     }
 
     /// Splits the segment at `seg_off` if it still has the depth and pattern `expect` (else
@@ -46,10 +37,20 @@ impl Dash {
         seg_off: u64,
         expect: (u32, u64),
     ) -> Result<(), IndexError> {
+        self.split_if(seg_off, |seg| seg.depth_pattern() == expect)
+    }
+
+    /// Splits the segment at `seg_off` if `needed` says so, asked under the directory lock with
+    /// all the segment's buckets locked (as every split holds them).
+    fn split_if(
+        &self,
+        seg_off: u64,
+        needed: impl FnOnce(&Segment) -> bool,
+    ) -> Result<(), IndexError> {
         let _dir = self.dir_lock.lock();
         let seg = self.segment(seg_off)?;
         seg.lock_all();
-        let result = if seg.depth_pattern() == expect {
+        let result = if needed(seg) {
             self.split_locked(seg_off, seg)
         } else {
             Ok(())

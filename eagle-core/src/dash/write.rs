@@ -413,6 +413,27 @@ impl Dash {
         region.fence();
     }
 
+    /// Retires a record and the blocks it owns (see `hashtab::children`), a large hash's parts
+    /// only if `parts` (without them, only its table: the parts' headers are not read).
+    /// Damaged children are left to the next open's sweep (which reclaims whatever nothing
+    /// reaches).
+    pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64, parts: bool) {
+        if let Some(r) = crate::record::RecordRef::open(self.region(), record) {
+            if !parts {
+                if crate::hashtab::owns_blocks(&r)
+                    && let Some(t) = crate::hashtab::table_ref(r.value())
+                {
+                    self.retire(guard, t);
+                }
+            } else if let Ok(children) = self.children(&r) {
+                for c in children {
+                    self.retire(guard, c.offset);
+                }
+            }
+        }
+        self.retire(guard, record);
+    }
+
     /// Hands a block (a replaced or deleted record, an old directory) to epoch reclamation:
     /// freed (zeroed) once no reader can hold it. Counted as pending garbage until then.
     ///
@@ -421,20 +442,6 @@ impl Dash {
     /// in use, or it would free it too and the deferred free would later free a reallocated
     /// block. The sweep visits under the same locks, so either it saw the reference or this
     /// keeps the block.
-    /// Retires a record and the blocks it owns (see `hashtab::children`), a large hash's parts
-    /// only if `parts`. Damaged children are left to the next open's sweep (which reclaims
-    /// whatever nothing reaches).
-    pub(crate) fn retire_record(&self, guard: &crossbeam_epoch::Guard, record: u64, parts: bool) {
-        if let Some(r) = crate::record::RecordRef::open(self.region(), record)
-            && let Ok(children) = self.children(&r)
-        {
-            for c in children.into_iter().filter(|c| parts || !c.is_part()) {
-                self.retire(guard, c.offset);
-            }
-        }
-        self.retire(guard, record);
-    }
-
     pub(crate) fn retire(&self, guard: &crossbeam_epoch::Guard, block: u64) {
         let size = self.heap.block_size(block).unwrap_or(0);
         // An open atomic transaction may roll back to this block: held until it ends (see

@@ -12,7 +12,7 @@ use super::hash_codec::{
     Fields, FieldsRef, count, decode, decode_ref, decode_run, encode, encode_into, encoded_len,
 };
 use crate::dash::{IndexError, PutMode};
-use crate::engine::BatchOp;
+use crate::engine::{BatchError, BatchOp};
 use crate::hashtab::{
     MAX_LOG2_PARTS, PART_HEADER, Part, Table, append_to_part, build_part, open_part,
     publish_append, table_ref, table_size, write_table_ref,
@@ -266,8 +266,10 @@ impl Db {
             Some(n) => n,
             None => {
                 let n = self.recount(&table)?;
-                // Made durable by this write's fences below (a count needs no ordering).
                 table.store_count(n, epoch);
+                // Fenced here, once per hash and recovery epoch, so it is durable however this
+                // write ends (a clean close trusts counts; a count needs no other ordering).
+                self.engine.pool().region().fence();
                 n
             }
         };
@@ -311,9 +313,7 @@ impl Db {
             changed[at] |= change.1.is_some() || r > 0;
         }
         if !changed.contains(&true) {
-            // Only fields that were not there removed: nothing to write but a recounted count,
-            // made durable here like every write's (a clean close trusts it).
-            self.engine.pool().region().fence();
+            // Only fields that were not there removed: nothing to write.
             return Ok((0, 0));
         }
         let count = before + added - removed;
@@ -322,7 +322,10 @@ impl Db {
             return Ok((added, removed));
         }
         let in_atomic = self.engine.in_atomic();
-        let due = count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
+        // Only a change that adds fields doubles the table: one that only removes (HDEL, which
+        // runs on the heap's reserve) must not grow the hash.
+        let due =
+            added > 0 && count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
         // A change that more than doubles the hash (a bulk HSET) pays for a rebuild sized for
         // it: one doubling would leave its parts far above the average.
         let bulk = count > 2 * PART_MAX * table.parts();
@@ -471,9 +474,13 @@ impl Db {
                 offset: t + 16,
                 value: count,
             });
-            self.engine
-                .apply_batch(&ops)
-                .inspect_err(|_| discard(&words))?;
+            // A batch that failed half-applied has published some of the blocks, and the redo at
+            // the next open publishes them all: they are freed only if it was never logged.
+            self.engine.apply_batch(&ops).inspect_err(|e| {
+                if !matches!(e, BatchError::HalfApplied(_)) {
+                    discard(&words)
+                }
+            })?;
         }
         Ok(())
     }
@@ -582,8 +589,9 @@ impl Db {
         let bytes = build_part(|out| encode_into(out, fields, !runs));
         let size = bytes.len() as u64;
         // Room never takes a part out of the small classes (whole chunks past them), and a
-        // full pool still takes the part without it.
-        let room = if runs && size <= MAX_SMALL {
+        // full pool still takes the part without it. None on the heap's reserve (HDEL): it
+        // holds what it frees, no more.
+        let room = if runs && size <= MAX_SMALL && !crate::heap::in_reserve_scope() {
             (size + size / 2).min(MAX_SMALL)
         } else {
             size

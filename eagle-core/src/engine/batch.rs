@@ -2,7 +2,10 @@
 //! RENAME, multi-key DEL, ...), made all-or-nothing by redo logging.
 //!
 //! Protocol (`Engine::apply_batch`), with the caller holding the keyspace locks of every key:
-//! 1. every new record is *prepared* (written and flushed, reachable from nothing);
+//! 1. every new record is *prepared* (written and flushed, reachable from nothing), and the
+//!    index splits what its new keys need (`Dash::make_room`; a split is crash consistent by
+//!    itself and changes no key), so that step 3 finds its slots (`room.rs` says what another
+//!    thread can still take);
 //! 2. a fence makes the prepared records durable; then one WAL record lists the operations
 //!    (`Put{key, record offset}`, `Delete{key}`), persisted by its append;
 //! 3. the operations are applied to the index, each durable on return;

@@ -12,3 +12,4 @@ pub use chunk_table::{ChunkKind, Geometry};
 pub use classes::{CHUNK, MAX_SMALL, SEGMENT_CLASS_SIZE};
 pub use error::HeapError;
 pub use reserve::ReserveScope;
+pub(crate) use reserve::in_scope as in_reserve_scope;
