@@ -103,7 +103,6 @@ fn crash_during_recovery(
     report
 }
 
-/// Runs the workload under the simulator, checking crash images at every fence.
 /// Runs `ops` with a crash image at every fence, and one of only what was fenced (a power
 /// failure as the operation returns) after every `ack_every`-th operation.
 fn run(

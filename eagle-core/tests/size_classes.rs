@@ -115,7 +115,7 @@ fn a_full_heap_serves_smaller_blocks_from_free_blocks_of_larger_classes() {
     let path = pool_path("class-fallback");
     let heap = small_heap(&path);
     // 128-byte blocks until every chunk is assigned to that class (but the reserve, which
-    // only deletes and rewrites may take).
+    // only allocations in a reserve scope may take).
     let mut blocks = Vec::new();
     while let Ok(b) = heap.alloc(128) {
         blocks.push(b);
