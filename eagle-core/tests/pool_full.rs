@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use common::{open_db_sized, pool_path};
 use eagle_core::Db;
 use eagle_core::db::{DbError, ExpireCondition, GetExExpiry, SetOptions};
+use pmem_emulation::SplitMix64;
 
 /// String keys the writes choose from.
 const KEYS: usize = 20_000;
@@ -76,19 +77,6 @@ fn show(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
 
-/// Deterministic pseudo-random numbers below `n`.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % n
-    }
-}
-
 /// Failures by operation, to show the test reached a full pool on every path.
 #[derive(Default, Debug)]
 struct Tally {
@@ -103,7 +91,7 @@ struct Tally {
 /// `ops` random writes over string keys and four hashes, sized so that together they would
 /// need several times the pool: SET, MSET, APPEND, HSET (one field or many), HDEL and DEL.
 /// Each that fails must fail with `OutOfMemory` and leave its keys as they were.
-fn churn(db: &Db, m: &mut Model, rng: &mut Rng, ops: usize) -> Tally {
+fn churn(db: &Db, m: &mut Model, rng: &mut SplitMix64, ops: usize) -> Tally {
     let mut t = Tally::default();
     let key = |i: usize| format!("key:{i}").into_bytes();
     let hash = |i: usize| format!("hash:{i}").into_bytes();
@@ -244,7 +232,7 @@ fn a_full_pool_refuses_writes_whole_and_keeps_every_acknowledged_one() {
     let path = pool_path("full-churn");
     let db = open_db_sized(&path, 64 << 20);
     let mut m = Model::default();
-    let mut rng = Rng(0x5eed);
+    let mut rng = SplitMix64::new(0x5eed);
     for round in 0..5 {
         let t = churn(&db, &mut m, &mut rng, 8_000);
         eprintln!(

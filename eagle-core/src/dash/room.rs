@@ -160,18 +160,7 @@ mod tests {
     use crate::pmem::FlushMode;
     use crate::pool::PoolOptions;
     use crate::record::RecordKind;
-
-    /// Deterministic pseudo-random numbers.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use pmem_emulation::SplitMix64;
 
     #[test]
     fn a_batch_placed_after_make_room_never_splits() {
@@ -184,26 +173,26 @@ mod tests {
         };
         let engine = Engine::open(&path, opts).unwrap();
         let index = engine.index();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = SplitMix64::new(0x9e37_79b9_7f4a_7c15);
         let (mut next_key, mut splits_made) = (0u64, 0u32);
         for round in 0..300 {
             // Ordinary inserts (which displace) bring the table to a new fill, then one batch
             // of new keys, some of them repeated, and some existing keys, some deleted first.
-            for _ in 0..rng.next() % 2_000 {
+            for _ in 0..rng.next_u64() % 2_000 {
                 next_key += 1;
                 let key = format!("plain:{next_key}");
                 index
                     .put(key.as_bytes(), b"v", RecordKind::String, 0, PutMode::Upsert)
                     .unwrap();
             }
-            let mut keys: Vec<Vec<u8>> = (0..1 + rng.next() % 400)
+            let mut keys: Vec<Vec<u8>> = (0..1 + rng.next_u64() % 400)
                 .map(|_| {
                     next_key += 1;
                     format!("batch:{next_key}").into_bytes()
                 })
                 .collect();
-            for _ in 0..rng.next() % 8 {
-                let k = format!("plain:{}", 1 + rng.next() % next_key.max(1));
+            for _ in 0..rng.next_u64() % 8 {
+                let k = format!("plain:{}", 1 + rng.next_u64() % next_key.max(1));
                 keys.push(k.into_bytes());
             }
             if keys.len() > 2 {
@@ -211,7 +200,7 @@ mod tests {
             }
             let deleted: HashSet<&[u8]> = keys
                 .iter()
-                .filter(|k| k.starts_with(b"plain:") && rng.next().is_multiple_of(2))
+                .filter(|k| k.starts_with(b"plain:") && rng.next_u64().is_multiple_of(2))
                 .map(|k| &k[..])
                 .collect();
             let puts: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
