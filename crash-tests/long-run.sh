@@ -36,6 +36,7 @@ lane1() {
 lane2() {
     run keyspace_power_failure multi_key_commands_are_all_or_nothing_at_every_fence
     run keyspace_power_failure large_hash_writes_are_all_or_nothing_at_every_fence
+    run keyspace_power_failure batches_that_split_the_index_before_they_are_logged_are_all_or_nothing_at_every_fence
     run wal_power_failure wal_recovery_survives_a_power_failure_at_every_fence
     run deleted_values deleted_values_are_gone_after_a_power_failure_and_the_next_open
     run deleted_values deleted_keys_are_gone_from_the_log_after_a_power_failure_and_the_next_open

@@ -63,6 +63,28 @@ impl Report {
         );
     }
 
+    /// [`assert_caught`](Self::assert_caught), where the violations that count are those whose
+    /// message contains `needle` (so the check meant to catch `fault` is the one that did).
+    /// Prints the first of them.
+    pub fn assert_caught_by(&self, fault: &str, needle: &str) {
+        let by: Vec<&String> = self
+            .violations
+            .iter()
+            .filter(|v| v.contains(needle))
+            .collect();
+        println!(
+            "with {fault}: {} ({} containing {needle:?}; the first: {:?})",
+            self.summary(),
+            by.len(),
+            by.first()
+        );
+        assert!(
+            !by.is_empty(),
+            "the harness missed {fault}: no violation contains {needle:?}: {}",
+            self.summary()
+        );
+    }
+
     /// Adds another report's counts.
     pub fn merge(&mut self, other: Report) {
         self.checked += other.checked;

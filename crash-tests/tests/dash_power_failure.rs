@@ -207,12 +207,18 @@ fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
     );
 }
 
-/// Runs 300 inserts and what follows with `fault` armed; the harness must report it.
-fn fault_is_caught(fault: Fault, name: &str, what: &str) {
+/// How the violations of an image taken at a fence begin.
+const FENCE_IMAGE: &str = "fence ";
+/// What the violations of an image taken as an operation returns contain.
+const ACK_IMAGE: &str = " returned: ";
+
+/// Runs 300 inserts and what follows with `fault` armed; the harness must report it with a
+/// violation whose message contains `by` (which check caught it).
+fn fault_is_caught(fault: Fault, name: &str, what: &str, by: &str) {
     fault::arm(Some(fault));
     let (report, _) = run(name, &workload(300), false, 0, 7);
     fault::arm(None);
-    report.assert_caught(what);
+    report.assert_caught_by(what, by);
 }
 
 #[test]
@@ -221,6 +227,7 @@ fn harness_catches_a_slot_published_before_its_record_is_durable() {
         Fault::SkipFenceBeforePublish,
         "dash-fault",
         "the fence before publication removed",
+        FENCE_IMAGE,
     );
 }
 
@@ -230,5 +237,6 @@ fn harness_catches_an_insert_acknowledged_before_its_alloc_bit_is_durable() {
         Fault::SkipFenceAfterPublish,
         "dash-ack-fault",
         "the fence after publication removed",
+        ACK_IMAGE,
     );
 }

@@ -5,7 +5,8 @@
 //! wholly or not at all: neither is ever split by a crash. Some images are recovered under the
 //! simulator and crashed again at every fence of that recovery (redo and rollback included).
 //! After every command, the image of only what was fenced (a power failure as it returns) must
-//! hold the command whole: acknowledged means durable.
+//! hold the command whole: acknowledged means durable. One workload aims its batches' new keys
+//! at one bucket pair, so that they split the index before they are logged.
 //!
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
@@ -395,6 +396,86 @@ impl RunsOfFour {
     }
 }
 
+/// MSETs and RENAMEs whose new keys all fall in one bucket pair of whichever segment holds them
+/// (aimed by the live pool's seeded hash), so that a segment has room for about 84 of them and
+/// most batches must split the index before they are logged (`Dash::make_room`); multi-key
+/// DELs in between. Notes how many segments the index has at the start and at the end.
+struct AimedBatches {
+    step: usize,
+    next: usize,
+    live: Vec<Vec<u8>>,
+    segments: (u64, u64),
+    rng: SplitMix64,
+}
+
+impl AimedBatches {
+    const BUCKET: u64 = 5;
+
+    fn new(seed: u64) -> AimedBatches {
+        AimedBatches {
+            step: 0,
+            next: 0,
+            live: Vec::new(),
+            segments: (0, 0),
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// The next `n` unused keys whose home bucket is [`Self::BUCKET`].
+    fn fresh(&mut self, db: &Db, n: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let k = format!("a{:06}", self.next).into_bytes();
+            self.next += 1;
+            if (db.engine().index().hash(&k) >> 8) & 63 == Self::BUCKET {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    fn next(&mut self, db: &Db, rounds: usize) -> Option<Op> {
+        let segments = db.engine().index().stats().segments;
+        if self.step == 0 {
+            self.segments.0 = segments;
+        }
+        self.segments.1 = segments;
+        self.step += 1;
+        if self.step > rounds {
+            return None;
+        }
+        let value = vec![b'a' + (self.step % 26) as u8; 8];
+        Some(match self.step % 4 {
+            0 => Op::Del(
+                (0..self.live.len().min(6))
+                    .map(|_| {
+                        let i = self.rng.below(self.live.len());
+                        self.live.swap_remove(i)
+                    })
+                    .collect(),
+            ),
+            3 => {
+                let i = self.rng.below(self.live.len());
+                let to = self.fresh(db, 1).remove(0);
+                let from = std::mem::replace(&mut self.live[i], to.clone());
+                Op::Rename(from, to)
+            }
+            _ => {
+                let mut keys = self.fresh(db, 30);
+                self.live.extend(keys.iter().cloned());
+                // Present keys (replaced, needing no room) and one new key twice.
+                let older = self.live.len() - 30;
+                for _ in 0..if older > 0 { 3 } else { 0 } {
+                    let i = self.rng.below(older);
+                    keys.push(self.live[i].clone());
+                }
+                keys.push(keys[0].clone());
+                Op::MSet(keys.into_iter().map(|k| (k, value.clone())).collect())
+            }
+        })
+    }
+}
+
 /// Transactions of 2 to 6 commands, drawn in order from both workloads above (so each stays
 /// valid: renames have a source), after the large hash is built outside any transaction.
 fn transaction_workload(n: usize, seed: u64) -> Vec<Op> {
@@ -689,16 +770,33 @@ fn large_hash_table_doublings_and_part_splits_are_all_or_nothing_at_every_fence(
         (80, false, 17, 1)
     };
     let report = over_seeds(31, seeds, |seed| {
-        run_sized(
-            "doubling-hash",
-            &doubling_hash_workload(n, seed),
-            all,
-            every,
-            BIG_POOL,
-        )
+        let mut ops = doubling_hash_workload(n, seed).into_iter();
+        let (report, doublings) = counting_doublings(
+            |_| ops.next(),
+            |next| run_generated("doubling-hash", all, every, BIG_POOL, next),
+        );
+        assert!(doublings >= 1, "seed {seed}: {doublings} table doublings");
+        report
     });
     assert!(report.checked > 500, "{}", report.summary());
     report.assert_clean();
+}
+
+/// Runs `run` on the commands of `next`, and returns its report with the large-hash table
+/// doublings the live database made (read when `next` runs out).
+fn counting_doublings(
+    mut next: impl FnMut(&Db) -> Option<Op>,
+    run: impl FnOnce(&mut dyn FnMut(&Db) -> Option<Op>) -> Report,
+) -> (Report, u64) {
+    let mut doublings = 0;
+    let report = run(&mut |db| {
+        let op = next(db);
+        if op.is_none() {
+            doublings = db.stats().hash_table_doublings;
+        }
+        op
+    });
+    (report, doublings)
 }
 
 #[test]
@@ -709,8 +807,12 @@ fn splits_of_blocks_named_by_four_words_are_all_or_nothing_at_every_fence() {
         (40, false)
     };
     let mut w = RunsOfFour { step: 0, next: 0 };
-    let report = run_generated("runs-of-four", all, 13, BIG_POOL, |db| w.next(db, singles));
-    println!("{}", report.summary());
+    let (report, doublings) = counting_doublings(
+        |db| w.next(db, singles),
+        |next| run_generated("runs-of-four", all, 13, BIG_POOL, next),
+    );
+    println!("{} ({doublings} table doublings)", report.summary());
+    assert!(doublings >= 2, "{doublings} table doublings");
     assert!(report.checked > 300, "{}", report.summary());
     report.assert_clean();
 }
@@ -743,12 +845,13 @@ fn one_field_hash_writes() -> Vec<Op> {
         .collect()
 }
 
-/// Runs the one-field hash writes with `fault` armed; the harness must report it.
+/// Runs the one-field hash writes with `fault` armed; the harness must report it with the image
+/// taken as a command returns (only what was fenced survives).
 fn one_field_writes_catch(fault: Fault, name: &str, what: &str) {
     fault::arm(Some(fault));
     let report = run_sized(name, &one_field_hash_writes(), false, 0, BIG_POOL);
     fault::arm(None);
-    report.assert_caught(what);
+    report.assert_caught_by(what, " returned: ");
 }
 
 #[test]
@@ -766,6 +869,46 @@ fn harness_catches_a_part_acknowledged_before_the_word_naming_it_is_durable() {
         Fault::SkipFenceAfterPartPublish,
         "part-ack-fault",
         "the fence after a part's word removed",
+    );
+}
+
+/// Runs the aimed batches of `seed`; returns the report and the segments at start and end.
+fn run_aimed(name: &str, rounds: usize, all: bool, every: u64, seed: u64) -> (Report, (u64, u64)) {
+    let mut w = AimedBatches::new(seed);
+    let report = run_generated(name, all, every, POOL, |db| w.next(db, rounds));
+    (report, w.segments)
+}
+
+#[test]
+fn batches_that_split_the_index_before_they_are_logged_are_all_or_nothing_at_every_fence() {
+    let (rounds, all, every, seeds) = if crash_tests::long_mode() {
+        (80, true, 101, crash_tests::long_seeds(2))
+    } else {
+        (28, false, 23, 1)
+    };
+    let mut report = Report::default();
+    for seed in 51..51 + seeds {
+        let (r, (first, last)) = run_aimed("aimed-batches", rounds, all, every, seed);
+        println!("seed {seed}: {} ({first} -> {last} segments)", r.summary());
+        assert!(
+            last >= first + 3,
+            "the batches must split the index: {first} -> {last} segments"
+        );
+        report.merge(r);
+    }
+    assert!(report.checked > 1500, "{}", report.summary());
+    report.assert_clean();
+}
+
+#[test]
+fn harness_catches_a_split_that_clears_records_before_their_copies_are_durable() {
+    fault::arm(Some(Fault::SkipFenceBeforeSplitUnpublish));
+    let (report, (first, last)) = run_aimed("aimed-split-fault", 16, true, 0, 51);
+    fault::arm(None);
+    assert!(last > first, "the batches must split the index");
+    report.assert_caught_by(
+        "the fence between a split's copies and the clearing of the originals removed",
+        "fence ",
     );
 }
 

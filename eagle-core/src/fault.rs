@@ -32,6 +32,9 @@ pub enum Fault {
     SkipFenceAfterAppend,
     /// A large hash's rewritten part returns without fencing the word that publishes it.
     SkipFenceAfterPartPublish,
+    /// A segment split clears the moved records from the old segment without first fencing
+    /// their copies in the new one (so a crash can keep neither copy).
+    SkipFenceBeforeSplitUnpublish,
     /// Reads of a large hash take every field of a part's block, not only those that hash to
     /// the part (so a split that a crash interrupted shows fields twice).
     UnfilteredParts,

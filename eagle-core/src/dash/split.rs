@@ -124,7 +124,11 @@ impl Dash {
         rebuild_overflow(new);
         // Ordering: N's copies are durable before S loses the originals (step 4), so every
         // record is in S or N (or both) at every moment.
-        region.persist(new_off, crate::heap::SEGMENT_CLASS_SIZE as usize);
+        if crate::fault::armed(crate::fault::Fault::SkipFenceBeforeSplitUnpublish) {
+            region.flush(new_off, crate::heap::SEGMENT_CLASS_SIZE as usize);
+        } else {
+            region.persist(new_off, crate::heap::SEGMENT_CLASS_SIZE as usize);
+        }
         // Step 4.
         for &(bi, i, _, _) in &moved {
             seg.bucket(bi).unpublish(i);
