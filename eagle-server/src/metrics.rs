@@ -63,6 +63,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Heap bytes handed out in the pool."
     );
     metrics::describe_gauge!("eagle_pool_free_bytes", "Heap bytes free in the pool.");
+    metrics::describe_gauge!(
+        "eagle_pool_free_chunks",
+        "Heap chunks (256 KiB) assigned to nothing."
+    );
+    metrics::describe_gauge!(
+        "eagle_pool_reserved_chunks",
+        "Free chunks held back for HDEL, RENAME and logged multi-key writes (fewer may be free)."
+    );
     metrics::describe_counter!(
         "eagle_hash_part_appends_total",
         "Large-hash parts grown by appending new fields in place."
@@ -122,6 +130,8 @@ pub fn refresh(shared: &Shared) {
     counter!("eagle_keyspace_misses_total").absolute(stats.keyspace_misses);
     gauge!("eagle_pool_used_bytes").set(stats.heap.used as f64);
     gauge!("eagle_pool_free_bytes").set(stats.heap.free() as f64);
+    gauge!("eagle_pool_free_chunks").set(f64::from(stats.heap.free_chunks));
+    gauge!("eagle_pool_reserved_chunks").set(f64::from(stats.heap.reserved_chunks));
     counter!("eagle_hash_part_appends_total").absolute(stats.hash_part_appends);
     counter!("eagle_hash_part_writes_total").absolute(stats.hash_part_writes);
     counter!("eagle_hash_table_doublings_total").absolute(stats.hash_table_doublings);

@@ -199,6 +199,14 @@ fn client_commands_select_info_and_config() {
     ] {
         assert!(info.contains(field), "INFO lacks {field:?}:\n{info}");
     }
+    // The reserve is at least one chunk, and free chunks are counted beside it.
+    let number = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.parse().ok())
+            .unwrap_or_else(|| panic!("INFO lacks {name}:\n{info}"))
+    };
+    assert!(number("pool_reserved_chunks") >= 1, "{info}");
+    assert!(number("pool_free_chunks") >= 1, "{info}");
     let Frame::Bulk(one) = b.cmd(&["INFO", "keyspace"]) else {
         panic!()
     };
@@ -352,6 +360,8 @@ fn metrics_health_and_command_counters() {
         "eagle_connected_clients 1\n",
         "eagle_pool_used_bytes ",
         "eagle_pool_free_bytes ",
+        "eagle_pool_free_chunks ",
+        "eagle_pool_reserved_chunks ",
         "eagle_wal_used_bytes ",
         "eagle_epoch_garbage_bytes ",
         "eagle_hash_part_appends_total ",

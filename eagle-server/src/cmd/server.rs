@@ -350,6 +350,8 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("pool_bytes_used", &stats.heap.used);
                 f("pool_bytes_free", &stats.heap.free());
                 f("pool_heap_capacity", &stats.heap.capacity);
+                f("pool_free_chunks", &stats.heap.free_chunks);
+                f("pool_reserved_chunks", &stats.heap.reserved_chunks);
                 f(
                     "pool_fragmentation",
                     &format!("{:.4}", stats.heap.fragmentation()),
