@@ -2,10 +2,12 @@
 //! compact and a large hash (header, metadata words, write-ahead log, allocator chunk table,
 //! index segments and directories, records, hash tables and parts), or truncate it, then open
 //! it, read every key and run `check`. Opening must recover or refuse with an error that says
-//! what is damaged; reads and `check` report damage as errors. Never a panic, never a hang.
+//! what is damaged; reads and `check` report damage as errors. Then writes of every kind run:
+//! they may fail, and where nothing saw the damage they must leave `check` clean. Never a
+//! panic, never a hang.
 //!
 //! Prints `corruptions: N tried, P panics, H hangs` (and how the rest ended).
-//! `EAGLE_CRASH_LONG=1` tries ten times as many.
+//! `EAGLE_CRASH_LONG=1` tries twenty times as many.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -28,6 +30,9 @@ enum Outcome {
     Panic,
     /// No answer within the time limit (a bug).
     Hang,
+    /// Opened with every read and `check` clean, and writes then left `check` finding damage
+    /// (a bug: damage nothing could see spread).
+    Broken,
 }
 
 fn options() -> DbOptions {
@@ -64,12 +69,55 @@ fn probe(path: &Path) -> Outcome {
         }
     }
     damaged |= !db.engine().check().is_clean();
+    if !damaged {
+        // Damage that nothing saw must not make writes break the pool.
+        writes(&db);
+        if !db.engine().check().is_clean() {
+            return Outcome::Broken;
+        }
+    } else {
+        writes(&db);
+    }
     drop(db); // as after a crash: the next trial starts from a fresh copy anyway
     if damaged {
         Outcome::Detected
     } else {
         Outcome::Clean
     }
+}
+
+/// Writes of every kind to the damaged pool's keys and new ones: each may fail with an error,
+/// never panic or hang.
+fn writes(db: &Db) {
+    use eagle_core::db::SetOptions;
+    let note = |r: Result<(), eagle_core::db::DbError>| drop(r);
+    for i in (0..400u32).step_by(23) {
+        let v = vec![b'w'; (i * 7 % 300) as usize];
+        note(
+            db.set(format!("key:{i}").as_bytes(), &v, SetOptions::default())
+                .map(drop),
+        );
+        note(
+            db.set(format!("new:{i}").as_bytes(), &v, SetOptions::default())
+                .map(drop),
+        );
+    }
+    note(db.mset(&[(b"key:5", b"x"), (b"m1", b"y"), (b"fresh", b"z")]));
+    note(db.del(&[b"key:7", b"key:8", b"m2"]).map(drop));
+    note(db.rename(b"key:9", b"renamed", false).map(drop));
+    note(db.rename(b"small", b"small2", false).map(drop));
+    for i in (0..700u32).step_by(31) {
+        let f = format!("field:{i}");
+        note(db.hset(b"big", &[(f.as_bytes(), b"changed")]).map(drop));
+    }
+    note(
+        db.hdel(b"big", &[b"field:1", b"field:2", b"field:600"])
+            .map(drop),
+    );
+    note(db.hset(b"small2", &[(b"h", b"x")]).map(drop));
+    note(db.hdel(b"small2", &[b"f"]).map(drop));
+    note(db.incr_by(b"counter", 3).map(drop));
+    note(db.del(&[b"big"]).map(drop));
 }
 
 /// Runs `probe` on a thread with a time limit, catching panics.
@@ -161,7 +209,7 @@ fn build(scratch: &Scratch) -> (Vec<u8>, Vec<(&'static str, u64, u64)>) {
 #[test]
 fn damaged_pools_are_refused_or_reported_never_a_panic_or_hang() {
     let long = std::env::var_os("EAGLE_CRASH_LONG").is_some();
-    let trials = if long { 2000 } else { 200 };
+    let trials = if long { 10_000 } else { 500 };
     let scratch = Scratch::new("corrupt");
     let (base, regions) = build(&scratch);
     let mut rng = SplitMix64::new(0x2545_F491_4F6C_DD1D);
@@ -194,9 +242,10 @@ fn damaged_pools_are_refused_or_reported_never_a_panic_or_hang() {
                 Outcome::Clean => "clean",
                 Outcome::Panic => "panics",
                 Outcome::Hang => "hangs",
+                Outcome::Broken => "broken",
             })
             .or_default() += 1;
-        if matches!(outcome, Outcome::Panic | Outcome::Hang) {
+        if matches!(outcome, Outcome::Panic | Outcome::Hang | Outcome::Broken) {
             bad.push(format!("trial {t} ({what}): {outcome:?}"));
             if outcome == Outcome::Hang {
                 break; // the hung thread still holds the trial file
@@ -205,9 +254,10 @@ fn damaged_pools_are_refused_or_reported_never_a_panic_or_hang() {
     }
     let n = |k| counts.get(k).copied().unwrap_or(0);
     println!(
-        "corruptions: {trials} tried, {} panics, {} hangs ({} refused at open, {} reported by reads or check, {} harmless)",
+        "corruptions: {trials} tried, {} panics, {} hangs, {} broken by writes ({} refused at open, {} reported by reads or check, {} harmless)",
         n("panics"),
         n("hangs"),
+        n("broken"),
         n("refused"),
         n("detected"),
         n("clean")
