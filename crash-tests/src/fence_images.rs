@@ -22,6 +22,14 @@ pub fn standard_policies(seeds: u64) -> Vec<Eviction> {
     v
 }
 
+/// What the message of every violation found in an image taken at a fence contains (each is
+/// `fence N, <policy>: <what>`), for [`Report::assert_caught_by`].
+pub const FENCE_IMAGE: &str = "fence ";
+
+/// What the harnesses put in the message of a violation found in the image taken as an
+/// operation returns (`power failure after ... returned: <what>`).
+pub const ACK_IMAGE: &str = " returned: ";
+
 /// What the checker found over all images.
 #[derive(Debug, Default, Clone)]
 pub struct Report {

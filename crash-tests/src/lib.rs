@@ -7,7 +7,9 @@ mod kv_model;
 mod scratch;
 pub mod server;
 
-pub use fence_images::{CrashImage, FenceImages, Report, standard_policies};
+pub use fence_images::{
+    ACK_IMAGE, CrashImage, FENCE_IMAGE, FenceImages, Report, standard_policies,
+};
 pub use kv_model::{KvModel, KvOp};
 pub use scratch::Scratch;
 

@@ -8,7 +8,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crash_tests::{CrashImage, FenceImages, KvModel, KvOp, Report, Scratch, standard_policies};
+use crash_tests::{
+    ACK_IMAGE, CrashImage, FENCE_IMAGE, FenceImages, KvModel, KvOp, Report, Scratch,
+    standard_policies,
+};
 use eagle_core::dash::{IndexStats, PutMode};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
@@ -206,11 +209,6 @@ fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
         &report.violations[..report.violations.len().min(10)]
     );
 }
-
-/// How the violations of an image taken at a fence begin.
-const FENCE_IMAGE: &str = "fence ";
-/// What the violations of an image taken as an operation returns contain.
-const ACK_IMAGE: &str = " returned: ";
 
 /// Runs 300 inserts and what follows with `fault` armed; the harness must report it with a
 /// violation whose message contains `by` (which check caught it).

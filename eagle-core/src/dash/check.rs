@@ -1,5 +1,7 @@
 //! A full walk of the index that verifies every reachable structure and the heap's accounting:
-//! the basis of `eagle-admin check` and of the crash harnesses' leak check.
+//! the basis of `eagle-admin check` and of the crash harnesses' leak check. Each record must
+//! also be what a lookup of its key finds, so damaged fingerprints or overflow metadata and
+//! duplicate keys are reported too.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -145,6 +147,23 @@ impl Dash {
                                 r.problems.push(format!(
                                     "record {rec:#x}: its key does not hash to its slot's hash"
                                 ));
+                            } else {
+                                // What readers rely on besides the slots: the fingerprints and
+                                // the overflow metadata lead a lookup of the key to this slot,
+                                // and to no other (a second slot of the key is a duplicate).
+                                match self.find(seg, h, rr.key()) {
+                                    Ok(Some(f)) if (f.bucket, f.slot) == (bi, k) => {}
+                                    Ok(Some(f)) => r.problems.push(format!(
+                                        "record {rec:#x} (segment {s:#x} bucket {bi} slot {k}): a lookup of its key finds bucket {} slot {} (the key is in two slots)",
+                                        f.bucket, f.slot
+                                    )),
+                                    Ok(None) => r.problems.push(format!(
+                                        "record {rec:#x} (segment {s:#x} bucket {bi} slot {k}): a lookup of its key does not find it (fingerprint or overflow metadata damaged)"
+                                    )),
+                                    Err(other) => r.problems.push(format!(
+                                        "record {rec:#x}: a lookup of its key reads record {other:#x}, which is unreadable"
+                                    )),
+                                }
                             }
                             block(&mut r, rec, "record", rr.size());
                             r.expiring += (rr.expire_at_ms() != 0) as u64;
@@ -189,5 +208,115 @@ impl Dash {
             ));
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::super::bucket::set_bits;
+    use super::super::segment::{ALL_BUCKETS, BUCKETS};
+    use crate::Engine;
+    use crate::dash::PutMode;
+    use crate::pmem::FlushMode;
+    use crate::pool::PoolOptions;
+    use crate::record::RecordKind;
+
+    /// An engine on a fresh pool holding `n` keys in one segment (some in the stash); the pool
+    /// file is deleted when the test's process ends.
+    fn engine_with_keys(name: &str, n: u32) -> Engine {
+        let path =
+            std::env::temp_dir().join(format!("eagle-check-{name}-{}.pool", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let opts = PoolOptions {
+            size: 16 << 20,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        };
+        let engine = Engine::open(&path, opts).unwrap();
+        let _ = std::fs::remove_file(&path); // the mapping keeps it
+        for i in 0..n {
+            let key = format!("key:{i}");
+            engine
+                .index()
+                .put(key.as_bytes(), b"v", RecordKind::String, 0, PutMode::Upsert)
+                .unwrap();
+        }
+        assert!(engine.check().is_clean(), "{:?}", engine.check());
+        engine
+    }
+
+    /// The first published slot of a normal bucket (`stash` false) or of a stash bucket, as
+    /// (segment, bucket, slot).
+    fn first_slot(e: &Engine, stash: bool) -> (&crate::dash::segment::Segment, usize, usize) {
+        let index = e.index();
+        let dir = index.directory().unwrap();
+        let seg = index.segment(dir.entry(0).load(Ordering::Acquire)).unwrap();
+        let range = if stash {
+            BUCKETS..ALL_BUCKETS
+        } else {
+            0..BUCKETS
+        };
+        for bi in range {
+            if let Some(k) = set_bits(seg.bucket(bi).alloc_bits()).next() {
+                return (seg, bi, k);
+            }
+        }
+        panic!("no published slot (stash: {stash})");
+    }
+
+    #[test]
+    fn check_reports_a_fingerprint_that_hides_its_record() {
+        let e = engine_with_keys("fp", 50);
+        let (seg, bi, k) = first_slot(&e, false);
+        let h = seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed);
+        seg.bucket(bi).set_fp(k, h ^ 0x5a);
+        let report = e.check();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("does not find it")),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn check_reports_stashed_records_their_overflow_metadata_forgets() {
+        // 900 keys in one segment of 896 normal slots: some are stashed.
+        let e = engine_with_keys("overflow", 900);
+        let (seg, bi, k) = first_slot(&e, true);
+        let h = seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed);
+        let home = super::super::segment::bucket_index(h);
+        seg.bucket(home).clear_overflow();
+        let report = e.check();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("does not find it")),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn check_reports_a_key_published_in_two_slots() {
+        let e = engine_with_keys("dup", 50);
+        let (seg, bi, k) = first_slot(&e, false);
+        let (word, h) = (
+            seg.bucket(bi).slots[k].record.load(Ordering::Relaxed),
+            seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed),
+        );
+        // The same record in a free slot of the same bucket (as an interrupted displacement
+        // would leave it, before repair).
+        let free = seg.bucket(bi).free_slot().unwrap();
+        seg.bucket(bi).write_slot(free, word, h);
+        seg.bucket(bi).publish(free, h, seg.bucket(bi).is_probe(k));
+        let report = e.check();
+        assert!(
+            report.problems.iter().any(|p| p.contains("in two slots")),
+            "{report:?}"
+        );
     }
 }
