@@ -266,20 +266,22 @@ mod tests {
         panic!("no published slot (stash: {stash})");
     }
 
+    /// `check` reports a problem whose text contains `what`.
+    fn assert_reports(e: &Engine, what: &str) {
+        let report = e.check();
+        assert!(
+            report.problems.iter().any(|p| p.contains(what)),
+            "{report:?}"
+        );
+    }
+
     #[test]
     fn check_reports_a_fingerprint_that_hides_its_record() {
         let e = engine_with_keys("fp", 50);
         let (seg, bi, k) = first_slot(&e, false);
         let h = seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed);
         seg.bucket(bi).set_fp(k, h ^ 0x5a);
-        let report = e.check();
-        assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.contains("does not find it")),
-            "{report:?}"
-        );
+        assert_reports(&e, "does not find it");
     }
 
     #[test]
@@ -290,14 +292,7 @@ mod tests {
         let h = seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed);
         let home = super::super::segment::bucket_index(h);
         seg.bucket(home).clear_overflow();
-        let report = e.check();
-        assert!(
-            report
-                .problems
-                .iter()
-                .any(|p| p.contains("does not find it")),
-            "{report:?}"
-        );
+        assert_reports(&e, "does not find it");
     }
 
     #[test]
@@ -313,10 +308,6 @@ mod tests {
         let free = seg.bucket(bi).free_slot().unwrap();
         seg.bucket(bi).write_slot(free, word, h);
         seg.bucket(bi).publish(free, h, seg.bucket(bi).is_probe(k));
-        let report = e.check();
-        assert!(
-            report.problems.iter().any(|p| p.contains("in two slots")),
-            "{report:?}"
-        );
+        assert_reports(&e, "in two slots");
     }
 }
