@@ -403,7 +403,6 @@ impl Db {
         epoch: u64,
     ) -> Result<(), DbError> {
         let index = self.engine.index();
-        let mut words: Vec<(u64, u64)> = Vec::new();
         let discard = |words: &[(u64, u64)]| {
             for &(_, block) in words {
                 if block != 0 {
@@ -411,6 +410,8 @@ impl Db {
                 }
             }
         };
+        // Each changed entry's new part, encoded (None: the entry is left empty).
+        let mut parts: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
         for (lo, hi, fields) in rewrite {
             // A block of one entry is copied whole: fields of other entries that an
             // interrupted split left in it stay invisible there (every listing drops them),
@@ -422,18 +423,24 @@ impl Db {
                 self.own_fields(table, lo, hi, fields)
             };
             for (j, own) in (lo..hi).zip(owns) {
-                let block = if own.is_empty() {
-                    0
-                } else {
-                    match self.write_part(&own) {
-                        Ok(block) => block,
-                        Err(e) => {
-                            discard(&words);
-                            return Err(e);
-                        }
+                parts.push((j, (!own.is_empty()).then(|| self.encode_part(&own))));
+            }
+        }
+        // Placed largest first: on a full pool (HDEL on the heap's reserve) the first part may
+        // take the last free chunk, for its class, and the smaller parts can then take that
+        // chunk's blocks (a larger class will do there) instead of each needing a chunk.
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(parts[i].1.as_ref().map_or(0, Vec::len)));
+        let mut words: Vec<(u64, u64)> = parts.iter().map(|&(j, _)| (j, 0)).collect();
+        for i in order {
+            if let Some(bytes) = &parts[i].1 {
+                match self.place_part(bytes) {
+                    Ok(block) => words[i].1 = block,
+                    Err(e) => {
+                        discard(&words);
+                        return Err(e);
                     }
-                };
-                words.push((j, block));
+                }
             }
         }
         let t = table.offset;
@@ -585,8 +592,18 @@ impl Db {
         &self,
         fields: &[(F, V)],
     ) -> Result<u64, DbError> {
+        self.place_part(&self.encode_part(fields))
+    }
+
+    /// The bytes of a part holding `fields`.
+    fn encode_part<F: AsRef<[u8]>, V: AsRef<[u8]>>(&self, fields: &[(F, V)]) -> Vec<u8> {
         let runs = self.runs();
-        let bytes = build_part(|out| encode_into(out, fields, !runs));
+        build_part(|out| encode_into(out, fields, !runs))
+    }
+
+    /// [`write_part`](Self::write_part) of a part already encoded.
+    fn place_part(&self, bytes: &[u8]) -> Result<u64, DbError> {
+        let runs = self.runs();
         let size = bytes.len() as u64;
         // Room never takes a part out of the small classes (whole chunks past them), and a
         // full pool still takes the part without it. None on the heap's reserve (HDEL): it
@@ -605,7 +622,7 @@ impl Db {
         };
         let region = self.engine.pool().region();
         // SAFETY: just allocated, reachable from nothing.
-        unsafe { region.write(block, &bytes) };
+        unsafe { region.write(block, bytes) };
         self.part_writes.add(1);
         // The room past the part is zero in memory (as every free block is) but a freed
         // block's zeroes may not have reached the media (`Heap::alloc` flushes only past the
