@@ -31,9 +31,9 @@ fn a_half_applied_batch_refuses_writes_and_is_finished_by_the_next_open() {
     let path = scratch.path("eagle.pool");
     let db = open(&path);
     db.set(b"a", b"0", SetOptions::default()).unwrap();
-    fault::arm(Some(Fault::FailBatchMidway));
-    let failed = db.mset(&[(b"a", b"1"), (b"b", b"1"), (b"c", b"1")]);
-    fault::arm(None);
+    let failed = fault::with(Fault::FailBatchMidway, || {
+        db.mset(&[(b"a", b"1"), (b"b", b"1"), (b"c", b"1")])
+    });
     assert!(failed.is_err());
     assert!(!db.engine().writable());
     assert!(matches!(
@@ -70,9 +70,9 @@ fn a_transaction_whose_batch_fails_half_applied_is_rolled_back_whole_by_the_next
             eagle_core::db::ExpireCondition::Always,
         )
         .unwrap();
-        fault::arm(Some(Fault::FailBatchMidway));
-        let failed = db.mset(&[(b"a", b"1"), (b"b", b"1"), (b"c", b"1")]);
-        fault::arm(None);
+        let failed = fault::with(Fault::FailBatchMidway, || {
+            db.mset(&[(b"a", b"1"), (b"b", b"1"), (b"c", b"1")])
+        });
         assert!(failed.is_err());
     }
     let expires_before_close = db.stats().expires;
@@ -106,9 +106,7 @@ fn a_large_hash_write_that_fails_half_applied_keeps_its_new_parts_for_the_redo()
     // batch of part words, whose second word's store fails.
     let changed: Vec<&[u8]> = fields.iter().step_by(37).map(|f| &f[..]).collect();
     let pairs: Vec<(&[u8], &[u8])> = changed.iter().map(|f| (*f, &b"new"[..])).collect();
-    fault::arm(Some(Fault::FailBatchMidway));
-    let failed = db.hset(b"h", &pairs);
-    fault::arm(None);
+    let failed = fault::with(Fault::FailBatchMidway, || db.hset(b"h", &pairs));
     assert!(matches!(failed, Err(DbError::ReadOnly)), "{failed:?}");
     let want = |f: &[u8]| {
         if changed.contains(&f) {

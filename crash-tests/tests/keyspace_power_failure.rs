@@ -717,25 +717,25 @@ fn multi_key_commands_are_all_or_nothing_at_every_fence() {
 
 #[test]
 fn harness_catches_a_multi_key_command_applied_without_its_log_record() {
-    fault::arm(Some(Fault::SkipBatchLog));
     let ops: Vec<Op> = workload(400, 7)
         .into_iter()
         .filter(|op| matches!(op, Op::MSet(_)))
         .collect();
-    let report = run("keyspace-fault", &ops, false, 0);
-    fault::arm(None);
+    let report = fault::with(Fault::SkipBatchLog, || {
+        run("keyspace-fault", &ops, false, 0)
+    });
     report.assert_caught("batches applied unlogged");
 }
 
 #[test]
 fn harness_catches_a_log_record_written_before_its_records_are_durable() {
-    fault::arm(Some(Fault::SkipFenceBeforeBatchLog));
     let ops: Vec<Op> = workload(150, 11)
         .into_iter()
         .filter(|op| matches!(op, Op::MSet(_)))
         .collect();
-    let report = run("keyspace-fence-fault", &ops, true, 0);
-    fault::arm(None);
+    let report = fault::with(Fault::SkipFenceBeforeBatchLog, || {
+        run("keyspace-fence-fault", &ops, true, 0)
+    });
     report.assert_caught("the fence before the log record removed");
 }
 
@@ -761,10 +761,10 @@ fn large_hash_writes_are_all_or_nothing_at_every_fence() {
 
 #[test]
 fn harness_catches_an_append_published_before_its_pairs_are_durable() {
-    fault::arm(Some(Fault::SkipFenceBeforeAppend));
     let ops = one_field_hash_writes();
-    let report = run_sized("large-hash-append-fault", &ops, true, 0, BIG_POOL);
-    fault::arm(None);
+    let report = fault::with(Fault::SkipFenceBeforeAppend, || {
+        run_sized("large-hash-append-fault", &ops, true, 0, BIG_POOL)
+    });
     report.assert_caught("the fence before an append's header word removed");
 }
 
@@ -825,15 +825,10 @@ fn splits_of_blocks_named_by_four_words_are_all_or_nothing_at_every_fence() {
 
 #[test]
 fn harness_catches_reads_that_keep_the_fields_a_split_left_behind() {
-    fault::arm(Some(Fault::UnfilteredParts));
-    let report = run_sized(
-        "doubling-hash-fault",
-        &doubling_hash_workload(40, 33),
-        true,
-        0,
-        BIG_POOL,
-    );
-    fault::arm(None);
+    let ops = doubling_hash_workload(40, 33);
+    let report = fault::with(Fault::UnfilteredParts, || {
+        run_sized("doubling-hash-fault", &ops, true, 0, BIG_POOL)
+    });
     report.assert_caught("reads of a shared part's block without the hash filter");
 }
 
@@ -854,9 +849,9 @@ fn one_field_hash_writes() -> Vec<Op> {
 /// Runs the one-field hash writes with `fault` armed; the harness must report it with the image
 /// taken as a command returns (only what was fenced survives).
 fn one_field_writes_catch(fault: Fault, name: &str, what: &str) {
-    fault::arm(Some(fault));
-    let report = run_sized(name, &one_field_hash_writes(), false, 0, BIG_POOL);
-    fault::arm(None);
+    let report = fault::with(fault, || {
+        run_sized(name, &one_field_hash_writes(), false, 0, BIG_POOL)
+    });
     report.assert_caught_by(what, ACK_IMAGE);
 }
 
@@ -908,9 +903,9 @@ fn batches_that_split_the_index_before_they_are_logged_are_all_or_nothing_at_eve
 
 #[test]
 fn harness_catches_a_split_that_clears_records_before_their_copies_are_durable() {
-    fault::arm(Some(Fault::SkipFenceBeforeSplitUnpublish));
-    let (report, splitting) = run_aimed("aimed-split-fault", 16, true, 0, 51);
-    fault::arm(None);
+    let (report, splitting) = fault::with(Fault::SkipFenceBeforeSplitUnpublish, || {
+        run_aimed("aimed-split-fault", 16, true, 0, 51)
+    });
     assert!(splitting > 0, "the batches must split the index");
     report.assert_caught_by(
         "the fence between a split's copies and the clearing of the originals removed",
@@ -935,14 +930,9 @@ fn transactions_are_all_or_nothing_at_every_fence() {
 
 #[test]
 fn harness_catches_a_transaction_that_logs_no_undo_records() {
-    fault::arm(Some(Fault::SkipUndoLog));
-    let report = run_sized(
-        "transactions-fault",
-        &transaction_workload(12, 3),
-        false,
-        0,
-        BIG_POOL,
-    );
-    fault::arm(None);
+    let ops = transaction_workload(12, 3);
+    let report = fault::with(Fault::SkipUndoLog, || {
+        run_sized("transactions-fault", &ops, false, 0, BIG_POOL)
+    });
     report.assert_caught("undo logging removed");
 }

@@ -79,9 +79,9 @@ fn pool_creation_survives_a_power_failure_at_every_fence() {
 
 #[test]
 fn harness_catches_a_header_published_before_it_is_durable() {
-    fault::arm(Some(Fault::SkipHeaderBodyPersist));
-    let report = crash_pool_creation("fault", 16);
-    fault::arm(None);
+    let report = fault::with(Fault::SkipHeaderBodyPersist, || {
+        crash_pool_creation("fault", 16)
+    });
     println!("with the header persist removed: {}", report.summary());
     assert!(
         !report.violations.is_empty(),

@@ -144,9 +144,7 @@ fn wal_recovery_survives_a_power_failure_at_every_fence() {
 
 #[test]
 fn harness_catches_an_append_acknowledged_before_it_is_durable() {
-    fault::arm(Some(Fault::SkipWalPersist));
-    let (report, _) = run("wal-fault", 300);
-    fault::arm(None);
+    let (report, _) = fault::with(Fault::SkipWalPersist, || run("wal-fault", 300));
     println!("with the append's persist removed: {}", report.summary());
     assert!(!report.violations.is_empty(), "{}", report.summary());
 }

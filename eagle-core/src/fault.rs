@@ -110,6 +110,21 @@ pub fn arm(fault: Option<Fault>) {
     ARMED.with(|a| a.set(fault));
 }
 
+/// Runs `f` with `fault` armed on the calling thread, and disarms it when `f` returns (or
+/// panics).
+#[cfg(feature = "fault-injection")]
+pub fn with<R>(fault: Fault, f: impl FnOnce() -> R) -> R {
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            arm(None);
+        }
+    }
+    arm(Some(fault));
+    let _disarm = Disarm;
+    f()
+}
+
 /// Whether `fault` is armed on the calling thread. Always false without the feature, so the
 /// check compiles away.
 #[inline(always)]

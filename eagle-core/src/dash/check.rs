@@ -219,23 +219,11 @@ mod tests {
     use super::super::segment::{ALL_BUCKETS, BUCKETS};
     use crate::Engine;
     use crate::dash::PutMode;
-    use crate::pmem::FlushMode;
-    use crate::pool::PoolOptions;
     use crate::record::RecordKind;
 
-    /// An engine on a fresh pool holding `n` keys in one segment (some in the stash); the pool
-    /// file is deleted when the test's process ends.
+    /// An engine on a fresh pool holding `n` keys in one segment (some in the stash).
     fn engine_with_keys(name: &str, n: u32) -> Engine {
-        let path =
-            std::env::temp_dir().join(format!("eagle-check-{name}-{}.pool", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let opts = PoolOptions {
-            size: 16 << 20,
-            flush: Some(FlushMode::None),
-            ..PoolOptions::default()
-        };
-        let engine = Engine::open(&path, opts).unwrap();
-        let _ = std::fs::remove_file(&path); // the mapping keeps it
+        let engine = crate::engine::temp_engine(&format!("check-{name}"), 16 << 20);
         for i in 0..n {
             let key = format!("key:{i}");
             engine

@@ -155,23 +155,13 @@ impl Dash {
 mod tests {
     use std::collections::HashSet;
 
-    use crate::Engine;
     use crate::dash::PutMode;
-    use crate::pmem::FlushMode;
-    use crate::pool::PoolOptions;
     use crate::record::RecordKind;
     use pmem_emulation::SplitMix64;
 
     #[test]
     fn a_batch_placed_after_make_room_never_splits() {
-        let path = std::env::temp_dir().join(format!("eagle-room-{}.pool", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let opts = PoolOptions {
-            size: 64 << 20,
-            flush: Some(FlushMode::None),
-            ..PoolOptions::default()
-        };
-        let engine = Engine::open(&path, opts).unwrap();
+        let engine = crate::engine::temp_engine("room", 64 << 20);
         let index = engine.index();
         let mut rng = SplitMix64::new(0x9e37_79b9_7f4a_7c15);
         let (mut next_key, mut splits_made) = (0u64, 0u32);
@@ -229,7 +219,5 @@ mod tests {
             splits_made > 20,
             "the batches never needed room: {splits_made}"
         );
-        drop(engine);
-        let _ = std::fs::remove_file(&path);
     }
 }

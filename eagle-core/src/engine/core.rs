@@ -254,3 +254,19 @@ impl Drop for Engine {
         }
     }
 }
+
+/// For unit tests: an engine on a new pool of `size` bytes (flush mode none) in a file under
+/// the temporary directory, unlinked at once (the mapping keeps it until the engine drops).
+#[cfg(test)]
+pub(crate) fn temp_engine(name: &str, size: u64) -> Engine {
+    let path = std::env::temp_dir().join(format!("eagle-{name}-{}.pool", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let opts = PoolOptions {
+        size,
+        flush: Some(crate::pmem::FlushMode::None),
+        ..PoolOptions::default()
+    };
+    let engine = Engine::open(&path, opts).expect("open a temporary pool");
+    let _ = std::fs::remove_file(&path);
+    engine
+}
