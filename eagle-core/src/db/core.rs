@@ -262,10 +262,9 @@ impl Db {
     }
 
     /// [`lock_write`](Self::lock_write) for a command that Redis accepts on a full server
-    /// (not `denyoom`) and that rewrites a record or a part (HDEL, RENAME; EXPIRE, PERSIST
-    /// and GETEX store the expiry word in place): until the guard drops, its allocations may
-    /// also take the heap's reserve
-    /// (`heap/reserve.rs`).
+    /// (not `denyoom`) and that rewrites a record or a part (HDEL, RENAME): until the guard
+    /// drops, its allocations may also take the heap's reserve (`heap/reserve.rs`). (EXPIRE,
+    /// PERSIST and GETEX need none: they store the expiry word in place.)
     pub(super) fn lock_write_when_full<'a>(
         &'a self,
         keys: impl IntoIterator<Item = &'a [u8]>,

@@ -178,8 +178,9 @@ impl Db {
         }
     }
 
-    /// Calls `f(lo, fields)` for each block the table names, once, with the fields of the
-    /// entries `lo..` naming it (see [`own_fields`](Self::own_fields)).
+    /// Calls `f(lo, fields)` for each entry of each block the table names, with `lo` the first
+    /// of the entries naming the block and `fields` that entry's own (see
+    /// [`own_fields`](Self::own_fields)).
     fn each_part<'a>(
         &'a self,
         table: &Table<'a>,
@@ -305,12 +306,17 @@ impl Db {
         }
         let (mut added, mut removed) = (0, 0);
         let mut changed = vec![false; groups.len()];
-        for (change, &(_, at)) in changes.iter().zip(&entries) {
+        // The entries whose fields changed: the first, and whether it is the only one.
+        let (mut first, mut one_entry) = (None, true);
+        for (change, &(i, at)) in changes.iter().zip(&entries) {
             let (a, r) = apply_changes(&mut fields[at], std::slice::from_ref(change));
             added += a;
             removed += r;
             // A part that only lost fields it did not have is left as it is.
-            changed[at] |= change.1.is_some() || r > 0;
+            if change.1.is_some() || r > 0 {
+                changed[at] = true;
+                one_entry &= *first.get_or_insert(i) == i;
+            }
         }
         if !changed.contains(&true) {
             // Only fields that were not there removed: nothing to write.
@@ -372,8 +378,7 @@ impl Db {
             // Plain stores only for one entry's change to runs of at most two words: a crash
             // keeping some of a longer run's stores could leave the old block named by words
             // that are not adjacent (`[B, B1', B, B3']`), which no reader can tell from damage.
-            let single = entries.iter().all(|e| e.0 == entries[0].0)
-                && rewrite.iter().all(|(lo, hi, _)| hi - lo <= 2);
+            let single = one_entry && rewrite.iter().all(|(lo, hi, _)| hi - lo <= 2);
             self.replace_parts(&table, rewrite, single, count, epoch)?;
             let guard = self.engine.index().pin();
             for old in olds {
@@ -429,30 +434,31 @@ impl Db {
         // Placed largest first: on a full pool (HDEL on the heap's reserve) the first part may
         // take the last free chunk, for its class, and the smaller parts can then take that
         // chunk's blocks (a larger class will do there) instead of each needing a chunk.
-        let mut order: Vec<usize> = (0..parts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(parts[i].1.as_ref().map_or(0, Vec::len)));
-        let mut words: Vec<(u64, u64)> = parts.iter().map(|&(j, _)| (j, 0)).collect();
-        for i in order {
-            if let Some(bytes) = &parts[i].1 {
-                match self.place_part(bytes) {
-                    Ok(block) => words[i].1 = block,
-                    Err(e) => {
-                        discard(&words);
-                        return Err(e);
-                    }
+        // (The words' order does not matter: plain stores between two fences, or one batch.)
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1.as_ref().map_or(0, Vec::len)));
+        let mut words: Vec<(u64, u64)> = Vec::with_capacity(parts.len());
+        for (j, bytes) in &parts {
+            let block = match bytes.as_deref().map(|b| self.place_part(b)).transpose() {
+                Ok(block) => block.unwrap_or(0),
+                Err(e) => {
+                    discard(&words);
+                    return Err(e);
                 }
-            }
+            };
+            words.push((*j, block));
         }
         let t = table.offset;
         if single {
             // Inside an atomic transaction the words changed in place are logged first.
-            let mut undo: Vec<u64> = words.iter().map(|w| table.part_word(w.0)).collect();
-            undo.extend([t + 16, t + 24]);
-            if let Err(e) = self.engine.save_undo_words(&undo) {
-                discard(&words);
-                return Err(e.into());
+            if self.engine.in_atomic() {
+                let mut undo: Vec<u64> = words.iter().map(|w| table.part_word(w.0)).collect();
+                undo.extend([t + 16, t + 24]);
+                if let Err(e) = self.engine.save_undo_words(&undo) {
+                    discard(&words);
+                    return Err(e.into());
+                }
             }
-            // Ordering: the new parts' bytes (flushed by write_part) are durable before the
+            // Ordering: the new parts' bytes (flushed by place_part) are durable before the
             // 8-byte stores that publish them; the second fence makes those stores and the count
             // durable before the command returns (the count in any order: see `store_count`).
             // A crash between the fences keeps any subset of the stores. Only one entry's fields
@@ -512,7 +518,9 @@ impl Db {
         // Ordering: the put fences the new table (flushed by init_doubled) before the 8-byte
         // slot store that publishes its record. A crash before that store keeps the old record
         // and table, which name the same parts; the new table is then reachable from nothing
-        // and the next open's sweep reclaims it.
+        // and the next open's sweep reclaims it. After it, the old record and table are
+        // reachable from nothing (retired, or reclaimed by the sweep), and the parts stay
+        // named by the new table.
         index
             .put(
                 key,

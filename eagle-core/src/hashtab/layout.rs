@@ -18,7 +18,8 @@
 //! pairs`) in pools without `INCOMPAT_APPEND_PARTS`, a run of pairs in pools with it.
 //!
 //! A change replaces a part: the new part, built in a new block, is published with one 8-byte
-//! store into the table (several parts at once go through the write-ahead log). In a pool
+//! store into the table, or two when it splits a block that two entries named; anything wider
+//! goes through the write-ahead log (`db/hash_store.rs`, `replace_parts`). In a pool
 //! with `INCOMPAT_APPEND_PARTS`, a change that only adds fields to one part whose block has room
 //! appends them in place instead: the pairs go past `len`, where no reader looks, then one
 //! 8-byte store of the header word (the new `len` and the checksum extended over them)
@@ -354,9 +355,6 @@ pub fn publish_append(region: &Region, part: u64, word: u64) {
     region.flush(part, 8);
 }
 
-const TABLE_WHAT: &str = "hash table";
-const PART_WHAT: &str = "hash part";
-
 /// A block owned by a record (besides the record itself), with the bytes it must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Child {
@@ -366,13 +364,6 @@ pub struct Child {
     pub size: u64,
     /// What it is.
     pub what: &'static str,
-}
-
-impl Child {
-    /// Whether it is a part (not the table naming the parts).
-    pub fn is_part(&self) -> bool {
-        self.what == PART_WHAT
-    }
 }
 
 /// Whether a record owns heap blocks (it is a hash stored as a table).
@@ -399,7 +390,7 @@ pub fn children(
     let mut out = vec![Child {
         offset: t,
         size: table_size(table.log2_parts),
-        what: TABLE_WHAT,
+        what: "hash table",
     }];
     let mut previous = 0;
     for i in 0..table.parts() {
@@ -415,7 +406,7 @@ pub fn children(
             out.push(Child {
                 offset: p,
                 size: PART_HEADER + (header as u32) as u64,
-                what: PART_WHAT,
+                what: "hash part",
             });
         }
         previous = p;

@@ -33,8 +33,9 @@ pub(crate) fn in_scope() -> bool {
 }
 
 /// While it lives, this thread's heap allocations may take the reserved chunks. Hold it only
-/// around an operation that frees at least what it allocates (a delete, or a rewrite to the
-/// same or a smaller size), so that the reserve comes back as the operation's frees land.
+/// around what the module documentation names: a delete or a rewrite to the same or a smaller
+/// size (the reserve comes back as its frees land), or a logged batch that can no longer back
+/// out.
 pub struct ReserveScope {
     was: bool,
     /// Tied to the thread whose flag it set.
