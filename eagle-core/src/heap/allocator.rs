@@ -275,10 +275,19 @@ impl Heap {
     /// cost more.)
     pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
         let (off, block) = match self.geo.classes.class_for(size) {
+            // Inside a reserve scope, a free block of any larger class is taken before a
+            // reserved chunk: a later allocation of the same command may need a chunk for a
+            // class with no free block at all (a segment for a split, a larger part).
             Some(k) => self
-                .alloc_small(k)
+                .alloc_small(k, false)
                 .map(|off| (off, self.geo.classes.size(k)))
-                .or_else(|| self.alloc_larger_class(k, size)),
+                .or_else(|| self.alloc_larger_class(k, size))
+                .or_else(|| {
+                    super::reserve::in_scope()
+                        .then(|| self.alloc_small(k, true))
+                        .flatten()
+                        .map(|off| (off, self.geo.classes.size(k)))
+                }),
             // Whole chunks, taken free: a free chunk is zero on the media (`release_chunks`).
             None => self.alloc_large(size).map(|off| (off, size)),
         }
@@ -293,12 +302,14 @@ impl Heap {
         Ok(off)
     }
 
-    fn alloc_small(&self, k: u8) -> Option<u64> {
+    /// A block of class `k`: from this shard's chunks (taking a free chunk for them if they are
+    /// full, a reserved one only if `reserve`), else from another shard's.
+    fn alloc_small(&self, k: u8, reserve: bool) -> Option<u64> {
         let home = shard::current();
         {
             let mut class = self.classes[k as usize][home].lock();
             if class.partial.is_empty()
-                && let Some(c) = self.take_chunks(1, ChunkKind::Small(k))
+                && let Some(c) = self.take_chunks(1, ChunkKind::Small(k), reserve)
             {
                 self.owner[c as usize].store(home as u8, std::sync::atomic::Ordering::Relaxed);
                 class
@@ -364,21 +375,17 @@ impl Heap {
 
     fn alloc_large(&self, size: u64) -> Option<u64> {
         let n = u32::try_from(size.div_ceil(CHUNK)).ok()?;
-        let c = self.take_chunks(n, ChunkKind::LargeHead(n))?;
+        let c = self.take_chunks(n, ChunkKind::LargeHead(n), super::reserve::in_scope())?;
         self.used
             .fetch_add(n as u64 * CHUNK, std::sync::atomic::Ordering::Relaxed);
         Some(self.geo.chunk_offset(c))
     }
 
     /// Assigns `n` contiguous free chunks to `kind` and makes that durable. Leaves the reserve
-    /// alone unless this thread is in a `ReserveScope`.
-    fn take_chunks(&self, n: u32, kind: ChunkKind) -> Option<u32> {
+    /// alone unless `reserve` (which only a thread in a `ReserveScope` passes).
+    fn take_chunks(&self, n: u32, kind: ChunkKind, reserve: bool) -> Option<u32> {
         let mut chunks = self.chunks.lock();
-        let keep = if super::reserve::in_scope() {
-            0
-        } else {
-            self.reserve as usize
-        };
+        let keep = if reserve { 0 } else { self.reserve as usize };
         if chunks.free.len() < n as usize + keep {
             return None;
         }
