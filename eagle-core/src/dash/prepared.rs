@@ -55,7 +55,8 @@ impl Dash {
         let h = self.hash(key);
         let guard = self.pin();
         let expires = self.has_expiry(record);
-        self.publish_record(key, h, record, expires, mode, false, &guard)
+        let word = self.slot_word(record);
+        self.publish_record(key, h, record, word, expires, mode, false, &guard)
     }
 
     /// Frees a prepared record that will not be published.

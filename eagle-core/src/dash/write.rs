@@ -140,7 +140,14 @@ impl Dash {
             // SAFETY: `rec` was just allocated; nothing else can reach it.
             unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
             let expires = (expire_at_ms != 0) as i64;
-            match self.publish_record(key, h, rec, expires, mode, true, &guard) {
+            // Only a hash record can own blocks: a string's word is known without reading the
+            // record back (its line was just flushed, and on CPUs whose clwb evicts, the read
+            // would wait for the write-back and then miss).
+            let word = match kind {
+                RecordKind::Hash => self.slot_word(rec),
+                RecordKind::String => rec,
+            };
+            match self.publish_record(key, h, rec, word, expires, mode, true, &guard) {
                 Err(e) => {
                     drop(guard);
                     // Never published: free it now rather than leave it to the next sweep.
@@ -168,7 +175,8 @@ impl Dash {
         region.prefetch(bucket_off(at.segment, b1));
     }
 
-    /// Publishes the written and flushed record `rec` under `key` (hash `h`); `rec_expires` is
+    /// Publishes the written and flushed record `rec` under `key` (hash `h`), storing `word`
+    /// (`rec` tagged as `slot_word` says) in its slot; `rec_expires` is
     /// 1 if it has an expiry, else 0 (passed in: the record's line was just flushed, and on CPUs
     /// whose clwb evicts it, reading it back under the bucket locks costs a miss). A new key
     /// may `displace` a record to make room (not for a batch's puts: see `room.rs`).
@@ -178,6 +186,7 @@ impl Dash {
         key: &[u8],
         h: u64,
         rec: u64,
+        word: u64,
         rec_expires: i64,
         mode: PutMode,
         displace: bool,
@@ -185,8 +194,7 @@ impl Dash {
     ) -> Result<PutOutcome, IndexError> {
         let region = self.region();
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
-        // The slot's word: the offset, tagged if the record owns blocks (one store publishes both).
-        let word = self.slot_word(rec);
+        debug_assert_eq!(word, self.slot_word(rec));
         loop {
             let (seg_off, seg, mut held) = self.lock_home(h)?;
             if let Some(found) = self.search(seg, h, key)? {
