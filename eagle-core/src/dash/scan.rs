@@ -13,6 +13,13 @@ use super::segment::{BUCKETS, STASH, Segment, bucket_index};
 use crate::record::RecordRef;
 
 impl Dash {
+    /// A cursor from which a scan first visits the records whose home bucket is `key`'s, in
+    /// the segment `key` maps to: the records whose slots a new `key` competes for.
+    pub fn cursor_near(&self, key: &[u8]) -> u64 {
+        let h = self.hash(key);
+        (h & !(BUCKETS as u64 - 1)) | bucket_index(h) as u64
+    }
+
     /// Visits the records of home buckets from `cursor` on, at least `count` of them unless the
     /// scan ends; returns the cursor to continue from, 0 when the whole index was visited.
     pub fn scan(

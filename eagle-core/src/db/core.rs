@@ -1,7 +1,7 @@
 //! The `Db` type: the engine, the key locks, and the lookups every command builds on.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -78,6 +78,9 @@ pub struct DbStats {
     /// Keys removed because they expired (lazily or by the sweep), since the open or the last
     /// [`Db::reset_stats`].
     pub expired_keys: u64,
+    /// Live keys removed by eviction (`Db::evict`), since the open or the last
+    /// [`Db::reset_stats`].
+    pub evicted_keys: u64,
     /// Lookups by read commands that found their key (Redis's `keyspace_hits`).
     pub keyspace_hits: u64,
     /// Lookups by read commands that found no live key (Redis's `keyspace_misses`).
@@ -118,6 +121,10 @@ pub struct Db {
     pub(super) clock: Clock,
     /// Keys removed because they expired (lazily or by the sweep).
     pub(super) expired: AtomicU64,
+    /// Live keys removed by eviction.
+    pub(super) evicted: AtomicU64,
+    /// The eviction policy's code (`EvictionPolicy::code`).
+    pub(super) eviction_code: AtomicU8,
     /// Read lookups that found their key, and those that did not (striped: every read counts).
     hits: StripedCounter,
     misses: StripedCounter,
@@ -145,6 +152,8 @@ impl Db {
             writers: Default::default(),
             clock: opts.clock,
             expired: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            eviction_code: AtomicU8::new(0),
             hits: StripedCounter::default(),
             misses: StripedCounter::default(),
             part_appends: StripedCounter::default(),
@@ -214,6 +223,7 @@ impl Db {
             expires: index.expires,
             avg_ttl_ms: self.avg_ttl.load(Ordering::Relaxed),
             expired_keys: self.expired.load(Ordering::Relaxed),
+            evicted_keys: self.evicted.load(Ordering::Relaxed),
             keyspace_hits: self.hits.sum().max(0) as u64,
             keyspace_misses: self.misses.sum().max(0) as u64,
             hash_part_appends: self.part_appends.sum().max(0) as u64,
@@ -226,11 +236,12 @@ impl Db {
         }
     }
 
-    /// Zeroes the statistics counters (`expired_keys`, `keyspace_hits`, `keyspace_misses`), as
-    /// Redis's CONFIG RESETSTAT does. Counts made by commands running meanwhile may be kept or
-    /// lost.
+    /// Zeroes the statistics counters (`expired_keys`, `evicted_keys`, `keyspace_hits`,
+    /// `keyspace_misses`), as Redis's CONFIG RESETSTAT does. Counts made by commands running
+    /// meanwhile may be kept or lost.
     pub fn reset_stats(&self) {
         self.expired.store(0, Ordering::Relaxed);
+        self.evicted.store(0, Ordering::Relaxed);
         self.hits.reset();
         self.misses.reset();
     }

@@ -3,13 +3,14 @@
 //!
 //! `core.rs` (the type, key locks, lookups), `strings.rs`, `keys.rs`, `expire.rs`,
 //! `hash.rs` (with `hash_store.rs` and `hash_codec.rs`, the stored forms), `glob.rs` (Redis's pattern matching),
-//! `active_expire.rs` (the background sweep of expired keys), `snapshot.rs` (dumps and restores,
+//! `active_expire.rs` (the background sweep of expired keys), `evict.rs` (eviction from a full pool), `snapshot.rs` (dumps and restores,
 //! with `snapshot_file.rs`, the file format, and `snapshot_error.rs`).
 
 mod active_expire;
 mod clock;
 mod core;
 mod error;
+mod evict;
 mod expire;
 mod gate;
 mod glob;
@@ -29,6 +30,7 @@ mod stripes;
 pub use clock::Clock;
 pub use core::{Db, DbOptions, DbStats, KeyType, Transaction};
 pub use error::DbError;
+pub use evict::{EVICTION_ROUNDS, EvictionPolicy};
 pub use expire::{ExpireCondition, Ttl};
 pub use gate::Gate;
 pub use glob::glob_match;

@@ -1,0 +1,235 @@
+//! Eviction: Redis's `maxmemory-policy` for a full pool. A write that does not fit fails with
+//! `OutOfMemory` and changes nothing (see `heap/reserve.rs`), so a caller that may evict asks
+//! [`Db::evict`] for room and runs the write again ([`Db::with_eviction`]; the server does the
+//! same for every `denyoom` command).
+//!
+//! What a full pool lacks is one of two things, and a round of eviction frees one key for each:
+//! - a slot for a new key: its two candidate buckets and the stash are full, and no chunk is free
+//!   for a segment split. A key whose home bucket is the new key's frees a slot the new key can
+//!   take, so the first victim is sampled there (`Dash::cursor_near`). Without it, random
+//!   victims alone left writes of `tests/eviction.rs` failing with `OutOfMemory`;
+//! - heap blocks of the new record's size class. The second victim is sampled at a random place
+//!   in the hash space; its record frees a block of its own class (and, inside a reserve scope,
+//!   any larger class serves). A write whose size class no victim shares gets room only once a
+//!   whole chunk is free, so it may still fail after every round.
+//!
+//! Each eviction is a DEL of one key under its key lock, durable on return like any DEL; a crash
+//! between evictions leaves some keys evicted and the write not done, which is what a crash
+//! before the write would have left. Inside an atomic transaction the evictions are part of it
+//! (undo-logged), so a crash rolls them back with it.
+//!
+//! LRU and LFU are not offered: reads never write to the pool, so it keeps no access times.
+
+use std::sync::atomic::Ordering;
+
+use super::core::Db;
+use super::error::DbError;
+
+/// Which keys a full pool may evict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// Never: a write that does not fit fails with `OutOfMemory` (Redis's default).
+    #[default]
+    NoEviction,
+    /// Any key.
+    AllKeysRandom,
+    /// Only keys with an expiry.
+    VolatileRandom,
+    /// Only keys with an expiry, the soonest to expire of a few sampled first.
+    VolatileTtl,
+}
+
+impl EvictionPolicy {
+    /// Every policy, in the order of their codes.
+    pub const ALL: [EvictionPolicy; 4] = [
+        EvictionPolicy::NoEviction,
+        EvictionPolicy::AllKeysRandom,
+        EvictionPolicy::VolatileRandom,
+        EvictionPolicy::VolatileTtl,
+    ];
+
+    /// Redis's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictionPolicy::NoEviction => "noeviction",
+            EvictionPolicy::AllKeysRandom => "allkeys-random",
+            EvictionPolicy::VolatileRandom => "volatile-random",
+            EvictionPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
+
+    /// The policy Redis calls `name` (any case), if EagleDB offers it.
+    pub fn parse(name: &str) -> Option<EvictionPolicy> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
+    fn volatile_only(self) -> bool {
+        matches!(
+            self,
+            EvictionPolicy::VolatileRandom | EvictionPolicy::VolatileTtl
+        )
+    }
+
+    pub(super) fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub(super) fn from_code(code: u8) -> EvictionPolicy {
+        Self::ALL
+            .get(code as usize)
+            .copied()
+            .unwrap_or(EvictionPolicy::NoEviction)
+    }
+}
+
+/// Rounds of eviction before a write is given up as `OutOfMemory`.
+pub const EVICTION_ROUNDS: usize = 32;
+
+/// Records one sample examines at most.
+const SAMPLE_RECORDS: usize = 256;
+/// Keys `volatile-ttl` compares per sample (Redis's `maxmemory-samples` default).
+const TTL_SAMPLES: usize = 5;
+
+impl Db {
+    /// The eviction policy (`noeviction` unless set).
+    pub fn eviction(&self) -> EvictionPolicy {
+        EvictionPolicy::from_code(self.eviction_code.load(Ordering::Relaxed))
+    }
+
+    /// Sets the eviction policy.
+    pub fn set_eviction(&self, policy: EvictionPolicy) {
+        self.eviction_code.store(policy.code(), Ordering::Relaxed);
+    }
+
+    /// One round of eviction for a write of `keys` that failed with `OutOfMemory`: removes a
+    /// key whose home bucket is one of `keys`', and one at a random place, as the policy
+    /// allows; never one of `keys`. Returns the keys removed (expired ones included, counted
+    /// as expired rather than evicted); none when the policy is `noeviction` or it found
+    /// nothing to remove. The caller holds no key lock.
+    pub fn evict(&self, keys: &[&[u8]]) -> Result<Vec<Vec<u8>>, DbError> {
+        let policy = self.eviction();
+        if policy == EvictionPolicy::NoEviction {
+            return Ok(Vec::new());
+        }
+        let random = super::keys::random_u64();
+        let mut cursors = Vec::with_capacity(2);
+        // A multi-key write does not say which key lacked a slot: each round tries near a
+        // random one of them.
+        if !keys.is_empty() {
+            let near = keys[(random >> 32) as usize % keys.len()];
+            cursors.push(self.engine.index().cursor_near(near));
+        }
+        cursors.push(random);
+        let mut removed = Vec::new();
+        for cursor in cursors {
+            if let Some(victim) = self.sample(cursor, policy, keys)?
+                && self.evict_key(&victim)?
+            {
+                removed.push(victim);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs `write`, and while it fails with `OutOfMemory` and [`evict`](Self::evict) finds
+    /// keys to remove, evicts and runs it again, at most [`EVICTION_ROUNDS`] times. `write`
+    /// must take its own key locks (and `keys` name them), as every `Db` write does.
+    pub fn with_eviction<T>(
+        &self,
+        keys: &[&[u8]],
+        mut write: impl FnMut() -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut rounds = 0;
+        loop {
+            match write() {
+                Err(DbError::OutOfMemory) if rounds < EVICTION_ROUNDS => {
+                    rounds += 1;
+                    if self.evict(keys)?.is_empty() {
+                        return Err(DbError::OutOfMemory);
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// A key the policy may evict, found by scanning from `cursor` (wrapping once at the end of
+    /// the hash space): the first one seen, or for `volatile-ttl` the soonest to expire of the
+    /// first few. Not one of `avoid`.
+    fn sample(
+        &self,
+        cursor: u64,
+        policy: EvictionPolicy,
+        avoid: &[&[u8]],
+    ) -> Result<Option<Vec<u8>>, DbError> {
+        let want = if policy == EvictionPolicy::VolatileTtl {
+            TTL_SAMPLES
+        } else {
+            1
+        };
+        let (mut seen, mut found) = (0, 0);
+        let mut best: Option<(u64, Vec<u8>)> = None;
+        let (mut cursor, mut wrapped) = (cursor, false);
+        while found < want && seen < SAMPLE_RECORDS {
+            let next = self.engine.index().scan(cursor, 16, |r| {
+                seen += 1;
+                let at = r.expire_at_ms();
+                if found >= want || (policy.volatile_only() && at == 0) || avoid.contains(&r.key())
+                {
+                    return;
+                }
+                found += 1;
+                if best.as_ref().is_none_or(|(b, _)| at < *b) {
+                    best = Some((at, r.key().to_vec()));
+                }
+            })?;
+            if next == 0 {
+                if wrapped {
+                    break;
+                }
+                wrapped = true;
+            }
+            cursor = next;
+        }
+        Ok(best.map(|(_, k)| k))
+    }
+
+    /// Removes `key` under its lock; true if it was there. A live key counts as evicted, an
+    /// expired one as expired.
+    fn evict_key(&self, key: &[u8]) -> Result<bool, DbError> {
+        let _held = self.lock_write([key])?;
+        if self
+            .engine
+            .index()
+            .get(key, |r| r.expire_at_ms())?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        if self.remove(key)? {
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_from_their_redis_names_in_any_case() {
+        for p in EvictionPolicy::ALL {
+            assert_eq!(EvictionPolicy::parse(p.name()), Some(p));
+            assert_eq!(
+                EvictionPolicy::parse(&p.name().to_ascii_uppercase()),
+                Some(p)
+            );
+            assert_eq!(EvictionPolicy::from_code(p.code()), p);
+        }
+        assert_eq!(EvictionPolicy::parse("allkeys-lru"), None);
+        assert_eq!(EvictionPolicy::parse(""), None);
+    }
+}
