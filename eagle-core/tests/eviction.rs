@@ -127,6 +127,15 @@ fn allkeys_random_lets_a_stream_three_times_the_pool_succeed_and_loses_only_coun
     assert_survivors_hold_their_last_values(&db, &model, expect);
     let report = db.engine().check();
     assert!(report.is_clean(), "check after eviction: {report:?}");
+    // Inside a transaction evicting would make no room (its frees wait for its end): nothing
+    // is evicted and a write that does not fit fails.
+    {
+        let _tx = db.atomic();
+        let big = vec![b'b'; 300_000];
+        let r = db.with_eviction(&[b"big"], || db.set(b"big", &big, SetOptions::default()));
+        assert_eq!(r.unwrap_err(), DbError::OutOfMemory);
+        assert_eq!(db.stats().evicted_keys, stats.evicted_keys);
+    }
     println!(
         "{created} keys created, {} evicted, {} held; heap {:?}",
         stats.evicted_keys, expect, stats.heap

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use eagle_core::FlushMode;
+use eagle_core::db::EvictionPolicy;
 
 /// Command-line flags. Every setting is optional so that an absent flag leaves the file's value.
 #[derive(Parser, Debug, Default, Clone)]
@@ -83,6 +84,10 @@ pub struct Cli {
     /// only) [default: no].
     #[arg(long, value_name = "no|yes|local")]
     pub enable_protected_configs: Option<String>,
+    /// What a write that does not fit in the full pool does: fail with -OOM (noeviction), or
+    /// evict keys (allkeys-random, volatile-random, volatile-ttl) [default: noeviction].
+    #[arg(long, value_name = "POLICY")]
+    pub maxmemory_policy: Option<String>,
 }
 
 /// Log verbosity, Redis's four levels.
@@ -217,6 +222,8 @@ pub struct Config {
     pub dbfilename: String,
     /// Who may CONFIG SET `dir` and `dbfilename`.
     pub enable_protected_configs: Protected,
+    /// What a write that does not fit in the full pool does.
+    pub maxmemory_policy: EvictionPolicy,
     /// The file the settings were read from.
     pub config_file: Option<PathBuf>,
 }
@@ -243,6 +250,7 @@ impl Default for Config {
             dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             dbfilename: "dump.eagle".into(),
             enable_protected_configs: Protected::No,
+            maxmemory_policy: EvictionPolicy::NoEviction,
             config_file: None,
         }
     }
@@ -457,8 +465,20 @@ fn set_enable_protected_configs(c: &mut Config, v: &str) -> Result<(), String> {
     Ok(())
 }
 
+fn set_maxmemory_policy(c: &mut Config, v: &str) -> Result<(), String> {
+    c.maxmemory_policy = EvictionPolicy::parse(v).ok_or_else(|| {
+        let names: Vec<&str> = EvictionPolicy::ALL.iter().map(|p| p.name()).collect();
+        format!(
+            "argument must be one of the following: {} (EagleDB keeps no access times, so it \
+             offers no LRU or LFU policy)",
+            names.join(", ")
+        )
+    })?;
+    Ok(())
+}
+
 /// Every parameter: EagleDB's own, and Redis's that clients ask about (fixed values that say
-/// how EagleDB behaves: one database, no AOF, no eviction).
+/// how EagleDB behaves: one database, no AOF, no memory limit but the pool's size).
 #[rustfmt::skip]
 pub static PARAMS: &[Param] = &[
     Param { name: "port", get: |c| c.port.to_string(), set: Some(set_port), mutable: false },
@@ -486,7 +506,7 @@ pub static PARAMS: &[Param] = &[
     Param { name: "appendonly", get: |_| "no".into(), set: None, mutable: false },
     Param { name: "databases", get: |_| "1".into(), set: None, mutable: false },
     Param { name: "maxmemory", get: |_| "0".into(), set: None, mutable: false },
-    Param { name: "maxmemory-policy", get: |_| "noeviction".into(), set: None, mutable: false },
+    Param { name: "maxmemory-policy", get: |c| c.maxmemory_policy.name().into(), set: Some(set_maxmemory_policy), mutable: true },
     Param { name: "cluster-enabled", get: |_| "no".into(), set: None, mutable: false },
     Param { name: "io-threads", get: |_| "1".into(), set: None, mutable: false },
 ];
@@ -527,7 +547,7 @@ impl Config {
             config.apply_file(path, &text)?;
             config.config_file = Some(path.clone());
         }
-        let flags: [(&str, &Option<String>); 16] = [
+        let flags: [(&str, &Option<String>); 17] = [
             ("port", &cli.port),
             ("bind", &cli.bind),
             ("pool", &cli.pool),
@@ -544,6 +564,7 @@ impl Config {
             ("dir", &cli.dir),
             ("dbfilename", &cli.dbfilename),
             ("enable-protected-configs", &cli.enable_protected_configs),
+            ("maxmemory-policy", &cli.maxmemory_policy),
         ];
         for (name, value) in flags {
             if let Some(v) = value {

@@ -112,6 +112,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    db.set_eviction(config.maxmemory_policy);
     let pool = db.engine().pool();
     let open_kind = if pool.created() {
         OpenKind::Created

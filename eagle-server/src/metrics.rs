@@ -51,6 +51,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Keys removed because they expired."
     );
     metrics::describe_counter!(
+        "eagle_evicted_keys_total",
+        "Keys evicted from the full pool (maxmemory-policy; INFO's evicted_keys)."
+    );
+    metrics::describe_counter!(
         "eagle_keyspace_hits_total",
         "Key lookups by read commands that found the key (INFO's keyspace_hits)."
     );
@@ -126,6 +130,7 @@ pub fn refresh(shared: &Shared) {
     gauge!("eagle_connected_clients").set(server.clients.connected() as f64);
     gauge!("eagle_keys").set(stats.keys as f64);
     counter!("eagle_expired_keys_total").absolute(stats.expired_keys);
+    counter!("eagle_evicted_keys_total").absolute(stats.evicted_keys);
     counter!("eagle_keyspace_hits_total").absolute(stats.keyspace_hits);
     counter!("eagle_keyspace_misses_total").absolute(stats.keyspace_misses);
     gauge!("eagle_pool_used_bytes").set(stats.heap.used as f64);

@@ -9,12 +9,7 @@ use eagle_core::db::verify_snapshot;
 use eagle_core::resp::Frame;
 
 fn info_field(s: &Server, field: &str) -> String {
-    let info = s.cli(&["INFO", "persistence"]);
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in:\n{info}"))
-        .trim()
-        .to_string()
+    s.info_field("persistence", field)
 }
 
 #[test]

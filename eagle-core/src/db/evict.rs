@@ -15,8 +15,9 @@
 //!
 //! Each eviction is a DEL of one key under its key lock, durable on return like any DEL; a crash
 //! between evictions leaves some keys evicted and the write not done, which is what a crash
-//! before the write would have left. Inside an atomic transaction the evictions are part of it
-//! (undo-logged), so a crash rolls them back with it.
+//! before the write would have left. Inside an atomic transaction (`Db::atomic`, the server's
+//! EXEC) nothing is evicted: what the transaction retires is freed only when it ends, so an
+//! eviction would lose a key and make no room; such a write fails as under `noeviction`.
 //!
 //! LRU and LFU are not offered: reads never write to the pool, so it keeps no access times.
 
@@ -106,11 +107,13 @@ impl Db {
     /// One round of eviction for a write of `keys` that failed with `OutOfMemory`: removes a
     /// key whose home bucket is one of `keys`', and one at a random place, as the policy
     /// allows; never one of `keys`. Returns the keys removed (expired ones included, counted
-    /// as expired rather than evicted); none when the policy is `noeviction` or it found
-    /// nothing to remove. The caller holds no key lock.
+    /// as expired rather than evicted); none when the policy is `noeviction`, inside an atomic
+    /// transaction, or when it found nothing to remove. The caller holds no key lock.
     pub fn evict(&self, keys: &[&[u8]]) -> Result<Vec<Vec<u8>>, DbError> {
         let policy = self.eviction();
-        if policy == EvictionPolicy::NoEviction {
+        // Inside an atomic transaction nothing retired is freed until it ends (see
+        // `engine/tx.rs`), so evicting would lose keys and make no room.
+        if policy == EvictionPolicy::NoEviction || self.engine.in_atomic() {
             return Ok(Vec::new());
         }
         let random = super::keys::random_u64();

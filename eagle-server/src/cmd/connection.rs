@@ -273,7 +273,7 @@ const CLIENT_HELP: &[&str] = &[
     "REPLY (ON|OFF|SKIP)",
     "    Control the replies sent to the current connection.",
     "NO-EVICT (ON|OFF)",
-    "    Accepted; EagleDB never evicts.",
+    "    Accepted; EagleDB never evicts clients.",
     "NO-TOUCH (ON|OFF)",
     "    Accepted; EagleDB keeps no access times.",
     "HELP",

@@ -1,10 +1,13 @@
 //! Running one command: look it up, check its arity and the caller's authentication, queue it
-//! inside MULTI, else run it (holding the transaction gate), count it, turn errors into replies.
+//! inside MULTI, else run it (holding the transaction gate; a write refused by a full pool again
+//! after evicting, if the policy evicts), count it, turn errors into replies.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
+use eagle_core::DbError;
+use eagle_core::db::{EVICTION_ROUNDS, EvictionPolicy};
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
@@ -97,7 +100,13 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
         ctx.session.tally.flush(&server.stats);
     }
     let started = Instant::now();
-    let result = (spec.run)(&mut Parse::new(argv), ctx);
+    let may_evict =
+        spec.flags.contains(&"denyoom") && ctx.db().eviction() != EvictionPolicy::NoEviction;
+    let again = may_evict.then(|| argv.clone());
+    let mut result = (spec.run)(&mut Parse::new(argv), ctx);
+    if let Some(argv) = again {
+        result = evict_and_retry(ctx, spec, argv, result);
+    }
     let elapsed = started.elapsed();
     ctx.session.tally.add(spec.name, elapsed.as_nanos() as u64);
     crate::metrics::observe_command(spec.name, elapsed);
@@ -121,4 +130,33 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
         }
     }
     frame
+}
+
+/// A `denyoom` command that failed because the pool is full, run again after each round of
+/// eviction (`Db::evict`) while the policy finds keys to evict, at most `EVICTION_ROUNDS`
+/// times. The failed runs changed nothing (a write that does not fit changes nothing), so
+/// running the command again is safe for every command, INCR and APPEND included. Evicted keys
+/// touch their watchers, as Redis's evictions do.
+fn evict_and_retry(
+    ctx: &mut Ctx<'_>,
+    spec: &'static Spec,
+    argv: Vec<Bytes>,
+    mut result: Result<Frame, CmdError>,
+) -> Result<Frame, CmdError> {
+    let oom = CmdError::from(DbError::OutOfMemory);
+    for _ in 0..EVICTION_ROUNDS {
+        if result.as_ref().err() != Some(&oom) {
+            break;
+        }
+        let evicted = ctx.db().evict(&spec.key_args(&argv))?;
+        if evicted.is_empty() {
+            break;
+        }
+        let watches = &ctx.shared.server.watches;
+        if watches.any() {
+            watches.touch(evicted.iter().map(|k| &k[..]));
+        }
+        result = (spec.run)(&mut Parse::new(argv.clone()), ctx);
+    }
+    result
 }

@@ -231,7 +231,7 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("used_memory_dataset", &used);
                 f("maxmemory", &0);
                 f("maxmemory_human", &"0B");
-                f("maxmemory_policy", &"noeviction");
+                f("maxmemory_policy", &ctx.db().eviction().name());
                 f(
                     "mem_fragmentation_ratio",
                     &format!("{:.2}", 1.0 + stats.heap.fragmentation()),
@@ -270,7 +270,7 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("total_net_output_bytes", &r(&st.net_output_bytes));
                 f("rejected_connections", &r(&st.rejected_connections));
                 f("expired_keys", &stats.expired_keys);
-                f("evicted_keys", &0);
+                f("evicted_keys", &stats.evicted_keys);
                 f("keyspace_hits", &stats.keyspace_hits);
                 f("keyspace_misses", &stats.keyspace_misses);
                 f("pubsub_channels", &0);
@@ -480,6 +480,7 @@ impl Command for Config {
                     }
                     set(&mut next, &value).map_err(|e| failed(&e))?;
                 }
+                ctx.db().set_eviction(next.maxmemory_policy);
                 server.update_config(|c| *c = next);
                 Ok(Frame::ok())
             }

@@ -203,6 +203,16 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
     }
 
+    /// The field `field` of `INFO section`, read with redis-cli.
+    pub fn info_field(&self, section: &str, field: &str) -> String {
+        let info = self.cli(&["INFO", section]);
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in:\n{info}"))
+            .trim()
+            .to_string()
+    }
+
     /// Sends a signal.
     pub fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("running").id() as i32;

@@ -1,0 +1,101 @@
+//! Eviction over the wire: with `--maxmemory-policy allkeys-random` a full pool takes every
+//! write (outside MULTI/EXEC), INFO counts the evicted keys, and every key the server holds
+//! survives a restart;
+//! CONFIG SET switches the policy at run time (and back to `noeviction`, which answers -OOM);
+//! policies EagleDB does not offer are refused with the list of those it does.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn allkeys_random_takes_every_write_on_a_full_pool_and_counts_what_it_evicts() {
+    // common::Server makes a 64 MiB pool: about 15,000 values of 4 KB fit.
+    let s = Server::start("evict", &["--maxmemory-policy", "allkeys-random"]);
+    let mut conn = s.redis();
+    assert_eq!(s.info_field("memory", "maxmemory_policy"), "allkeys-random");
+    let value = vec![b'v'; 4000];
+    const KEYS: usize = 40_000;
+    for batch in 0..KEYS / 500 {
+        let mut pipe = redis::pipe();
+        for i in batch * 500..(batch + 1) * 500 {
+            pipe.cmd("SET").arg(format!("key:{i}")).arg(&value).ignore();
+        }
+        let r: redis::RedisResult<()> = pipe.query(&mut conn);
+        r.unwrap_or_else(|e| panic!("batch {batch}: {e}"));
+    }
+    let evicted: usize = s.info_field("stats", "evicted_keys").parse().unwrap();
+    let dbsize: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert!(evicted > KEYS / 2, "evicted {evicted} of {KEYS}");
+    assert_eq!(
+        dbsize + evicted,
+        KEYS,
+        "every key is held or counted as evicted"
+    );
+
+    // Inside MULTI/EXEC nothing is evicted (the transaction's frees would wait for its end):
+    // a write that does not fit gets -OOM and no key is lost.
+    let big = vec![b'b'; 300_000];
+    let r: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("tx:a")
+        .arg(&big)
+        .query(&mut conn);
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("OOM"), "{e:?}");
+    assert_eq!(s.info_field("stats", "evicted_keys"), evicted.to_string());
+    let same: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(same, dbsize);
+
+    // Policies EagleDB does not offer are refused, saying which it does.
+    let lru: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lru"])
+        .query(&mut conn);
+    let why = lru.unwrap_err().to_string();
+    assert!(
+        why.contains("allkeys-random") && why.contains("volatile-ttl"),
+        "{why}"
+    );
+
+    // Back to noeviction: the full pool answers -OOM.
+    assert_eq!(
+        s.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]),
+        "OK"
+    );
+    assert_eq!(
+        s.cli(&["CONFIG", "GET", "maxmemory-policy"]),
+        "maxmemory-policy\nnoeviction"
+    );
+    let mut refused = None;
+    for i in 0..2000 {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("more:{i}"))
+            .arg(&value)
+            .query(&mut conn);
+        if let Err(e) = r {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert_eq!(
+        refused.expect("noeviction never refused").code(),
+        Some("OOM")
+    );
+    let held: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+
+    // What the server holds survives a restart, and the flag applies again.
+    let mut s = s;
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(30).success());
+    let s = s.restart(&["--maxmemory-policy", "volatile-ttl"]);
+    let mut conn = s.redis();
+    assert_eq!(s.info_field("memory", "maxmemory_policy"), "volatile-ttl");
+    let after: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(after, held);
+    let got: Vec<u8> = redis::cmd("GET")
+        .arg("tx:a")
+        .query(&mut conn)
+        .unwrap_or_default();
+    assert!(got.is_empty() || got == value);
+}
