@@ -1,8 +1,9 @@
 //! Eviction from a full pool (`Db::evict`, `Db::with_eviction`): with an evicting policy every
 //! write of a stream several times the pool's size succeeds, the keys left are exactly the
 //! ones written minus the ones counted as evicted, each with its last value, and the pool checks
-//! clean and reopens with them. `volatile-ttl` never evicts a key without an expiry, prefers
-//! the soonest to expire, and refuses once no key with an expiry is left.
+//! clean and reopens with them; 4 threads writing at once almost never fail. `volatile-ttl`
+//! never evicts a key without an expiry, prefers the soonest to expire, and refuses once its
+//! samples find no key with an expiry.
 
 mod common;
 
@@ -165,7 +166,7 @@ fn noeviction_refuses_the_same_stream_once_the_pool_is_full() {
 }
 
 #[test]
-fn volatile_ttl_evicts_only_keys_with_an_expiry_soonest_first_and_refuses_when_none_is_left() {
+fn volatile_ttl_evicts_only_keys_with_an_expiry_soonest_first_and_refuses_once_it_finds_none() {
     let path = pool_path("evict-volatile-ttl");
     let db = open_db_sized(&path, POOL);
     db.set_eviction(EvictionPolicy::VolatileTtl);
@@ -239,6 +240,47 @@ fn volatile_ttl_evicts_only_keys_with_an_expiry_soonest_first_and_refuses_when_n
     println!(
         "volatile-ttl: evicted {soon_gone} of 1 h, {late_gone} of 24 h; refused at persistent key {at}"
     );
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn concurrent_writers_on_a_full_pool_almost_never_fail_under_allkeys_random() {
+    let path = pool_path("evict-concurrent");
+    let db = open_db_sized(&path, POOL);
+    db.set_eviction(EvictionPolicy::AllKeysRandom);
+    let failures = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (db, failures) = (&db, &failures);
+            s.spawn(move || {
+                let value = vec![b'x'; 1000];
+                for i in 0..40_000u64 {
+                    let k = key(t * 1_000_000 + i);
+                    if let Err(e) = db.with_eviction(&[&k], || {
+                        db.set(&k, &value, SetOptions::default()).map(drop)
+                    }) {
+                        assert_eq!(e, DbError::OutOfMemory);
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let stats = db.stats();
+    let failed = failures.into_inner();
+    println!(
+        "4 threads x 40,000 SETs of 1,000 B: {failed} failed, {} evicted, {} held",
+        stats.evicted_keys,
+        db.dbsize()
+    );
+    // Not zero: with more threads than cores, a thread preempted while pinned can hold back
+    // the victims' blocks for all 32 rounds. Measured (4 threads, 2 cores, the other tests of
+    // this file running alongside): 0 failures in most runs, at most 3 in 22 runs; 1,213 before
+    // `evict` ran the reclamation after its victims. The bound catches that regression.
+    assert!(failed <= 16, "{failed} writes failed with eviction on");
+    assert_eq!(db.dbsize() + stats.evicted_keys, 160_000 - failed);
+    assert!(db.engine().check().is_clean());
     db.close().unwrap();
     let _ = std::fs::remove_file(&path);
 }

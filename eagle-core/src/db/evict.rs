@@ -3,14 +3,15 @@
 //! [`Db::evict`] for room and runs the write again ([`Db::with_eviction`]; the server does the
 //! same for every `denyoom` command).
 //!
-//! What a full pool lacks is one of two things, and a round of eviction frees one key for each:
+//! What a full pool lacks is one of two things, and a round of eviction frees keys for each:
 //! - a slot for a new key: its two candidate buckets and the stash are full, and no chunk is free
 //!   for a segment split. A key whose home bucket is the new key's frees a slot the new key can
-//!   take, so the first victim is sampled there (`Dash::cursor_near`). Without it, random
+//!   take, so the first victim is the first key the policy allows scanning on from that bucket
+//!   (`Dash::cursor_near`; usually in it or the next). Without it, random
 //!   victims alone left writes of `tests/eviction.rs` failing with `OutOfMemory`;
-//! - heap blocks of the new record's size class. The second victim is sampled at a random place
-//!   in the hash space; its record frees a block of its own class (and, inside a reserve scope,
-//!   any larger class serves). A write whose size class no victim shares gets room only once a
+//! - heap blocks of the new record's size class. The other victims are sampled at random places
+//!   in the hash space (more each round, see `Db::evict`); each record frees a block of its own
+//!   class (and, inside a reserve scope, any larger class serves). A write whose size class no victim shares gets room only once a
 //!   whole chunk is free, so it may still fail after every round.
 //!
 //! Each eviction is a DEL of one key under its key lock, durable on return like any DEL; a crash
@@ -104,12 +105,18 @@ impl Db {
         self.eviction_code.store(policy.code(), Ordering::Relaxed);
     }
 
-    /// One round of eviction for a write of `keys` that failed with `OutOfMemory`: removes a
-    /// key whose home bucket is one of `keys`', and one at a random place, as the policy
-    /// allows; never one of `keys`. Returns the keys removed (expired ones included, counted
-    /// as expired rather than evicted); none when the policy is `noeviction`, inside an atomic
-    /// transaction, or when it found nothing to remove. The caller holds no key lock.
-    pub fn evict(&self, keys: &[&[u8]]) -> Result<Vec<Vec<u8>>, DbError> {
+    /// Round `round` (from 0) of eviction for a write of `keys` that failed with
+    /// `OutOfMemory`: removes, as the policy allows, a key whose home bucket is one of `keys`'
+    /// and `2^round` keys (at most 32) at random places; never one of `keys`. Returns the keys
+    /// removed (expired ones included, counted as expired rather than evicted); none when the
+    /// policy is `noeviction`, inside an atomic transaction, or when it found nothing to remove.
+    /// The caller holds no key lock.
+    ///
+    /// Why the rounds grow: concurrent writers on a full pool all evict, and the blocks one
+    /// frees go to whichever allocates first once no reader can see them. With a fixed two
+    /// victims a round, 4 threads writing 1 KB values to a full pool (`tests/eviction.rs`) had
+    /// writes that needed up to about 900 rounds, and 1,213 of 160,000 failed after 32.
+    pub fn evict(&self, keys: &[&[u8]], round: usize) -> Result<Vec<Vec<u8>>, DbError> {
         let policy = self.eviction();
         // Inside an atomic transaction nothing retired is freed until it ends (see
         // `engine/tx.rs`), so evicting would lose keys and make no room.
@@ -117,7 +124,7 @@ impl Db {
             return Ok(Vec::new());
         }
         let random = super::keys::random_u64();
-        let mut cursors = Vec::with_capacity(2);
+        let mut cursors = Vec::new();
         // A multi-key write does not say which key lacked a slot: each round tries near a
         // random one of them.
         if !keys.is_empty() {
@@ -125,12 +132,33 @@ impl Db {
             cursors.push(self.engine.index().cursor_near(near));
         }
         cursors.push(random);
+        for _ in 1..1usize << round.min(5) {
+            cursors.push(super::keys::random_u64());
+        }
         let mut removed = Vec::new();
         for cursor in cursors {
-            if let Some(victim) = self.sample(cursor, policy, keys)?
-                && self.evict_key(&victim)?
-            {
-                removed.push(victim);
+            let evicted = match self.sample(cursor, policy, keys) {
+                Ok(Some(victim)) => self.evict_key(&victim, policy).map(|e| e.then_some(victim)),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
+            match evicted {
+                Ok(Some(victim)) => removed.push(victim),
+                Ok(None) => {}
+                // The keys already removed are returned, so the caller's watchers hear of them.
+                Err(_) if !removed.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        // The victims' blocks are freed once no reader can see them (epoch reclamation): hand
+        // them over now, and if a thread that is pinned holds some back (a preempted one, when
+        // threads outnumber cores), give it the CPU before the write tries again.
+        if !removed.is_empty() {
+            for _ in 0..16 {
+                if self.engine.index().reclaim() == 0 {
+                    break;
+                }
+                std::thread::yield_now();
             }
         }
         Ok(removed)
@@ -144,14 +172,14 @@ impl Db {
         keys: &[&[u8]],
         mut write: impl FnMut() -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let mut rounds = 0;
+        let mut round = 0;
         loop {
             match write() {
-                Err(DbError::OutOfMemory) if rounds < EVICTION_ROUNDS => {
-                    rounds += 1;
-                    if self.evict(keys)?.is_empty() {
+                Err(DbError::OutOfMemory) if round < EVICTION_ROUNDS => {
+                    if self.evict(keys, round)?.is_empty() {
                         return Err(DbError::OutOfMemory);
                     }
+                    round += 1;
                 }
                 done => return done,
             }
@@ -199,17 +227,15 @@ impl Db {
         Ok(best.map(|(_, k)| k))
     }
 
-    /// Removes `key` under its lock; true if it was there. A live key counts as evicted, an
-    /// expired one as expired.
-    fn evict_key(&self, key: &[u8]) -> Result<bool, DbError> {
+    /// Removes `key` under its lock if the policy still allows it (another client may have
+    /// made it persistent since it was sampled); true if it did. A live key counts as evicted,
+    /// an expired one as expired.
+    fn evict_key(&self, key: &[u8], policy: EvictionPolicy) -> Result<bool, DbError> {
         let _held = self.lock_write([key])?;
-        if self
-            .engine
-            .index()
-            .get(key, |r| r.expire_at_ms())?
-            .is_none()
-        {
-            return Ok(false);
+        match self.engine.index().get(key, |r| r.expire_at_ms())? {
+            None => return Ok(false),
+            Some(0) if policy.volatile_only() => return Ok(false),
+            Some(_) => {}
         }
         if self.remove(key)? {
             self.evicted.fetch_add(1, Ordering::Relaxed);

@@ -144,11 +144,11 @@ fn evict_and_retry(
     mut result: Result<Frame, CmdError>,
 ) -> Result<Frame, CmdError> {
     let oom = CmdError::from(DbError::OutOfMemory);
-    for _ in 0..EVICTION_ROUNDS {
+    for round in 0..EVICTION_ROUNDS {
         if result.as_ref().err() != Some(&oom) {
             break;
         }
-        let evicted = ctx.db().evict(&spec.key_args(&argv))?;
+        let evicted = ctx.db().evict(&spec.key_args(&argv), round)?;
         if evicted.is_empty() {
             break;
         }

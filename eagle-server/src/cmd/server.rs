@@ -480,8 +480,11 @@ impl Command for Config {
                     }
                     set(&mut next, &value).map_err(|e| failed(&e))?;
                 }
-                ctx.db().set_eviction(next.maxmemory_policy);
-                server.update_config(|c| *c = next);
+                // Inside the update, so the keyspace's policy and CONFIG GET's never disagree.
+                server.update_config(|c| {
+                    ctx.db().set_eviction(next.maxmemory_policy);
+                    *c = next
+                });
                 Ok(Frame::ok())
             }
             "RESETSTAT" => {
