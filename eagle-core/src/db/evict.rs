@@ -113,9 +113,11 @@ impl Db {
     /// The caller holds no key lock.
     ///
     /// Why the rounds grow: concurrent writers on a full pool all evict, and the blocks one
-    /// frees go to whichever allocates first once no reader can see them. With a fixed two
-    /// victims a round, 4 threads writing 1 KB values to a full pool (`tests/eviction.rs`) had
-    /// writes that needed up to about 900 rounds, and 1,213 of 160,000 failed after 32.
+    /// frees go to whichever allocates first once no reader can see them (the write that runs
+    /// again frees them as any write on a full pool does: `Dash::space_may_free_up`). With a
+    /// fixed two victims a round, 4 threads writing 1 KB values to a full pool
+    /// (`tests/eviction.rs`) once had writes that needed up to about 900 rounds, and 1,213 of
+    /// 160,000 failed after 32.
     pub fn evict(&self, keys: &[&[u8]], round: usize) -> Result<Vec<Vec<u8>>, DbError> {
         let policy = self.eviction();
         // Inside an atomic transaction nothing retired is freed until it ends (see
@@ -148,17 +150,6 @@ impl Db {
                 // The keys already removed are returned, so the caller's watchers hear of them.
                 Err(_) if !removed.is_empty() => break,
                 Err(e) => return Err(e),
-            }
-        }
-        // The victims' blocks are freed once no reader can see them (epoch reclamation): hand
-        // them over now, and if a thread that is pinned holds some back (a preempted one, when
-        // threads outnumber cores), give it the CPU before the write tries again.
-        if !removed.is_empty() {
-            for _ in 0..16 {
-                if self.engine.index().reclaim() == 0 {
-                    break;
-                }
-                std::thread::yield_now();
             }
         }
         Ok(removed)
