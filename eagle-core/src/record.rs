@@ -67,8 +67,11 @@ pub fn record_size(key: &[u8], value_len: u64) -> u64 {
     RECORD_HEADER + key.len() as u64 + value_len
 }
 
-/// Writes a record into the block at `offset` and flushes it (not fenced: the caller fences,
-/// once for the record and the slot it will publish it in).
+/// Writes a record into the block at `offset`, unflushed; returns its length in bytes. The
+/// caller flushes those bytes before the fence that precedes the store publishing the record:
+/// a put flushes them under the bucket locks, next to the slot's flush, so one fence covers
+/// both (a flush issued before the lock's CAS made the CAS wait for its write-back, one more
+/// round trip per insert); a prepared record is flushed at once, before the log can name it.
 ///
 /// # Safety
 /// The caller owns `offset..offset+record_size(key, value.len())` exclusively: a block just
@@ -80,7 +83,7 @@ pub unsafe fn write_record(
     key: &[u8],
     value: &[u8],
     expire_at_ms: u64,
-) {
+) -> u64 {
     let mut head = [0u8; RECORD_HEADER as usize];
     head[0..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
     head[4] = kind as u8;
@@ -105,7 +108,7 @@ pub unsafe fn write_record(
         head[24..28].copy_from_slice(&crc.to_le_bytes());
         region.write(offset, &head);
     }
-    region.flush(offset, total as usize);
+    total
 }
 
 /// The record checksum: crc32c over header bytes 0..16, then the key and value (`body`).

@@ -5,7 +5,7 @@
 
 use super::error::{IndexError, corrupted};
 use super::index::Dash;
-use super::write::{PutMode, PutOutcome};
+use super::write::{NewRecord, PutMode, PutOutcome};
 use crate::record::{RecordKind, RecordRef, record_size, write_record};
 
 impl Dash {
@@ -21,7 +21,9 @@ impl Dash {
     ) -> Result<u64, IndexError> {
         let rec = self.alloc_block(record_size(key, value.len() as u64))?;
         // SAFETY: `rec` was just allocated; nothing else can reach it.
-        unsafe { write_record(self.region(), rec, kind, key, value, expire_at_ms) };
+        let len = unsafe { write_record(self.region(), rec, kind, key, value, expire_at_ms) };
+        // Flushed now: the log may name the record, and its commit fence must cover it.
+        self.region().flush(rec, len as usize);
         Ok(rec)
     }
 
@@ -55,8 +57,13 @@ impl Dash {
         let h = self.hash(key);
         let guard = self.pin();
         let expires = self.has_expiry(record);
-        let word = self.slot_word(record);
-        self.publish_record(key, h, record, word, expires, mode, false, &guard)
+        let new = NewRecord {
+            offset: record,
+            word: self.slot_word(record),
+            expires,
+            unflushed: 0,
+        };
+        self.publish_record(key, h, new, mode, false, &guard)
     }
 
     /// Frees a prepared record that will not be published.

@@ -23,6 +23,21 @@ pub enum PutMode {
     UpsertKeepParts,
 }
 
+/// A written record on its way to a slot (`publish_record`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewRecord {
+    /// Where it is.
+    pub offset: u64,
+    /// The word its slot will hold: `offset`, tagged as `slot_word` says.
+    pub word: u64,
+    /// 1 if it has an expiry, else 0 (passed in, so the record is not read back under the
+    /// bucket locks).
+    pub expires: i64,
+    /// How many of its bytes (from `offset`) are not flushed yet: `publish_record` flushes them
+    /// before the fence that precedes the publishing store. 0 for a record already flushed.
+    pub unflushed: u64,
+}
+
 /// What a put did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -119,8 +134,8 @@ impl Dash {
         let region = self.region();
         let h = self.hash(key);
         let mut guard = self.pin();
-        // The record is written and flushed before any lock is taken: it is private until
-        // published, and the flush overlaps with the lock wait.
+        // The record is written before any lock is taken (it is private until published) and
+        // flushed under the locks, by `publish_record`.
         let size = record_size(key, value.len() as u64);
         self.prefetch_home(h);
         loop {
@@ -138,16 +153,19 @@ impl Dash {
                 }
             };
             // SAFETY: `rec` was just allocated; nothing else can reach it.
-            unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
-            let expires = (expire_at_ms != 0) as i64;
-            // Only a hash record can own blocks: a string's word is known without reading the
-            // record back (its line was just flushed, and on CPUs whose clwb evicts, the read
-            // would wait for the write-back and then miss).
-            let word = match kind {
-                RecordKind::Hash => self.slot_word(rec),
-                RecordKind::String => rec,
+            let len = unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
+            let new = NewRecord {
+                offset: rec,
+                // Only a hash record can own blocks: a string's word is known without
+                // reading the record back.
+                word: match kind {
+                    RecordKind::Hash => self.slot_word(rec),
+                    RecordKind::String => rec,
+                },
+                expires: (expire_at_ms != 0) as i64,
+                unflushed: len,
             };
-            match self.publish_record(key, h, rec, word, expires, mode, true, &guard) {
+            match self.publish_record(key, h, new, mode, true, &guard) {
                 Err(e) => {
                     drop(guard);
                     // Never published: free it now rather than leave it to the next sweep.
@@ -175,25 +193,25 @@ impl Dash {
         region.prefetch(bucket_off(at.segment, b1));
     }
 
-    /// Publishes the written and flushed record `rec` under `key` (hash `h`), storing `word`
-    /// (`rec` tagged as `slot_word` says) in its slot; `rec_expires` is
-    /// 1 if it has an expiry, else 0 (passed in: the record's line was just flushed, and on CPUs
-    /// whose clwb evicts it, reading it back under the bucket locks costs a miss). A new key
-    /// may `displace` a record to make room (not for a batch's puts: see `room.rs`).
-    #[allow(clippy::too_many_arguments)]
+    /// Publishes the written record `new` under `key` (hash `h`). A new key may `displace` a
+    /// record to make room (not for a batch's puts: see `room.rs`).
     pub(crate) fn publish_record(
         &self,
         key: &[u8],
         h: u64,
-        rec: u64,
-        word: u64,
-        rec_expires: i64,
+        new: NewRecord,
         mode: PutMode,
         displace: bool,
         guard: &crossbeam_epoch::Guard,
     ) -> Result<PutOutcome, IndexError> {
         let region = self.region();
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        let NewRecord {
+            offset: rec,
+            word,
+            expires: rec_expires,
+            unflushed,
+        } = new;
         debug_assert_eq!(word, self.slot_word(rec));
         loop {
             let (seg_off, seg, mut held) = self.lock_home(h)?;
@@ -205,9 +223,10 @@ impl Dash {
                     return Ok(PutOutcome::Exists);
                 }
                 let slot = &seg.bucket(found.bucket).slots[found.slot];
-                // Ordering: this fence makes the record (flushed in write_record) durable before
-                // the slot's 8-byte store points to it. The swap is failure-atomic: after a crash
-                // the slot holds the old or the new offset, each naming a complete record.
+                // Ordering: this flush and fence make the record durable before the slot's
+                // 8-byte store points to it. The swap is failure-atomic: after a crash the slot
+                // holds the old or the new offset, each naming a complete record.
+                region.flush(rec, unflushed as usize);
                 region.fence();
                 slot.record.store(word, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
@@ -228,6 +247,7 @@ impl Dash {
             let (bi, i) = target;
             let bucket = seg.bucket(bi);
             bucket.write_slot(i, word, h);
+            region.flush(rec, unflushed as usize);
             region.flush(slot_offset(seg_off, bi, i), 16);
             // Ordering: record and slot contents are durable before the alloc bit publishes them
             // (a crash before this fence leaves the bit clear: the record is unreachable and
