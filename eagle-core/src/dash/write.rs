@@ -395,6 +395,9 @@ impl Dash {
         let h = self.hash(key);
         let guard = self.pin();
         let b = bucket_index(h);
+        // The slot lines and the neighbour's header load alongside the home header, rather than
+        // one after another under the locks.
+        self.prefetch_home(h);
         let (seg_off, seg, mut held) = self.lock_home(h)?;
         let Some(Found {
             bucket,
