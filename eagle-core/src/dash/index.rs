@@ -91,6 +91,8 @@ pub struct Dash {
     shared_parts: bool,
     /// Frees held back while an atomic transaction is open (`deferral.rs`).
     pub(crate) deferral: super::deferral::Deferral,
+    /// The directory's entries in DRAM, for prefetches ahead of the pin (`hints.rs`).
+    pub(crate) hints: super::hints::SegmentHints,
 }
 
 /// The error for a slot naming a record whose key cannot be read.
@@ -136,6 +138,7 @@ impl Dash {
             owner_tags: pool.owner_tags(),
             shared_parts: pool.shared_parts(),
             deferral: Default::default(),
+            hints: Default::default(),
             heap,
         };
         if dash.root().load(Ordering::Acquire) == 0 {
@@ -245,6 +248,7 @@ impl Dash {
     /// root (see `dir_view`).
     pub(crate) fn note_directory(&self, dir: &Directory<'_>) {
         debug_assert!(dir.offset & !DIR_VIEW_OFFSET == 0);
+        self.hints.note(dir);
         self.dir_view.store(
             dir.offset | (dir.global_depth as u64) << 56,
             Ordering::Release,
@@ -253,6 +257,24 @@ impl Dash {
 
     pub(crate) fn pin(&self) -> Guard {
         super::epoch::pin(&self.collector)
+    }
+
+    /// Starts the misses on hash `h`'s home bucket (its four lines) and its neighbour's
+    /// header. Called before the epoch pin, so they overlap with the pin's fence and the
+    /// directory walk; the segment comes from the DRAM hints (`hints.rs`), which need no pin.
+    /// False if there was no hint (a directory deeper than the hints copy).
+    #[inline]
+    pub(crate) fn prefetch_home(&self, h: u64) -> bool {
+        let Some(seg_off) = self.hints.segment(h) else {
+            return false;
+        };
+        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        let region = self.region();
+        for line in 0..4 {
+            region.prefetch(super::write::bucket_off(seg_off, b) + 64 * line);
+        }
+        region.prefetch(super::write::bucket_off(seg_off, b1));
+        true
     }
 
     /// The key's hash (xxh3-64, seeded per pool so clients cannot aim at one segment).
@@ -321,15 +343,18 @@ impl Dash {
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<Option<R>, IndexError> {
         let h = self.hash(key);
+        let hinted = self.prefetch_home(h);
         let _guard = self.pin();
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
             let (at, seg) = self.locate(h)?;
-            // The slot lines of the home bucket, fetched alongside its header rather than after
-            // the fingerprints say which slot to read.
-            let region = self.region();
-            for line in 1..4 {
-                region.prefetch(super::write::bucket_off(at.segment, b) + 64 * line);
+            if !hinted {
+                // The slot lines of the home bucket, fetched alongside its header rather than
+                // after the fingerprints say which slot to read.
+                let region = self.region();
+                for line in 1..4 {
+                    region.prefetch(super::write::bucket_off(at.segment, b) + 64 * line);
+                }
             }
             let (Some(v0), Some(v1)) =
                 (seg.bucket(b).read_version(), seg.bucket(b1).read_version())

@@ -9,6 +9,7 @@ mod deferral;
 mod directory;
 mod epoch;
 mod error;
+mod hints;
 mod index;
 mod prepared;
 mod repair;

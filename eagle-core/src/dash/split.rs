@@ -151,6 +151,7 @@ impl Dash {
         for i in first..first + count {
             dir.entry(i).store(new_off, Ordering::Release);
         }
+        self.hints.repoint(g, first, count, new_off);
         region.flush(dir.entry_offset(first), (count * 8) as usize);
         // Ordering: the directory names N before S's depth says it no longer holds N's half.
         region.fence();

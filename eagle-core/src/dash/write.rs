@@ -133,11 +133,15 @@ impl Dash {
     ) -> Result<PutOutcome, IndexError> {
         let region = self.region();
         let h = self.hash(key);
+        // The home bucket's misses overlap with the pin, and with writing the record.
+        let hinted = self.prefetch_home(h);
         let mut guard = self.pin();
+        if !hinted {
+            self.prefetch_located(h);
+        }
         // The record is written before any lock is taken (it is private until published) and
         // flushed under the locks, by `publish_record`.
         let size = record_size(key, value.len() as u64);
-        self.prefetch_home(h);
         loop {
             let rec = match self.alloc(size) {
                 Ok(rec) => rec,
@@ -180,10 +184,10 @@ impl Dash {
         }
     }
 
-    /// Starts the misses on the key's home bucket (header and slot lines) and its neighbour's
-    /// header, so they overlap with writing and flushing the record instead of following it.
-    #[inline]
-    fn prefetch_home(&self, h: u64) {
+    /// [`prefetch_home`](Self::prefetch_home) through the pool's directory, where the DRAM hints
+    /// have no copy of it. The caller is pinned (the directory is read).
+    #[cold]
+    fn prefetch_located(&self, h: u64) {
         let Ok((at, _)) = self.locate(h) else { return };
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         let region = self.region();
@@ -393,11 +397,14 @@ impl Dash {
 
     fn delete_inner(&self, key: &[u8], with_children: bool) -> Result<bool, IndexError> {
         let h = self.hash(key);
-        let guard = self.pin();
-        let b = bucket_index(h);
         // The slot lines and the neighbour's header load alongside the home header, rather than
         // one after another under the locks.
-        self.prefetch_home(h);
+        let hinted = self.prefetch_home(h);
+        let guard = self.pin();
+        if !hinted {
+            self.prefetch_located(h);
+        }
+        let b = bucket_index(h);
         let (seg_off, seg, mut held) = self.lock_home(h)?;
         let Some(Found {
             bucket,

@@ -1,0 +1,124 @@
+//! A DRAM copy of the directory's entries, read before an operation pins the epoch, so the
+//! miss on the key's bucket starts before the pin's fence and the directory walk instead of
+//! after them.
+//!
+//! Only a hint for prefetches: nothing is read through it. An entry may be stale (a split or
+//! doubling is under way) or name a block that is no longer a segment; a prefetch of a wrong
+//! address costs a wasted line and cannot fault. The directory in the pool stays the truth.
+//!
+//! Why a copy and not the pool's directory: reading the pool's directory needs the epoch pin
+//! (a retired directory's block may be freed and rewritten meanwhile, with plain stores), and
+//! the pin is what the hint is read ahead of. These tables are DRAM owned by the index, one per
+//! global depth, never freed while it lives, and written only with atomic stores.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::directory::{Directory, MAX_GLOBAL_DEPTH};
+use super::segment::prefix;
+
+/// Deepest directory copied: 2^22 entries are 32 MiB of DRAM (about four million segments, a
+/// pool of some 70 GiB of segments). Deeper directories get no hints; operations then start
+/// their misses after the pin, as without this module.
+pub(crate) const MAX_HINT_DEPTH: u32 = 22;
+
+const _: () = assert!(MAX_HINT_DEPTH <= MAX_GLOBAL_DEPTH);
+
+/// The tables, one per global depth.
+pub(crate) struct SegmentHints {
+    /// 1 + the depth of the table that mirrors the current directory; 0: none does.
+    current: AtomicU32,
+    /// Made when a directory of that depth is first noted. Directories only deepen while an
+    /// index lives, so the sum of the tables is under twice the deepest.
+    tables: [OnceLock<Box<[AtomicU64]>>; MAX_HINT_DEPTH as usize + 1],
+}
+
+impl Default for SegmentHints {
+    fn default() -> Self {
+        SegmentHints {
+            current: AtomicU32::new(0),
+            tables: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+impl SegmentHints {
+    /// Copies `dir` (the root's directory from now on: at open, after a doubling). The caller
+    /// holds the directory lock or is the only user (open), and is pinned or owns `dir`.
+    pub(crate) fn note(&self, dir: &Directory<'_>) {
+        let g = dir.global_depth;
+        if g > MAX_HINT_DEPTH {
+            self.current.store(0, Ordering::Release);
+            return;
+        }
+        let table = self.tables[g as usize]
+            .get_or_init(|| (0..dir.len()).map(|_| AtomicU64::new(0)).collect());
+        for (i, e) in table.iter().enumerate() {
+            e.store(
+                dir.entry(i as u64).load(Ordering::Acquire),
+                Ordering::Relaxed,
+            );
+        }
+        self.current.store(g + 1, Ordering::Release);
+    }
+
+    /// A split repointed entries `first..first + count` of the directory of depth `g` to the
+    /// segment at `seg_off`. Directory lock held.
+    pub(crate) fn repoint(&self, g: u32, first: u64, count: u64, seg_off: u64) {
+        if let Some(table) = self.tables.get(g as usize).and_then(OnceLock::get) {
+            for e in table.iter().skip(first as usize).take(count as usize) {
+                e.store(seg_off, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The segment offset the directory probably maps `hash` to, if a table mirrors it.
+    #[inline]
+    pub(crate) fn segment(&self, hash: u64) -> Option<u64> {
+        let g = self.current.load(Ordering::Acquire).checked_sub(1)?;
+        let table = self.tables.get(g as usize)?.get()?;
+        Some(table.get(prefix(hash, g) as usize)?.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::MAX_HINT_DEPTH;
+    use crate::dash::PutMode;
+    use crate::record::RecordKind;
+
+    #[test]
+    fn hints_name_the_directory_entries_after_splits_and_doublings() {
+        let engine = crate::engine::temp_engine("hints", 64 << 20);
+        let index = engine.index();
+        for i in 0..30_000u32 {
+            let key = format!("key:{i}");
+            let put = index.put(key.as_bytes(), b"v", RecordKind::String, 0, PutMode::Insert);
+            put.unwrap();
+        }
+        let _guard = index.pin();
+        let dir = index.directory().unwrap();
+        let g = dir.global_depth;
+        assert!((3..=MAX_HINT_DEPTH).contains(&g), "depth {g}");
+        let mut segments = std::collections::HashSet::new();
+        for i in 0..dir.len() {
+            let hash = i << (64 - g);
+            let entry = dir.entry(i).load(Ordering::Acquire);
+            segments.insert(entry);
+            assert_eq!(
+                index.hints.segment(hash),
+                Some(entry),
+                "entry {i} of {}",
+                dir.len()
+            );
+        }
+        // Splits repointed entries after the last doubling (not only doublings' copies).
+        assert!(
+            segments.len() as u64 > dir.len() / 2,
+            "{} segments",
+            segments.len()
+        );
+    }
+}
