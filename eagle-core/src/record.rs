@@ -69,13 +69,14 @@ pub fn record_size(key: &[u8], value_len: u64) -> u64 {
 
 /// Writes a record into the block at `offset`, unflushed; returns its length in bytes. The
 /// caller flushes those bytes before the fence that precedes the store publishing the record:
-/// a put flushes them under the bucket locks, next to the slot's flush, so one fence covers
-/// both (a flush issued before the lock's CAS made the CAS wait for its write-back, one more
-/// round trip per insert); a prepared record is flushed at once, before the log can name it.
+/// a put flushes them under the bucket locks, just before that fence (a flush issued before the
+/// lock's CAS made the CAS wait for its write-back, one more round trip per insert); a
+/// prepared record is flushed at once, before the log can name it.
 ///
 /// # Safety
 /// The caller owns `offset..offset+record_size(key, value.len())` exclusively: a block just
 /// allocated and not yet reachable by any reader.
+#[must_use = "the caller must flush these bytes before the record is published"]
 pub unsafe fn write_record(
     region: &Region,
     offset: u64,

@@ -18,8 +18,10 @@ use super::directory::{Directory, MAX_GLOBAL_DEPTH};
 use super::segment::prefix;
 
 /// Deepest directory copied: 2^22 entries are 32 MiB of DRAM (about four million segments, a
-/// pool of some 70 GiB of segments). Deeper directories get no hints; operations then start
-/// their misses after the pin, as without this module.
+/// pool of some 70 GiB of segments), and the tables of a pool that grew to it from empty add
+/// up to 64 MiB. Deeper directories get no hints (the tables already made stay allocated
+/// until the index is dropped); operations then start their misses after the pin, as
+/// without this module.
 pub(crate) const MAX_HINT_DEPTH: u32 = 22;
 
 const _: () = assert!(MAX_HINT_DEPTH <= MAX_GLOBAL_DEPTH);
@@ -114,11 +116,28 @@ mod tests {
                 dir.len()
             );
         }
-        // Splits repointed entries after the last doubling (not only doublings' copies).
+        // The workload split segments after doublings (so some entries name segments that only
+        // a split's `repoint` can have written to the table of this depth).
         assert!(
             segments.len() as u64 > dir.len() / 2,
             "{} segments",
             segments.len()
         );
+    }
+
+    #[test]
+    fn a_hint_of_any_value_only_costs_a_prefetch() {
+        let engine = crate::engine::temp_engine("hints-garbage", 16 << 20);
+        let index = engine.index();
+        index
+            .put(b"k", b"v", RecordKind::String, 0, PutMode::Insert)
+            .unwrap();
+        // As if copied at open from a damaged directory entry.
+        for garbage in [u64::MAX, u64::MAX - 100, 1 << 60, 0, 3] {
+            index.hints.repoint(0, 0, 1, garbage);
+            assert!(index.prefetch_home(index.hash(b"k")));
+            assert!(index.get(b"k", |r| r.value() == b"v").unwrap().unwrap());
+            assert!(index.get(b"absent", |_| ()).unwrap().is_none());
+        }
     }
 }

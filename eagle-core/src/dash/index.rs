@@ -10,7 +10,7 @@ use super::bucket::set_bits;
 use super::bucket::{Bucket, fingerprint};
 use super::directory::{Directory, dir_size};
 use super::error::{IndexError, corrupted};
-use super::segment::{ALL_BUCKETS, BUCKETS, STASH, Segment, bucket_index};
+use super::segment::{ALL_BUCKETS, BUCKETS, STASH, Segment, bucket_index, bucket_offset};
 use crate::heap::{Heap, SEGMENT_CLASS_SIZE};
 use crate::pmem::Region;
 use crate::record::{RecordRef, SLOT_OWNS_BLOCKS, slot_record};
@@ -270,10 +270,13 @@ impl Dash {
         };
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         let region = self.region();
+        // Wrapping: a hint copied from a damaged directory at open may be any word, and a
+        // prefetch of any address is harmless.
+        let home = seg_off.wrapping_add(bucket_offset(b));
         for line in 0..4 {
-            region.prefetch(super::write::bucket_off(seg_off, b) + 64 * line);
+            region.prefetch(home.wrapping_add(64 * line));
         }
-        region.prefetch(super::write::bucket_off(seg_off, b1));
+        region.prefetch(seg_off.wrapping_add(bucket_offset(b1)));
         true
     }
 

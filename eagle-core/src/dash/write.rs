@@ -8,6 +8,7 @@ use super::error::IndexError;
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, STASH, Segment, bucket_index, bucket_offset};
 use crate::fault::{self, Fault};
+use crate::pmem::FlushMode;
 use crate::record::{RecordKind, record_size, write_record};
 
 /// Whether a put may replace an existing record.
@@ -157,7 +158,13 @@ impl Dash {
                 }
             };
             // SAFETY: `rec` was just allocated; nothing else can reach it.
-            let len = unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
+            let mut len = unsafe { write_record(region, rec, kind, key, value, expire_at_ms) };
+            if region.flush_mode() == FlushMode::Msync {
+                // A flush is an msync here, not a round trip the lock's CAS would wait for:
+                // issued now, it is not added to the time the bucket locks are held.
+                region.flush(rec, len as usize);
+                len = 0;
+            }
             let new = NewRecord {
                 offset: rec,
                 // Only a hash record can own blocks: a string's word is known without
@@ -185,8 +192,8 @@ impl Dash {
     }
 
     /// [`prefetch_home`](Self::prefetch_home) through the pool's directory, where the DRAM hints
-    /// have no copy of it. The caller is pinned (the directory is read).
-    #[cold]
+    /// have no copy of it (a directory deeper than `hints::MAX_HINT_DEPTH`). The caller is
+    /// pinned (the directory is read).
     fn prefetch_located(&self, h: u64) {
         let Ok((at, _)) = self.locate(h) else { return };
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
