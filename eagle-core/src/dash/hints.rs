@@ -12,7 +12,7 @@
 //! global depth, never freed while it lives, and written only with atomic stores.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::directory::{Directory, MAX_GLOBAL_DEPTH};
 use super::segment::prefix;
@@ -26,31 +26,22 @@ pub(crate) const MAX_HINT_DEPTH: u32 = 22;
 
 const _: () = assert!(MAX_HINT_DEPTH <= MAX_GLOBAL_DEPTH);
 
-/// The tables, one per global depth.
+/// The tables, one per global depth. Which one mirrors the current directory is the depth in
+/// `Dash::dir_view`, stored (Release) after the table is filled.
+#[derive(Default)]
 pub(crate) struct SegmentHints {
-    /// 1 + the depth of the table that mirrors the current directory; 0: none does.
-    current: AtomicU32,
     /// Made when a directory of that depth is first noted. Directories only deepen while an
     /// index lives, so the sum of the tables is under twice the deepest.
     tables: [OnceLock<Box<[AtomicU64]>>; MAX_HINT_DEPTH as usize + 1],
 }
 
-impl Default for SegmentHints {
-    fn default() -> Self {
-        SegmentHints {
-            current: AtomicU32::new(0),
-            tables: std::array::from_fn(|_| OnceLock::new()),
-        }
-    }
-}
-
 impl SegmentHints {
-    /// Copies `dir` (the root's directory from now on: at open, after a doubling). The caller
-    /// holds the directory lock or is the only user (open), and is pinned or owns `dir`.
+    /// Copies `dir` (the root's directory from now on: at open, after a doubling), before the
+    /// caller publishes its depth in `dir_view`. The caller holds the directory lock or is the
+    /// only user (open), and is pinned or owns `dir`.
     pub(crate) fn note(&self, dir: &Directory<'_>) {
         let g = dir.global_depth;
         if g > MAX_HINT_DEPTH {
-            self.current.store(0, Ordering::Release);
             return;
         }
         let table = self.tables[g as usize]
@@ -61,7 +52,6 @@ impl SegmentHints {
                 Ordering::Relaxed,
             );
         }
-        self.current.store(g + 1, Ordering::Release);
     }
 
     /// A split repointed entries `first..first + count` of the directory of depth `g` to the
@@ -74,10 +64,10 @@ impl SegmentHints {
         }
     }
 
-    /// The segment offset the directory probably maps `hash` to, if a table mirrors it.
+    /// The segment offset the directory of depth `g` (read from `dir_view`) probably maps
+    /// `hash` to, if a table mirrors it.
     #[inline]
-    pub(crate) fn segment(&self, hash: u64) -> Option<u64> {
-        let g = self.current.load(Ordering::Acquire).checked_sub(1)?;
+    pub(crate) fn segment(&self, hash: u64, g: u32) -> Option<u64> {
         let table = self.tables.get(g as usize)?.get()?;
         Some(table.get(prefix(hash, g) as usize)?.load(Ordering::Relaxed))
     }
@@ -110,7 +100,7 @@ mod tests {
             let entry = dir.entry(i).load(Ordering::Acquire);
             segments.insert(entry);
             assert_eq!(
-                index.hints.segment(hash),
+                index.hints.segment(hash, g),
                 Some(entry),
                 "entry {i} of {}",
                 dir.len()
@@ -132,6 +122,8 @@ mod tests {
         index
             .put(b"k", b"v", RecordKind::String, 0, PutMode::Insert)
             .unwrap();
+        // One key: the directory has depth 0, whose table is the one repointed below.
+        assert_eq!(index.directory().unwrap().global_depth, 0);
         // As if copied at open from a damaged directory entry.
         for garbage in [u64::MAX, u64::MAX - 100, 1 << 60, 0, 3] {
             index.hints.repoint(0, 0, 1, garbage);

@@ -79,7 +79,8 @@ pub struct Dash {
     /// the directory lock; only this index stores the root: lookups read it instead of the root and the directory header. Between a
     /// doubling's root store and this store, readers still use the old directory, which is
     /// not retired before this store and maps every hash as the new one does (no split can
-    /// publish until the doubling releases the directory lock).
+    /// publish until the doubling releases the directory lock). Its depth also names the DRAM
+    /// hint table that mirrors the directory (`hints.rs`), filled before this store.
     pub(crate) dir_view: AtomicU64,
     /// Set once every segment is known repaired: at once after a clean close (every segment
     /// was repaired in this epoch), else when the background recovery ends.
@@ -265,9 +266,20 @@ impl Dash {
     /// False if there was no hint (a directory deeper than the hints copy).
     #[inline]
     pub(crate) fn prefetch_home(&self, h: u64) -> bool {
-        let Some(seg_off) = self.hints.segment(h) else {
+        // The depth of the directory the hints mirror (0 before open notes one, when no table
+        // exists yet).
+        let g = (self.dir_view.load(Ordering::Acquire) >> 56) as u32;
+        let Some(seg_off) = self.hints.segment(h, g) else {
             return false;
         };
+        self.prefetch_buckets(seg_off, h);
+        true
+    }
+
+    /// Prefetches the four lines of `h`'s home bucket and its neighbour's header in the segment
+    /// at `seg_off`.
+    #[inline]
+    pub(crate) fn prefetch_buckets(&self, seg_off: u64, h: u64) {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         let region = self.region();
         // Wrapping: a hint copied from a damaged directory at open may be any word, and a
@@ -277,7 +289,6 @@ impl Dash {
             region.prefetch(home.wrapping_add(64 * line));
         }
         region.prefetch(seg_off.wrapping_add(bucket_offset(b1)));
-        true
     }
 
     /// The key's hash (xxh3-64, seeded per pool so clients cannot aim at one segment).

@@ -195,13 +195,9 @@ impl Dash {
     /// have no copy of it (a directory deeper than `hints::MAX_HINT_DEPTH`). The caller is
     /// pinned (the directory is read).
     fn prefetch_located(&self, h: u64) {
-        let Ok((at, _)) = self.locate(h) else { return };
-        let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
-        let region = self.region();
-        for line in 0..4 {
-            region.prefetch(bucket_off(at.segment, b) + 64 * line);
+        if let Ok((at, _)) = self.locate(h) {
+            self.prefetch_buckets(at.segment, h);
         }
-        region.prefetch(bucket_off(at.segment, b1));
     }
 
     /// Publishes the written record `new` under `key` (hash `h`). A new key may `displace` a
