@@ -61,7 +61,7 @@ const OVERFLOW_FP_AT: usize = FP_AT + SLOTS;
 const OVERFLOW_VALID_AT: usize = OVERFLOW_FP_AT + OVERFLOW_FPS;
 const OVERFLOW_INDEX_AT: usize = OVERFLOW_VALID_AT + 1;
 const OVERFLOW_COUNT_AT: usize = OVERFLOW_INDEX_AT + 1;
-const _: () = assert!(OVERFLOW_COUNT_AT < 24);
+const _: () = assert!(OVERFLOW_FP_AT == 14 && OVERFLOW_COUNT_AT < 24 && OVERFLOW_VALID_AT >= 16);
 const _: () = assert!(std::mem::offset_of!(Bucket, meta) == 8);
 const _: () = assert!(std::mem::offset_of!(Bucket, slots) == 32);
 
@@ -69,6 +69,7 @@ const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
 
 /// Bit `k` set iff byte `k` of `w` equals `b` (exact: no false positives).
 #[inline]
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn bytes_equal(w: u64, b: u8) -> u32 {
     let x = w ^ (u64::from(b) * 0x0101_0101_0101_0101);
     // High bit of each byte set iff the byte of `x` is non-zero (no carry crosses bytes: each
@@ -78,6 +79,28 @@ fn bytes_equal(w: u64, b: u8) -> u32 {
     // Gathers bit 8k to bit 56 + k; the other products land on distinct bits below 56, so
     // nothing carries into the top byte.
     (zero.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+}
+
+/// Bit `k` set iff byte `k` of the 16 bytes `lo, hi` (little-endian) equals `b`. On x86_64 one
+/// SSE2 compare of the two words placed in a register: a lookup's instructions that wait for
+/// the bucket's cache miss are few, so the CPU gets on with the next operation meanwhile. The
+/// words are read with atomic loads first; nothing here reads memory.
+#[inline]
+fn match16(lo: u64, hi: u64, b: u8) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8};
+        // SAFETY: SSE2 is part of the x86_64 baseline (every x86_64 CPU has it), and these
+        // intrinsics only compute on values in registers.
+        unsafe {
+            let eq = _mm_cmpeq_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(b as i8));
+            _mm_movemask_epi8(eq) as u32
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        bytes_equal(lo, b) | bytes_equal(hi, b) << 8
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<Bucket>() == 256);
@@ -179,11 +202,32 @@ impl Bucket {
     /// Slots whose fingerprint equals `fp` and that hold a record.
     #[inline]
     pub fn match_fp(&self, fp: u8) -> u32 {
-        // Fingerprints 0..8 are word 0; 8..14 the low six bytes of word 1 (the rest of word 1
-        // is overflow fingerprints, masked off by the alloc bits).
-        let lo = bytes_equal(self.meta[0].load(Ordering::Relaxed), fp);
-        let hi = bytes_equal(self.meta[1].load(Ordering::Relaxed), fp);
-        (lo | hi << 8) & self.alloc_bits()
+        // Fingerprints 0..14 are bytes 0..14 of words 0 and 1 (bytes 14 and 15 are overflow
+        // fingerprints, masked off by the alloc bits).
+        let m = match16(
+            self.meta[0].load(Ordering::Relaxed),
+            self.meta[1].load(Ordering::Relaxed),
+            fp,
+        );
+        m & self.alloc_bits()
+    }
+
+    /// Whether a record with fingerprint `fp` may be in this bucket (`match_fp`) or, as one of
+    /// this bucket's records, in the stash (`stash_candidates`): non-zero if so. Branch-free,
+    /// so that a negative lookup decides with one branch whether to look any further.
+    #[inline]
+    pub fn may_hold(&self, fp: u8) -> u32 {
+        let (w0, w1, w2) = (
+            self.meta[0].load(Ordering::Relaxed),
+            self.meta[1].load(Ordering::Relaxed),
+            self.meta[2].load(Ordering::Relaxed),
+        );
+        let slots = match16(w0, w1, fp) & self.alloc_bits();
+        // Overflow fingerprints are meta bytes 14..18: bytes 6..10 of words 1 and 2.
+        let overflow = (match16(w1, w2, fp) >> 6) & ((1 << OVERFLOW_FPS) - 1);
+        let valid = (w2 >> (8 * (OVERFLOW_VALID_AT - 16))) as u32 & 0xff;
+        let count = (w2 >> (8 * (OVERFLOW_COUNT_AT - 16))) as u32 & 0xff;
+        slots | (overflow & valid) << SLOTS | count << 24
     }
 
     /// Byte `at` of the metadata words.
@@ -347,15 +391,7 @@ mod tests {
 
     #[test]
     fn match_fp_reports_only_allocated_slots_with_the_fingerprint() {
-        let b = Bucket {
-            lock: AtomicU32::new(0),
-            bitmap: AtomicU32::new(0),
-            meta: Default::default(),
-            slots: std::array::from_fn(|_| Slot {
-                record: AtomicU64::new(0),
-                hash: AtomicU64::new(0),
-            }),
-        };
+        let b = empty_bucket();
         for i in 0..SLOTS {
             b.write_slot(
                 i,
@@ -375,4 +411,51 @@ mod tests {
         b.remove_overflow(0x5a, 1);
         assert_eq!(b.stash_candidates(0x5a, 2), 0);
     }
+
+    fn empty_bucket() -> Bucket {
+        Bucket {
+            lock: AtomicU32::new(0),
+            bitmap: AtomicU32::new(0),
+            meta: Default::default(),
+            slots: std::array::from_fn(|_| Slot {
+                record: AtomicU64::new(0),
+                hash: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// `may_hold` is non-zero exactly when the slow path (`match_fp`, `stash_candidates`) would
+    /// find a candidate: over random buckets with slots, overflow fingerprints and counts.
+    #[test]
+    fn may_hold_is_zero_only_when_no_slot_or_stash_candidate_exists() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..20_000 {
+            let b = empty_bucket();
+            let fp = (next() % 8) as u8;
+            for i in 0..SLOTS {
+                let r = next();
+                if r & 1 == 1 {
+                    b.publish(i, r >> 8 & 7, false);
+                } else {
+                    b.set_fp(i, r >> 8 & 7);
+                }
+            }
+            for _ in 0..next() % 7 {
+                b.add_overflow((next() % 8) as u8, (next() % 4) as usize);
+            }
+            if next() % 5 == 0 {
+                b.remove_overflow((next() % 8) as u8, (next() % 4) as usize);
+            }
+            let slow = b.match_fp(fp) != 0 || b.stash_candidates(fp, STASH_FOR_TEST) != 0;
+            assert_eq!(b.may_hold(fp) != 0, slow, "fingerprint {fp}");
+        }
+    }
+
+    const STASH_FOR_TEST: usize = 4;
 }
