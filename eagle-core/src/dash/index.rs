@@ -32,6 +32,12 @@ pub(crate) struct Located {
     pub segment: u64,
 }
 
+/// A pin of the calling thread in an index's epoch, held until dropped ([`Dash::pinned`]).
+/// Neither `Send` nor `Sync`: it belongs to the thread that took it.
+pub struct Pinned {
+    _guard: Guard,
+}
+
 /// Counts for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct IndexStats {
@@ -260,6 +266,17 @@ impl Dash {
         super::epoch::pin(&self.collector)
     }
 
+    /// Keeps the calling thread pinned in the index's epoch until the returned value is dropped.
+    /// Every operation pins; only the outermost pin costs a full memory fence, which makes the
+    /// CPU finish one lookup's cache misses before it starts the next one's. Operations run
+    /// while this is held skip that fence and overlap their misses: hold it across a batch of
+    /// operations (a pipeline of commands), never across a wait. While it is held, nothing any
+    /// thread retires is freed, and a write that finds the pool full fails at once instead of
+    /// waiting for reclamation.
+    pub fn pinned(&self) -> Pinned {
+        Pinned { _guard: self.pin() }
+    }
+
     /// Starts the misses on hash `h`'s home bucket (its four lines) and its neighbour's
     /// header. Called before the epoch pin, so they overlap with the pin's fence and the
     /// directory walk; the segment comes from the DRAM hints (`hints.rs`), which need no pin.
@@ -284,11 +301,8 @@ impl Dash {
         let region = self.region();
         // Wrapping: a hint copied from a damaged directory at open may be any word, and a
         // prefetch of any address is harmless.
-        let home = seg_off.wrapping_add(bucket_offset(b));
-        for line in 0..4 {
-            region.prefetch(home.wrapping_add(64 * line));
-        }
-        region.prefetch(seg_off.wrapping_add(bucket_offset(b1)));
+        region.prefetch_lines(seg_off.wrapping_add(bucket_offset(b)), 4);
+        region.prefetch_lines(seg_off.wrapping_add(bucket_offset(b1)), 1);
     }
 
     /// The key's hash (xxh3-64, seeded per pool so clients cannot aim at one segment).

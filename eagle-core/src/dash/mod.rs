@@ -24,6 +24,6 @@ mod write;
 pub use bucket::{Bucket, SLOTS, Slot};
 pub use check::CheckReport;
 pub use error::IndexError;
-pub use index::{Dash, IndexStats};
+pub use index::{Dash, IndexStats, Pinned};
 pub use segment::{BUCKETS, STASH, Segment};
 pub use write::{PutMode, PutOutcome};

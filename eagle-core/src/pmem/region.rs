@@ -223,6 +223,26 @@ impl Region {
         }
     }
 
+    /// [`prefetch`](Self::prefetch) of `lines` consecutive cache lines from `offset`, with one
+    /// bounds check for them all (a lookup's hot path: few instructions, so the CPU reaches the
+    /// next operation's misses sooner).
+    #[inline]
+    pub fn prefetch_lines(&self, offset: u64, lines: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if self.contains(offset, 64 * lines) {
+            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let p = self
+                .mapping
+                .base()
+                .wrapping_add(offset as usize)
+                .cast::<i8>();
+            for line in 0..lines as usize {
+                // SAFETY: as in `prefetch`; every line is inside the mapping (checked above).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line)) };
+            }
+        }
+    }
+
     /// See [`Persister::flush`].
     #[inline]
     pub fn flush(&self, offset: u64, len: usize) {

@@ -70,6 +70,7 @@ pub struct Args {
     pub pool: PathBuf,
     pub json: bool,
     pub pool_size: u64,
+    pub pin_batch: u64,
 }
 
 /// What the command line asked for.
@@ -97,7 +98,7 @@ const MAX_THREADS: usize = 1024;
 pub const USAGE: &str = "\
 usage: eagle-bench [--engine eagle|dram|std|both|all] [--op insert|pos|neg|delete|mixed|full]
                    [--preload N] [--ops M] [--threads T] [--key fixed|var]
-                   [--pool PATH] [--pool-size BYTES] [--json]
+                   [--pool PATH] [--pool-size BYTES] [--pin-batch K] [--json]
 
   --engine     eagle, dram, or both (default: eagle first, then dram, then the ratio
                eagle/dram); std: one std HashMap on one thread, no lock, the peer of
@@ -112,6 +113,9 @@ usage: eagle-bench [--engine eagle|dram|std|both|all] [--op insert|pos|neg|delet
   --pool       pool file, deleted before and after each eagle run
                (default /dev/shm/eagle-bench.pool)
   --pool-size  pool size in bytes (default (N+M) * 200 + 256 MiB)
+  --pin-batch  eagle holds its epoch pin across K operations of a thread (default 1:
+               every operation pins and unpins on its own); 1000 is the method of
+               Dash's benchmark, which holds its epoch guard that long (-e 1 -ed 1000)
   --json       one JSON line per engine and phase on stdout; the header goes to stderr
   -h, --help   this text";
 
@@ -126,6 +130,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, UsageError> {
     let mut pool = PathBuf::from("/dev/shm/eagle-bench.pool");
     let mut json = false;
     let mut pool_size: Option<u64> = None;
+    let mut pin_batch = 1u64;
 
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
@@ -185,6 +190,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, UsageError> {
             "--ops" => ops = count(flag, &value()?, 1, MAX_COUNT)?,
             "--threads" => threads = count(flag, &value()?, 1, MAX_THREADS as u64)? as usize,
             "--pool-size" => pool_size = Some(count(flag, &value()?, 1, u64::MAX)?),
+            "--pin-batch" => pin_batch = count(flag, &value()?, 1, MAX_COUNT)?,
             "--pool" => {
                 let v = value()?;
                 if v.is_empty() {
@@ -227,6 +233,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, UsageError> {
         pool,
         json,
         pool_size: pool_size.unwrap_or(default_size),
+        pin_batch,
     }))
 }
 
@@ -275,6 +282,9 @@ mod tests {
             (EngineChoice::Both, OpChoice::Full, 1_000_000, 2_000_000)
         );
         assert_eq!(a.pool_size, 3_000_000 * 200 + (256 << 20));
+        assert_eq!(a.pin_batch, 1);
+        assert_eq!(run("--pin-batch 1000").unwrap().pin_batch, 1000);
+        assert!(run("--pin-batch 0").is_err());
         let a = run("--engine dram --op=neg --preload 1_000 --ops 5 --threads 2 --key var --json")
             .unwrap();
         assert_eq!(a.engine, EngineChoice::Dram);

@@ -42,6 +42,11 @@ impl Store for Engine {
         let s = self.index().stats();
         Some((s.load_factor, s.segments, s.global_depth))
     }
+
+    fn batch(&self, ops: &mut dyn FnMut()) {
+        let _pinned = self.index().pinned();
+        ops()
+    }
 }
 
 /// Removes a leftover pool file so the engine starts from a new, empty pool. Refuses anything

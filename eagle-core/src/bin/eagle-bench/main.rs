@@ -196,6 +196,7 @@ fn plan_of(args: &Args) -> Plan {
         ops: args.ops,
         threads: args.threads,
         live: 0,
+        pin_batch: args.pin_batch,
     }
 }
 

@@ -25,6 +25,12 @@ pub trait Store: Sync {
     fn delete(&self, key: &[u8]) -> Result<bool, String>;
     /// Table statistics after a phase: (load factor, segments, global depth), if it has any.
     fn table_stats(&self) -> Option<(f64, u64, u32)>;
+    /// Runs `ops` (a run of `--pin-batch` operations on this thread) as one batch: an engine may
+    /// hold per-thread state across them, as eagle holds its epoch pin (`Dash::pinned`) and
+    /// Dash's own benchmark holds its epoch guard across 1,000 operations.
+    fn batch(&self, ops: &mut dyn FnMut()) {
+        ops()
+    }
 }
 
 /// A map owned by the benchmark thread (the calibration peer): no sharing, no locks, driven
@@ -113,6 +119,8 @@ pub struct Plan {
     pub ops: u64,
     pub threads: usize,
     pub live: u64,
+    /// Operations per [`Store::batch`].
+    pub pin_batch: u64,
 }
 
 /// What a timed phase measured.
@@ -143,7 +151,8 @@ impl Plan {
     /// Loads keys `0..count` (untimed, same threads) and marks them live.
     pub fn preload<S: Store>(&mut self, store: &S, count: u64) -> Result<Duration, String> {
         let kind = self.kind;
-        let run = run_ops(self.threads, count, false, |n| {
+        let batch = |ops: &mut dyn FnMut()| store.batch(ops);
+        let run = run_ops(self.threads, count, false, (self.pin_batch, &batch), |n| {
             with_key(kind, n, |k| store.insert(k, n))
         })
         .map_err(|e| format!("preload: {e}"))?;
@@ -199,14 +208,19 @@ impl Plan {
     pub fn run<S: Store>(&mut self, store: &S, phase: Phase) -> Result<PhaseResult, String> {
         self.searchable(phase)?;
         let kind = self.kind;
-        let run = run_ops(self.threads, self.ops, true, |i| {
-            match self.step(phase, i) {
+        let batch = |ops: &mut dyn FnMut()| store.batch(ops);
+        let run = run_ops(
+            self.threads,
+            self.ops,
+            true,
+            (self.pin_batch, &batch),
+            |i| match self.step(phase, i) {
                 Step::Insert(n) => with_key(kind, n, |k| store.insert(k, n)),
                 Step::Find(n) => with_key(kind, n, |k| Ok(store.get(k)? == Some(n))),
                 Step::Miss(n) => with_key(kind, n, |k| Ok(store.get(k)?.is_none())),
                 Step::Delete(n) => with_key(kind, n, |k| store.delete(k)),
-            }
-        })
+            },
+        )
         .map_err(|e| format!("{}: {e}", phase.name()))?;
         self.finish(phase, run, store.table_stats())
     }
@@ -285,11 +299,21 @@ struct Run {
     samples: Vec<u64>,
 }
 
+/// How a worker groups its operations: this many per call of the function (the store's
+/// [`Store::batch`]).
+type Batches<'a> = (u64, &'a (dyn Fn(&mut dyn FnMut()) + Sync));
+
 /// Runs ops `0..count`, split into contiguous ranges over `threads` threads that start
-/// together (they wait on a gate the spawning thread holds until all are spawned). `op(i)`
-/// returns whether the engine answered as expected. The elapsed time runs from the first
-/// thread's start to the last one's end.
-fn run_ops<F>(threads: usize, count: u64, sample: bool, op: F) -> Result<Run, String>
+/// together (they wait on a gate the spawning thread holds until all are spawned), each range
+/// in `batches`. `op(i)` returns whether the engine answered as expected. The elapsed time
+/// runs from the first thread's start to the last one's end.
+fn run_ops<F>(
+    threads: usize,
+    count: u64,
+    sample: bool,
+    batches: Batches<'_>,
+    op: F,
+) -> Result<Run, String>
 where
     F: Fn(u64) -> Result<bool, String> + Sync,
 {
@@ -310,7 +334,7 @@ where
                     if abort.load(Ordering::Acquire) {
                         return Err("aborted".to_string());
                     }
-                    worker(lo..hi, sample, op)
+                    worker(lo..hi, sample, batches, op)
                 });
             match spawned {
                 Ok(h) => handles.push(h),
@@ -376,12 +400,17 @@ struct Worker {
     samples: Vec<u64>,
 }
 
-fn worker<F>(range: std::ops::Range<u64>, sample: bool, op: &F) -> Result<Worker, String>
+fn worker<F>(
+    range: std::ops::Range<u64>,
+    sample: bool,
+    (per_batch, batch): Batches<'_>,
+    op: &F,
+) -> Result<Worker, String>
 where
     F: Fn(u64) -> Result<bool, String>,
 {
     // Room for twice the expected samples, so the timed loop never reallocates in practice.
-    let mut samples = Vec::with_capacity(if sample {
+    let samples = Vec::with_capacity(if sample {
         (range.end - range.start) as usize / SAMPLE_EVERY as usize * 2 + 16
     } else {
         0
@@ -389,29 +418,75 @@ where
     // Sampled ops are `SAMPLE_EVERY` apart on average, at random gaps: a fixed stride would
     // alias with periodic work in the engine (epoch garbage is bagged and collected every 64 or
     // 128 operations) and time only the ops that pay for it.
-    let mut rng = range.start ^ 0x2545_F491_4F6C_DD1D;
-    let mut gap = move || 1 + xorshift(&mut rng) % (2 * SAMPLE_EVERY - 1);
-    let mut next = range.start + gap() - 1;
-    let mut wrong = 0u64;
+    let mut state = Ops {
+        rng: range.start ^ 0x2545_F491_4F6C_DD1D,
+        next: 0,
+        wrong: 0,
+        samples,
+    };
+    state.next = range.start + state.gap() - 1;
     let start = Instant::now();
-    for i in range {
-        let ok = if sample && i == next {
-            let t0 = Instant::now();
-            let ok = op(i)?;
-            samples.push(t0.elapsed().as_nanos() as u64);
-            next = i + gap();
-            ok
-        } else {
-            op(i)?
-        };
-        wrong += u64::from(!ok);
+    if per_batch <= 1 {
+        // No batches: eagle pins per operation.
+        state.run(range, sample, op)?;
+    } else {
+        let mut lo = range.start;
+        while lo < range.end {
+            let hi = range.end.min(lo.saturating_add(per_batch));
+            let mut outcome = Ok(());
+            batch(&mut || outcome = state.run(lo..hi, sample, op));
+            outcome?;
+            lo = hi;
+        }
     }
+    let Ops { wrong, samples, .. } = state;
     Ok(Worker {
         start,
         end: Instant::now(),
         wrong,
         samples,
     })
+}
+
+/// A worker's running state.
+struct Ops {
+    rng: u64,
+    /// The next op to time on its own.
+    next: u64,
+    wrong: u64,
+    samples: Vec<u64>,
+}
+
+impl Ops {
+    /// A random gap to the next timed op.
+    fn gap(&mut self) -> u64 {
+        1 + xorshift(&mut self.rng) % (2 * SAMPLE_EVERY - 1)
+    }
+
+    /// Runs ops `range`, timing one in [`SAMPLE_EVERY`] if `sample`.
+    #[inline(always)]
+    fn run<F>(&mut self, range: std::ops::Range<u64>, sample: bool, op: &F) -> Result<(), String>
+    where
+        F: Fn(u64) -> Result<bool, String>,
+    {
+        // The counters in locals, so that they stay in registers across the loop.
+        let (mut wrong, mut next) = (0u64, self.next);
+        for i in range {
+            let ok = if sample && i == next {
+                let t0 = Instant::now();
+                let ok = op(i)?;
+                self.samples.push(t0.elapsed().as_nanos() as u64);
+                next = i + self.gap();
+                ok
+            } else {
+                op(i)?
+            };
+            wrong += u64::from(!ok);
+        }
+        self.wrong += wrong;
+        self.next = next;
+        Ok(())
+    }
 }
 
 /// One step of xorshift64 (state never zero).
