@@ -62,6 +62,8 @@ const OVERFLOW_VALID_AT: usize = OVERFLOW_FP_AT + OVERFLOW_FPS;
 const OVERFLOW_INDEX_AT: usize = OVERFLOW_VALID_AT + 1;
 const OVERFLOW_COUNT_AT: usize = OVERFLOW_INDEX_AT + 1;
 const _: () = assert!(OVERFLOW_FP_AT == 14 && OVERFLOW_COUNT_AT < 24 && OVERFLOW_VALID_AT >= 16);
+// `may_hold`'s word: slot matches, overflow matches, then the count from bit 24.
+const _: () = assert!(SLOTS + OVERFLOW_FPS <= 24);
 const _: () = assert!(std::mem::offset_of!(Bucket, meta) == 8);
 const _: () = assert!(std::mem::offset_of!(Bucket, slots) == 32);
 
@@ -224,7 +226,7 @@ impl Bucket {
         );
         let slots = match16(w0, w1, fp) & self.alloc_bits();
         // Overflow fingerprints are meta bytes 14..18: bytes 6..10 of words 1 and 2.
-        let overflow = (match16(w1, w2, fp) >> 6) & ((1 << OVERFLOW_FPS) - 1);
+        let overflow = (match16(w1, w2, fp) >> (OVERFLOW_FP_AT - 8)) & ((1 << OVERFLOW_FPS) - 1);
         let valid = (w2 >> (8 * (OVERFLOW_VALID_AT - 16))) as u32 & 0xff;
         let count = (w2 >> (8 * (OVERFLOW_COUNT_AT - 16))) as u32 & 0xff;
         slots | (overflow & valid) << SLOTS | count << 24
@@ -424,33 +426,73 @@ mod tests {
         }
     }
 
-    /// `may_hold` is non-zero exactly when the slow path (`match_fp`, `stash_candidates`) would
-    /// find a candidate: over random buckets with slots, overflow fingerprints and counts.
-    #[test]
-    fn may_hold_is_zero_only_when_no_slot_or_stash_candidate_exists() {
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
+    /// A xorshift64 stream from `seed` (non-zero).
+    fn xorshift(mut rng: u64) -> impl FnMut() -> u64 {
+        move || {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             rng
-        };
+        }
+    }
+
+    /// The SSE2 match (on x86_64; `bytes_equal` elsewhere) is exact over the whole byte range.
+    #[test]
+    fn match16_finds_exactly_the_equal_bytes() {
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
+        for _ in 0..20_000 {
+            let fp = next() as u8;
+            let mut bytes = [0u8; 16];
+            for b in bytes.iter_mut() {
+                let r = next();
+                // Half the bytes from the whole range, half equal to the fingerprint or next to it.
+                *b = match r % 4 {
+                    0 => fp,
+                    1 => fp ^ 0x80,
+                    _ => (r >> 8) as u8,
+                };
+            }
+            let (lo, hi) = (
+                u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+                u64::from_le_bytes(bytes[8..].try_into().unwrap()),
+            );
+            let want = (0..16)
+                .filter(|&k| bytes[k] == fp)
+                .fold(0, |m, k| m | 1 << k);
+            assert_eq!(match16(lo, hi, fp), want, "{bytes:02x?}, {fp:#04x}");
+        }
+    }
+
+    /// `may_hold` is non-zero exactly when the slow path (`match_fp`, `stash_candidates`) would
+    /// find a candidate: over random buckets with slots, overflow fingerprints and counts.
+    #[test]
+    fn may_hold_is_zero_only_when_no_slot_or_stash_candidate_exists() {
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         for _ in 0..20_000 {
             let b = empty_bucket();
-            let fp = (next() % 8) as u8;
+            // Few distinct fingerprints (so they collide), in either half of the byte range.
+            let fp = (next() % 8) as u8 | (next() as u8 & 0x80);
             for i in 0..SLOTS {
                 let r = next();
                 if r & 1 == 1 {
-                    b.publish(i, r >> 8 & 7, false);
+                    b.publish(i, r >> 8 & 7 | r >> 16 & 0x80, false);
                 } else {
-                    b.set_fp(i, r >> 8 & 7);
+                    b.set_fp(i, r >> 8 & 7 | r >> 16 & 0x80);
                 }
             }
             for _ in 0..next() % 7 {
-                b.add_overflow((next() % 8) as u8, (next() % 4) as usize);
+                b.add_overflow(
+                    (next() % 8) as u8 | (next() as u8 & 0x80),
+                    (next() % 4) as usize,
+                );
             }
-            if next() % 5 == 0 {
+            if next().is_multiple_of(5) {
                 b.remove_overflow((next() % 8) as u8, (next() % 4) as usize);
+            }
+            if next().is_multiple_of(7) {
+                // A damaged valid byte: bits past the four fingerprints mean nothing.
+                let valid = b.meta_byte(OVERFLOW_VALID_AT) | (next() as u8 & 0xf0);
+                b.set_meta_byte(OVERFLOW_VALID_AT, valid);
             }
             let slow = b.match_fp(fp) != 0 || b.stash_candidates(fp, STASH_FOR_TEST) != 0;
             assert_eq!(b.may_hold(fp) != 0, slow, "fingerprint {fp}");

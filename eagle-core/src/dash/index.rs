@@ -33,9 +33,11 @@ pub(crate) struct Located {
 }
 
 /// A pin of the calling thread in an index's epoch, held until dropped ([`Dash::pinned`]).
-/// Neither `Send` nor `Sync`: it belongs to the thread that took it.
-pub struct Pinned {
+/// Neither `Send` nor `Sync`: it belongs to the thread that took it; it borrows the index, so
+/// it cannot outlive it (nor be held across `into_heap`, whose reclamation it would stop).
+pub struct Pinned<'a> {
     _guard: Guard,
+    _index: std::marker::PhantomData<&'a Dash>,
 }
 
 /// Counts for metrics.
@@ -271,10 +273,13 @@ impl Dash {
     /// CPU finish one lookup's cache misses before it starts the next one's. Operations run
     /// while this is held skip that fence and overlap their misses: hold it across a batch of
     /// operations (a pipeline of commands), never across a wait. While it is held, nothing any
-    /// thread retires is freed, and a write that finds the pool full fails at once instead of
-    /// waiting for reclamation.
-    pub fn pinned(&self) -> Pinned {
-        Pinned { _guard: self.pin() }
+    /// thread retires from then on is freed, and a write that finds the pool full fails instead
+    /// of waiting for reclamation (after waiting for the background recovery, if it still runs).
+    pub fn pinned(&self) -> Pinned<'_> {
+        Pinned {
+            _guard: self.pin(),
+            _index: std::marker::PhantomData,
+        }
     }
 
     /// Starts the misses on hash `h`'s home bucket (its four lines) and its neighbour's

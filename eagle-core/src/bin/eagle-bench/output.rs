@@ -29,8 +29,8 @@ impl Output<'_> {
         say!(a.json, "nproc:   {nproc}    cpu: {}", cpu_model());
         say!(
             a.json,
-            "keys:    {} ({} B), values 8 B; preload {}, {} ops per phase, {} thread(s); \
-             latency sampled on ~1 op in {SAMPLE_EVERY} (not for std)",
+            "keys:    {} ({} B), values 8 B; preload {}, {} ops per phase, {} thread(s), \
+             eagle pinned per {} op(s); latency sampled on ~1 op in {SAMPLE_EVERY} (not for std)",
             a.key.name(),
             match a.key {
                 crate::args::KeyKind::Fixed => 8,
@@ -39,6 +39,7 @@ impl Output<'_> {
             a.preload,
             a.ops,
             a.threads,
+            a.pin_batch,
         );
     }
 
@@ -85,13 +86,14 @@ impl Output<'_> {
             outln!(
                 "{{\"engine\":\"{engine}\",\"op\":\"{}\",\"threads\":{},\"key\":\"{}\",\
                  \"preload\":{},\"ops\":{},\"mops\":{:.3},\"p50_ns\":{p50},\"p99_ns\":{p99},\
-                 \"load_factor\":{lf}}}",
+                 \"load_factor\":{lf},\"pin_batch\":{}}}",
                 r.phase.name(),
                 a.threads,
                 a.key.name(),
                 a.preload,
                 a.ops,
                 r.mops,
+                a.pin_batch,
             );
         } else {
             let (lf, segs, depth) = match r.table {
