@@ -271,8 +271,9 @@ impl Dash {
     /// Keeps the calling thread pinned in the index's epoch until the returned value is dropped.
     /// Every operation pins; only the outermost pin costs a full memory fence, which makes the
     /// CPU finish one lookup's cache misses before it starts the next one's. Operations run
-    /// while this is held skip that fence and overlap their misses: hold it across a batch of
-    /// operations (a pipeline of commands), never across a wait. While it is held, nothing any
+    /// while this is held skip that fence (measured in docs/benchmarks.md: it matters once the
+    /// rest of a lookup is short): hold it across a batch of operations (a pipeline of
+    /// commands), never across a wait. While it is held, nothing any
     /// thread retires from then on is freed, and a write that finds the pool full fails instead
     /// of waiting for reclamation (after waiting for the background recovery, if it still runs).
     pub fn pinned(&self) -> Pinned<'_> {
