@@ -353,17 +353,17 @@ impl Bucket {
 
 #[cfg(test)]
 mod tests {
+    use pmem_emulation::SplitMix64;
+
     use super::*;
 
     /// The fingerprint match is exact: against a byte-by-byte comparison, over words that hold
     /// the fingerprint, its neighbours (borrows and carries), zero and 0xff in every position.
     #[test]
     fn fingerprint_match_finds_exactly_the_equal_bytes() {
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut stream = SplitMix64::new(0x9E37_79B9_7F4A_7C15);
         for round in 0..20_000u64 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
+            let rng = stream.next_u64();
             let fp = (rng >> 56) as u8;
             let pick = [
                 fp,
@@ -426,20 +426,11 @@ mod tests {
         }
     }
 
-    /// A xorshift64 stream from `seed` (non-zero).
-    fn xorshift(mut rng: u64) -> impl FnMut() -> u64 {
-        move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        }
-    }
-
     /// The SSE2 match (on x86_64; `bytes_equal` elsewhere) is exact over the whole byte range.
     #[test]
     fn match16_finds_exactly_the_equal_bytes() {
-        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
+        let mut rng = SplitMix64::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next_u64();
         for _ in 0..20_000 {
             let fp = next() as u8;
             let mut bytes = [0u8; 16];
@@ -467,7 +458,8 @@ mod tests {
     /// find a candidate: over random buckets with slots, overflow fingerprints and counts.
     #[test]
     fn may_hold_is_zero_only_when_no_slot_or_stash_candidate_exists() {
-        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
+        let mut rng = SplitMix64::new(0x2545_F491_4F6C_DD1D);
+        let mut next = || rng.next_u64();
         for _ in 0..20_000 {
             let b = empty_bucket();
             // Few distinct fingerprints (so they collide), in either half of the byte range.
