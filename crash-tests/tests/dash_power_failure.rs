@@ -228,6 +228,26 @@ fn harness_catches_a_slot_published_before_its_record_is_durable() {
 }
 
 #[test]
+fn harness_catches_an_insert_whose_record_is_never_flushed() {
+    fault_is_caught(
+        Fault::SkipRecordFlushOnInsert,
+        "dash-insert-flush-fault",
+        "the record flush of an insert removed",
+        FENCE_IMAGE,
+    );
+}
+
+#[test]
+fn harness_catches_an_upsert_whose_record_is_never_flushed() {
+    fault_is_caught(
+        Fault::SkipRecordFlushOnUpsert,
+        "dash-upsert-flush-fault",
+        "the record flush of an upsert removed",
+        FENCE_IMAGE,
+    );
+}
+
+#[test]
 fn harness_catches_an_insert_acknowledged_before_its_alloc_bit_is_durable() {
     fault_is_caught(
         Fault::SkipFenceAfterPublish,

@@ -9,6 +9,11 @@ pub enum Fault {
     SkipHeaderBodyPersist,
     /// An insert publishes its slot's alloc bit without first fencing the record and slot.
     SkipFenceBeforePublish,
+    /// An insert of a new key publishes its slot without flushing the record (only the slot
+    /// is flushed before the fence).
+    SkipRecordFlushOnInsert,
+    /// An upsert swaps the slot to its new record without flushing the record first.
+    SkipRecordFlushOnUpsert,
     /// An insert unlocks its buckets and returns without fencing the alloc bit that publishes
     /// it (acknowledged before it is durable).
     SkipFenceAfterPublish,

@@ -233,7 +233,9 @@ impl Dash {
                 // Ordering: this flush and fence make the record durable before the slot's
                 // 8-byte store points to it. The swap is failure-atomic: after a crash the slot
                 // holds the old or the new offset, each naming a complete record.
-                region.flush(rec, unflushed as usize);
+                if !fault::armed(Fault::SkipRecordFlushOnUpsert) {
+                    region.flush(rec, unflushed as usize);
+                }
                 region.fence();
                 slot.record.store(word, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
@@ -254,7 +256,9 @@ impl Dash {
             let (bi, i) = target;
             let bucket = seg.bucket(bi);
             bucket.write_slot(i, word, h);
-            region.flush(rec, unflushed as usize);
+            if !fault::armed(Fault::SkipRecordFlushOnInsert) {
+                region.flush(rec, unflushed as usize);
+            }
             region.flush(slot_offset(seg_off, bi, i), 16);
             // Ordering: record and slot contents are durable before the alloc bit publishes them
             // (a crash before this fence leaves the bit clear: the record is unreachable and
