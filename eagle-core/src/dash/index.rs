@@ -385,10 +385,7 @@ impl Dash {
             if !hinted {
                 // The slot lines of the home bucket, fetched alongside its header rather than
                 // after the fingerprints say which slot to read.
-                let region = self.region();
-                for line in 1..4 {
-                    region.prefetch(super::write::bucket_off(at.segment, b) + 64 * line);
-                }
+                self.prefetch_buckets(at.segment, h);
             }
             let (Some(v0), Some(v1)) =
                 (seg.bucket(b).read_version(), seg.bucket(b1).read_version())

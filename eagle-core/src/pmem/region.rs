@@ -209,27 +209,16 @@ impl Region {
     /// the program reads; an offset outside the pool is ignored.
     #[inline]
     pub fn prefetch(&self, offset: u64) {
-        #[cfg(target_arch = "x86_64")]
-        if self.contains(offset, 1) {
-            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let p = self
-                .mapping
-                .base()
-                .wrapping_add(offset as usize)
-                .cast::<i8>();
-            // SAFETY: SSE is part of x86_64's baseline, and a prefetch reads nothing the
-            // program sees and never faults; the address is inside the mapping anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-        }
+        self.prefetch_lines(offset, 1);
     }
 
-    /// [`prefetch`](Self::prefetch) of `lines` consecutive cache lines from `offset`, with one
-    /// bounds check for them all (a lookup's hot path: few instructions, so the CPU reaches the
+    /// [`prefetch`](Self::prefetch) of `lines` consecutive cache lines from `offset` (ignored
+    /// unless all of them are inside the pool), with one bounds check for them all (a lookup's hot path: few instructions, so the CPU reaches the
     /// next operation's misses sooner).
     #[inline]
     pub fn prefetch_lines(&self, offset: u64, lines: u64) {
         #[cfg(target_arch = "x86_64")]
-        if self.contains(offset, 64 * lines) {
+        if self.contains(offset, lines.saturating_mul(64)) {
             use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
             let p = self
                 .mapping
@@ -237,7 +226,8 @@ impl Region {
                 .wrapping_add(offset as usize)
                 .cast::<i8>();
             for line in 0..lines as usize {
-                // SAFETY: as in `prefetch`; every line is inside the mapping (checked above).
+                // SAFETY: SSE is part of x86_64's baseline, and a prefetch reads nothing the
+                // program sees and never faults; every line is inside the mapping anyway.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * line)) };
             }
         }
