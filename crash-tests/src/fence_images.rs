@@ -22,13 +22,14 @@ pub fn standard_policies(seeds: u64) -> Vec<Eviction> {
     v
 }
 
-/// What the message of every violation found in an image taken at a fence contains (each is
+/// What the message of every violation found in an image taken at a fence begins with (each is
 /// `fence N, <policy>: <what>`), for [`Report::assert_caught_by`].
 pub const FENCE_IMAGE: &str = "fence ";
 
-/// What the harnesses put in the message of a violation found in the image taken as an
-/// operation returns (`power failure after ... returned: <what>`).
-pub const ACK_IMAGE: &str = " returned: ";
+/// What the message of every violation found in the image taken as an operation returns
+/// begins with (`power failure after ... returned: <what>`, as the harnesses write it), for
+/// [`Report::assert_caught_by`].
+pub const ACK_IMAGE: &str = "power failure after ";
 
 /// What the checker found over all images.
 #[derive(Debug, Default, Clone)]
@@ -72,23 +73,23 @@ impl Report {
     }
 
     /// [`assert_caught`](Self::assert_caught), where the violations that count are those whose
-    /// message contains `needle` (so the check meant to catch `fault` is the one that did).
-    /// Prints the first of them.
-    pub fn assert_caught_by(&self, fault: &str, needle: &str) {
+    /// message begins with `prefix` ([`FENCE_IMAGE`] or [`ACK_IMAGE`]: so the image meant to
+    /// catch `fault` is the one that did). Prints the first of them.
+    pub fn assert_caught_by(&self, fault: &str, prefix: &str) {
         let by: Vec<&String> = self
             .violations
             .iter()
-            .filter(|v| v.contains(needle))
+            .filter(|v| v.starts_with(prefix))
             .collect();
         println!(
-            "with {fault}: {} ({} containing {needle:?}; the first: {:?})",
+            "with {fault}: {} ({} beginning {prefix:?}; the first: {:?})",
             self.summary(),
             by.len(),
             by.first()
         );
         assert!(
             !by.is_empty(),
-            "the harness missed {fault}: no violation contains {needle:?}: {}",
+            "the harness missed {fault}: no violation begins {prefix:?}: {}",
             self.summary()
         );
     }

@@ -211,7 +211,7 @@ fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
 }
 
 /// Runs 300 inserts and what follows with `fault` armed; the harness must report it with a
-/// violation whose message contains `by` (which check caught it).
+/// violation found in the image `by` names (`FENCE_IMAGE` or `ACK_IMAGE`).
 fn fault_is_caught(fault: Fault, name: &str, what: &str, by: &str) {
     let (report, _) = fault::with(fault, || run(name, &workload(300), false, 0, 7));
     report.assert_caught_by(what, by);

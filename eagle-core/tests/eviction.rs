@@ -59,7 +59,7 @@ fn write_stream(db: &Db, writes: u64, seed: u64) -> Written {
         let keys: Vec<&[u8]> = pairs.iter().map(|p| &p.0[..]).collect();
         // Eviction never takes a key of the write it makes room for, so this stays true.
         let absent = keys.len() as u64 - db.exists(&keys).unwrap();
-        let done = db.with_eviction(&keys, || match &pairs[..] {
+        let done = db.with_eviction(&keys, |_| match &pairs[..] {
             [(k, v)] => db.set(k, v, SetOptions::default()).map(drop),
             _ => {
                 let refs: Vec<(&[u8], &[u8])> =
@@ -133,7 +133,7 @@ fn allkeys_random_lets_a_stream_several_times_the_pool_succeed_and_loses_only_co
     {
         let _tx = db.atomic();
         let big = vec![b'b'; 300_000];
-        let r = db.with_eviction(&[b"big"], || db.set(b"big", &big, SetOptions::default()));
+        let r = db.with_eviction(&[b"big"], |_| db.set(b"big", &big, SetOptions::default()));
         assert_eq!(r.unwrap_err(), DbError::OutOfMemory);
         assert_eq!(db.stats().evicted_keys, stats.evicted_keys);
     }
@@ -188,7 +188,7 @@ fn volatile_ttl_evicts_only_keys_with_an_expiry_soonest_first_and_refuses_once_i
             ..SetOptions::default()
         };
         let k = key(i);
-        db.with_eviction(&[&k], || db.set(&k, &value(i, 0), opts))
+        db.with_eviction(&[&k], |_| db.set(&k, &value(i, 0), opts))
             .unwrap_or_else(|e| panic!("SET of key {i} with an expiry: {e}"));
         if ttl == hour {
             soon.insert(i)
@@ -218,7 +218,7 @@ fn volatile_ttl_evicts_only_keys_with_an_expiry_soonest_first_and_refuses_once_i
     let mut refused = None;
     for i in 2_000_000..2_400_000u64 {
         let k = key(i);
-        if let Err(e) = db.with_eviction(&[&k], || {
+        if let Err(e) = db.with_eviction(&[&k], |_| {
             db.set(&k, &value(i, 0), SetOptions::default()).map(drop)
         }) {
             refused = Some((i, e));
@@ -257,7 +257,7 @@ fn concurrent_writers_on_a_full_pool_almost_never_fail_under_allkeys_random() {
                 let value = vec![b'x'; 1000];
                 for i in 0..40_000u64 {
                     let k = key(t * 1_000_000 + i);
-                    if let Err(e) = db.with_eviction(&[&k], || {
+                    if let Err(e) = db.with_eviction(&[&k], |_| {
                         db.set(&k, &value, SetOptions::default()).map(drop)
                     }) {
                         assert_eq!(e, DbError::OutOfMemory);

@@ -4,7 +4,8 @@
 //! CONFIG SET switches the policy at run time (and back to `noeviction`, which answers -OOM);
 //! `volatile-ttl` evicts only keys with an expiry, and a command the full pool refused runs
 //! again once, not twice;
-//! policies EagleDB does not offer are refused with the list of those it does.
+//! policies EagleDB does not offer are refused with the list of those it does; an evicted key
+//! aborts the EXEC of a client that WATCHes it.
 
 mod common;
 
@@ -147,4 +148,54 @@ fn volatile_ttl_keeps_persistent_keys_and_a_refused_command_runs_again_only_once
             .unwrap();
         assert_eq!(len, 4030);
     }
+}
+
+#[test]
+fn an_eviction_aborts_the_exec_of_a_client_watching_the_evicted_key() {
+    let s = Server::start("evict-watch", &["--maxmemory-policy", "allkeys-random"]);
+    let mut watcher = s.redis();
+    let mut writer = s.redis();
+    let value = vec![b'v'; 4000];
+    const WATCHED: usize = 2000;
+    let watched: Vec<String> = (0..WATCHED).map(|i| format!("w:{i}")).collect();
+    let mut pipe = redis::pipe();
+    for k in &watched {
+        pipe.cmd("SET").arg(k).arg(&value).ignore();
+    }
+    let () = pipe.query(&mut watcher).unwrap();
+    let () = redis::cmd("WATCH")
+        .arg(&watched)
+        .query(&mut watcher)
+        .unwrap();
+    // Another client fills the pool with keys of its own: only eviction touches the watched
+    // keys.
+    for batch in 0..60 {
+        let mut pipe = redis::pipe();
+        for i in batch * 500..(batch + 1) * 500 {
+            pipe.cmd("SET")
+                .arg(format!("fill:{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        let r: redis::RedisResult<()> = pipe.query(&mut writer);
+        r.unwrap_or_else(|e| panic!("batch {batch}: {e}"));
+    }
+    let left: usize = redis::cmd("EXISTS")
+        .arg(&watched)
+        .query(&mut writer)
+        .unwrap();
+    assert!(left < WATCHED, "no watched key was evicted");
+    let () = redis::cmd("MULTI").query(&mut watcher).unwrap();
+    let queued: String = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut watcher)
+        .unwrap();
+    assert_eq!(queued, "QUEUED");
+    let exec: redis::Value = redis::cmd("EXEC").query(&mut watcher).unwrap();
+    assert_eq!(
+        exec,
+        redis::Value::Nil,
+        "EXEC ran although a watched key was evicted"
+    );
 }

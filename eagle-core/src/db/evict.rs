@@ -1,7 +1,7 @@
 //! Eviction: Redis's `maxmemory-policy` for a full pool. A write that does not fit fails with
 //! `OutOfMemory` and changes nothing (see `heap/reserve.rs`), so a caller that may evict asks
-//! [`Db::evict`] for room and runs the write again ([`Db::with_eviction`]; the server does the
-//! same for every `denyoom` command).
+//! [`Db::evict`] for room and runs the write again ([`Db::with_eviction`], through which the server
+//! runs every `denyoom` command).
 //!
 //! What a full pool lacks is one of two things, and a round of eviction frees keys for each:
 //! - a slot for a new key: its two candidate buckets and the stash are full, and no chunk is free
@@ -157,23 +157,32 @@ impl Db {
 
     /// Runs `write`, and while it fails with `OutOfMemory` and [`evict`](Self::evict) finds
     /// keys to remove, evicts and runs it again, at most [`EVICTION_ROUNDS`] times. `write`
-    /// must take its own key locks (and `keys` name them), as every `Db` write does.
-    pub fn with_eviction<T>(
+    /// must take its own key locks (and `keys` name them), as every `Db` write does, and must
+    /// change nothing when it fails with `OutOfMemory` (every `Db` write is so). Each run is
+    /// handed the keys the round before it evicted (none on the first run), so a caller can tell
+    /// their watchers, as the server does for WATCH. `E` is the caller's error:
+    /// `E::from(DbError::OutOfMemory)` is the failure that asks for room, and an error of
+    /// `evict` itself is returned converted.
+    pub fn with_eviction<T, E>(
         &self,
         keys: &[&[u8]],
-        mut write: impl FnMut() -> Result<T, DbError>,
-    ) -> Result<T, DbError> {
-        let mut round = 0;
+        mut write: impl FnMut(&[Vec<u8>]) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbError> + PartialEq,
+    {
+        let oom = E::from(DbError::OutOfMemory);
+        let (mut round, mut evicted) = (0, Vec::new());
         loop {
-            match write() {
-                Err(DbError::OutOfMemory) if round < EVICTION_ROUNDS => {
-                    if self.evict(keys, round)?.is_empty() {
-                        return Err(DbError::OutOfMemory);
-                    }
-                    round += 1;
-                }
-                done => return done,
+            let done = write(&evicted);
+            if round == EVICTION_ROUNDS || done.as_ref().err() != Some(&oom) {
+                return done;
             }
+            evicted = self.evict(keys, round)?;
+            if evicted.is_empty() {
+                return done;
+            }
+            round += 1;
         }
     }
 

@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
-use eagle_core::DbError;
-use eagle_core::db::{EVICTION_ROUNDS, EvictionPolicy};
+use eagle_core::db::EvictionPolicy;
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
@@ -102,11 +101,11 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
     let started = Instant::now();
     let may_evict =
         spec.flags.contains(&"denyoom") && ctx.db().eviction() != EvictionPolicy::NoEviction;
-    let again = may_evict.then(|| argv.clone());
-    let mut result = (spec.run)(&mut Parse::new(argv), ctx);
-    if let Some(argv) = again {
-        result = evict_and_retry(ctx, spec, argv, result);
-    }
+    let result = if may_evict {
+        evict_and_retry(ctx, spec, argv)
+    } else {
+        (spec.run)(&mut Parse::new(argv), ctx)
+    };
     let elapsed = started.elapsed();
     ctx.session.tally.add(spec.name, elapsed.as_nanos() as u64);
     crate::metrics::observe_command(spec.name, elapsed);
@@ -132,31 +131,23 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
     frame
 }
 
-/// A `denyoom` command that failed because the pool is full, run again after each round of
-/// eviction (`Db::evict`) while the policy finds keys to evict, at most `EVICTION_ROUNDS`
-/// times. The failed runs changed nothing (a write that does not fit changes nothing), so
-/// running the command again is safe for every command, INCR and APPEND included. Evicted keys
-/// touch their watchers, as Redis's evictions do.
+/// A `denyoom` command run through `Db::with_eviction`: while it fails because the pool is full
+/// and the policy finds keys to evict, it runs again after each round, at most
+/// `EVICTION_ROUNDS` times. The failed runs changed nothing (a write that does not fit changes
+/// nothing), so running the command again is safe for every command, INCR and APPEND included.
+/// Evicted keys touch their watchers, as Redis's evictions do.
 fn evict_and_retry(
     ctx: &mut Ctx<'_>,
     spec: &'static Spec,
     argv: Vec<Bytes>,
-    mut result: Result<Frame, CmdError>,
 ) -> Result<Frame, CmdError> {
-    let oom = CmdError::from(DbError::OutOfMemory);
-    for round in 0..EVICTION_ROUNDS {
-        if result.as_ref().err() != Some(&oom) {
-            break;
-        }
-        let evicted = ctx.db().evict(&spec.key_args(&argv), round)?;
-        if evicted.is_empty() {
-            break;
-        }
-        let watches = &ctx.shared.server.watches;
-        if watches.any() {
+    let shared = ctx.shared;
+    let keys = spec.key_args(&argv);
+    shared.db.with_eviction(&keys, |evicted| {
+        let watches = &shared.server.watches;
+        if !evicted.is_empty() && watches.any() {
             watches.touch(evicted.iter().map(|k| &k[..]));
         }
-        result = (spec.run)(&mut Parse::new(argv.clone()), ctx);
-    }
-    result
+        (spec.run)(&mut Parse::new(argv.clone()), ctx)
+    })
 }
