@@ -105,11 +105,12 @@ impl Dash {
             .atomic_u64(at)
             .ok_or_else(|| corrupted(format!("record {:#x} is unreadable", found.record)))?;
         let before = (word.load(std::sync::atomic::Ordering::Acquire) != 0) as i64;
+        // Counted before the persist (bookkeeping first: see `write.rs`).
+        self.count(seg_off, 0, (expire_at_ms != 0) as i64 - before);
         word.store(expire_at_ms, std::sync::atomic::Ordering::Release);
         // Ordering: one failure-atomic 8-byte store, persisted before the caller acknowledges;
         // outside the record's checksum, so either value validates.
         self.region().persist(at, 8);
-        self.count(seg_off, 0, (expire_at_ms != 0) as i64 - before);
         drop(held);
         Ok(true)
     }

@@ -1,4 +1,14 @@
 //! Inserts, upserts and deletes. Every persistent write below carries its ordering argument.
+//!
+//! **Bookkeeping first.** A write does its DRAM bookkeeping (the key counts, retiring what it
+//! replaces or removes) under its bucket locks but before its flushes, not after its last
+//! fence. That bookkeeping runs locked instructions (atomic adds, an `Arc` clone), and on x86
+//! a locked instruction waits until every earlier store and cache-line write-back has
+//! completed: after the last fence it would wait for the flushed lines to reach memory
+//! (measured at 45% of an insert's time, docs/benchmarks.md); before the flushes it waits for
+//! nothing, and the write-backs complete while the caller starts its next operation. None of
+//! it shows on the media: a count lives in DRAM, and a retired block is freed only after this
+//! thread unpins, so after the write is durable.
 
 use std::sync::atomic::Ordering;
 
@@ -230,6 +240,11 @@ impl Dash {
                     return Ok(PutOutcome::Exists);
                 }
                 let slot = &seg.bucket(found.bucket).slots[found.slot];
+                // Bookkeeping first (see the module doc). The old record is
+                // freed only once this thread unpins, after the swap below is durable.
+                self.count(seg_off, 0, rec_expires - self.has_expiry(found.record));
+                // Retired with the bucket still locked: see `retire`.
+                self.retire_record(guard, found.record, mode != PutMode::UpsertKeepParts);
                 // Ordering: this flush and fence make the record durable before the slot's
                 // 8-byte store points to it. The swap is failure-atomic: after a crash the slot
                 // holds the old or the new offset, each naming a complete record.
@@ -239,9 +254,6 @@ impl Dash {
                 region.fence();
                 slot.record.store(word, Ordering::Release);
                 region.persist(slot_offset(seg_off, found.bucket, found.slot), 8);
-                self.count(seg_off, 0, rec_expires - self.has_expiry(found.record));
-                // Retired with the bucket still locked: see `retire`.
-                self.retire_record(guard, found.record, mode != PutMode::UpsertKeepParts);
                 drop(held);
                 return Ok(PutOutcome::Replaced);
             }
@@ -253,6 +265,8 @@ impl Dash {
                     continue;
                 }
             };
+            // Counted before the flushes (bookkeeping first: see the module doc).
+            self.count(seg_off, 1, rec_expires);
             let (bi, i) = target;
             let bucket = seg.bucket(bi);
             bucket.write_slot(i, word, h);
@@ -279,7 +293,6 @@ impl Dash {
             if !fault::armed(Fault::SkipFenceAfterPublish) {
                 region.fence();
             }
-            self.count(seg_off, 1, rec_expires);
             drop(held);
             return Ok(PutOutcome::Inserted);
         }
@@ -424,13 +437,15 @@ impl Dash {
         if bucket >= BUCKETS {
             held.add(bucket);
         }
-        self.unlink(seg, seg_off, bucket, slot, b, h);
+        // Bookkeeping first (see the module doc): the record is freed only
+        // once this thread unpins, after `unlink` made its removal durable.
         self.count(seg_off, -1, -self.has_expiry(record));
         if with_children {
             self.retire_record(&guard, record, true);
         } else {
             self.retire(&guard, record);
         }
+        self.unlink(seg, seg_off, bucket, slot, b, h);
         drop(held);
         Ok(true)
     }
