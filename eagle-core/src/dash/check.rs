@@ -48,7 +48,7 @@ impl Dash {
         }
         let mut r = CheckReport {
             heap_used: self.heap.stats().used,
-            garbage: self.garbage.bytes.load(Ordering::Relaxed),
+            garbage: self.garbage.bytes(),
             ..CheckReport::default()
         };
         let _guard = self.pin();

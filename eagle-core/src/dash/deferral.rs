@@ -99,7 +99,7 @@ impl Dash {
             if free {
                 self.defer_free(&guard, block, size);
             } else {
-                self.garbage.bytes.fetch_sub(size, Ordering::Relaxed);
+                self.garbage.bytes.add(-(size as i64));
             }
         }
     }

@@ -62,8 +62,16 @@ pub struct IndexStats {
 /// next open's sweep reclaims it. A deferred free captures one pointer to this, the block and
 /// its size: 24 bytes, which crossbeam stores inline (no allocation per retired block).
 pub(crate) struct Garbage {
-    pub(crate) bytes: AtomicU64,
+    /// Striped: every retire and deferred free adds to it, from any thread.
+    pub(crate) bytes: StripedCounter,
     pub(crate) heap: std::sync::Weak<Heap>,
+}
+
+impl Garbage {
+    /// Bytes retired and not yet freed (not a snapshot while threads retire or free).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.sum().max(0) as u64
+    }
 }
 
 /// The Dash extendible hash index over a pool's heap.
@@ -135,7 +143,7 @@ impl Dash {
             len: StripedCounter::default(),
             expires: StripedCounter::default(),
             garbage: Arc::new(Garbage {
-                bytes: AtomicU64::new(0),
+                bytes: StripedCounter::default(),
                 heap: Arc::downgrade(&heap),
             }),
             segments: AtomicU64::new(0),
@@ -547,7 +555,7 @@ impl Dash {
             } else {
                 len as f64 / slots as f64
             },
-            garbage_bytes: self.garbage.bytes.load(Ordering::Relaxed),
+            garbage_bytes: self.garbage.bytes(),
         }
     }
 
@@ -559,10 +567,10 @@ impl Dash {
         // Each round hands this thread's deferred frees to the global queue, tries to advance
         // the epoch and frees a few bags at least two epochs old. A bag needs a couple of
         // rounds to age, so stop only after several rounds in a row free nothing.
-        let (mut last, mut idle) = (self.garbage.bytes.load(Ordering::Relaxed), 0);
+        let (mut last, mut idle) = (self.garbage.bytes(), 0);
         while last != 0 && idle < 16 {
             self.pin().flush();
-            let now = self.garbage.bytes.load(Ordering::Relaxed);
+            let now = self.garbage.bytes();
             idle = if now < last { 0 } else { idle + 1 };
             last = now;
         }

@@ -136,7 +136,7 @@ impl Dash {
             let _ = self.wait_recovered();
             return true;
         }
-        let before = self.garbage.bytes.load(Ordering::Relaxed);
+        let before = self.garbage.bytes();
         if before == 0 || super::epoch::is_pinned(&self.collector) {
             return false;
         }

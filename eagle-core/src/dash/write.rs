@@ -511,7 +511,7 @@ impl Dash {
             return;
         }
         self.heap.keep(block);
-        self.garbage.bytes.fetch_add(size, Ordering::Relaxed);
+        self.garbage.bytes.add(size as i64);
         if route == super::deferral::Route::Free {
             self.defer_free(guard, block, size);
         }
@@ -525,7 +525,7 @@ impl Dash {
             // sweep reclaims it (nothing reaches it).
             if let Some(heap) = garbage.heap.upgrade() {
                 let _ = heap.free(block);
-                garbage.bytes.fetch_sub(size, Ordering::Relaxed);
+                garbage.bytes.add(-(size as i64));
             }
         });
     }

@@ -178,7 +178,8 @@ pub struct Heap {
     sweep: Mutex<Option<Sweep>>,
     /// Chunks in use at open whose blocks the sweep has not settled yet.
     unsettled: Vec<std::sync::atomic::AtomicBool>,
-    used: std::sync::atomic::AtomicU64,
+    /// Bytes in allocated blocks, striped: every allocation and free adds to it.
+    used: crate::shard::StripedCounter,
     /// Free chunks that only allocations inside a [`ReserveScope`](super::ReserveScope) may
     /// take (see `reserve.rs`).
     reserve: u32,
@@ -245,7 +246,7 @@ impl Heap {
             kinds: kinds.iter().map(|k| k.encode().into()).collect(),
             chunks: Mutex::new(Chunks { free }),
             sweep: Mutex::new(Some(sweep)),
-            used: 0.into(),
+            used: Default::default(),
             reserve: super::reserve::reserved_chunks(geo.chunks),
             pool,
             geo,
@@ -366,18 +367,14 @@ impl Heap {
         if blocks.free == 0 {
             class.partial.remove(&c);
         }
-        self.used.fetch_add(
-            self.geo.classes.size(k),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.used.add(self.geo.classes.size(k) as i64);
         Some(self.geo.chunk_offset(c) + i as u64 * self.geo.classes.size(k))
     }
 
     fn alloc_large(&self, size: u64) -> Option<u64> {
         let n = u32::try_from(size.div_ceil(CHUNK)).ok()?;
         let c = self.take_chunks(n, ChunkKind::LargeHead(n), super::reserve::in_scope())?;
-        self.used
-            .fetch_add(n as u64 * CHUNK, std::sync::atomic::Ordering::Relaxed);
+        self.used.add((n as u64 * CHUNK) as i64);
         Some(self.geo.chunk_offset(c))
     }
 
@@ -477,10 +474,7 @@ impl Heap {
         }
         // Counted once the block is known to have been allocated: a refused double free
         // changes no accounting.
-        let freed = || {
-            self.used
-                .fetch_sub(size, std::sync::atomic::Ordering::Relaxed)
-        };
+        let freed = || self.used.add(-(size as i64));
         match kind {
             ChunkKind::Small(k) => {
                 let shard = self.owner[c as usize].load(std::sync::atomic::Ordering::Relaxed);
@@ -646,10 +640,7 @@ impl Heap {
                 // the next open's sweep).
                 self.pool.region().fence();
             }
-            self.used.fetch_add(
-                in_use * self.geo.classes.size(k),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.used.add((in_use * self.geo.classes.size(k)) as i64);
             // Chunks in use at open are spread over the shards round-robin.
             let shard = c as usize % SHARDS;
             self.owner[c as usize].store(shard as u8, std::sync::atomic::Ordering::Relaxed);
@@ -666,8 +657,7 @@ impl Heap {
             let n = n.min(self.geo.chunks - c);
             let intact = (1..n).all(|d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d));
             if live && intact {
-                self.used
-                    .fetch_add(n as u64 * CHUNK, std::sync::atomic::Ordering::Relaxed);
+                self.used.add((n as u64 * CHUNK) as i64);
             } else {
                 // Unreachable (or torn before it was published): zero every chunk it spans.
                 let tails = (1..n)
@@ -733,7 +723,7 @@ impl Heap {
             .count() as u32;
         HeapStats {
             capacity: self.geo.chunks as u64 * CHUNK,
-            used: self.used.load(std::sync::atomic::Ordering::Relaxed),
+            used: self.used.sum().max(0) as u64,
             chunk_bytes: (self.geo.chunks - free_chunks) as u64 * CHUNK,
             free_chunks,
             reserved_chunks: self.reserve,
