@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 use crash_tests::{
     ACK_IMAGE, CrashImage, FENCE_IMAGE, FenceImages, Report, Scratch, standard_policies,
 };
-use eagle_core::dash::BUCKETS;
+use eagle_core::dash::bucket_index;
 use eagle_core::db::{Clock, ExpireCondition, KeyType, SetOptions, Ttl};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
@@ -414,7 +414,7 @@ struct AimedBatches {
 }
 
 impl AimedBatches {
-    const BUCKET: u64 = 5;
+    const BUCKET: usize = 5;
 
     fn new(seed: u64) -> AimedBatches {
         AimedBatches {
@@ -433,7 +433,7 @@ impl AimedBatches {
         while out.len() < n {
             let k = format!("a{:06}", self.next).into_bytes();
             self.next += 1;
-            if (db.engine().index().hash(&k) >> 8) & (BUCKETS as u64 - 1) == Self::BUCKET {
+            if bucket_index(db.engine().index().hash(&k)) == Self::BUCKET {
                 out.push(k);
             }
         }
@@ -887,16 +887,12 @@ fn batches_that_split_the_index_before_they_are_logged_are_all_or_nothing_at_eve
     } else {
         (28, false, 23, 1)
     };
-    let mut report = Report::default();
-    for seed in 51..51 + seeds {
+    let report = over_seeds(51, seeds, |seed| {
         let (r, splitting) = run_aimed("aimed-batches", rounds, all, every, seed);
-        println!(
-            "seed {seed}: {} ({splitting} commands split the index)",
-            r.summary()
-        );
+        println!("seed {seed}: {splitting} commands split the index");
         assert!(splitting >= 3, "{splitting} commands split the index");
-        report.merge(r);
-    }
+        r
+    });
     assert!(report.checked > 1500, "{}", report.summary());
     report.assert_clean();
 }

@@ -218,22 +218,7 @@ mod tests {
     use super::super::bucket::set_bits;
     use super::super::segment::{ALL_BUCKETS, BUCKETS};
     use crate::Engine;
-    use crate::dash::PutMode;
-    use crate::record::RecordKind;
-
-    /// An engine on a fresh pool holding `n` keys in one segment (some in the stash).
-    fn engine_with_keys(name: &str, n: u32) -> Engine {
-        let engine = crate::engine::temp_engine(&format!("check-{name}"), 16 << 20);
-        for i in 0..n {
-            let key = format!("key:{i}");
-            engine
-                .index()
-                .put(key.as_bytes(), b"v", RecordKind::String, 0, PutMode::Upsert)
-                .unwrap();
-        }
-        assert!(engine.check().is_clean(), "{:?}", engine.check());
-        engine
-    }
+    use crate::engine::temp_engine_with_keys;
 
     /// The first published slot of a normal bucket (`stash` false) or of a stash bucket, as
     /// (segment, bucket, slot).
@@ -265,7 +250,7 @@ mod tests {
 
     #[test]
     fn check_reports_a_fingerprint_that_hides_its_record() {
-        let e = engine_with_keys("fp", 50);
+        let e = temp_engine_with_keys("check-fp", 16 << 20, 50);
         let (seg, bi, k) = first_slot(&e, false);
         let h = seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed);
         seg.bucket(bi).set_fp(k, h ^ 0x5a);
@@ -275,7 +260,7 @@ mod tests {
     #[test]
     fn check_reports_stashed_records_their_overflow_metadata_forgets() {
         // 900 keys in one segment of 896 normal slots: some are stashed.
-        let e = engine_with_keys("overflow", 900);
+        let e = temp_engine_with_keys("check-overflow", 16 << 20, 900);
         let (seg, bi, k) = first_slot(&e, true);
         let h = seg.bucket(bi).slots[k].hash.load(Ordering::Relaxed);
         let home = super::super::segment::bucket_index(h);
@@ -285,7 +270,7 @@ mod tests {
 
     #[test]
     fn check_reports_a_key_published_in_two_slots() {
-        let e = engine_with_keys("dup", 50);
+        let e = temp_engine_with_keys("check-dup", 16 << 20, 50);
         let (seg, bi, k) = first_slot(&e, false);
         let (word, h) = (
             seg.bucket(bi).slots[k].record.load(Ordering::Relaxed),

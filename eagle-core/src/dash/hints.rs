@@ -83,13 +83,8 @@ mod tests {
 
     #[test]
     fn hints_name_the_directory_entries_after_splits_and_doublings() {
-        let engine = crate::engine::temp_engine("hints", 64 << 20);
+        let engine = crate::engine::temp_engine_with_keys("hints", 64 << 20, 30_000);
         let index = engine.index();
-        for i in 0..30_000u32 {
-            let key = format!("key:{i}");
-            let put = index.put(key.as_bytes(), b"v", RecordKind::String, 0, PutMode::Insert);
-            put.unwrap();
-        }
         let _guard = index.pin();
         let dir = index.directory().unwrap();
         let g = dir.global_depth;

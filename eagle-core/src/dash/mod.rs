@@ -25,5 +25,5 @@ pub use bucket::{Bucket, SLOTS, Slot};
 pub use check::CheckReport;
 pub use error::IndexError;
 pub use index::{Dash, IndexStats, Pinned};
-pub use segment::{BUCKETS, STASH, Segment};
+pub use segment::{BUCKETS, STASH, Segment, bucket_index};
 pub use write::{PutMode, PutOutcome};

@@ -270,3 +270,21 @@ pub(crate) fn temp_engine(name: &str, size: u64) -> Engine {
     let _ = std::fs::remove_file(&path);
     engine
 }
+
+/// For unit tests: [`temp_engine`] holding `n` string keys `key:0`, `key:1`, ... (value `v`),
+/// checked clean.
+#[cfg(test)]
+pub(crate) fn temp_engine_with_keys(name: &str, size: u64, n: u32) -> Engine {
+    let engine = temp_engine(name, size);
+    for i in 0..n {
+        let key = format!("key:{i}");
+        let index = engine.index();
+        let kind = crate::record::RecordKind::String;
+        index
+            .put(key.as_bytes(), b"v", kind, 0, crate::dash::PutMode::Insert)
+            .unwrap();
+    }
+    let report = engine.check();
+    assert!(report.is_clean(), "{report:?}");
+    engine
+}

@@ -7,7 +7,7 @@ mod payload;
 pub(crate) mod tx;
 
 pub use batch::{BatchError, BatchOp};
-#[cfg(test)]
-pub(crate) use core::temp_engine;
 pub use core::{Engine, EngineError, RecoveryMode};
+#[cfg(test)]
+pub(crate) use core::{temp_engine, temp_engine_with_keys};
 pub use tx::Atomic;
