@@ -27,7 +27,8 @@ pub fn standard_policies(seeds: u64) -> Vec<Eviction> {
 pub const FENCE_IMAGE: &str = "fence ";
 
 /// What the message of every violation found in the image taken as an operation returns
-/// begins with (`power failure after ... returned: <what>`, as the harnesses write it), for
+/// begins with (`power failure after ... returned: <what>`, as the harnesses write it; the image
+/// after a clean close is `clean close, then power failure: <what>`), for
 /// [`Report::assert_caught_by`].
 pub const ACK_IMAGE: &str = "power failure after ";
 

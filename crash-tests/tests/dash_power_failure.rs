@@ -182,7 +182,7 @@ fn run(
     if let Err(v) = verify_image(&after_close, &model) {
         report
             .violations
-            .push(format!("power failure after a clean close: {v}"));
+            .push(format!("clean close, then power failure: {v}"));
     }
     report.merge(second.lock().clone());
     (report, stats)

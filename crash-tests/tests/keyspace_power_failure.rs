@@ -681,7 +681,7 @@ fn run_generated(
     if let Err(v) = verify_image(&after_close, &m) {
         report
             .violations
-            .push(format!("power failure after a clean close: {v}"));
+            .push(format!("clean close, then power failure: {v}"));
     }
     report.merge(second.lock().clone());
     report

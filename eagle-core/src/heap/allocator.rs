@@ -36,9 +36,10 @@ pub struct HeapStats {
 }
 
 impl HeapStats {
-    /// Bytes not handed out.
+    /// Bytes not handed out. (`used` sums per-thread stripes while other threads allocate and
+    /// free, so it may briefly read above `capacity`: this saturates at 0.)
     pub fn free(&self) -> u64 {
-        self.capacity - self.used
+        self.capacity.saturating_sub(self.used)
     }
 
     /// Share of assigned chunk bytes not in use (0.0 = none wasted).
@@ -46,7 +47,7 @@ impl HeapStats {
         if self.chunk_bytes == 0 {
             0.0
         } else {
-            1.0 - self.used as f64 / self.chunk_bytes as f64
+            (1.0 - self.used as f64 / self.chunk_bytes as f64).max(0.0)
         }
     }
 }
