@@ -11,6 +11,29 @@ mod common;
 
 use common::*;
 
+/// SETs `{prefix}{i}` to `value` for `i` in `0..n` (with `EX ex` if given), in pipelines of 500;
+/// every SET must succeed.
+fn set_in_batches(
+    conn: &mut redis::Connection,
+    prefix: &str,
+    n: usize,
+    value: &[u8],
+    ex: Option<u64>,
+) {
+    for batch in 0..n.div_ceil(500) {
+        let mut pipe = redis::pipe();
+        for i in batch * 500..((batch + 1) * 500).min(n) {
+            let set = pipe.cmd("SET").arg(format!("{prefix}{i}")).arg(value);
+            if let Some(ex) = ex {
+                set.arg("EX").arg(ex);
+            }
+            set.ignore();
+        }
+        let r: redis::RedisResult<()> = pipe.query(conn);
+        r.unwrap_or_else(|e| panic!("{prefix} batch {batch}: {e}"));
+    }
+}
+
 #[test]
 fn allkeys_random_takes_every_write_on_a_full_pool_and_counts_what_it_evicts() {
     // common::Server makes a 64 MiB pool: about 15,000 values of 4 KB fit.
@@ -19,14 +42,7 @@ fn allkeys_random_takes_every_write_on_a_full_pool_and_counts_what_it_evicts() {
     assert_eq!(s.info_field("memory", "maxmemory_policy"), "allkeys-random");
     let value = vec![b'v'; 4000];
     const KEYS: usize = 40_000;
-    for batch in 0..KEYS / 500 {
-        let mut pipe = redis::pipe();
-        for i in batch * 500..(batch + 1) * 500 {
-            pipe.cmd("SET").arg(format!("key:{i}")).arg(&value).ignore();
-        }
-        let r: redis::RedisResult<()> = pipe.query(&mut conn);
-        r.unwrap_or_else(|e| panic!("batch {batch}: {e}"));
-    }
+    set_in_batches(&mut conn, "key:", KEYS, &value, None);
     let evicted: usize = s.info_field("stats", "evicted_keys").parse().unwrap();
     let dbsize: usize = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     assert!(evicted > KEYS / 2, "evicted {evicted} of {KEYS}");
@@ -113,19 +129,7 @@ fn volatile_ttl_keeps_persistent_keys_and_a_refused_command_runs_again_only_once
             .unwrap();
     }
     // Keys with an expiry, twice what the 64 MiB pool holds.
-    for batch in 0..60 {
-        let mut pipe = redis::pipe();
-        for i in batch * 500..(batch + 1) * 500 {
-            pipe.cmd("SET")
-                .arg(format!("vol:{i}"))
-                .arg(&value)
-                .arg("EX")
-                .arg(3600)
-                .ignore();
-        }
-        let r: redis::RedisResult<()> = pipe.query(&mut conn);
-        r.unwrap_or_else(|e| panic!("batch {batch}: {e}"));
-    }
+    set_in_batches(&mut conn, "vol:", 30_000, &value, Some(3600));
     let evicted: usize = s.info_field("stats", "evicted_keys").parse().unwrap();
     assert!(evicted > 10_000, "evicted {evicted}");
     // APPEND rewrites the record into a new block of the same size class, which the full pool
@@ -158,28 +162,14 @@ fn an_eviction_aborts_the_exec_of_a_client_watching_the_evicted_key() {
     let value = vec![b'v'; 4000];
     const WATCHED: usize = 2000;
     let watched: Vec<String> = (0..WATCHED).map(|i| format!("w:{i}")).collect();
-    let mut pipe = redis::pipe();
-    for k in &watched {
-        pipe.cmd("SET").arg(k).arg(&value).ignore();
-    }
-    let () = pipe.query(&mut watcher).unwrap();
+    set_in_batches(&mut watcher, "w:", WATCHED, &value, None);
     let () = redis::cmd("WATCH")
         .arg(&watched)
         .query(&mut watcher)
         .unwrap();
     // Another client fills the pool with keys of its own: only eviction touches the watched
     // keys.
-    for batch in 0..60 {
-        let mut pipe = redis::pipe();
-        for i in batch * 500..(batch + 1) * 500 {
-            pipe.cmd("SET")
-                .arg(format!("fill:{i}"))
-                .arg(&value)
-                .ignore();
-        }
-        let r: redis::RedisResult<()> = pipe.query(&mut writer);
-        r.unwrap_or_else(|e| panic!("batch {batch}: {e}"));
-    }
+    set_in_batches(&mut writer, "fill:", 30_000, &value, None);
     let left: usize = redis::cmd("EXISTS")
         .arg(&watched)
         .query(&mut writer)
