@@ -118,22 +118,17 @@ fn checksum(head: &[u8], body: &[u8]) -> u32 {
     crate::checksum::crc32c_append(crate::checksum::crc32c(head), body)
 }
 
-/// Whether the record at `offset` holds `key`; `None` if its key cannot be read (outside the
-/// region). Reads only the key length and, if it matches, the key: a lookup's comparison, which
-/// opens the whole record (kind and value bounds) only for the record it finds.
+/// Whether two byte strings of the same length are equal. A key of 8 to 16 bytes (the common
+/// case) is compared as two overlapping words instead of through a `memcmp` call: a lookup's
+/// hot path, where fewer instructions let the CPU start the next lookup's misses sooner.
 #[inline]
-pub(crate) fn key_is(region: &Region, offset: u64, key: &[u8]) -> Option<bool> {
-    // The key length is the header's first 4 bytes (little-endian); records are 16-byte aligned.
-    let head = region
-        .atomic_u64(offset)?
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if head as u32 as usize != key.len() {
-        return Some(false);
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n == b.len() && (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| -> [u8; 8] { s[at..at + 8].try_into().expect("8 bytes") };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
     }
-    let p = region.ptr(offset.checked_add(RECORD_HEADER)?, key.len() as u64)?;
-    // SAFETY: `ptr` checked the range against the region; the record is immutable while the
-    // caller's epoch guard holds it (see RecordRef), so the bytes are not written meanwhile.
-    Some(unsafe { std::slice::from_raw_parts(p, key.len()) } == key)
+    a == b
 }
 
 impl<'a> RecordRef<'a> {
@@ -156,6 +151,49 @@ impl<'a> RecordRef<'a> {
             value_len,
             kind,
         })
+    }
+
+    /// [`open`](Self::open) for a lookup of `key`: `Ok(None)` if the record at `offset` holds
+    /// another key, `Err(offset)` if it cannot be a record (as `open` refuses it) or its key
+    /// cannot be read. Reads the header once, as two words, and compares the key in place.
+    #[inline]
+    pub(crate) fn open_keyed(
+        region: &'a Region,
+        offset: u64,
+        key: &[u8],
+    ) -> Result<Option<RecordRef<'a>>, u64> {
+        let word = |at: u64| {
+            region
+                .atomic_u64(at)
+                .map(|w| u64::from_le(w.load(Ordering::Relaxed)))
+                .ok_or(offset)
+        };
+        let head = word(offset)?;
+        let key_len = head as u32 as u64;
+        if key_len != key.len() as u64 {
+            return Ok(None);
+        }
+        let kind = RecordKind::from_u8((head >> 32) as u8).ok_or(offset)?;
+        let value_len = word(offset.wrapping_add(8))?;
+        let total = RECORD_HEADER
+            .checked_add(key_len)
+            .and_then(|t| t.checked_add(value_len))
+            .ok_or(offset)?;
+        let p = region
+            .contains(offset, total)
+            .then(|| region.ptr(offset + RECORD_HEADER, key_len))
+            .flatten()
+            .ok_or(offset)?;
+        // SAFETY: `ptr` checked the range against the region; the record is immutable while the
+        // caller's epoch guard holds it (see the type's documentation).
+        let stored = unsafe { std::slice::from_raw_parts(p, key.len()) };
+        Ok(same_bytes(stored, key).then_some(RecordRef {
+            region,
+            offset,
+            key_len,
+            value_len,
+            kind,
+        }))
     }
 
     /// The record's offset.
@@ -225,5 +263,59 @@ impl<'a> RecordRef<'a> {
         let body =
             unsafe { std::slice::from_raw_parts(body, (self.key_len + self.value_len) as usize) };
         checksum(&head[0..16], body) == stored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RecordKind, RecordRef, write_record};
+
+    #[test]
+    fn open_keyed_matches_only_the_exact_key_and_refuses_a_damaged_header() {
+        let engine = crate::engine::temp_engine("open-keyed", 8 << 20);
+        let index = engine.index();
+        let region = index.region();
+        // Lengths below, inside and above the two-word comparison's 8..=16.
+        for len in [1usize, 7, 8, 12, 16, 17, 40] {
+            let key: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
+            let value = b"value";
+            let off = index.heap.alloc(super::record_size(&key, 5)).unwrap();
+            // SAFETY: the block was just allocated and nothing else can reach it.
+            let _ = unsafe { write_record(region, off, RecordKind::String, &key, value, 0) };
+            let rec = RecordRef::open_keyed(region, off, &key)
+                .unwrap()
+                .expect("its own key");
+            assert_eq!((rec.key(), rec.value()), (&key[..], &value[..]));
+            // A difference in any byte (first, middle, last) or in the length is another key.
+            for at in [0, len / 2, len - 1] {
+                let mut other = key.clone();
+                other[at] ^= 0x20;
+                assert!(
+                    RecordRef::open_keyed(region, off, &other)
+                        .unwrap()
+                        .is_none()
+                );
+            }
+            let longer = [&key[..], b"x"].concat();
+            assert!(
+                RecordRef::open_keyed(region, off, &longer)
+                    .unwrap()
+                    .is_none()
+            );
+            // An unknown kind, or a value length past the pool: not a record, for any key of
+            // its length.
+            // SAFETY: the block is this test's; no reader holds it.
+            unsafe { region.write(off + 4, &[9]) };
+            assert_eq!(RecordRef::open_keyed(region, off, &key).err(), Some(off));
+            // SAFETY: as above.
+            unsafe { region.write(off + 4, &[RecordKind::String as u8]) };
+            // SAFETY: as above.
+            unsafe { region.write(off + 8, &u64::MAX.to_le_bytes()) };
+            assert_eq!(RecordRef::open_keyed(region, off, &key).err(), Some(off));
+        }
+        // Past the end of the pool, or misaligned: refused, not read.
+        for bad in [region.len() as u64, 4 << 20 | 4] {
+            assert_eq!(RecordRef::open_keyed(region, bad, b"k").err(), Some(bad));
+        }
     }
 }

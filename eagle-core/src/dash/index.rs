@@ -16,19 +16,21 @@ use crate::pmem::Region;
 use crate::record::{RecordRef, SLOT_OWNS_BLOCKS, slot_record};
 use crate::shard::StripedCounter;
 
-/// Where a record was found: bucket index in the segment (64.. for stash) and slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Found {
+/// Where a record was found: bucket index in the segment (64.. for stash) and slot, and the
+/// record, opened (its header read and bounds-checked) by the key comparison.
+#[derive(Clone, Copy)]
+pub(crate) struct Found<'a> {
     pub bucket: usize,
     pub slot: usize,
     pub record: u64,
+    pub rec: RecordRef<'a>,
 }
 
-/// Where `locate` found a segment: the directory, the entry, the segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Located {
+/// Where `locate` found a segment: the directory, its entry for the hash, the segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Located<'a> {
     pub root: u64,
-    pub index: u64,
+    pub entry: &'a AtomicU64,
     pub segment: u64,
 }
 
@@ -235,6 +237,7 @@ impl Dash {
         Ok(off)
     }
 
+    #[inline]
     pub(crate) fn segment(&self, off: u64) -> Result<&Segment, IndexError> {
         self.region()
             .object::<Segment>(off)
@@ -272,6 +275,7 @@ impl Dash {
         );
     }
 
+    #[inline(always)]
     pub(crate) fn pin(&self) -> Guard {
         super::epoch::pin(&self.collector)
     }
@@ -327,11 +331,12 @@ impl Dash {
 
     /// The segment that `hash` maps to now, repaired if a crash left it untouched since, with
     /// where it was found (for [`still_current`](Self::still_current)).
-    pub(crate) fn locate(&self, hash: u64) -> Result<(Located, &Segment), IndexError> {
+    #[inline(always)]
+    pub(crate) fn locate(&self, hash: u64) -> Result<(Located<'_>, &Segment), IndexError> {
         loop {
             let dir = self.directory()?;
-            let index = dir.index_of(hash);
-            let seg_off = dir.entry(index).load(Ordering::Acquire);
+            let entry = dir.entry(dir.index_of(hash));
+            let seg_off = entry.load(Ordering::Acquire);
             let seg = self.segment(seg_off)?;
             // After the open-time sweep every segment is repaired; until then (or if that
             // changes) the header says whether this one is. Skipping the header read saves a
@@ -341,7 +346,7 @@ impl Dash {
             }
             let at = Located {
                 root: dir.offset,
-                index,
+                entry,
                 segment: seg_off,
             };
             return Ok((at, seg));
@@ -370,10 +375,7 @@ impl Dash {
         // guard keeps it from being freed: while it is still the root's, only the entry needs
         // reading.
         self.dir_view.load(Ordering::Acquire) & DIR_VIEW_OFFSET == at.root
-            && self
-                .region()
-                .atomic_u64(super::directory::entry_offset(at.root, at.index))
-                .is_some_and(|e| e.load(Ordering::Acquire) == at.segment)
+            && at.entry.load(Ordering::Acquire) == at.segment
     }
 
     /// Looks `key` up and hands its record to `f`. Lock-free: retries while a writer holds one
@@ -408,15 +410,7 @@ impl Dash {
             if !(seg.bucket(b).validate(v0) && seg.bucket(b1).validate(v1)) {
                 continue;
             }
-            let found = found.map_err(unreadable)?;
-            return match found {
-                None => Ok(None),
-                Some(found) => {
-                    let rec = RecordRef::open(self.region(), found.record)
-                        .ok_or_else(|| unreadable(found.record))?;
-                    Ok(Some(f(rec)))
-                }
-            };
+            return Ok(found.map_err(unreadable)?.map(|found| f(found.rec)));
         }
     }
 
@@ -426,27 +420,22 @@ impl Dash {
     }
 
     /// Searches the two candidate buckets and, if their overflow metadata says so, the stash.
+    /// A writer replaces or removes the record it finds: `find` refuses one whose header is
+    /// damaged (as a lookup does), rather than let it be retired without its children.
     pub(crate) fn search(
         &self,
         seg: &Segment,
         h: u64,
         key: &[u8],
-    ) -> Result<Option<Found>, IndexError> {
-        let found = self.find(seg, h, key).map_err(unreadable)?;
-        // A writer replaces or removes the record it finds: refuse one whose header is damaged
-        // (as a lookup does when it opens it), rather than retire it without its children.
-        if let Some(f) = found
-            && RecordRef::open(self.region(), f.record).is_none()
-        {
-            return Err(unreadable(f.record));
-        }
-        Ok(found)
+    ) -> Result<Option<Found<'_>>, IndexError> {
+        self.find(seg, h, key).map_err(unreadable)
     }
 
-    /// [`search`](Self::search) with a one-word error (the offset of a record whose key cannot
-    /// be read), so the lookup's hot path moves no `IndexError` around.
+    /// [`search`](Self::search) with a one-word error (the offset of a record that cannot be
+    /// opened or whose key cannot be read), so the lookup's hot path moves no `IndexError`
+    /// around.
     #[inline]
-    pub(super) fn find(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found>, u64> {
+    pub(super) fn find(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found<'_>>, u64> {
         let fp = fingerprint(h);
         let b = bucket_index(h);
         // Most negative lookups end here, on one branch: the fewer instructions (and
@@ -455,6 +444,17 @@ impl Dash {
         if seg.bucket(b).may_hold(fp) | seg.bucket((b + 1) % BUCKETS).match_fp(fp) == 0 {
             return Ok(None);
         }
+        self.find_candidates(seg, h, key)
+    }
+
+    /// The part of [`find`](Self::find) past its fingerprint filter: compares the slots whose
+    /// fingerprints match, in the two buckets, then the stash. Kept out of line so that the
+    /// negative lookup's path through `get` stays short (inlined, it made the compiler spill
+    /// more around that path: 7.7 against 6.0 Mops/s, docs/benchmarks.md).
+    #[inline(never)]
+    fn find_candidates(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found<'_>>, u64> {
+        let fp = fingerprint(h);
+        let b = bucket_index(h);
         for bi in [b, (b + 1) % BUCKETS] {
             if let Some(f) = self.search_bucket(seg.bucket(bi), bi, fp, h, key)? {
                 return Ok(Some(f));
@@ -468,7 +468,7 @@ impl Dash {
         Ok(None)
     }
 
-    #[inline]
+    #[inline(always)]
     fn search_bucket(
         &self,
         bucket: &Bucket,
@@ -476,18 +476,19 @@ impl Dash {
         fp: u8,
         h: u64,
         key: &[u8],
-    ) -> Result<Option<Found>, u64> {
+    ) -> Result<Option<Found<'_>>, u64> {
         for i in set_bits(bucket.match_fp(fp)) {
             if bucket.slots[i].hash.load(Ordering::Relaxed) != h {
                 continue;
             }
             let record = slot_record(bucket.slots[i].record.load(Ordering::Acquire));
             // The caller holds an epoch guard taken before it read `record` from a slot.
-            if crate::record::key_is(self.region(), record, key).ok_or(record)? {
+            if let Some(rec) = RecordRef::open_keyed(self.region(), record, key)? {
                 return Ok(Some(Found {
                     bucket: bi,
                     slot: i,
                     record,
+                    rec,
                 }));
             }
         }

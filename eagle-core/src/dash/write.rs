@@ -430,6 +430,7 @@ impl Dash {
             bucket,
             slot,
             record,
+            ..
         }) = self.search(seg, h, key)?
         else {
             return Ok(false);
