@@ -153,9 +153,11 @@ impl<'a> RecordRef<'a> {
         })
     }
 
-    /// [`open`](Self::open) for a lookup of `key`: `Ok(None)` if the record at `offset` holds
-    /// another key, `Err(offset)` if it cannot be a record (as `open` refuses it) or its key
-    /// cannot be read. Reads the header once, as two words, and compares the key in place.
+    /// [`open`](Self::open) for a lookup of `key`: `Ok(None)` if the record's key length differs
+    /// from `key`'s or (once the header passed `open`'s checks) its key bytes differ;
+    /// `Err(offset)` if its first word cannot be read or, with a matching key length, the
+    /// header fails `open`'s checks (kind, lengths within the region). Reads the header once,
+    /// as two words, and compares the key in place.
     #[inline]
     pub(crate) fn open_keyed(
         region: &'a Region,
@@ -302,16 +304,18 @@ mod tests {
                     .unwrap()
                     .is_none()
             );
-            // An unknown kind, or a value length past the pool: not a record, for any key of
-            // its length.
+            // An unknown kind, a value length that overflows or one that runs past the pool: not
+            // a record, for any key of its length.
             // SAFETY: the block is this test's; no reader holds it.
             unsafe { region.write(off + 4, &[9]) };
             assert_eq!(RecordRef::open_keyed(region, off, &key).err(), Some(off));
             // SAFETY: as above.
             unsafe { region.write(off + 4, &[RecordKind::String as u8]) };
-            // SAFETY: as above.
-            unsafe { region.write(off + 8, &u64::MAX.to_le_bytes()) };
-            assert_eq!(RecordRef::open_keyed(region, off, &key).err(), Some(off));
+            for value_len in [u64::MAX, region.len() as u64] {
+                // SAFETY: as above.
+                unsafe { region.write(off + 8, &value_len.to_le_bytes()) };
+                assert_eq!(RecordRef::open_keyed(region, off, &key).err(), Some(off));
+            }
         }
         // Past the end of the pool, or misaligned: refused, not read.
         for bad in [region.len() as u64, 4 << 20 | 4] {

@@ -449,8 +449,8 @@ impl Dash {
 
     /// The part of [`find`](Self::find) past its fingerprint filter: compares the slots whose
     /// fingerprints match, in the two buckets, then the stash. Kept out of line so that the
-    /// negative lookup's path through `get` stays short (inlined, it made the compiler spill
-    /// more around that path: 7.7 against 6.0 Mops/s, docs/benchmarks.md).
+    /// negative lookup's path through `get` stays short (docs/benchmarks.md, twentieth session:
+    /// a few more instructions on that path cost a quarter of the rate).
     #[inline(never)]
     fn find_candidates(&self, seg: &Segment, h: u64, key: &[u8]) -> Result<Option<Found<'_>>, u64> {
         let fp = fingerprint(h);
