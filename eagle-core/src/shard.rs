@@ -43,6 +43,13 @@ impl StripedCounter {
             .sum()
     }
 
+    /// [`sum`](Self::sum) for a count that cannot go below zero: a sum taken while other
+    /// threads add can read below zero (a decrement counted, its increment not yet), which
+    /// this reads as 0.
+    pub fn total(&self) -> u64 {
+        self.sum().max(0) as u64
+    }
+
     /// Zeroes every stripe. Adds running at the same time may be kept or lost (fine for a
     /// statistic, not for a count that must stay exact: use [`set`](Self::set) there).
     pub fn reset(&self) {

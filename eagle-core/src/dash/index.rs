@@ -22,7 +22,6 @@ use crate::shard::StripedCounter;
 pub(crate) struct Found<'a> {
     pub bucket: usize,
     pub slot: usize,
-    pub record: u64,
     pub rec: RecordRef<'a>,
 }
 
@@ -72,7 +71,7 @@ pub(crate) struct Garbage {
 impl Garbage {
     /// Bytes retired and not yet freed (not a snapshot while threads retire or free).
     pub(crate) fn bytes(&self) -> u64 {
-        self.bytes.sum().max(0) as u64
+        self.bytes.total()
     }
 }
 
@@ -94,10 +93,10 @@ pub struct Dash {
     /// The root's directory, in DRAM: its offset with its global depth in the top byte (0:
     /// not yet known). Validated from the media at open (after `create` in a new pool, before
     /// any operation), and stored again right after each doubling's store of the root, under
-    /// the directory lock; only this index stores the root: lookups read it instead of the root and the directory header. Between a
-    /// doubling's root store and this store, readers still use the old directory, which is
-    /// not retired before this store and maps every hash as the new one does (no split can
-    /// publish until the doubling releases the directory lock). Its depth also names the DRAM
+    /// the directory lock; only this index stores the root: lookups read it instead of the root
+    /// and the directory header. Between a doubling's root store and this store, readers still
+    /// use the old directory, which is not retired before this store and maps every hash as the
+    /// new one does (no split can publish until the doubling releases the directory lock). Its depth also names the DRAM
     /// hint table that mirrors the directory (`hints.rs`), filled before this store.
     pub(crate) dir_view: AtomicU64,
     /// Set once every segment is known repaired: at once after a clean close (every segment
@@ -487,7 +486,6 @@ impl Dash {
                 return Ok(Some(Found {
                     bucket: bi,
                     slot: i,
-                    record,
                     rec,
                 }));
             }
@@ -525,7 +523,7 @@ impl Dash {
             // After a crash the count is known only once the recovery has counted every segment.
             let _ = self.wait_recovered();
         }
-        self.len.sum().max(0) as u64
+        self.len.total()
     }
 
     /// Number of records with an expiry (after a crash, waits for the recovery to count them).
@@ -533,7 +531,7 @@ impl Dash {
         if self.recovery.counting() {
             let _ = self.wait_recovered();
         }
-        self.expires.sum().max(0) as u64
+        self.expires.total()
     }
 
     /// Whether there are no records.

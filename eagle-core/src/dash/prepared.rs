@@ -99,18 +99,15 @@ impl Dash {
         let Some(found) = self.search(seg, h, key)? else {
             return Ok(false);
         };
-        let at = found.record + crate::record::EXPIRE_AT;
-        let word = self
-            .region()
-            .atomic_u64(at)
-            .ok_or_else(|| corrupted(format!("record {:#x} is unreadable", found.record)))?;
+        // `search` opened the record (its header bounds-checked), so its expiry word is readable.
+        let word = found.rec.expire_at();
         let before = (word.load(std::sync::atomic::Ordering::Acquire) != 0) as i64;
         // Counted before the persist (bookkeeping first: see `write.rs`).
         self.count(seg_off, 0, (expire_at_ms != 0) as i64 - before);
         word.store(expire_at_ms, std::sync::atomic::Ordering::Release);
         // Ordering: one failure-atomic 8-byte store, persisted before the caller acknowledges;
         // outside the record's checksum, so either value validates.
-        self.region().persist(at, 8);
+        self.region().persist(found.rec.expire_at_offset(), 8);
         drop(held);
         Ok(true)
     }

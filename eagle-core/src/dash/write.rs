@@ -145,11 +145,7 @@ impl Dash {
         let region = self.region();
         let h = self.hash(key);
         // The home bucket's misses overlap with the pin, and with writing the record.
-        let hinted = self.prefetch_home(h);
-        let mut guard = self.pin();
-        if !hinted {
-            self.prefetch_located(h);
-        }
+        let mut guard = self.pin_prefetched(h);
         // The record is written before any lock is taken (it is private until published) and
         // flushed under the locks, by `publish_record`.
         let size = record_size(key, value.len() as u64);
@@ -201,13 +197,16 @@ impl Dash {
         }
     }
 
-    /// [`prefetch_home`](Self::prefetch_home) through the pool's directory, where the DRAM hints
-    /// have no copy of it (a directory deeper than `hints::MAX_HINT_DEPTH`). The caller is
-    /// pinned (the directory is read).
-    fn prefetch_located(&self, h: u64) {
-        if let Ok((at, _)) = self.locate(h) {
+    /// Pins, having started the misses on hash `h`'s home bucket: before the pin from the DRAM
+    /// hints ([`prefetch_home`](Self::prefetch_home)), or after it through the pool's directory
+    /// where the hints have no copy of it (a directory deeper than `hints::MAX_HINT_DEPTH`).
+    fn pin_prefetched(&self, h: u64) -> crossbeam_epoch::Guard {
+        let hinted = self.prefetch_home(h);
+        let guard = self.pin();
+        if !hinted && let Ok((at, _)) = self.locate(h) {
             self.prefetch_buckets(at.segment, h);
         }
+        guard
     }
 
     /// Publishes the written record `new` under `key` (hash `h`). A new key may `displace` a
@@ -242,9 +241,10 @@ impl Dash {
                 let slot = &seg.bucket(found.bucket).slots[found.slot];
                 // Bookkeeping first (see the module doc). The old record is
                 // freed only once this thread unpins, after the swap below is durable.
-                self.count(seg_off, 0, rec_expires - self.has_expiry(found.record));
+                let old = found.rec.offset();
+                self.count(seg_off, 0, rec_expires - self.has_expiry(old));
                 // Retired with the bucket still locked: see `retire`.
-                self.retire_record(guard, found.record, mode != PutMode::UpsertKeepParts);
+                self.retire_record(guard, old, mode != PutMode::UpsertKeepParts);
                 // Ordering: this flush and fence make the record durable before the slot's
                 // 8-byte store points to it. The swap is failure-atomic: after a crash the slot
                 // holds the old or the new offset, each naming a complete record.
@@ -419,22 +419,13 @@ impl Dash {
         let h = self.hash(key);
         // The slot lines and the neighbour's header load alongside the home header, rather than
         // one after another under the locks.
-        let hinted = self.prefetch_home(h);
-        let guard = self.pin();
-        if !hinted {
-            self.prefetch_located(h);
-        }
+        let guard = self.pin_prefetched(h);
         let b = bucket_index(h);
         let (seg_off, seg, mut held) = self.lock_home(h)?;
-        let Some(Found {
-            bucket,
-            slot,
-            record,
-            ..
-        }) = self.search(seg, h, key)?
-        else {
+        let Some(Found { bucket, slot, rec }) = self.search(seg, h, key)? else {
             return Ok(false);
         };
+        let record = rec.offset();
         if bucket >= BUCKETS {
             held.add(bucket);
         }

@@ -7,12 +7,13 @@
 //! - a slot for a new key: its two candidate buckets and the stash are full, and no chunk is free
 //!   for a segment split. A key whose home bucket is the new key's frees a slot the new key can
 //!   take, so the first victim is the first key the policy allows scanning on from that bucket
-//!   (`Dash::cursor_near`; usually in it or the next). Without it, random
-//!   victims alone left writes of `tests/eviction.rs` failing with `OutOfMemory`;
+//!   (`Dash::cursor_near`; usually in it or the next). Without it, random victims alone left
+//!   writes of `tests/eviction.rs` failing with `OutOfMemory`;
 //! - heap blocks of the new record's size class. The other victims are sampled at random places
 //!   in the hash space (more each round, see `Db::evict`); each record frees a block of its own
-//!   class (and, inside a reserve scope, any larger class serves). A write whose size class no victim shares gets room only once a
-//!   whole chunk is free, so it may still fail after every round.
+//!   class (and, inside a reserve scope, any larger class serves). A write whose size class no
+//!   victim shares gets room only once a whole chunk is free, so it may still fail after every
+//!   round.
 //!
 //! Each eviction is a DEL of one key under its key lock, durable on return like any DEL; a crash
 //! between evictions leaves some keys evicted and the write not done, which is what a crash

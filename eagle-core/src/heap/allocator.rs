@@ -724,7 +724,7 @@ impl Heap {
             .count() as u32;
         HeapStats {
             capacity: self.geo.chunks as u64 * CHUNK,
-            used: self.used.sum().max(0) as u64,
+            used: self.used.total(),
             chunk_bytes: (self.geo.chunks - free_chunks) as u64 * CHUNK,
             free_chunks,
             reserved_chunks: self.reserve,

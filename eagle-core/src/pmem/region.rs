@@ -213,8 +213,8 @@ impl Region {
     }
 
     /// [`prefetch`](Self::prefetch) of `lines` consecutive cache lines from `offset` (ignored
-    /// unless all of them are inside the pool), with one bounds check for them all (a lookup's hot path: few instructions, so the CPU reaches the
-    /// next operation's misses sooner).
+    /// unless all of them are inside the pool), with one bounds check for them all (a lookup's
+    /// hot path: few instructions, so the CPU reaches the next operation's misses sooner).
     #[inline]
     pub fn prefetch_lines(&self, offset: u64, lines: u64) {
         #[cfg(target_arch = "x86_64")]
