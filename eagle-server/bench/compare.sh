@@ -15,6 +15,10 @@
 #   CONFIGS="redis-nopersist eagle-shm" TESTS=set,get SIZES=16 PIPES=16 compare.sh 1000000 7
 # EAGLE_HUGE_DIR=DIR adds eagle-huge: eagle with its pool in DIR, a tmpfs mounted with
 # huge=advise (2 MiB pages, as on DAX; see docs/operations.md).
+# The configuration `null` (in CONFIGS) is a server that stores nothing and answers at once
+# (eagle-server/examples/null_server.rs): the most any server can do under this client on this
+# machine. Its column, null / this, bounds every ratio a real server can reach. Build it with
+#   cargo build --release -p eagle-server --example null_server
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-200000}
@@ -36,6 +40,7 @@ start() { # name
     redis-always) redis-server --port $PORT --save '' --appendonly yes --appendfsync always --dir "$DISK" --daemonize no >/dev/null & ;;
     eagle-shm) "$BIN" --port $PORT --pool "$WORK/eagle.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
     eagle-disk) "$BIN" --port $PORT --pool "$DISK/eagle.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
+    null) target/release/examples/null_server $PORT >/dev/null 2>&1 & ;;
     eagle-huge) "$BIN" --port $PORT --pool "$EAGLE_HUGE_DIR/eagle-bench.pool" --pool-size 4gb --metrics-addr off --loglevel warning >/dev/null 2>&1 & ;;
   esac
   PID=$!
@@ -47,6 +52,8 @@ stop() {
   rm -rf "$WORK"/* "$DISK"/*; [ -z "${EAGLE_HUGE_DIR:-}" ] || rm -f "$EAGLE_HUGE_DIR/eagle-bench.pool"
 }
 CONFIGS=${CONFIGS:-"redis-nopersist redis-everysec redis-always eagle-shm eagle-disk"}
+case " $CONFIGS " in *" null "*) [ -x target/release/examples/null_server ] || {
+  echo "build first: cargo build --release -p eagle-server --example null_server" >&2; exit 2; } ;; esac
 [ -z "${EAGLE_HUGE_DIR:-}" ] || CONFIGS="$CONFIGS eagle-huge"
 TESTS=${TESTS:-set,get,incr,hset,mset}
 SIZES=${SIZES:-"16 1024"}
@@ -76,9 +83,9 @@ for line in open(raw):
     rows[(test, size, pipe, cfg)].append((float(rps), float(p50), float(p99)))
 cpu = next((l.split(':',1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
 print(f"# {datetime.date.today()} {cpu}, {len(open('/proc/cpuinfo').read().split('processor'))-1} vCPU; redis-benchmark -c 50 -n {n} -r 1000000, median of {rounds} rounds")
-huge = any(k[3] == "eagle-huge" for k in rows)
-print("| test | value | -P | config | ops/s | p50 ms | p99 ms | eagle-shm / this |" + (" eagle-huge / this |" if huge else ""))
-print("|---|---:|---:|---|---:|---:|---:|---:|" + ("---:|" if huge else ""))
+extra_cols = [c for c in ("eagle-huge", "null") if any(k[3] == c for k in rows)]
+print("| test | value | -P | config | ops/s | p50 ms | p99 ms | eagle-shm / this |" + "".join(f" {c} / this |" for c in extra_cols))
+print("|---|---:|---:|---|---:|---:|---:|---:|" + "---:|" * len(extra_cols))
 tests = sorted({k[0] for k in rows}, key=lambda t: ["SET","GET","INCR","HSET","MSET"].index(t) if t in ["SET","GET","INCR","HSET","MSET"] else 9)
 sizes = sorted({k[1] for k in rows}, key=int)
 pipes = sorted({k[2] for k in rows}, key=int)
@@ -86,7 +93,7 @@ for test in tests:
     for size in sizes:
         for pipe in pipes:
             med = {}
-            for cfg in "redis-nopersist redis-everysec redis-always eagle-shm eagle-disk eagle-huge".split():
+            for cfg in "redis-nopersist redis-everysec redis-always eagle-shm eagle-disk eagle-huge null".split():
                 v = rows.get((test, size, pipe, cfg))
                 if v:
                     med[cfg] = tuple(statistics.median(x[i] for x in v) for i in range(3))
@@ -94,7 +101,7 @@ for test in tests:
                 e = med.get(eagle)
                 return f"{e[0]/rps:.2f}x" if e and cfg.startswith("redis") else ""
             for cfg, (rps, p50, p99) in med.items():
-                extra = f" {ratio('eagle-huge', cfg, rps)} |" if huge else ""
+                extra = "".join(f" {ratio(c, cfg, rps)} |" for c in extra_cols)
                 print(f"| {test} | {size} | {pipe} | {cfg} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {ratio('eagle-shm', cfg, rps)} |{extra}")
 PY
 rm -f "$RAW"
