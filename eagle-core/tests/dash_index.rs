@@ -208,6 +208,40 @@ fn writers_refuse_a_record_whose_header_is_damaged() {
 }
 
 #[test]
+fn prefetch_of_a_pipelines_keys_changes_no_result_even_past_a_damaged_record() {
+    let p = pool_path("prefetch");
+    let e = Engine::open(&p, opts(32 << 20)).unwrap();
+    let keys: Vec<Vec<u8>> = (0..3000u32)
+        .map(|i| format!("key:{i}").into_bytes())
+        .collect();
+    for k in &keys {
+        put(&e, k, k, PutMode::Insert);
+    }
+    let at = e.index().get(b"key:7", |r| r.offset()).unwrap().unwrap();
+    e.close().unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[at as usize + 4] = 0xEE; // no kind: the record cannot be opened
+    std::fs::write(&p, &bytes).unwrap();
+    let e = Engine::open_with(&p, opts(32 << 20), RecoveryMode::Foreground).unwrap();
+    // Present keys, absent ones, repeats and the empty key, many passes' worth in one call.
+    let mut batch: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    batch.extend([&b"absent"[..], b"", b"key:1", b"key:1"]);
+    e.index().prefetch(&batch);
+    e.index().prefetch(&[]);
+    for k in &keys {
+        let got = e.index().get(k, |r| r.value().to_vec());
+        if k == b"key:7" {
+            assert!(got.is_err(), "the damaged record reads as damage");
+        } else {
+            assert_eq!(got.unwrap().as_deref(), Some(&k[..]));
+        }
+    }
+    assert!(get(&e, b"absent").is_none());
+    drop(e);
+    let _ = std::fs::remove_file(&p);
+}
+
+#[test]
 fn a_held_pin_serves_operations_and_holds_back_only_until_dropped() {
     let path = pool_path("held-pin");
     let e = Engine::open_with(&path, opts(16 << 20), RecoveryMode::Foreground).unwrap();

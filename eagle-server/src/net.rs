@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::cmd::{Ctx, Session, Shared, execute};
+use crate::cmd::{Ctx, Request, Session, Shared, execute_request};
 use crate::state::DRAIN_TIMEOUT;
 
 /// Redis's reply to a client over `maxclients`.
@@ -38,6 +38,9 @@ start accepting connections from the outside.\r\n";
 
 /// Replies are written once the batch is done, or earlier when they pile up past this.
 const WRITE_HIGH_WATER: usize = 1 << 20;
+/// Requests taken in (and their keys' index lines prefetched) before the first of them runs:
+/// redis-benchmark's `-P 16` depth.
+const LOOKAHEAD: usize = 16;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 /// An idle connection's buffers are given back above this size.
@@ -393,43 +396,72 @@ where
     let server = &ctx.shared.server;
     let mut outcome = Outcome::Continue;
     let mut ran = false;
-    loop {
-        match parser.parse(rbuf) {
-            Ok(Some(argv)) => {
-                ran = true;
-                let frame = execute(ctx, argv);
-                let session = &mut *ctx.session;
-                if session.skip_replies > 0 {
-                    session.skip_replies -= 1;
-                } else if !session.reply_off {
-                    encode(&frame, session.protocol, wbuf);
-                }
-                if session.close {
-                    outcome = Outcome::Close;
+    let mut window: Vec<Request> = Vec::new();
+    let mut refused = None;
+    'batch: loop {
+        // Take in up to `LOOKAHEAD` requests, start fetching what their keys' lookups read, then
+        // run them: the misses of a pipeline's lookups overlap instead of adding up.
+        while window.len() < LOOKAHEAD {
+            match parser.parse(rbuf) {
+                Ok(Some(argv)) => window.push(Request::new(argv)),
+                Ok(None) => break,
+                Err(e) => {
+                    refused = Some(e);
                     break;
                 }
-                if wbuf.len() >= WRITE_HIGH_WATER {
-                    // Counted before the write, which may wait on the client or fail.
-                    ctx.session.tally.flush(&ctx.shared.server.stats);
-                    flush(stream, wbuf, ctx).await?;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                server.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                server.stats.error(&e.message_bytes());
-                if let Some(c) = &ctx.session.client {
-                    log::debug!(
-                        "Protocol error ({e}) from client: id={} addr={}",
-                        c.id,
-                        c.addr
-                    );
-                }
-                encode(&e.to_frame(), ctx.session.protocol, wbuf);
-                outcome = Outcome::ProtocolError;
-                break;
             }
         }
+        if window.is_empty() {
+            break;
+        }
+        ran = true;
+        let mut keys: [&[u8]; LOOKAHEAD] = [&[]; LOOKAHEAD];
+        let mut n = 0;
+        for key in window.iter().filter_map(Request::first_key) {
+            keys[n] = key;
+            n += 1;
+        }
+        ctx.db().prefetch(&keys[..n]);
+        for request in window.drain(..) {
+            let frame = execute_request(ctx, request);
+            let session = &mut *ctx.session;
+            if session.skip_replies > 0 {
+                session.skip_replies -= 1;
+            } else if !session.reply_off {
+                encode(&frame, session.protocol, wbuf);
+            }
+            if session.close {
+                // The requests taken in after this one are dropped unanswered, as those still
+                // in the buffer are.
+                outcome = Outcome::Close;
+                break 'batch;
+            }
+            if wbuf.len() >= WRITE_HIGH_WATER {
+                // Counted before the write, which may wait on the client or fail.
+                ctx.session.tally.flush(&ctx.shared.server.stats);
+                flush(stream, wbuf, ctx).await?;
+            }
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    // A malformed request is answered after every request before it ran, unless one of them
+    // closed the connection.
+    if let Some(e) = refused
+        && matches!(outcome, Outcome::Continue)
+    {
+        server.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        server.stats.error(&e.message_bytes());
+        if let Some(c) = &ctx.session.client {
+            log::debug!(
+                "Protocol error ({e}) from client: id={} addr={}",
+                c.id,
+                c.addr
+            );
+        }
+        encode(&e.to_frame(), ctx.session.protocol, wbuf);
+        outcome = Outcome::ProtocolError;
     }
     if let Some(c) = &ctx.session.client {
         c.qbuf.store(rbuf.len(), Ordering::Relaxed);

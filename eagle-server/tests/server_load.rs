@@ -1,6 +1,6 @@
-//! Many commands and many clients: a 10,000-command pipeline sent in one write, 1,000
-//! connections open at once, maxclients, and malformed requests that close only their own
-//! connection.
+//! Many commands and many clients: a 10,000-command pipeline sent in one write, a QUIT inside
+//! a pipeline, 1,000 connections open at once, maxclients, and malformed requests that close
+//! only their own connection.
 
 mod common;
 
@@ -54,6 +54,35 @@ fn a_pipeline_of_10000_commands_in_one_write_gets_every_reply_in_order() {
         p.query(&mut conn).unwrap()
     };
     assert_eq!(replies, (1..=10_000).collect::<Vec<i64>>());
+}
+
+/// A connection takes in up to 16 requests of a pipeline before it runs them (to prefetch their
+/// keys): a QUIT among them still ends the connection at once, the rest unrun, and a malformed
+/// request after it is neither answered nor counted.
+#[test]
+fn a_quit_in_a_pipeline_runs_nothing_sent_after_it() {
+    let s = Server::start("pipeline-quit", &[]);
+    let mut c = s.raw();
+    let mut batch = Vec::new();
+    for args in [
+        &[&b"SET"[..], b"before", b"1"][..],
+        &[b"QUIT"],
+        &[b"SET", b"after", b"2"],
+    ] {
+        batch.extend(encode_cmd(args));
+    }
+    batch.extend_from_slice(b"*1\r\nfoo\r\n");
+    c.send(&batch);
+    assert_eq!(c.read(), Some(ok()));
+    assert_eq!(c.read(), Some(ok()));
+    assert!(c.closed(), "the connection stays open after QUIT");
+    let mut other = s.raw();
+    assert_eq!(other.cmd(&["GET", "before"]), bulk("1"));
+    assert_eq!(other.cmd(&["EXISTS", "after"]), Frame::Integer(0));
+    let Frame::Bulk(info) = other.cmd(&["INFO", "stats"]) else {
+        panic!()
+    };
+    assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:0\r\n"));
 }
 
 #[test]

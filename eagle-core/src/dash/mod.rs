@@ -1,7 +1,8 @@
 //! Dash: extendible hashing for persistent memory (Lu et al., VLDB 2020), as a type stack:
 //! bucket (`bucket.rs`) → segment (`segment.rs`) → directory (`directory.rs`) → the index
 //! (`index.rs`: open and lookups; `write.rs`: inserts and deletes; `split.rs`; `repair.rs`:
-//! recovery and the heap sweep; `scan.rs`). Layouts are drawn in `docs/format.md`.
+//! recovery and the heap sweep; `scan.rs`; `prefetch.rs`: for operations known ahead). Layouts
+//! are drawn in `docs/format.md`.
 
 mod bucket;
 mod check;
@@ -11,6 +12,7 @@ mod epoch;
 mod error;
 mod hints;
 mod index;
+mod prefetch;
 mod prepared;
 mod repair;
 mod room;

@@ -9,6 +9,15 @@ use super::glob::glob_match;
 use crate::engine::BatchOp;
 
 impl Db {
+    /// Starts fetching the index lines and records that commands on `keys` will read, so that
+    /// the commands of a pipeline overlap their cache misses ([`Dash::prefetch`]). Only a hint:
+    /// no key lock, no effect on any result.
+    ///
+    /// [`Dash::prefetch`]: crate::dash::Dash::prefetch
+    pub fn prefetch(&self, keys: &[&[u8]]) {
+        self.engine.index().prefetch(keys);
+    }
+
     /// DEL / UNLINK: how many of the keys existed. Several keys go as one atomic batch.
     pub fn del(&self, keys: &[&[u8]]) -> Result<u64, DbError> {
         let _held = self.lock_write(keys.iter().copied())?;

@@ -17,15 +17,46 @@ use super::table::{Spec, lookup, unknown_command, wrong_arity};
 /// Commands a client may send before authenticating.
 const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 
+/// A parsed request, its command looked up, waiting its turn in a pipeline.
+pub struct Request {
+    argv: Vec<Bytes>,
+    spec: Option<&'static Spec>,
+}
+
+impl Request {
+    /// Looks the command up.
+    pub fn new(argv: Vec<Bytes>) -> Request {
+        let spec = argv.first().and_then(|name| lookup(name));
+        Request { argv, spec }
+    }
+
+    /// The first key it names, if it is a known command with keys and the right arity: what a
+    /// connection prefetches ([`Db::prefetch`](eagle_core::Db::prefetch)) for the requests of
+    /// a pipeline before it runs them, so that their cache misses overlap.
+    pub fn first_key(&self) -> Option<&[u8]> {
+        let spec = self.spec?;
+        if spec.keys.0 <= 0 || !spec.arity_ok(self.argv.len()) {
+            return None;
+        }
+        self.argv.get(spec.keys.0 as usize).map(|k| &k[..])
+    }
+}
+
 /// Executes one command and returns its reply.
+pub fn execute(ctx: &mut Ctx<'_>, argv: Vec<Bytes>) -> Frame {
+    execute_request(ctx, Request::new(argv))
+}
+
+/// Executes one request, its command already looked up, and returns its reply.
 ///
 /// Order of checks as Redis's `processCommand`: unknown command, arity, authentication (each
 /// rejection also dooms an open transaction), then queueing inside MULTI.
-pub fn execute(ctx: &mut Ctx<'_>, argv: Vec<Bytes>) -> Frame {
-    let Some(name) = argv.first() else {
+pub fn execute_request(ctx: &mut Ctx<'_>, request: Request) -> Frame {
+    let Request { argv, spec } = request;
+    if argv.is_empty() {
         return Frame::Null;
-    };
-    let Some(spec) = lookup(name) else {
+    }
+    let Some(spec) = spec else {
         ctx.session.last_cmd = "NULL";
         return reject(ctx, None, unknown_command(&argv));
     };
