@@ -351,14 +351,14 @@ pub struct Stats {
     /// Error replies by code (`ERR`, `WRONGTYPE`, ...).
     pub errors_by_code: Mutex<HashMap<String, u64>>,
     /// Per-command counters, built on first use from the command table.
-    cmds: OnceLock<HashMap<&'static str, CmdStat>>,
+    cmds: OnceLock<crate::cmd::NameMap<CmdStat>>,
     /// Instantaneous ops/sec, sampled.
     pub ops_per_sec: AtomicU64,
 }
 
 impl Stats {
     /// Counters of every command.
-    pub fn cmds(&self) -> &HashMap<&'static str, CmdStat> {
+    pub fn cmds(&self) -> &crate::cmd::NameMap<CmdStat> {
         self.cmds.get_or_init(|| {
             crate::cmd::table()
                 .keys()

@@ -17,7 +17,7 @@ mod table;
 pub use ctx::{Ctx, Session, Shared};
 pub use dispatch::{Request, execute, execute_request};
 pub use parse::{CmdError, Parse};
-pub use table::{Command, Spec, lookup, table};
+pub use table::{Command, NameMap, Spec, lookup, table};
 
 /// Every family's commands.
 static FAMILIES: &[&[Spec]] = &[
