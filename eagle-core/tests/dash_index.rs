@@ -267,6 +267,33 @@ fn a_held_pin_serves_operations_and_holds_back_only_until_dropped() {
 }
 
 #[test]
+fn wait_for_frees_outlasts_another_threads_short_pin() {
+    let path = pool_path("wait-frees");
+    let e = Engine::open_with(&path, opts(16 << 20), RecoveryMode::Foreground).unwrap();
+    put(&e, b"k", b"old", PutMode::Insert);
+    assert!(
+        !e.index().wait_for_frees(),
+        "nothing retired: nothing to wait for"
+    );
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _pinned = e.index().pinned();
+            pinned_tx.send(()).unwrap();
+            // Longer than yielding takes, shorter than the sleeps' 13 ms.
+            std::thread::sleep(std::time::Duration::from_millis(4));
+        });
+        pinned_rx.recv().unwrap();
+        put(&e, b"k", b"new", PutMode::Upsert); // retires "old" under the other thread's pin
+        assert!(e.index().stats().garbage_bytes > 0);
+        assert!(e.index().wait_for_frees(), "the pin ended within the wait");
+    });
+    assert_eq!(get(&e, b"k").as_deref(), Some(&b"new"[..]));
+    drop(e);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn reclaim_frees_every_retired_record_no_reader_can_see() {
     let path = pool_path("reclaim");
     // Recovery in the foreground: no other thread may pin this index's collector while the

@@ -157,7 +157,8 @@ impl Db {
     }
 
     /// Runs `write`, and while it fails with `OutOfMemory` and [`evict`](Self::evict) finds
-    /// keys to remove, evicts and runs it again, at most [`EVICTION_ROUNDS`] times. `write`
+    /// keys to remove, evicts and runs it again, at most [`EVICTION_ROUNDS`] times, then once
+    /// more if waiting for the deferred frees freed something. `write`
     /// must take its own key locks (and `keys` name them), as every `Db` write does, and must
     /// change nothing when it fails with `OutOfMemory` (every `Db` write is so). Each run is
     /// handed the keys the round before it evicted (none on the first run), so a caller can tell
@@ -173,11 +174,20 @@ impl Db {
         E: From<DbError> + PartialEq,
     {
         let oom = E::from(DbError::OutOfMemory);
-        let (mut round, mut evicted) = (0, Vec::new());
+        let (mut round, mut evicted, mut waited) = (0, Vec::new(), false);
         loop {
             let done = write(&evicted);
-            if round == EVICTION_ROUNDS || done.as_ref().err() != Some(&oom) {
+            if done.as_ref().err() != Some(&oom) {
                 return done;
+            }
+            if round == EVICTION_ROUNDS {
+                // Last resort, once: the keys evicted may still be waiting for another thread's
+                // pin to end (`Dash::wait_for_frees`); when they are freed, one more run.
+                if waited || !self.engine.index().wait_for_frees() {
+                    return done;
+                }
+                (waited, evicted) = (true, Vec::new());
+                continue;
             }
             evicted = self.evict(keys, round)?;
             if evicted.is_empty() {
