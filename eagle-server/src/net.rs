@@ -421,7 +421,10 @@ where
             keys[n] = key;
             n += 1;
         }
-        ctx.db().prefetch(&keys[..n]);
+        // One request alone gains nothing from it and would look its key up twice.
+        if n > 1 && ctx.session.authenticated {
+            ctx.db().prefetch(&keys[..n]);
+        }
         for request in window.drain(..) {
             let frame = execute_request(ctx, request);
             let session = &mut *ctx.session;

@@ -83,6 +83,19 @@ fn a_quit_in_a_pipeline_runs_nothing_sent_after_it() {
         panic!()
     };
     assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:0\r\n"));
+    // A malformed request in a later window than the first: every request before it answered.
+    let mut bad = s.raw();
+    let mut batch = b"PING\r\n".repeat(40);
+    batch.extend_from_slice(b"*1\r\nfoo\r\n");
+    bad.send(&batch);
+    for i in 0..40 {
+        assert_eq!(bad.read(), Some(simple("PONG")), "reply {i}");
+    }
+    assert_eq!(
+        bad.read(),
+        Some(error("ERR Protocol error: expected '$', got 'f'"))
+    );
+    assert!(bad.closed());
 }
 
 #[test]

@@ -158,10 +158,11 @@ impl Db {
 
     /// Runs `write`, and while it fails with `OutOfMemory` and [`evict`](Self::evict) finds
     /// keys to remove, evicts and runs it again, at most [`EVICTION_ROUNDS`] times, then once
-    /// more if waiting for the deferred frees freed something. `write`
-    /// must take its own key locks (and `keys` name them), as every `Db` write does, and must
-    /// change nothing when it fails with `OutOfMemory` (every `Db` write is so). Each run is
-    /// handed the keys the round before it evicted (none on the first run), so a caller can tell
+    /// more if waiting for the deferred frees (up to about 13 ms, holding no key lock) freed
+    /// something. `write` must take its own key locks (and `keys` name them), as every `Db`
+    /// write does, and must change nothing when it fails with `OutOfMemory` (every `Db` write
+    /// is so). Each run is handed the keys the round before it evicted (none on the first run,
+    /// nor on the run after the wait: the run before it was handed them), so a caller can tell
     /// their watchers, as the server does for WATCH. `E` is the caller's error:
     /// `E::from(DbError::OutOfMemory)` is the failure that asks for room, and an error of
     /// `evict` itself is returned converted.

@@ -164,7 +164,8 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
 
 /// A `denyoom` command run through `Db::with_eviction`: while it fails because the pool is full
 /// and the policy finds keys to evict, it runs again after each round, at most
-/// `EVICTION_ROUNDS` times. The failed runs changed nothing (a write that does not fit changes
+/// `EVICTION_ROUNDS` times, then once more if the evicted keys' frees came after a wait (up to
+/// about 13 ms, on this worker thread, holding the transaction gate shared). The failed runs changed nothing (a write that does not fit changes
 /// nothing), so running the command again is safe for every command, INCR and APPEND included.
 /// Evicted keys touch their watchers, as Redis's evictions do.
 fn evict_and_retry(
