@@ -59,11 +59,14 @@ async fn serve(mut stream: TcpStream) {
         loop {
             match parser.parse(&mut rbuf) {
                 Ok(Some(argv)) => {
-                    let name = argv.first().map(|a| a.to_ascii_uppercase());
-                    match name.as_deref().unwrap_or_default() {
-                        b"SHUTDOWN" => std::process::exit(0),
-                        b"CONFIG" => wbuf.extend_from_slice(b"*0\r\n"),
-                        _ => wbuf.extend_from_slice(b"+OK\r\n"),
+                    let is =
+                        |name: &[u8]| argv.first().is_some_and(|a| a.eq_ignore_ascii_case(name));
+                    if is(b"SHUTDOWN") {
+                        std::process::exit(0);
+                    } else if is(b"CONFIG") {
+                        wbuf.extend_from_slice(b"*0\r\n");
+                    } else {
+                        wbuf.extend_from_slice(b"+OK\r\n");
                     }
                 }
                 Ok(None) => break,

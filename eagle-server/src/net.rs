@@ -260,6 +260,13 @@ enum Outcome {
     ProtocolError,
 }
 
+/// A connection's request parser, and the requests [`process`] has taken in but not yet run
+/// (empty between calls; kept to reuse its allocation).
+struct Intake {
+    parser: RequestParser,
+    window: Vec<Request>,
+}
+
 /// Serves one client connection on `stream` until it closes, is killed, idles out, breaks the
 /// protocol, or the server shuts down.
 pub async fn serve_connection<S>(
@@ -289,10 +296,13 @@ pub async fn serve_connection<S>(
         shared: shared.as_ref(),
         session: &mut session,
     };
-    let mut parser = RequestParser::new(Limits {
-        max_bulk_len: max_bulk,
-        ..Limits::default()
-    });
+    let mut intake = Intake {
+        parser: RequestParser::new(Limits {
+            max_bulk_len: max_bulk,
+            ..Limits::default()
+        }),
+        window: Vec::with_capacity(LOOKAHEAD),
+    };
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
     let mut shutdown = server.shutdown_signal();
@@ -337,7 +347,7 @@ pub async fn serve_connection<S>(
                     }
                 }
                 let outcome =
-                    process(&mut ctx, &mut parser, &mut rbuf, &mut wbuf, &mut stream).await?;
+                    process(&mut ctx, &mut intake, &mut rbuf, &mut wbuf, &mut stream).await?;
                 if matches!(outcome, Outcome::ProtocolError) {
                     close_gracefully(&mut stream).await;
                 } else {
@@ -352,7 +362,7 @@ pub async fn serve_connection<S>(
                 .stats
                 .net_input_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
-            match process(&mut ctx, &mut parser, &mut rbuf, &mut wbuf, &mut stream).await? {
+            match process(&mut ctx, &mut intake, &mut rbuf, &mut wbuf, &mut stream).await? {
                 Outcome::Continue => {}
                 Outcome::Close => {
                     let _ = stream.shutdown().await;
@@ -385,7 +395,7 @@ async fn idle_timer(seconds: u64) {
 /// one write unless they pass `WRITE_HIGH_WATER`).
 async fn process<S>(
     ctx: &mut Ctx<'_>,
-    parser: &mut RequestParser,
+    intake: &mut Intake,
     rbuf: &mut BytesMut,
     wbuf: &mut BytesMut,
     stream: &mut S,
@@ -394,9 +404,9 @@ where
     S: AsyncWrite + Unpin,
 {
     let server = &ctx.shared.server;
+    let Intake { parser, window } = intake;
     let mut outcome = Outcome::Continue;
     let mut ran = false;
-    let mut window: Vec<Request> = Vec::new();
     let mut refused = None;
     'batch: loop {
         // Take in up to `LOOKAHEAD` requests, start fetching what their keys' lookups read, then

@@ -139,17 +139,7 @@ impl Dash {
             let _ = self.wait_recovered();
             return true;
         }
-        let before = self.garbage.bytes();
-        if before == 0 || super::epoch::is_pinned(&self.collector) {
-            return false;
-        }
-        for _ in 0..16 {
-            if self.reclaim() < before {
-                return true;
-            }
-            std::thread::yield_now();
-        }
-        false
+        self.reclaim_retrying(16, |_| std::thread::yield_now())
     }
 
     /// For a write about to fail for lack of space: waits, sleeping 50 us and doubling up to
@@ -160,17 +150,25 @@ impl Dash {
     /// still waiting, and 1 ms later all but 2.5 KB of them could be freed. Nothing is freed
     /// while the caller itself is pinned: it returns false at once.
     pub fn wait_for_frees(&self) -> bool {
+        self.reclaim_retrying(RECLAIM_NAPS, |attempt| {
+            let nap = 50u64 << attempt.min(6); // 50 us .. 3.2 ms
+            std::thread::sleep(std::time::Duration::from_micros(nap));
+        })
+    }
+
+    /// Runs the deferred frees, and after each of up to `tries` attempts that freed nothing,
+    /// `pause(attempt)` and again; whether any attempt freed something. False at once if
+    /// nothing awaits freeing or the caller is pinned (its own pin would hold the epoch back).
+    fn reclaim_retrying(&self, tries: usize, mut pause: impl FnMut(usize)) -> bool {
         let before = self.garbage.bytes();
         if before == 0 || super::epoch::is_pinned(&self.collector) {
             return false;
         }
-        let mut nap = std::time::Duration::from_micros(50);
-        for _ in 0..RECLAIM_NAPS {
+        for attempt in 0..tries {
             if self.reclaim() < before {
                 return true;
             }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(std::time::Duration::from_micros(3200));
+            pause(attempt);
         }
         self.reclaim() < before
     }
