@@ -113,6 +113,17 @@ pub(crate) fn decode_run(mut p: &[u8]) -> Result<FieldsRef<'_>, DbError> {
     Ok(fields)
 }
 
+/// Whether a run of pairs (as [`decode_run`] reads it) holds `field`; without collecting the
+/// pairs. A run without it is validated to its end, as `decode_run` validates it.
+pub(crate) fn run_contains(mut p: &[u8], field: &[u8]) -> Result<bool, DbError> {
+    while !p.is_empty() {
+        if pair(&mut p)?.0 == field {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Number of fields, read from the header alone.
 pub(crate) fn count(p: &[u8]) -> Result<u64, DbError> {
     let head: [u8; 4] = p
@@ -159,5 +170,26 @@ mod tests {
             let whole = [10, 21].contains(&cut);
             assert_eq!(decode_run(&run[..cut]).is_ok(), whole, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_run_is_searched_as_it_decodes_and_damage_before_a_miss_is_an_error() {
+        let pairs = [
+            (&b"a"[..], &b"c"[..]),
+            (&b""[..], &b"b"[..]),
+            (&b"b"[..], &b"x"[..]),
+        ];
+        let mut run = Vec::new();
+        encode_into(&mut run, &pairs, false);
+        for name in [&b"a"[..], b"", b"b"] {
+            assert!(run_contains(&run, name).unwrap());
+        }
+        // Values are not names.
+        assert!(!run_contains(&run, b"c").unwrap());
+        assert!(!run_contains(&[], b"").unwrap());
+        // A truncated last pair: found before the damage, else the damage is reported.
+        let cut = &run[..run.len() - 1];
+        assert!(run_contains(cut, b"a").unwrap());
+        assert!(run_contains(cut, b"z").is_err());
     }
 }

@@ -10,6 +10,7 @@ use super::core::{Db, Entry};
 use super::error::DbError;
 use super::hash_codec::{
     Fields, FieldsRef, count, decode, decode_ref, decode_run, encode, encode_into, encoded_len,
+    run_contains,
 };
 use crate::dash::{IndexError, PutMode};
 use crate::engine::{BatchError, BatchOp};
@@ -274,6 +275,11 @@ impl Db {
                 n
             }
         };
+        if let [change] = changes
+            && let Some(done) = self.append_new_field(&table, before, epoch, change)?
+        {
+            return Ok(done);
+        }
         // The touched parts, each block opened once (with the run of entries naming it), and
         // the entry each change falls in.
         let mut groups: Vec<(u64, u64, Option<Part<'_>>)> = Vec::new();
@@ -391,6 +397,38 @@ impl Db {
             let _ = self.double_table(key, &table, count, expire_at);
         }
         Ok((added, removed))
+    }
+
+    /// The common change to a large hash, one new field (redis-benchmark's HSET): appended to
+    /// its part in place as `table_update` would append it, but found absent by a scan of the
+    /// part instead of a decoded copy of it. `None` (nothing written, `table_update` goes on):
+    /// the field exists, its part is shared or has no room, the table is due to double, or an
+    /// append is not allowed (an atomic transaction, a pool without `APPEND_PARTS`).
+    fn append_new_field(
+        &self,
+        table: &Table<'_>,
+        before: u64,
+        epoch: u64,
+        change: &Change<'_>,
+    ) -> Result<Option<(u64, u64)>, DbError> {
+        let count = before + 1;
+        let due = count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
+        if change.1.is_none() || due || !self.runs() || self.engine.in_atomic() {
+            return Ok(None);
+        }
+        let i = table.part_of(self.hash(change.0));
+        let (lo, hi) = self.group(table, i);
+        if hi - lo != 1 {
+            return Ok(None);
+        }
+        let Some(part) = self.part_unverified(table.part(i))? else {
+            return Ok(None);
+        };
+        let present = run_contains(part.fields, change.0)
+            .map_err(|e| corrupt(format!("hash part {:#x}: {e}", part.offset)))?;
+        let appended = !present
+            && self.append_fields(table, &part, std::slice::from_ref(change), count, epoch);
+        Ok(appended.then_some((1, 0)))
     }
 
     /// Writes changed parts as new blocks and publishes them: each entry `lo..hi` of a
