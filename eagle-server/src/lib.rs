@@ -1,11 +1,13 @@
 //! EagleDB's Redis-protocol server: settings (`config`), CPU pinning (`affinity`), commands (`cmd`), shared server state
-//! (`state`), snapshots (`save`), the network loop (`net`), Prometheus metrics (`metrics`), the
+//! (`state`), snapshots (`save`), the network loop (`net`), Prometheus metrics (`metrics`) and
+//! command latency histograms (`latency`), the
 //! startup banner (`banner`) and a Redis-style logger (`logger`).
 
 pub mod affinity;
 pub mod banner;
 pub mod cmd;
 pub mod config;
+pub mod latency;
 pub mod logger;
 pub mod metrics;
 pub mod net;

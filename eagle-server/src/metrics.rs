@@ -3,47 +3,31 @@
 //!
 //! - `GET /metrics`: the exposition text. Gauges (keys, pool and WAL bytes, clients, epoch
 //!   garbage) and per-command call counters are refreshed from the server at each scrape, so a
-//!   scrape is never staler than the request; latency histograms are recorded per command.
+//!   scrape is never staler than the request. The latency histograms are ours
+//!   ([`crate::latency`]), appended to the exporter's text.
 //! - `GET /health`: `200 OK` while serving, `503` once a shutdown has begun.
 //!
 //! Our own responder rather than the exporter's hyper listener: it refreshes the gauges at
 //! scrape time, answers 404 for other paths, reports draining as unhealthy, and keeps hyper out
 //! of the build.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics::{Histogram, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cmd::Shared;
 
-/// Latency histogram buckets, in seconds (1 µs to 1 s).
-const BUCKETS: &[f64] = &[
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
-    5e-2, 0.1, 0.25, 0.5, 1.0,
-];
-
-const LATENCY: &str = "eagle_command_duration_seconds";
-
-static HISTOGRAMS: OnceLock<HashMap<&'static str, Histogram>> = OnceLock::new();
-
 /// Installs the global recorder (once per process) and returns the handle that renders it.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), BUCKETS)
-        .and_then(|b| b.install_recorder())
+        .install_recorder()
         .map_err(|e| e.to_string())?;
     metrics::describe_counter!("eagle_commands_total", "Commands run, by command.");
-    metrics::describe_histogram!(
-        LATENCY,
-        metrics::Unit::Seconds,
-        "Time to run a command (parse and apply), by command."
-    );
     metrics::describe_gauge!("eagle_connected_clients", "Clients connected.");
     metrics::describe_gauge!("eagle_keys", "Keys in the keyspace.");
     metrics::describe_counter!(
@@ -106,20 +90,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "eagle_protocol_errors_total",
         "Connections closed for a malformed request."
     );
-    let _ = HISTOGRAMS.set(
-        crate::cmd::table()
-            .keys()
-            .map(|name| (*name, histogram!(LATENCY, "cmd" => *name)))
-            .collect(),
-    );
     Ok(handle)
-}
-
-/// Records one command's latency (nothing when metrics are off).
-pub fn observe_command(name: &'static str, elapsed: Duration) {
-    if let Some(h) = HISTOGRAMS.get().and_then(|m| m.get(name)) {
-        h.record(elapsed.as_secs_f64());
-    }
 }
 
 /// Copies the server's counters and the keyspace's numbers into the recorder.
@@ -204,11 +175,11 @@ async fn respond(mut stream: TcpStream, handle: &PrometheusHandle, shared: &Shar
     let (status, ctype, body): (u16, &str, Vec<u8>) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             refresh(shared);
-            (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                handle.render().into_bytes(),
-            )
+            (200, "text/plain; version=0.0.4; charset=utf-8", {
+                let cmds = shared.server.stats.cmds().iter();
+                let latency = crate::latency::render(cmds.map(|(n, s)| (*n, &s.latency)));
+                (handle.render() + &latency).into_bytes()
+            })
         }
         ("GET" | "HEAD", "/health") => {
             if shared.server.shutting_down() {

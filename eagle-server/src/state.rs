@@ -329,6 +329,9 @@ pub struct CmdStat {
     pub failed: AtomicU64,
     /// Calls refused before running (unknown arity, NOAUTH).
     pub rejected: AtomicU64,
+    /// Calls by duration (`eagle_command_duration_seconds`; CONFIG RESETSTAT leaves it, as
+    /// Prometheus counters only grow).
+    pub latency: crate::latency::Latency,
 }
 
 /// Counters.

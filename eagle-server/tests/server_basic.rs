@@ -352,7 +352,15 @@ fn metrics_health_and_command_counters() {
         "{body}"
     );
     assert!(
-        body.contains("eagle_command_duration_seconds_bucket{cmd=\"set\",le="),
+        body.contains("eagle_command_duration_seconds_bucket{cmd=\"set\",le=\"+Inf\"} 7\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("eagle_command_duration_seconds_count{cmd=\"set\"} 7\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("eagle_command_duration_seconds_count{cmd=\"get\"} 1\n"),
         "{body}"
     );
     assert!(body.contains("eagle_keys 7\n"), "{body}");

@@ -48,8 +48,17 @@ pub struct Session {
 #[derive(Default)]
 pub struct Tally {
     total: u64,
-    /// (command name, calls, nanoseconds); a batch rarely holds more than a few kinds.
-    by_cmd: Vec<(&'static str, u64, u64)>,
+    /// Per command; a batch rarely holds more than a few kinds.
+    by_cmd: Vec<Counted>,
+}
+
+/// One command's runs in a [`Tally`].
+struct Counted {
+    name: &'static str,
+    calls: u64,
+    nanos: u64,
+    /// Runs per latency bucket.
+    buckets: crate::latency::Counts,
 }
 
 impl Tally {
@@ -59,13 +68,21 @@ impl Tally {
         self.total += 1;
         // The names are the command table's statics: the same command, the same pointer and
         // length (`ptr::eq` on `&str` compares both).
-        match self.by_cmd.iter_mut().find(|e| std::ptr::eq(e.0, name)) {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += nanos;
+        let e = match self.by_cmd.iter().position(|e| std::ptr::eq(e.name, name)) {
+            Some(i) => &mut self.by_cmd[i],
+            None => {
+                self.by_cmd.push(Counted {
+                    name,
+                    calls: 0,
+                    nanos: 0,
+                    buckets: [0; crate::latency::BUCKETS],
+                });
+                self.by_cmd.last_mut().expect("just pushed")
             }
-            None => self.by_cmd.push((name, 1, nanos)),
-        }
+        };
+        e.calls += 1;
+        e.nanos += nanos;
+        e.buckets[crate::latency::bucket_of(nanos)] += 1;
     }
 
     /// Adds what was counted to the server's counters and starts over.
@@ -77,10 +94,11 @@ impl Tally {
             .commands_processed
             .fetch_add(self.total, Ordering::Relaxed);
         self.total = 0;
-        for (name, calls, nanos) in self.by_cmd.drain(..) {
-            if let Some(stat) = stats.cmds().get(name) {
-                stat.calls.fetch_add(calls, Ordering::Relaxed);
-                stat.usec.fetch_add(nanos / 1000, Ordering::Relaxed);
+        for e in self.by_cmd.drain(..) {
+            if let Some(stat) = stats.cmds().get(e.name) {
+                stat.calls.fetch_add(e.calls, Ordering::Relaxed);
+                stat.usec.fetch_add(e.nanos / 1000, Ordering::Relaxed);
+                stat.latency.add(&e.buckets, e.nanos);
             }
         }
     }

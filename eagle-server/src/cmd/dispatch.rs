@@ -139,7 +139,6 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
     };
     let elapsed = started.elapsed();
     ctx.session.tally.add(spec.name, elapsed.as_nanos() as u64);
-    crate::metrics::observe_command(spec.name, elapsed);
     let server = &ctx.shared.server;
     let frame = match result {
         Ok(frame) => {
