@@ -314,18 +314,14 @@ fn client_reply_off_and_skip_drop_replies() {
     let s = Server::start("reply", &[]);
     let mut c = s.raw();
     // OFF: no reply to it or to what follows, until ON (which replies).
-    let mut batch = Vec::new();
-    for args in [
-        &["CLIENT", "REPLY", "OFF"][..],
+    let batch = encode_pipeline(&[
+        &["CLIENT", "REPLY", "OFF"],
         &["SET", "a", "1"],
         &["CLIENT", "REPLY", "ON"],
         &["CLIENT", "REPLY", "SKIP"],
         &["GET", "a"],
         &["GET", "a"],
-    ] {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        batch.extend(encode_cmd(&args));
-    }
+    ]);
     c.send(&batch);
     assert_eq!(c.read(), Some(ok()));
     assert_eq!(c.read(), Some(bulk("1")));

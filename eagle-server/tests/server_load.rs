@@ -63,14 +63,7 @@ fn a_pipeline_of_10000_commands_in_one_write_gets_every_reply_in_order() {
 fn a_quit_in_a_pipeline_runs_nothing_sent_after_it() {
     let s = Server::start("pipeline-quit", &[]);
     let mut c = s.raw();
-    let mut batch = Vec::new();
-    for args in [
-        &[&b"SET"[..], b"before", b"1"][..],
-        &[b"QUIT"],
-        &[b"SET", b"after", b"2"],
-    ] {
-        batch.extend(encode_cmd(args));
-    }
+    let mut batch = encode_pipeline(&[&["SET", "before", "1"], &["QUIT"], &["SET", "after", "2"]]);
     batch.extend_from_slice(b"*1\r\nfoo\r\n");
     c.send(&batch);
     assert_eq!(c.read(), Some(ok()));

@@ -292,6 +292,16 @@ pub fn encode_cmd(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Several commands encoded back to back (one pipeline, sent with one write).
+pub fn encode_pipeline(cmds: &[&[&str]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for args in cmds {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        out.extend(encode_cmd(&args));
+    }
+    out
+}
+
 impl Raw {
     /// Connects to the server on `port`.
     pub fn connect(port: u16) -> Raw {
