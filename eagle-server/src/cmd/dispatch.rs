@@ -135,7 +135,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
     let result = if may_evict {
         evict_and_retry(ctx, spec, argv)
     } else {
-        (spec.run)(&mut Parse::new(argv), ctx)
+        (spec.run)(&mut Parse::new(spec.name, argv), ctx)
     };
     let elapsed = started.elapsed();
     ctx.session.tally.add(spec.name, elapsed.as_nanos() as u64);
@@ -179,6 +179,6 @@ fn evict_and_retry(
         if !evicted.is_empty() && watches.any() {
             watches.touch(evicted.iter().map(|k| &k[..]));
         }
-        (spec.run)(&mut Parse::new(argv.clone()), ctx)
+        (spec.run)(&mut Parse::new(spec.name, argv.clone()), ctx)
     })
 }

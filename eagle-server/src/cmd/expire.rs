@@ -14,7 +14,7 @@ struct Expire {
     key: Bytes,
     when: i64,
     cond: ExpireCondition,
-    name: String,
+    name: &'static str,
 }
 impl Command for Expire {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
@@ -54,7 +54,7 @@ impl Command for Expire {
             key,
             when,
             cond,
-            name: p.name.clone(),
+            name: p.name,
         })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
@@ -87,12 +87,12 @@ impl Command for Expire {
 }
 
 /// TTL, PTTL, EXPIRETIME, PEXPIRETIME.
-struct TtlCmd(Bytes, String);
+struct TtlCmd(Bytes, &'static str);
 impl Command for TtlCmd {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let k = p.bytes()?;
         p.finish()?;
-        Ok(TtlCmd(k, p.name.clone()))
+        Ok(TtlCmd(k, p.name))
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         let now = ctx.db().now_ms() as i64;
@@ -101,7 +101,7 @@ impl Command for TtlCmd {
             Ttl::Persistent => -1,
             Ttl::At(at) => {
                 let at = at as i64;
-                match self.1.as_str() {
+                match self.1 {
                     "ttl" => ((at - now).max(0) + 500) / 1000,
                     "pttl" => (at - now).max(0),
                     "expiretime" => at / 1000,

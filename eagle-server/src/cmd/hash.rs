@@ -19,7 +19,7 @@ impl Command for HSet {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let key = p.bytes()?;
         if !p.remaining().is_multiple_of(2) {
-            return Err(super::table::wrong_arity(&p.name));
+            return Err(super::table::wrong_arity(p.name));
         }
         let mut pairs = Vec::with_capacity(p.remaining() / 2);
         while p.remaining() > 0 {
@@ -51,16 +51,16 @@ impl Command for HSetNx {
 }
 
 /// HGET, HEXISTS, HSTRLEN: one field.
-struct Field(Bytes, Bytes, String);
+struct Field(Bytes, Bytes, &'static str);
 impl Command for Field {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        let c = Field(p.bytes()?, p.bytes()?, p.name.clone());
+        let c = Field(p.bytes()?, p.bytes()?, p.name);
         p.finish()?;
         Ok(c)
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         let db = ctx.db();
-        Ok(match self.2.as_str() {
+        Ok(match self.2 {
             "hget" => opt_bulk(db.hget(&self.0, &self.1)?),
             "hexists" => int(db.hexists(&self.0, &self.1)? as i64),
             _ => int(db.hstrlen(&self.0, &self.1)?),
@@ -69,10 +69,10 @@ impl Command for Field {
 }
 
 /// HMGET and HDEL: many fields.
-struct Fields(Bytes, Vec<Bytes>, String);
+struct Fields(Bytes, Vec<Bytes>, &'static str);
 impl Command for Fields {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        Ok(Fields(p.bytes()?, p.rest(), p.name.clone()))
+        Ok(Fields(p.bytes()?, p.rest(), p.name))
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         let fields: Vec<&[u8]> = self.1.iter().map(|f| &f[..]).collect();
@@ -86,10 +86,10 @@ impl Command for Fields {
 }
 
 /// HLEN, HGETALL, HKEYS, HVALS: the whole hash.
-struct Whole(Bytes, String);
+struct Whole(Bytes, &'static str);
 impl Command for Whole {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        let c = Whole(p.bytes()?, p.name.clone());
+        let c = Whole(p.bytes()?, p.name);
         p.finish()?;
         Ok(c)
     }
@@ -98,7 +98,7 @@ impl Command for Whole {
             return Ok(int(ctx.db().hlen(&self.0)?));
         }
         let fields = ctx.db().hgetall(&self.0)?;
-        Ok(match self.1.as_str() {
+        Ok(match self.1 {
             "hgetall" => Frame::Map(
                 fields
                     .into_iter()

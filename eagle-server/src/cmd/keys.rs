@@ -13,19 +13,19 @@ use super::table::{Command, Spec, run};
 /// DEL, UNLINK, EXISTS, TOUCH: a count over many keys.
 struct ManyKeys {
     keys: Vec<Bytes>,
-    name: String,
+    name: &'static str,
 }
 impl Command for ManyKeys {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         Ok(ManyKeys {
             keys: p.rest(),
-            name: p.name.clone(),
+            name: p.name,
         })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         let keys: Vec<&[u8]> = self.keys.iter().map(|k| &k[..]).collect();
         let db = ctx.db();
-        let n = match self.name.as_str() {
+        let n = match self.name {
             "del" | "unlink" => db.del(&keys)?,
             "exists" => db.exists(&keys)?,
             _ => db.touch(&keys)?,

@@ -40,18 +40,17 @@ impl From<eagle_core::DbError> for CmdError {
 /// The arguments after the command name.
 pub struct Parse {
     args: std::vec::IntoIter<Bytes>,
-    /// The command's name, lower case (for error texts).
-    pub name: String,
+    /// The command's name as its table spells it, lower case (for error texts, and for the
+    /// commands that share a type between names).
+    pub name: &'static str,
 }
 
 impl Parse {
-    /// Wraps a command's arguments (`argv[0]` is the name).
-    pub fn new(argv: Vec<Bytes>) -> Parse {
+    /// Wraps a command's arguments (`argv[0]`, the name as the client sent it, is skipped):
+    /// `name` is the command's table name, so nothing is allocated for it.
+    pub fn new(name: &'static str, argv: Vec<Bytes>) -> Parse {
         let mut args = argv.into_iter();
-        let name = args
-            .next()
-            .map(|n| String::from_utf8_lossy(&n).to_ascii_lowercase())
-            .unwrap_or_default();
+        args.next();
         Parse { args, name }
     }
 
@@ -109,11 +108,14 @@ mod tests {
         let argv = [&b"GET"[..], b"k", b"extra"]
             .map(Bytes::from_static)
             .to_vec();
-        let mut p = Parse::new(argv);
+        let mut p = Parse::new("get", argv);
         assert_eq!(p.name, "get");
         p.bytes().unwrap();
         assert_eq!(p.finish(), Err(CmdError::syntax()));
-        let mut p = Parse::new([&b"X"[..], b"01", b"1.5x"].map(Bytes::from_static).to_vec());
+        let mut p = Parse::new(
+            "x",
+            [&b"X"[..], b"01", b"1.5x"].map(Bytes::from_static).to_vec(),
+        );
         assert_eq!(p.i64(), Err(CmdError::not_integer()));
         assert!(p.f64().is_err());
     }

@@ -48,7 +48,7 @@ struct Set {
     opts: SetOptions,
     /// Where EX/PX given relative to now: resolved at apply time.
     expiry: Option<(String, i64)>,
-    name: String,
+    name: &'static str,
 }
 impl Command for Set {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
@@ -93,13 +93,13 @@ impl Command for Set {
             value,
             opts,
             expiry,
-            name: p.name.clone(),
+            name: p.name,
         })
     }
     fn apply(mut self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         if let Some((kw, v)) = &self.expiry {
             let (unit_ms, absolute) = (kw.starts_with('P'), kw.ends_with("AT"));
-            let at = expire_time(unit_ms, absolute, *v, ctx.db().now_ms(), &self.name)?;
+            let at = expire_time(unit_ms, absolute, *v, ctx.db().now_ms(), self.name)?;
             self.opts.expiry = SetExpiry::At(at);
         }
         let out = ctx.db().set(&self.key, &self.value, self.opts)?;
@@ -118,7 +118,7 @@ struct SetVariant {
     key: Bytes,
     value: Bytes,
     ttl: Option<i64>,
-    name: String,
+    name: &'static str,
 }
 impl Command for SetVariant {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
@@ -134,7 +134,7 @@ impl Command for SetVariant {
             key,
             value,
             ttl,
-            name: p.name.clone(),
+            name: p.name,
         })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
@@ -142,9 +142,9 @@ impl Command for SetVariant {
         let mut opts = SetOptions::default();
         if let Some(v) = self.ttl {
             let ms = self.name == "psetex";
-            opts.expiry = SetExpiry::At(expire_time(ms, false, v, db.now_ms(), &self.name)?);
+            opts.expiry = SetExpiry::At(expire_time(ms, false, v, db.now_ms(), self.name)?);
         }
-        match self.name.as_str() {
+        match self.name {
             "setnx" => {
                 opts.condition = SetCondition::IfAbsent;
                 Ok(int(db.set(&self.key, &self.value, opts)?.written as i64))
@@ -176,7 +176,7 @@ impl Command for GetDel {
 struct GetEx {
     key: Bytes,
     option: Option<(String, i64)>,
-    name: String,
+    name: &'static str,
 }
 impl Command for GetEx {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
@@ -196,7 +196,7 @@ impl Command for GetEx {
         Ok(GetEx {
             key,
             option,
-            name: p.name.clone(),
+            name: p.name,
         })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
@@ -211,7 +211,7 @@ impl Command for GetEx {
                     absolute,
                     *v,
                     db.now_ms(),
-                    &self.name,
+                    self.name,
                 )?))
             }
         };
@@ -238,7 +238,7 @@ struct MSet {
 impl Command for MSet {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         if !p.remaining().is_multiple_of(2) {
-            return Err(super::table::wrong_arity(&p.name));
+            return Err(super::table::wrong_arity(p.name));
         }
         let mut pairs = Vec::with_capacity(p.remaining() / 2);
         while p.remaining() > 0 {
@@ -268,7 +268,7 @@ struct IncrBy {
 impl Command for IncrBy {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let key = p.bytes()?;
-        let delta = match p.name.as_str() {
+        let delta = match p.name {
             "incr" => 1,
             "decr" => -1,
             "incrby" => p.i64()?,
