@@ -11,6 +11,7 @@ mod parse_tests;
 mod reply;
 #[cfg(test)]
 mod roundtrip_tests;
+mod whole;
 
 pub use encode::{Protocol, encode, format_double};
 pub use error::ProtocolError;

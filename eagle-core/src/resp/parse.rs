@@ -21,6 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::ProtocolError;
 use super::inline::split_args;
+use super::whole;
 
 /// Limits on what a client may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +118,9 @@ impl RequestParser {
                 return Ok(None);
             };
             let step = if first == b'*' {
+                if let Some(args) = self.take_whole(buf) {
+                    return Ok(Some(args));
+                }
                 self.read_count(buf)?
             } else {
                 self.read_inline(buf)?
@@ -127,6 +131,28 @@ impl RequestParser {
                 Step::Command(args) => return Ok(Some(args)),
             }
         }
+    }
+
+    /// The multibulk command at the front of `buf` if it is whole there and valid (see
+    /// `whole.rs`): split off with one cut, its arguments sharing the cut's allocation. `None`
+    /// leaves `buf` and the parser untouched.
+    fn take_whole(&mut self, buf: &mut BytesMut) -> Option<Vec<Bytes>> {
+        let mut ranges = [(0, 0); whole::MAX_ARGS];
+        let (end, count) = whole::scan(buf, &self.limits, &mut ranges)?;
+        let (&(last_start, last_end), before) = ranges.get(..count)?.split_last()?;
+        let mut command = buf.split_to(end).freeze();
+        self.scanned = 0;
+        let mut args = Vec::with_capacity(count);
+        args.extend(
+            before
+                .iter()
+                .map(|&(start, end)| command.slice(start as usize..end as usize)),
+        );
+        // The last argument keeps the cut itself: one reference count less to take and drop.
+        command.advance(last_start as usize);
+        command.truncate((last_end - last_start) as usize);
+        args.push(command);
+        Some(args)
     }
 
     /// Reads a `*count` line.

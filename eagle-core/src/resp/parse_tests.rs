@@ -282,6 +282,59 @@ fn the_bytes_after_a_payload_are_skipped_unchecked_like_redis() {
     assert_eq!(parse_all(b"*1\rX$3\rYfoo\r\n"), (vec![cmd(&["foo"])], None));
 }
 
+/// Whole commands take the one-pass path (`whole.rs`); fed a byte at a time they take the
+/// incremental one. Odd header numbers must get the same answer from both.
+#[test]
+fn odd_header_numbers_get_the_same_answer_whole_and_byte_by_byte() {
+    let numbers = [
+        "0",
+        "1",
+        "3",
+        "03",
+        "00",
+        "-0",
+        "-1",
+        "+3",
+        " 3",
+        "3 ",
+        "",
+        "3\0",
+        "1a",
+        "9999999999",
+        "123456789012345678",
+        "1234567890123456789",
+        "99999999999999999999",
+    ];
+    let small = Limits {
+        max_bulk_len: 5,
+        max_multibulk_len: 2,
+        max_inline_len: 4,
+    };
+    for n in numbers {
+        let inputs = [
+            format!("*{n}\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n*1\r\n$1\r\nz\r\n"),
+            format!("*1\r\n${n}\r\nabc\r\n*1\r\n$1\r\nz\r\n"),
+            format!("*2\r\n$1\r\na\r\n${n}\r\n\r\n*1\r\n$1\r\nz\r\n"),
+        ];
+        for input in inputs {
+            let input = input.as_bytes();
+            let one_by_one: Vec<&[u8]> = input.chunks(1).collect();
+            let short_lines = Limits {
+                max_inline_len: 1,
+                ..Limits::default()
+            };
+            for limits in [Limits::default(), small, short_lines] {
+                assert_eq!(
+                    drive(limits, &[input]),
+                    drive(limits, &one_by_one),
+                    "{:?} with {limits:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_huge_command_fed_byte_by_byte_is_linear() {
     let args: Vec<Vec<u8>> = (0..100_000)
