@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::cmd::{Ctx, Request, Session, Shared, execute_request};
+use crate::cmd::{Ctx, Request, Session, Shared, Spec, execute_request};
 use crate::state::DRAIN_TIMEOUT;
 
 /// Redis's reply to a client over `maxclients`.
@@ -265,6 +265,8 @@ enum Outcome {
 struct Intake {
     parser: RequestParser,
     window: Vec<Request>,
+    /// The command the last request named (see [`Request::after`]).
+    recent: Option<&'static Spec>,
 }
 
 /// Serves one client connection on `stream` until it closes, is killed, idles out, breaks the
@@ -302,6 +304,7 @@ pub async fn serve_connection<S>(
             ..Limits::default()
         }),
         window: Vec::with_capacity(LOOKAHEAD),
+        recent: None,
     };
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
@@ -404,7 +407,11 @@ where
     S: AsyncWrite + Unpin,
 {
     let server = &ctx.shared.server;
-    let Intake { parser, window } = intake;
+    let Intake {
+        parser,
+        window,
+        recent,
+    } = intake;
     let mut outcome = Outcome::Continue;
     let mut ran = false;
     let mut refused = None;
@@ -413,7 +420,7 @@ where
         // run them: the misses of a pipeline's lookups overlap instead of adding up.
         while window.len() < LOOKAHEAD {
             match parser.parse(rbuf) {
-                Ok(Some(argv)) => window.push(Request::new(argv)),
+                Ok(Some(argv)) => window.push(Request::after(argv, recent)),
                 Ok(None) => break,
                 Err(e) => {
                     refused = Some(e);

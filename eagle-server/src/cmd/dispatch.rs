@@ -30,6 +30,21 @@ impl Request {
         Request { argv, spec }
     }
 
+    /// Looks the command up, trying `recent` (the command this connection's previous request
+    /// named) before the table: a pipeline mostly repeats one command, and comparing a name
+    /// costs a tenth of a table lookup. `recent` becomes this request's command.
+    pub fn after(argv: Vec<Bytes>, recent: &mut Option<&'static Spec>) -> Request {
+        let name = argv.first().map_or(&[][..], |n| &n[..]);
+        let spec = match *recent {
+            Some(spec) if name.eq_ignore_ascii_case(spec.name.as_bytes()) => Some(spec),
+            _ => lookup(name),
+        };
+        if spec.is_some() {
+            *recent = spec;
+        }
+        Request { argv, spec }
+    }
+
     /// The first key it names, if it is a known command with keys and the right arity: what a
     /// connection prefetches ([`Db::prefetch`](eagle_core::Db::prefetch)) for the requests of
     /// a pipeline before it runs them, so that their cache misses overlap.
@@ -181,4 +196,28 @@ fn evict_and_retry(
         }
         (spec.run)(&mut Parse::new(spec.name, argv.clone()), ctx)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recent_command_is_reused_only_for_its_own_name_in_any_case() {
+        let mut recent = None;
+        let names = [
+            "GET", "get", "gEt", "SET", "getx", "", "set", "GET", "hset", "HSETNX",
+        ];
+        for name in names {
+            let argv = vec![Bytes::copy_from_slice(name.as_bytes())];
+            let before = recent;
+            let r = Request::after(argv.clone(), &mut recent);
+            let want = lookup(name.as_bytes());
+            assert_eq!(r.spec.map(|s| s.name), want.map(|s| s.name), "{name:?}");
+            // An unknown name leaves the remembered command as it was.
+            let kept = if want.is_some() { want } else { before };
+            assert_eq!(recent.map(|s| s.name), kept.map(|s| s.name), "{name:?}");
+        }
+        assert!(Request::after(Vec::new(), &mut recent).spec.is_none());
+    }
 }
