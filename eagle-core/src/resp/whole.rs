@@ -5,8 +5,9 @@
 //! It decides nothing on its own: whatever is not a complete, valid command of at most
 //! [`MAX_ARGS`] arguments (a partial command, any protocol error, an empty or a long command)
 //! is left to the incremental path, which sees the buffer untouched and gives the answer it
-//! always gave. Its checks are the incremental path's, in the same order: the tests compare
-//! the two on the same input, whole and split byte by byte.
+//! always gave. It makes the incremental path's checks (in its own order: any failure falls
+//! through, so the order does not matter). The tests compare the two on the same input, whole
+//! and split byte by byte.
 
 use super::parse::Limits;
 

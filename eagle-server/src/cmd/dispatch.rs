@@ -32,7 +32,7 @@ impl Request {
 
     /// Looks the command up, trying `recent` (the command this connection's previous request
     /// named) before the table: a pipeline mostly repeats one command, and comparing a name
-    /// costs a tenth of a table lookup. `recent` becomes this request's command.
+    /// costs a fraction of a table lookup. `recent` becomes this request's command.
     pub fn after(argv: Vec<Bytes>, recent: &mut Option<&'static Spec>) -> Request {
         let name = argv.first().map_or(&[][..], |n| &n[..]);
         let spec = match *recent {
