@@ -26,8 +26,7 @@ pub struct Request {
 impl Request {
     /// Looks the command up.
     pub fn new(argv: Vec<Bytes>) -> Request {
-        let spec = argv.first().and_then(|name| lookup(name));
-        Request { argv, spec }
+        Request::after(argv, &mut None)
     }
 
     /// Looks the command up, trying `recent` (the command this connection's previous request
@@ -211,7 +210,7 @@ mod tests {
         for name in names {
             let argv = vec![Bytes::copy_from_slice(name.as_bytes())];
             let before = recent;
-            let r = Request::after(argv.clone(), &mut recent);
+            let r = Request::after(argv, &mut recent);
             let want = lookup(name.as_bytes());
             assert_eq!(r.spec.map(|s| s.name), want.map(|s| s.name), "{name:?}");
             // An unknown name leaves the remembered command as it was.
