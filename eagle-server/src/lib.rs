@@ -1,6 +1,6 @@
 //! EagleDB's Redis-protocol server: settings (`config`), CPU pinning (`affinity`), commands (`cmd`), shared server state
 //! (`state`), snapshots (`save`), the network loop (`net`), Prometheus metrics (`metrics`) and
-//! command latency histograms (`latency`), the
+//! command latency histograms (`latency`) and the clock that times commands (`stopwatch`), the
 //! startup banner (`banner`) and a Redis-style logger (`logger`).
 
 pub mod affinity;
@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod net;
 pub mod save;
 pub mod state;
+pub mod stopwatch;

@@ -138,6 +138,8 @@ fn main() -> ExitCode {
     }
     let db = Arc::new(db);
     db.start_active_expiry();
+    // Chooses the clock that times commands (and measures its rate) before any command runs.
+    eagle_server::stopwatch::calibrate();
     println!(
         "{}",
         banner::banner(&db, &config, open_kind, &listening, metrics_addr)

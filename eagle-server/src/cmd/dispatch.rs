@@ -3,7 +3,6 @@
 //! after evicting, if the policy evicts), count it, turn errors into replies.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bytes::Bytes;
 use eagle_core::db::EvictionPolicy;
@@ -13,6 +12,7 @@ use super::ctx::Ctx;
 use super::multi;
 use super::parse::{CmdError, Parse};
 use super::table::{Spec, lookup, unknown_command, wrong_arity};
+use crate::stopwatch;
 
 /// Commands a client may send before authenticating.
 const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
@@ -143,7 +143,7 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
         // They read or reset the counters: what this connection ran before is in them.
         ctx.session.tally.flush(&server.stats);
     }
-    let started = Instant::now();
+    let started = stopwatch::now();
     let may_evict =
         spec.flags.contains(&"denyoom") && ctx.db().eviction() != EvictionPolicy::NoEviction;
     let result = if may_evict {
@@ -151,8 +151,8 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
     } else {
         (spec.run)(&mut Parse::new(spec.name, argv), ctx)
     };
-    let elapsed = started.elapsed();
-    ctx.session.tally.add(spec.name, elapsed.as_nanos() as u64);
+    let nanos = stopwatch::nanos_between(started, stopwatch::now());
+    ctx.session.tally.add(spec.name, nanos);
     let server = &ctx.shared.server;
     let frame = match result {
         Ok(frame) => {
