@@ -1,7 +1,7 @@
 //! A full walk of the index that verifies every reachable structure and the heap's accounting:
 //! the basis of `eagle-admin check` and of the crash harnesses' leak check. Each record must
 //! also be what a lookup of its key finds, so damaged fingerprints or overflow metadata and
-//! duplicate keys are reported too.
+//! duplicate keys are reported too, and its probe bit must name its home bucket.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -135,6 +135,17 @@ impl Dash {
                     {
                         r.problems.push(format!("segment {s:#x} bucket {bi} slot {k}: hash {h:#018x} does not belong there"));
                     }
+                    // Displacement moves records by their probe bit (a home record of `b1` on
+                    // to `b2`, a probe record back to `b`): a wrong bit would move a record out
+                    // of its key's reach, so the bit must name the record's home.
+                    let probe = bi < BUCKETS && bi != home;
+                    if b.is_probe(k) != probe {
+                        r.problems.push(format!(
+                            "segment {s:#x} bucket {bi} slot {k}: probe bit {} for a record of bucket {home} (should be {})",
+                            b.is_probe(k) as u8,
+                            probe as u8
+                        ));
+                    }
                     match RecordRef::open(self.region(), rec) {
                         None => r.problems.push(format!(
                             "record {rec:#x} (segment {s:#x} bucket {bi} slot {k}) is unreadable"
@@ -266,6 +277,43 @@ mod tests {
         let home = super::super::segment::bucket_index(h);
         seg.bucket(home).clear_overflow();
         assert_reports(&e, "does not find it");
+    }
+
+    #[test]
+    fn check_reports_a_probe_bit_that_misnames_a_records_home() {
+        // 600 keys in one segment (896 normal slots): some records sit in their neighbour bucket.
+        let e = temp_engine_with_keys("check-probe", 16 << 20, 600);
+        let index = e.index();
+        let dir = index.directory().unwrap();
+        let seg = index.segment(dir.entry(0).load(Ordering::Acquire)).unwrap();
+        assert!(e.check().is_clean(), "{:?}", e.check());
+        // Flip the bit of a home record and of a probe record: both are reported.
+        let mut flipped = [false, false];
+        for bi in 0..BUCKETS {
+            let b = seg.bucket(bi);
+            for k in set_bits(b.alloc_bits()) {
+                let probe = b.is_probe(k);
+                if flipped[probe as usize] {
+                    continue;
+                }
+                flipped[probe as usize] = true;
+                let bits = |f: &dyn Fn(usize) -> bool| {
+                    set_bits(b.alloc_bits())
+                        .filter(|&i| f(i))
+                        .fold(0u32, |m, i| m | 1 << i)
+                };
+                let probes = bits(&|i| b.is_probe(i) != (i == k));
+                b.set_bitmap(b.alloc_bits(), probes);
+                assert_reports(
+                    &e,
+                    &format!("bucket {bi} slot {k}: probe bit {}", !probe as u8),
+                );
+                // Restored, the check is clean again.
+                b.set_bitmap(b.alloc_bits(), bits(&|i| b.is_probe(i) != (i == k)));
+                assert!(e.check().is_clean(), "{:?}", e.check());
+            }
+        }
+        assert_eq!(flipped, [true, true], "no probe record to flip");
     }
 
     #[test]
