@@ -32,6 +32,7 @@ lane1() {
     run keyspace_power_failure transactions_are_all_or_nothing_at_every_fence
     run keyspace_power_failure large_hash_table_doublings_and_part_splits_are_all_or_nothing_at_every_fence
     run keyspace_power_failure splits_of_blocks_named_by_four_words_are_all_or_nothing_at_every_fence
+    run eviction_power_failure writes_that_evict_keep_every_acknowledged_key_or_lose_only_what_they_evicted_at_every_fence
 }
 lane2() {
     run keyspace_power_failure multi_key_commands_are_all_or_nothing_at_every_fence

@@ -40,6 +40,9 @@ pub enum Fault {
     /// A segment split clears the moved records from the old segment without first fencing
     /// their copies in the new one (so a crash can keep neither copy).
     SkipFenceBeforeSplitUnpublish,
+    /// A deletion clears its slot's alloc bit without flushing it: the fence after it makes
+    /// nothing durable, so a crash can bring the key back, naming a record already freed.
+    SkipUnlinkFlush,
     /// Reads of a large hash take every field of a part's block, not only those that hash to
     /// the part (so a split that a crash interrupted shows fields twice).
     UnfilteredParts,

@@ -454,7 +454,9 @@ impl Dash {
     ) {
         let region = self.region();
         seg.bucket(bi).unpublish(i);
-        region.flush(bucket_off(seg_off, bi), 8);
+        if !fault::armed(Fault::SkipUnlinkFlush) {
+            region.flush(bucket_off(seg_off, bi), 8);
+        }
         if bi >= BUCKETS {
             seg.bucket(b).remove_overflow(fingerprint(h), bi - BUCKETS);
             region.flush(bucket_off(seg_off, b), 32);
