@@ -136,8 +136,8 @@ impl Dash {
                         r.problems.push(format!("segment {s:#x} bucket {bi} slot {k}: hash {h:#018x} does not belong there"));
                     }
                     // Displacement moves records by their probe bit (a home record of `b1` on
-                    // to `b2`, a probe record back to `b`): a wrong bit would move a record out
-                    // of its key's reach, so the bit must name the record's home.
+                    // to `b2`, a probe record of `b` back to its home `b - 1`): a wrong bit would
+                    // move a record out of its key's reach, so the bit must name its home.
                     let probe = bi < BUCKETS && bi != home;
                     if b.is_probe(k) != probe {
                         r.problems.push(format!(
