@@ -1,13 +1,14 @@
 //! Power failures at every fence of writes that evict: SETs and MSETs on a full pool under
 //! `allkeys-random`, each run through `Db::with_eviction` (a write that fails for lack of room,
-//! evictions, the write again). The keys a command evicts are chosen at random, so this
-//! harness learns them only when the command returns: each crash image taken while it runs is checked
+//! evictions, the write again). The keys a command evicts are chosen at random, so this harness
+//! learns them only when the command returns: each crash image taken while it runs is checked
 //! at once for what needs no knowledge of them (every key it holds has its acknowledged value,
-//! or the command's new one; recovered, it passes `check`), and its missing keys are kept until the command returns, when they
-//! must be among the keys it evicted. The image as a command returns must hold exactly the
-//! live state: its write and its evictions are durable. After each command the live engine
-//! passes `check` too: its heap accounts for exactly what is reachable or awaiting reclamation,
-//! so a write that failed for lack of room leaked nothing.
+//! or the command's new one, an MSET's new values all or none; recovered, it passes `check`),
+//! and its missing keys are kept until the command returns, when they must be among the keys it
+//! evicted. The image as a command returns must hold exactly the live state: its write and its
+//! evictions are durable. After each command the live engine passes `check` too: its heap
+//! accounts for exactly what is reachable or awaiting reclamation, so a write that failed for
+//! lack of room leaked nothing.
 //!
 //! `EAGLE_CRASH_LONG=1` runs ten times as many commands.
 
@@ -15,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use crash_tests::{ACK_IMAGE, CrashImage, FenceImages, Report, Scratch, standard_policies};
+use crash_tests::{
+    ACK_IMAGE, CrashImage, FENCE_IMAGE, FenceImages, Report, Scratch, standard_policies,
+};
 use eagle_core::db::{EvictionPolicy, SetOptions};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
@@ -109,6 +112,17 @@ fn compare(got: &State, m: &Model) -> Result<BTreeSet<Vec<u8>>, String> {
                 String::from_utf8_lossy(k)
             ));
         }
+    }
+    let written = m
+        .writing
+        .iter()
+        .filter(|(k, v)| got.get(k) == Some(v))
+        .count();
+    if written != 0 && written != m.writing.len() {
+        return Err(format!(
+            "{written} of the {} pairs being written hold their new value",
+            m.writing.len()
+        ));
     }
     Ok(m.acked
         .keys()
@@ -256,6 +270,8 @@ fn run(name: &str, commands: usize, all: bool, seed: u64) -> (Report, u64, u64) 
                 "power failure after command {i} returned: {} keys differ from the live state",
                 got.keys()
                     .chain(m.acked.keys())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
                     .filter(|k| got.get(*k) != m.acked.get(*k))
                     .count()
             )),
@@ -266,6 +282,13 @@ fn run(name: &str, commands: usize, all: bool, seed: u64) -> (Report, u64, u64) 
     }
     let evicted = db.stats().evicted_keys - evicted_before;
     db.close().expect("close");
+    // Images taken while closing, with no command in flight, must lack nothing.
+    for (at, missing) in model.lock().missing.drain(..) {
+        late.violations.push(format!(
+            "{at}: {} keys missing while closing",
+            missing.len()
+        ));
+    }
     let mut report = images.report();
     report.merge(late);
     (report, evicted, lacking)
@@ -273,12 +296,8 @@ fn run(name: &str, commands: usize, all: bool, seed: u64) -> (Report, u64, u64) 
 
 #[test]
 fn writes_that_evict_keep_every_acknowledged_key_or_lose_only_what_they_evicted_at_every_fence() {
-    let (commands, all) = if crash_tests::long_mode() {
-        (1000, true)
-    } else {
-        (100, true)
-    };
-    let (report, evicted, lacking) = run("evicting-writes", commands, all, 17);
+    let commands = if crash_tests::long_mode() { 1000 } else { 100 };
+    let (report, evicted, lacking) = run("evicting-writes", commands, true, 17);
     println!(
         "{} ({evicted} keys evicted; {lacking} images lacked keys)",
         report.summary()
@@ -299,4 +318,19 @@ fn harness_catches_a_deletion_whose_cleared_slot_is_never_flushed() {
         run("evicting-writes-fault", 100, false, 18)
     });
     report.assert_caught_by("the flush of a deleted slot removed", ACK_IMAGE);
+}
+
+#[test]
+fn harness_catches_an_mset_applied_without_its_log_record() {
+    let (report, _, _) = fault::with(Fault::SkipBatchLog, || {
+        run("evicting-writes-batch-fault", 100, false, 19)
+    });
+    let split = report
+        .violations
+        .iter()
+        .filter(|v| v.contains("pairs being written hold their new value"))
+        .count();
+    println!("{split} images showed part of an MSET");
+    report.assert_caught_by("batches applied unlogged", FENCE_IMAGE);
+    assert!(split > 0, "no image showed part of an MSET");
 }

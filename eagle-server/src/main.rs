@@ -140,6 +140,14 @@ fn main() -> ExitCode {
     db.start_active_expiry();
     // Chooses the clock that times commands (and measures its rate) before any command runs.
     eagle_server::stopwatch::calibrate();
+    log::info!(
+        "Command durations from {}",
+        if eagle_server::stopwatch::uses_tsc() {
+            "the CPU's time-stamp counter (clocksource tsc)"
+        } else {
+            "the monotonic clock"
+        }
+    );
     println!(
         "{}",
         banner::banner(&db, &config, open_kind, &listening, metrics_addr)

@@ -77,7 +77,7 @@ fn choose() -> Source {
         std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
             .is_ok_and(|s| s.trim() == "tsc");
     if trusted
-        && tsc_available()
+        && cfg!(target_arch = "x86_64")
         && let Some(ns_per_tick_q32) = measure_rate()
     {
         return Source::Tsc { ns_per_tick_q32 };
@@ -115,22 +115,13 @@ fn measure_rate() -> Option<u64> {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn tsc_available() -> bool {
-    true
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn tsc_available() -> bool {
-    false
-}
-
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn tsc() -> u64 {
     // SAFETY: `rdtsc` exists on every x86-64 CPU and only reads the counter.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Never called: off x86-64 the source is always `Instant`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
 fn tsc() -> u64 {
