@@ -1,6 +1,7 @@
 //! A key-value model of acknowledged operations, and the durable-linearizability check of a
-//! recovered engine against it: every acknowledged operation is present with its value, the one
-//! in flight is wholly present or wholly absent, nothing else appears, and `check` is clean.
+//! recovered engine against it: every acknowledged operation is present with its value, each
+//! one in flight (one, or a group's, of distinct keys) is wholly present or wholly absent,
+//! nothing else appears, and `check` is clean.
 
 use std::collections::BTreeMap;
 
@@ -24,31 +25,42 @@ impl KvOp {
     }
 }
 
-/// Acknowledged state plus at most one operation in flight.
+/// Acknowledged state plus the writes in flight.
 #[derive(Clone, Debug, Default)]
 pub struct KvModel {
     /// Every acknowledged write applied.
     pub acked: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// The write being executed, not yet acknowledged.
-    pub in_flight: Option<KvOp>,
+    /// The writes being executed, not yet acknowledged: one, or a group's (distinct keys, each
+    /// applied or not independently of the others).
+    pub in_flight: Vec<KvOp>,
 }
 
 impl KvModel {
     /// Marks `op` as started.
     pub fn begin(&mut self, op: KvOp) {
-        self.in_flight = Some(op);
+        self.in_flight = vec![op];
     }
 
-    /// Marks the operation in flight as acknowledged.
+    /// Marks a group of writes to distinct keys as started.
+    pub fn begin_group(&mut self, ops: Vec<KvOp>) {
+        let mut keys: Vec<&[u8]> = ops.iter().map(KvOp::key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), ops.len(), "a group's keys must be distinct");
+        self.in_flight = ops;
+    }
+
+    /// Marks the operations in flight as acknowledged.
     pub fn ack(&mut self) {
-        match self.in_flight.take() {
-            Some(KvOp::Put(k, v)) => {
-                self.acked.insert(k, v);
+        for op in self.in_flight.drain(..) {
+            match op {
+                KvOp::Put(k, v) => {
+                    self.acked.insert(k, v);
+                }
+                KvOp::Delete(k) => {
+                    self.acked.remove(&k);
+                }
             }
-            Some(KvOp::Delete(k)) => {
-                self.acked.remove(&k);
-            }
-            None => {}
         }
     }
 
@@ -59,9 +71,9 @@ impl KvModel {
                 .get(k, |r| r.value().to_vec())
                 .map_err(|err| format!("get {k:?}: {err}"))
         };
-        let flight_key = self.in_flight.as_ref().map(KvOp::key);
+        let in_flight = |k: &[u8]| self.in_flight.iter().any(|op| op.key() == k);
         for (k, v) in &self.acked {
-            if Some(&k[..]) == flight_key {
+            if in_flight(k) {
                 continue;
             }
             match get(k)? {
@@ -73,8 +85,9 @@ impl KvModel {
                 }
             }
         }
-        let mut len_ok = vec![self.acked.len() as u64];
-        if let Some(op) = &self.in_flight {
+        // Each write in flight is applied or not; the key count must match what was found.
+        let mut expected = self.acked.len() as i64;
+        for op in &self.in_flight {
             let before = self.acked.get(op.key()).cloned();
             let after = match op {
                 KvOp::Put(_, v) => Some(v.clone()),
@@ -86,16 +99,11 @@ impl KvModel {
                     "in-flight {op:?}: found {got:?}, neither {before:?} nor {after:?}"
                 ));
             }
-            let n = self.acked.len() as u64;
-            len_ok.push(match (before.is_some(), after.is_some()) {
-                (false, true) => n + 1,
-                (true, false) => n - 1,
-                _ => n,
-            });
+            expected += got.is_some() as i64 - before.is_some() as i64;
         }
-        if !len_ok.contains(&e.index().len()) {
+        if e.index().len() as i64 != expected {
             return Err(format!(
-                "{} keys recovered, expected {len_ok:?}",
+                "{} keys recovered, expected {expected}",
                 e.index().len()
             ));
         }

@@ -3,6 +3,8 @@
 //! flight wholly or not at all), and `check` finds no corruption and no leak. Some images are
 //! recovered under the simulator too, and crashed again at every fence of their recovery.
 //!
+//! The same workload runs with its puts in groups (`put_group`) too.
+//!
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
 use std::path::Path;
@@ -12,7 +14,7 @@ use crash_tests::{
     ACK_IMAGE, CrashImage, FENCE_IMAGE, FenceImages, KvModel, KvOp, Report, Scratch,
     standard_policies,
 };
-use eagle_core::dash::{IndexStats, PutMode};
+use eagle_core::dash::{IndexStats, MAX_GROUP, PutMode};
 use eagle_core::fault::{self, Fault};
 use eagle_core::pmem::FlushMode;
 use eagle_core::record::RecordKind;
@@ -106,11 +108,50 @@ fn crash_during_recovery(
     report
 }
 
+/// How many operations from the start of `ops` go in one group: consecutive puts of distinct
+/// keys, at most `MAX_GROUP`.
+fn group_len(ops: &[KvOp]) -> usize {
+    let mut n = 0;
+    while n < ops.len().min(MAX_GROUP)
+        && matches!(ops[n], KvOp::Put(..))
+        && !ops[..n].iter().any(|op| op.key() == ops[n].key())
+    {
+        n += 1;
+    }
+    n.max(1)
+}
+
+/// Puts `ops` (puts of distinct keys) as `put_group` takes them, each key it leaves put alone.
+fn put_as_groups(e: &Engine, ops: &[KvOp]) {
+    let pairs: Vec<(&[u8], &[u8])> = ops
+        .iter()
+        .map(|op| match op {
+            KvOp::Put(k, v) => (&k[..], &v[..]),
+            KvOp::Delete(_) => unreachable!("a group holds puts"),
+        })
+        .collect();
+    let mut i = 0;
+    while i < pairs.len() {
+        match e.index().put_group(&pairs[i..]).expect("group put") {
+            0 => {
+                let (k, v) = pairs[i];
+                e.index()
+                    .put(k, v, RecordKind::String, 0, PutMode::Upsert)
+                    .expect("put");
+                i += 1;
+            }
+            n => i += n,
+        }
+    }
+}
+
 /// Runs `ops` with a crash image at every fence, and one of only what was fenced (a power
-/// failure as the operation returns) after every `ack_every`-th operation.
+/// failure as the operation returns) after every `ack_every`-th operation. With `grouped`,
+/// runs of puts go through `put_group` (`group_len`), each run in flight as a whole.
 fn run(
     name: &str,
     ops: &[KvOp],
+    grouped: bool,
     all_policies: bool,
     recovery_every: u64,
     ack_every: usize,
@@ -147,20 +188,30 @@ fn run(
     let e = Engine::open(&live, opts).expect("open the live pool");
     let sim = crash_tests::simulator_of(&e);
     let mut acks = Report::default();
-    for (i, op) in ops.iter().enumerate() {
-        model.lock().begin(op.clone());
-        match op {
-            KvOp::Put(k, v) => {
-                e.index()
-                    .put(k, v, RecordKind::String, 0, PutMode::Upsert)
-                    .expect("put");
-            }
-            KvOp::Delete(k) => {
-                e.index().delete(k).expect("delete");
+    let mut i = 0;
+    while i < ops.len() {
+        let n = if grouped { group_len(&ops[i..]) } else { 1 };
+        let first = i;
+        i += n;
+        if n > 1 {
+            model.lock().begin_group(ops[first..i].to_vec());
+            put_as_groups(&e, &ops[first..i]);
+        } else {
+            model.lock().begin(ops[first].clone());
+            match &ops[first] {
+                KvOp::Put(k, v) => {
+                    e.index()
+                        .put(k, v, RecordKind::String, 0, PutMode::Upsert)
+                        .expect("put");
+                }
+                KvOp::Delete(k) => {
+                    e.index().delete(k).expect("delete");
+                }
             }
         }
         model.lock().ack();
-        if i % ack_every == ack_every - 1 {
+        let i = i - 1;
+        if (first..=i).any(|j| j % ack_every == ack_every - 1) {
             // Acknowledged means durable: all of it is in what was fenced.
             let acked = scratch.write("acked.pool", &sim.durable_image());
             acks.checked += 1;
@@ -195,7 +246,7 @@ fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
     } else {
         (2500, false, 199, 53)
     };
-    let (report, stats) = run("dash", &workload(inserts), all, every, acks);
+    let (report, stats) = run("dash", &workload(inserts), false, all, every, acks);
     println!("{} ({stats:?})", report.summary());
     assert!(
         stats.global_depth >= 2 && stats.segments >= 4,
@@ -213,7 +264,11 @@ fn recovery_survives_a_power_failure_at_every_fence_of_splits_and_doublings() {
 /// Runs 300 inserts and what follows with `fault` armed; the harness must report it with a
 /// violation found in the image `by` names (`FENCE_IMAGE` or `ACK_IMAGE`).
 fn fault_is_caught(fault: Fault, name: &str, what: &str, by: &str) {
-    let (report, _) = fault::with(fault, || run(name, &workload(300), false, 0, 7));
+    let grouped = matches!(
+        fault,
+        Fault::SkipGroupFenceBeforePublish | Fault::SkipGroupFenceAfterPublish
+    );
+    let (report, _) = fault::with(fault, || run(name, &workload(300), grouped, false, 0, 7));
     report.assert_caught_by(what, by);
 }
 
@@ -253,6 +308,48 @@ fn harness_catches_an_insert_acknowledged_before_its_alloc_bit_is_durable() {
         Fault::SkipFenceAfterPublish,
         "dash-ack-fault",
         "the fence after publication removed",
+        ACK_IMAGE,
+    );
+}
+
+#[test]
+fn recovery_survives_a_power_failure_at_every_fence_of_group_puts() {
+    let (inserts, all, every, acks) = if crash_tests::long_mode() {
+        (6000, true, 101, 7)
+    } else {
+        (2500, false, 199, 53)
+    };
+    let (report, stats) = run("dash-group", &workload(inserts), true, all, every, acks);
+    println!("{} ({stats:?})", report.summary());
+    assert!(
+        stats.global_depth >= 2 && stats.segments >= 4,
+        "the workload must split and double: {stats:?}"
+    );
+    assert!(report.checked > 1000, "{}", report.summary());
+    assert!(
+        report.violations.is_empty(),
+        "{}\n{:#?}",
+        report.summary(),
+        &report.violations[..report.violations.len().min(10)]
+    );
+}
+
+#[test]
+fn harness_catches_a_group_that_publishes_before_its_records_are_durable() {
+    fault_is_caught(
+        Fault::SkipGroupFenceBeforePublish,
+        "dash-group-fault",
+        "the group's fence before publication removed",
+        FENCE_IMAGE,
+    );
+}
+
+#[test]
+fn harness_catches_a_group_acknowledged_before_its_publications_are_durable() {
+    fault_is_caught(
+        Fault::SkipGroupFenceAfterPublish,
+        "dash-group-ack-fault",
+        "the group's fence after publication removed",
         ACK_IMAGE,
     );
 }

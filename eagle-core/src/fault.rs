@@ -19,6 +19,10 @@ pub enum Fault {
     SkipFenceAfterPublish,
     /// A WAL append is acknowledged without being flushed and fenced.
     SkipWalPersist,
+    /// A group put publishes its keys without first fencing their records and slots.
+    SkipGroupFenceBeforePublish,
+    /// A group put unlocks its buckets and returns without fencing the publications.
+    SkipGroupFenceAfterPublish,
     /// A multi-key batch is applied without being logged first (so a crash can split it).
     SkipBatchLog,
     /// A batch's log record is written without first fencing the records it names.

@@ -1,12 +1,13 @@
 //! Readers, writers and scanners at once, while segments split and the directory doubles: no
 //! reader sees a torn, phantom or stale-after-newer value, every scan returns every key that was
-//! present throughout it, and the final state is exactly what the writers wrote.
+//! present throughout it, and the final state is exactly what the writers wrote. One writer puts
+//! runs of keys as groups (`put_group`), whose buckets the other writer contends for.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use eagle_core::dash::PutMode;
+use eagle_core::dash::{Dash, MAX_GROUP, PutMode};
 use eagle_core::pmem::FlushMode;
 use eagle_core::record::RecordKind;
 use eagle_core::{Engine, PoolOptions};
@@ -197,26 +198,33 @@ fn concurrent_readers_writers_and_scans_see_only_linearizable_states() {
                     let mut model = BTreeMap::new();
                     let base = w * KEYS_PER_WRITER;
                     let mut version = 1;
+                    // The last writer puts runs of keys as groups (`put_group`), the others one
+                    // at a time.
+                    let grouped = w == WRITERS - 1;
+                    let mut run: Vec<(u64, u64)> = Vec::new();
+                    let mut in_groups = 0;
                     for round in 0..3u64 {
                         for id in base..base + KEYS_PER_WRITER {
                             let del = round == 1 && id % 3 == 0;
                             if del {
+                                in_groups += put_run(idx, &mut run, acked, &mut model);
                                 idx.delete(&key(id)).unwrap();
                                 model.remove(&id);
                             } else {
-                                idx.put(
-                                    &key(id),
-                                    &value(id, version),
-                                    RecordKind::String,
-                                    0,
-                                    PutMode::Upsert,
-                                )
-                                .unwrap();
-                                model.insert(id, version);
-                                acked[id as usize].store(version, Ordering::Release);
+                                run.push((id, version));
+                                if !grouped || run.len() == MAX_GROUP {
+                                    in_groups += put_run(idx, &mut run, acked, &mut model);
+                                }
                             }
                             version += 1;
                         }
+                    }
+                    in_groups += put_run(idx, &mut run, acked, &mut model);
+                    if grouped {
+                        assert!(
+                            in_groups as u64 > KEYS_PER_WRITER,
+                            "only {in_groups} puts went in groups"
+                        );
                     }
                     model
                 })
@@ -258,6 +266,43 @@ fn concurrent_readers_writers_and_scans_see_only_linearizable_states() {
     assert!(report.is_clean(), "{report:#?}");
     e.close().unwrap();
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Puts `run` (key ids with their versions), as groups where it has two or more, then
+/// acknowledges them; returns how many were put in groups.
+fn put_run(
+    idx: &Dash,
+    run: &mut Vec<(u64, u64)>,
+    acked: &[AtomicU64],
+    model: &mut BTreeMap<u64, u64>,
+) -> usize {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = run
+        .iter()
+        .map(|&(id, version)| (key(id), value(id, version)))
+        .collect();
+    let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let (mut i, mut in_groups) = (0, 0);
+    while i < refs.len() {
+        let n = if refs.len() - i >= 2 {
+            idx.put_group(&refs[i..]).unwrap()
+        } else {
+            0
+        };
+        if n == 0 {
+            let (k, v) = refs[i];
+            idx.put(k, v, RecordKind::String, 0, PutMode::Upsert)
+                .unwrap();
+            i += 1;
+        } else {
+            in_groups += n;
+            i += n;
+        }
+    }
+    for (id, version) in run.drain(..) {
+        model.insert(id, version);
+        acked[id as usize].store(version, Ordering::Release);
+    }
+    in_groups
 }
 
 /// A tiny error sink shared by the threads.

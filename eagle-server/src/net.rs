@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use eagle_core::resp::{Limits, RequestParser, encode};
+use eagle_core::resp::{Frame, Limits, RequestParser, encode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::cmd::{Ctx, Request, Session, Shared, Spec, execute_request};
+use crate::cmd::{Ctx, Request, Session, Shared, Spec, execute_request, execute_sets, plain_set};
 use crate::state::DRAIN_TIMEOUT;
 
 /// Redis's reply to a client over `maxclients`.
@@ -267,6 +267,8 @@ struct Intake {
     window: Vec<Request>,
     /// The command the last request named (see [`Request::after`]).
     recent: Option<&'static Spec>,
+    /// Consecutive plain SETs of the window, waiting to run as a group ([`execute_sets`]).
+    sets: Vec<Request>,
 }
 
 /// Serves one client connection on `stream` until it closes, is killed, idles out, breaks the
@@ -305,6 +307,7 @@ pub async fn serve_connection<S>(
         }),
         window: Vec::with_capacity(LOOKAHEAD),
         recent: None,
+        sets: Vec::with_capacity(LOOKAHEAD),
     };
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
@@ -411,6 +414,7 @@ where
         parser,
         window,
         recent,
+        sets,
     } = intake;
     let mut outcome = Outcome::Continue;
     let mut ran = false;
@@ -442,15 +446,21 @@ where
         if n > 1 && ctx.session.authenticated {
             ctx.db().prefetch(&keys[..n]);
         }
-        for request in window.drain(..) {
-            let frame = execute_request(ctx, request);
-            let session = &mut *ctx.session;
-            if session.skip_replies > 0 {
-                session.skip_replies -= 1;
-            } else if !session.reply_off {
-                encode(&frame, session.protocol, wbuf);
+        let mut pending = window.drain(..).peekable();
+        while let Some(request) = pending.next() {
+            // Consecutive plain SETs run as groups, the last of them once the next request is
+            // not one (or the window ends).
+            if plain_set(ctx, &request) {
+                sets.push(request);
+                if pending.peek().is_some_and(|next| plain_set(ctx, next)) {
+                    continue;
+                }
+                execute_sets(ctx, sets, |ctx, frame| reply(ctx, &frame, wbuf));
+            } else {
+                let frame = execute_request(ctx, request);
+                reply(ctx, &frame, wbuf);
             }
-            if session.close {
+            if ctx.session.close {
                 // The requests taken in after this one are dropped unanswered, as those still
                 // in the buffer are.
                 outcome = Outcome::Close;
@@ -492,6 +502,16 @@ where
     ctx.session.tally.flush(&server.stats);
     flush(stream, wbuf, ctx).await?;
     Ok(outcome)
+}
+
+/// Encodes a reply into `wbuf`, unless the client turned replies off or skips this one.
+fn reply(ctx: &mut Ctx<'_>, frame: &Frame, wbuf: &mut BytesMut) {
+    let session = &mut *ctx.session;
+    if session.skip_replies > 0 {
+        session.skip_replies -= 1;
+    } else if !session.reply_off {
+        encode(frame, session.protocol, wbuf);
+    }
 }
 
 async fn flush<S: AsyncWrite + Unpin>(

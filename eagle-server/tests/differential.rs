@@ -4,10 +4,9 @@
 //! fails with the commands that led to it.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use eagle_core::pmem::FlushMode;
@@ -15,39 +14,23 @@ use eagle_core::resp::{Frame, Protocol, encode, parse_frame};
 use eagle_core::{Db, DbOptions, PoolOptions};
 use eagle_server::cmd::{Ctx, Session, Shared, execute};
 
+mod common;
+use common::RedisServer;
+
 struct Redis {
-    child: Child,
+    _server: RedisServer,
     conn: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Redis {
     fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (Debian package redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let conn = loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(c) => break c,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("redis-server did not start: {e}"),
-            }
-        };
+        let server = RedisServer::start();
+        let conn = TcpStream::connect(("127.0.0.1", server.port)).expect("connect to redis-server");
         conn.set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         Redis {
-            child,
+            _server: server,
             conn,
             buf: Vec::new(),
         }
@@ -72,13 +55,6 @@ impl Redis {
             assert!(n > 0, "redis-server closed the connection");
             self.buf.extend_from_slice(&chunk[..n]);
         }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

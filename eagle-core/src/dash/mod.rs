@@ -1,6 +1,7 @@
 //! Dash: extendible hashing for persistent memory (Lu et al., VLDB 2020), as a type stack:
 //! bucket (`bucket.rs`) → segment (`segment.rs`) → directory (`directory.rs`) → the index
-//! (`index.rs`: open and lookups; `write.rs`: inserts and deletes; `split.rs`; `repair.rs`:
+//! (`index.rs`: open and lookups; `write.rs`: inserts and deletes; `group.rs`: a pipeline's
+//! puts under two fences; `split.rs`; `repair.rs`:
 //! recovery and the heap sweep; `scan.rs`; `prefetch.rs`: for operations known ahead). Layouts
 //! are drawn in `docs/format.md`.
 
@@ -10,6 +11,7 @@ mod deferral;
 mod directory;
 mod epoch;
 mod error;
+mod group;
 mod hints;
 mod index;
 mod prefetch;
@@ -26,6 +28,7 @@ mod write;
 pub use bucket::{Bucket, SLOTS, Slot};
 pub use check::CheckReport;
 pub use error::IndexError;
+pub use group::MAX_GROUP;
 pub use index::{Dash, IndexStats, Pinned};
 pub use segment::{BUCKETS, STASH, Segment, bucket_index};
 pub use write::{PutMode, PutOutcome};

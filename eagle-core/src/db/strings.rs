@@ -142,6 +142,22 @@ impl Db {
         })
     }
 
+    /// Plain SETs (no option: each key loses any expiry) of `pairs`, in order, as one group
+    /// that waits for the media twice in all instead of twice per key
+    /// ([`Dash::put_group`](crate::dash::Dash::put_group)). Returns how many leading pairs it
+    /// applied, durably; the caller SETs the next one alone (0: the first). A pipeline's
+    /// consecutive SETs are the use: run in order, a group and the SETs put alone give what the
+    /// SETs one by one would.
+    pub fn set_group(&self, pairs: &[(&[u8], &[u8])]) -> Result<usize, DbError> {
+        let pairs = &pairs[..pairs.len().min(crate::dash::MAX_GROUP)];
+        if pairs.len() < 2 || self.engine.in_atomic() {
+            // Inside an atomic transaction each key's undo record comes first: one at a time.
+            return Ok(0);
+        }
+        let _held = self.lock_write(pairs.iter().map(|p| p.0))?;
+        Ok(self.engine.index().put_group(pairs)?)
+    }
+
     /// GETDEL.
     pub fn getdel(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         let _held = self.lock_write([key])?;

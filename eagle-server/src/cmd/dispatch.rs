@@ -74,12 +74,7 @@ pub fn execute_request(ctx: &mut Ctx<'_>, request: Request) -> Frame {
         ctx.session.last_cmd = "NULL";
         return reject(ctx, None, unknown_command(&argv));
     };
-    if !std::ptr::eq(ctx.session.last_cmd, spec.name) {
-        ctx.session.last_cmd = spec.name;
-        if let Some(c) = &ctx.session.client {
-            *c.last_cmd.lock() = spec.name;
-        }
-    }
+    note_last_cmd(ctx, spec);
     if !spec.arity_ok(argv.len()) {
         return reject(ctx, Some(spec), wrong_arity(spec.name));
     }
@@ -109,6 +104,93 @@ pub fn execute_request(ctx: &mut Ctx<'_>, request: Request) -> Frame {
     }
     let _gate = shared.server.gate.shared(ctx.session.id);
     run(ctx, spec, argv)
+}
+
+/// Records `spec` as the session's last command (CLIENT LIST's `cmd`).
+fn note_last_cmd(ctx: &mut Ctx<'_>, spec: &'static Spec) {
+    if !std::ptr::eq(ctx.session.last_cmd, spec.name) {
+        ctx.session.last_cmd = spec.name;
+        if let Some(c) = &ctx.session.client {
+            *c.last_cmd.lock() = spec.name;
+        }
+    }
+}
+
+/// Whether `request` is a plain SET (a key and a value, no option) that [`execute_sets`] may
+/// run in a group: one that would pass every check of [`execute_request`] now and run
+/// without the eviction retry. Nothing a SET does changes the answer for the next one.
+pub fn plain_set(ctx: &Ctx<'_>, request: &Request) -> bool {
+    request.spec.is_some_and(|s| s.name == "set")
+        && request.argv.len() == 3
+        && !ctx.session.multi.active()
+        && (ctx.session.authenticated || !ctx.shared.server.password_set())
+        && ctx.db().eviction() == EvictionPolicy::NoEviction
+}
+
+/// Runs consecutive pipelined requests that each passed [`plain_set`], in order, in as few
+/// groups as they allow ([`Db::set_group`](eagle_core::Db::set_group)): a group waits for the
+/// media twice in all, where each SET alone waits twice. A SET the group cannot take runs
+/// alone through [`execute_request`]. Hands each reply to `reply`, in order, and empties
+/// `sets`. A grouped SET is counted as a SET run alone is, with an equal share of its group's
+/// time.
+pub fn execute_sets(
+    ctx: &mut Ctx<'_>,
+    sets: &mut Vec<Request>,
+    mut reply: impl FnMut(&mut Ctx<'_>, Frame),
+) {
+    let mut done = 0;
+    while done < sets.len() {
+        let (applied, nanos) = run_set_group(ctx, &sets[done..]);
+        if applied == 0 {
+            let request = &mut sets[done];
+            let alone = Request {
+                argv: std::mem::take(&mut request.argv),
+                spec: request.spec,
+            };
+            let frame = execute_request(ctx, alone);
+            reply(ctx, frame);
+            done += 1;
+            continue;
+        }
+        let Some(spec) = sets[done].spec else {
+            unreachable!("plain_set checked the command")
+        };
+        note_last_cmd(ctx, spec);
+        let share = nanos / applied as u64;
+        let server = &ctx.shared.server;
+        for set in &sets[done..done + applied] {
+            ctx.session.tally.add(spec.name, share);
+            if server.watches.any() {
+                server.watches.touch(std::iter::once(&set.argv[1][..]));
+            }
+            server.saves.changed();
+        }
+        for _ in 0..applied {
+            reply(ctx, Frame::ok());
+        }
+        done += applied;
+    }
+    sets.clear();
+}
+
+/// One group of the plain SETs `sets` (at least two): how many it applied, and its time.
+fn run_set_group(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64) {
+    if sets.len() < 2 {
+        return (0, 0);
+    }
+    let mut pairs: [(&[u8], &[u8]); eagle_core::dash::MAX_GROUP] =
+        [(&[], &[]); eagle_core::dash::MAX_GROUP];
+    let n = sets.len().min(pairs.len());
+    for (pair, set) in pairs.iter_mut().zip(sets) {
+        *pair = (&set.argv[1], &set.argv[2]);
+    }
+    let started = stopwatch::now();
+    // An error (a read-only engine, say) applied nothing: the SET run alone reports it.
+    let applied = {
+        let _gate = ctx.shared.server.gate.shared(ctx.session.id);
+        ctx.db().set_group(&pairs[..n]).unwrap_or(0)
+    };
+    (applied, stopwatch::nanos_between(started, stopwatch::now()))
 }
 
 /// A command refused before running: counted, and it dooms an open transaction. A refused

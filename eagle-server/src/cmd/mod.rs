@@ -15,7 +15,7 @@ mod strings;
 mod table;
 
 pub use ctx::{Ctx, Session, Shared};
-pub use dispatch::{Request, execute, execute_request};
+pub use dispatch::{Request, execute, execute_request, execute_sets, plain_set};
 pub use parse::{CmdError, Parse};
 pub use table::{Command, NameMap, Spec, lookup, table};
 

@@ -1,0 +1,147 @@
+//! Pipelined plain SETs run in groups (`Db::set_group`): random pipelines of SETs with and
+//! without options, reads, deletes, type errors, MULTI blocks and skipped replies, sent as one
+//! write to eagle-server and to a real `redis-server`, must get the same replies in the same
+//! order and leave the same keys.
+
+mod common;
+
+use common::*;
+use eagle_core::resp::Frame;
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A random pipeline: mostly plain SETs over a few keys (so keys repeat within a group), mixed
+/// with what must not join a group or must see its effects.
+fn pipeline(rng: &mut Rng, len: usize) -> Vec<Vec<String>> {
+    let mut cmds = Vec::new();
+    while cmds.len() < len {
+        let key = format!("k{}", rng.below(24));
+        let value = format!("v{}", rng.below(1000));
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cmd = match rng.below(100) {
+            0..60 => s(&["SET", &key, &value]),
+            60..64 => s(&[
+                "SET",
+                &key,
+                &value,
+                ["NX", "XX", "GET", "EX"][rng.below(4) as usize],
+            ]),
+            64..74 => s(&["GET", &key]),
+            74..78 => s(&["DEL", &key]),
+            78..82 => s(&["APPEND", &key, &value]),
+            82..86 => s(&["INCR", &key]),
+            86..90 => s(&["HSET", &key, "f", &value]),
+            90..93 => s(&["MGET", &key, "k1", "k2"]),
+            93..95 => s(&["SET", &key]),
+            95..97 => s(&["CLIENT", "REPLY", "SKIP"]),
+            _ => {
+                cmds.push(s(&["MULTI"]));
+                cmds.push(s(&["SET", &key, &value]));
+                cmds.push(s(&["SET", "k1", &value]));
+                s(&["EXEC"])
+            }
+        };
+        // EX needs its number: a long one, so nothing expires during the test.
+        let cmd = if cmd.last().is_some_and(|a| a == "EX") {
+            [cmd, vec!["1000".to_string()]].concat()
+        } else {
+            cmd
+        };
+        cmds.push(cmd);
+    }
+    // The reply the last SKIP drops must not be the closing PING's.
+    cmds.push(vec!["GET".to_string(), "k0".to_string()]);
+    cmds
+}
+
+/// Sends `cmds` and a final PING as one write; returns every reply before the PONG.
+fn replies(conn: &mut Raw, cmds: &[Vec<String>]) -> Vec<Frame> {
+    let mut bytes = Vec::new();
+    for cmd in cmds.iter().chain([&vec!["PING".to_string()]]) {
+        let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+        bytes.extend(encode_cmd(&args));
+    }
+    conn.send(&bytes);
+    let mut out = Vec::new();
+    loop {
+        match conn.read() {
+            Some(f) if f == simple("PONG") => return out,
+            Some(f) => out.push(f),
+            None => panic!("connection closed after {} replies", out.len()),
+        }
+    }
+}
+
+#[test]
+fn pipelined_sets_reply_and_store_like_redis_server() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("pipelined-sets", &[]);
+    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut compared = 0;
+    for round in 0..30 {
+        let len = 16 + rng.below(200) as usize;
+        let cmds = pipeline(&mut rng, len);
+        let (a, b) = (replies(&mut ours, &cmds), replies(&mut theirs, &cmds));
+        assert_eq!(a.len(), b.len(), "round {round}: reply counts\n{cmds:?}");
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(a, b, "round {round}, reply {i}\n{cmds:?}");
+        }
+        compared += a.len();
+    }
+    // The same keys, with the same values or types, are left on both.
+    for k in 0..24 {
+        let key = format!("k{k}");
+        assert_eq!(
+            ours.cmd(&["TYPE", &key]),
+            theirs.cmd(&["TYPE", &key]),
+            "{key}"
+        );
+        if ours.cmd(&["TYPE", &key]) == simple("string") {
+            assert_eq!(
+                ours.cmd(&["GET", &key]),
+                theirs.cmd(&["GET", &key]),
+                "{key}"
+            );
+        }
+    }
+    assert_eq!(ours.cmd(&["DBSIZE"]), theirs.cmd(&["DBSIZE"]));
+    println!("pipelined sets: {compared} replies compared with redis-server, 0 differences");
+}
+
+#[test]
+fn grouped_sets_are_counted_as_sets() {
+    let s = Server::start("grouped-counts", &[]);
+    let mut c = s.raw();
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        // Every fifth key repeats the one before: its group closes there.
+        let key = format!("k{}", i - (i % 5 == 4) as i32);
+        batch.extend(encode_cmd(&[b"SET", key.as_bytes(), b"v"]));
+    }
+    batch.extend(encode_cmd(&[b"INFO", b"commandstats"]));
+    c.send(&batch);
+    for _ in 0..40 {
+        assert_eq!(c.read(), Some(ok()));
+    }
+    let Some(Frame::Bulk(info)) = c.read() else {
+        panic!("INFO's reply")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    assert!(info.contains("cmdstat_set:calls=40,"), "{info}");
+    assert_eq!(c.cmd(&["DBSIZE"]), Frame::Integer(32));
+    let (_, body) = s.http_get("/metrics");
+    assert!(
+        body.contains("eagle_command_duration_seconds_count{cmd=\"set\"} 40\n"),
+        "{body}"
+    );
+}
