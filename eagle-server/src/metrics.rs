@@ -90,6 +90,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "eagle_protocol_errors_total",
         "Connections closed for a malformed request."
     );
+    metrics::describe_counter!(
+        "eagle_grouped_sets_total",
+        "Pipelined SETs run in groups that share their fences."
+    );
     Ok(handle)
 }
 
@@ -120,6 +124,7 @@ pub fn refresh(shared: &Shared) {
     counter!("eagle_rejected_connections_total")
         .absolute(st.rejected_connections.load(Ordering::Relaxed));
     counter!("eagle_protocol_errors_total").absolute(st.protocol_errors.load(Ordering::Relaxed));
+    counter!("eagle_grouped_sets_total").absolute(st.grouped_sets.load(Ordering::Relaxed));
     for (name, cmd) in st.cmds() {
         let calls = cmd.calls.load(Ordering::Relaxed);
         if calls > 0 {

@@ -351,6 +351,8 @@ pub struct Stats {
     pub error_replies: AtomicU64,
     /// Connections closed for a protocol error.
     pub protocol_errors: AtomicU64,
+    /// Pipelined SETs run in groups of two or more (`cmd::execute_sets`).
+    pub grouped_sets: AtomicU64,
     /// Error replies by code (`ERR`, `WRONGTYPE`, ...).
     pub errors_by_code: Mutex<HashMap<String, u64>>,
     /// Per-command counters, built on first use from the command table.
@@ -391,6 +393,7 @@ impl Stats {
             &self.net_output_bytes,
             &self.error_replies,
             &self.protocol_errors,
+            &self.grouped_sets,
         ] {
             a.store(0, Ordering::Relaxed);
         }

@@ -115,6 +115,8 @@ fn pipelined_sets_reply_and_store_like_redis_server() {
         }
     }
     assert_eq!(ours.cmd(&["DBSIZE"]), theirs.cmd(&["DBSIZE"]));
+    let grouped: u64 = eagle.info_field("stats", "grouped_sets").parse().unwrap();
+    assert!(grouped > 1000, "only {grouped} SETs ran in groups");
     println!("pipelined sets: {compared} replies compared with redis-server, 0 differences");
 }
 
@@ -144,4 +146,24 @@ fn grouped_sets_are_counted_as_sets() {
         body.contains("eagle_command_duration_seconds_count{cmd=\"set\"} 40\n"),
         "{body}"
     );
+}
+
+#[test]
+fn a_grouped_set_aborts_the_exec_of_a_client_watching_its_key() {
+    let s = Server::start("grouped-watch", &[]);
+    let (mut a, mut b) = (s.raw(), s.raw());
+    assert_eq!(b.cmd(&["WATCH", "k"]), ok());
+    let mut batch = encode_cmd(&[b"SET", b"k", b"a"]);
+    batch.extend(encode_cmd(&[b"SET", b"x", b"1"]));
+    a.send(&batch);
+    assert_eq!((a.read(), a.read()), (Some(ok()), Some(ok())));
+    assert_eq!(
+        s.info_field("stats", "grouped_sets"),
+        "2",
+        "the SETs ran as a group"
+    );
+    assert_eq!(b.cmd(&["MULTI"]), ok());
+    assert_eq!(b.cmd(&["SET", "k", "b"]), simple("QUEUED"));
+    assert_eq!(b.cmd(&["EXEC"]), Frame::NullArray);
+    assert_eq!(b.cmd(&["GET", "k"]), bulk("a"));
 }

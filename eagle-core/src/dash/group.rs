@@ -113,8 +113,7 @@ impl Dash {
     /// within the group (a repeat closes it). An error is returned only if nothing was applied.
     pub fn put_group(&self, items: &[(&[u8], &[u8])]) -> Result<usize, IndexError> {
         let items = &items[..items.len().min(MAX_GROUP)];
-        if self.region().flush_mode() == FlushMode::Msync {
-            // A flush is an msync and a fence nothing: grouping saves no round trip.
+        if !self.groups_pay() {
             return Ok(0);
         }
         let mut hashes = [0u64; MAX_GROUP];
@@ -200,6 +199,12 @@ impl Dash {
         }
         locks.release_after(0);
         Ok(n)
+    }
+
+    /// Whether a group can save a round trip: not where a flush is an msync and a fence
+    /// nothing (`FlushMode::Msync`; `put_group` then returns 0).
+    pub fn groups_pay(&self) -> bool {
+        self.region().flush_mode() != FlushMode::Msync
     }
 
     /// Takes `key` into the group: writes its record and locks its home buckets. `None` (and

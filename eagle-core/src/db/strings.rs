@@ -150,12 +150,18 @@ impl Db {
     /// SETs one by one would.
     pub fn set_group(&self, pairs: &[(&[u8], &[u8])]) -> Result<usize, DbError> {
         let pairs = &pairs[..pairs.len().min(crate::dash::MAX_GROUP)];
-        if pairs.len() < 2 || self.engine.in_atomic() {
+        if pairs.len() < 2 || self.engine.in_atomic() || !self.groups_pay() {
             // Inside an atomic transaction each key's undo record comes first: one at a time.
             return Ok(0);
         }
         let _held = self.lock_write(pairs.iter().map(|p| p.0))?;
         Ok(self.engine.index().put_group(pairs)?)
+    }
+
+    /// Whether [`set_group`](Self::set_group) can save anything: not where a flush is an
+    /// msync and a fence nothing (`FlushMode::Msync`), where it always returns 0.
+    pub fn groups_pay(&self) -> bool {
+        self.engine.index().groups_pay()
     }
 
     /// GETDEL.

@@ -152,20 +152,12 @@ pub fn execute_sets(
             done += 1;
             continue;
         }
-        let Some(spec) = sets[done].spec else {
-            unreachable!("plain_set checked the command")
-        };
-        note_last_cmd(ctx, spec);
-        let share = nanos / applied as u64;
-        let server = &ctx.shared.server;
-        for set in &sets[done..done + applied] {
-            ctx.session.tally.add(spec.name, share);
-            if server.watches.any() {
-                server.watches.touch(std::iter::once(&set.argv[1][..]));
-            }
-            server.saves.changed();
+        if let Some(spec) = sets[done].spec {
+            note_last_cmd(ctx, spec);
         }
+        let share = nanos / applied as u64;
         for _ in 0..applied {
+            ctx.session.tally.add("set", share);
             reply(ctx, Frame::ok());
         }
         done += applied;
@@ -173,9 +165,11 @@ pub fn execute_sets(
     sets.clear();
 }
 
-/// One group of the plain SETs `sets` (at least two): how many it applied, and its time.
+/// One group of the plain SETs `sets` (at least two): how many it applied, and its time. The
+/// applied SETs touch their watchers and count as changes before the transaction gate is
+/// released, as a SET run alone does: an EXEC that takes the gate next sees them.
 fn run_set_group(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64) {
-    if sets.len() < 2 {
+    if sets.len() < 2 || !ctx.db().groups_pay() {
         return (0, 0);
     }
     let mut pairs: [(&[u8], &[u8]); eagle_core::dash::MAX_GROUP] =
@@ -184,12 +178,25 @@ fn run_set_group(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64) {
     for (pair, set) in pairs.iter_mut().zip(sets) {
         *pair = (&set.argv[1], &set.argv[2]);
     }
+    let server = &ctx.shared.server;
     let started = stopwatch::now();
+    let _gate = server.gate.shared(ctx.session.id);
     // An error (a read-only engine, say) applied nothing: the SET run alone reports it.
-    let applied = {
-        let _gate = ctx.shared.server.gate.shared(ctx.session.id);
-        ctx.db().set_group(&pairs[..n]).unwrap_or(0)
-    };
+    let applied = ctx.db().set_group(&pairs[..n]).unwrap_or(0);
+    if applied > 0 {
+        if server.watches.any() {
+            server
+                .watches
+                .touch(pairs[..applied].iter().map(|&(key, _)| key));
+        }
+        for _ in 0..applied {
+            server.saves.changed();
+        }
+        server
+            .stats
+            .grouped_sets
+            .fetch_add(applied as u64, Ordering::Relaxed);
+    }
     (applied, stopwatch::nanos_between(started, stopwatch::now()))
 }
 

@@ -277,6 +277,7 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("pubsub_patterns", &0);
                 f("total_error_replies", &r(&st.error_replies));
                 f("total_protocol_errors", &r(&st.protocol_errors));
+                f("grouped_sets", &r(&st.grouped_sets));
             }
             "replication" => {
                 f("role", &"master");
