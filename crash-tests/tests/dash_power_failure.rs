@@ -3,7 +3,7 @@
 //! flight wholly or not at all), and `check` finds no corruption and no leak. Some images are
 //! recovered under the simulator too, and crashed again at every fence of their recovery.
 //!
-//! The same workload runs with its puts in groups (`put_group`) too.
+//! The same workload runs with its puts in groups (`put_run`) too.
 //!
 //! `EAGLE_CRASH_LONG=1` runs a longer workload with every policy at every fence.
 
@@ -121,7 +121,8 @@ fn group_len(ops: &[KvOp]) -> usize {
     n.max(1)
 }
 
-/// Puts `ops` (puts of distinct keys) as `put_group` takes them, each key it leaves put alone.
+/// Puts `ops` (puts of distinct keys) through `put_run`: in groups, each key a group leaves put
+/// alone.
 fn put_as_groups(e: &Engine, ops: &[KvOp]) {
     let pairs: Vec<(&[u8], &[u8])> = ops
         .iter()
@@ -130,24 +131,14 @@ fn put_as_groups(e: &Engine, ops: &[KvOp]) {
             KvOp::Delete(_) => unreachable!("a group holds puts"),
         })
         .collect();
-    let mut i = 0;
-    while i < pairs.len() {
-        match e.index().put_group(&pairs[i..]).expect("group put") {
-            0 => {
-                let (k, v) = pairs[i];
-                e.index()
-                    .put(k, v, RecordKind::String, 0, PutMode::Upsert)
-                    .expect("put");
-                i += 1;
-            }
-            n => i += n,
-        }
-    }
+    let done = e.index().put_run(&pairs);
+    done.result.expect("group put");
+    assert_eq!(done.applied, pairs.len());
 }
 
 /// Runs `ops` with a crash image at every fence, and one of only what was fenced (a power
 /// failure as the operation returns) after every `ack_every`-th operation. With `grouped`,
-/// runs of puts go through `put_group` (`group_len`), each run in flight as a whole.
+/// runs of puts go through `put_run` (`group_len`), each run in flight as a whole.
 fn run(
     name: &str,
     ops: &[KvOp],

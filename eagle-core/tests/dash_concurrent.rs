@@ -1,7 +1,7 @@
 //! Readers, writers and scanners at once, while segments split and the directory doubles: no
 //! reader sees a torn, phantom or stale-after-newer value, every scan returns every key that was
 //! present throughout it, and the final state is exactly what the writers wrote. One writer puts
-//! runs of keys as groups (`put_group`), whose buckets the other writer contends for.
+//! runs of keys as groups (`put_run`), whose buckets the other writer contends for.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -198,7 +198,7 @@ fn concurrent_readers_writers_and_scans_see_only_linearizable_states() {
                     let mut model = BTreeMap::new();
                     let base = w * KEYS_PER_WRITER;
                     let mut version = 1;
-                    // The last writer puts runs of keys as groups (`put_group`), the others one
+                    // The last writer puts runs of keys as groups (`put_run`), the others one
                     // at a time.
                     let grouped = w == WRITERS - 1;
                     let mut run: Vec<(u64, u64)> = Vec::new();
@@ -281,28 +281,14 @@ fn put_run(
         .map(|&(id, version)| (key(id), value(id, version)))
         .collect();
     let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-    let (mut i, mut in_groups) = (0, 0);
-    while i < refs.len() {
-        let n = if refs.len() - i >= 2 {
-            idx.put_group(&refs[i..]).unwrap()
-        } else {
-            0
-        };
-        if n == 0 {
-            let (k, v) = refs[i];
-            idx.put(k, v, RecordKind::String, 0, PutMode::Upsert)
-                .unwrap();
-            i += 1;
-        } else {
-            in_groups += n;
-            i += n;
-        }
-    }
+    let done = idx.put_run(&refs);
+    done.result.unwrap();
+    assert_eq!(done.applied, refs.len());
     for (id, version) in run.drain(..) {
         model.insert(id, version);
         acked[id as usize].store(version, Ordering::Release);
     }
-    in_groups
+    done.grouped
 }
 
 /// A tiny error sink shared by the threads.

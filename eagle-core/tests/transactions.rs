@@ -19,10 +19,13 @@ fn seed(db: &Db) {
     db.hset(b"big", &f).unwrap();
 }
 
-/// Writes of every kind: a SET, a DEL, an MSET (a logged batch), a RENAME, an in-place expiry,
-/// a large hash's in-place part update and a multi-part one.
+/// Writes of every kind: a SET, a run of SETs (a pipeline's), a DEL, an MSET (a logged batch),
+/// a RENAME, an in-place expiry, a large hash's in-place part update and a multi-part one.
 fn write_everything(db: &Db) {
     db.set(b"a", b"2", SetOptions::default()).unwrap();
+    let run = db.set_run(&[(b"r1", b"x"), (b"r2", b"y")]);
+    run.result.unwrap();
+    assert_eq!(run.applied, 2);
     db.del(&[b"gone"]).unwrap();
     db.mset(&[(b"m1", b"x"), (b"m2", b"y")]).unwrap();
     db.rename(b"m1", b"m3", false).unwrap();
@@ -51,7 +54,7 @@ fn a_transaction_a_crash_interrupts_is_rolled_back_at_open() {
     assert!(db.engine().replayed_batches() > 0);
     assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
     assert_eq!(db.get(b"gone").unwrap().as_deref(), Some(&b"x"[..]));
-    for k in [&b"m1"[..], b"m2", b"m3"] {
+    for k in [&b"m1"[..], b"m2", b"m3", b"r1", b"r2"] {
         assert_eq!(db.get(k).unwrap(), None, "{}", String::from_utf8_lossy(k));
     }
     assert_eq!(db.ttl(b"a").unwrap(), eagle_core::db::Ttl::Persistent);
@@ -91,6 +94,7 @@ fn a_transaction_that_ended_survives_a_crash() {
     assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"2"[..]));
     assert_eq!(db.get(b"gone").unwrap(), None);
     assert_eq!(db.get(b"m3").unwrap().as_deref(), Some(&b"x"[..]));
+    assert_eq!(db.get(b"r2").unwrap().as_deref(), Some(&b"y"[..]));
     assert_eq!(
         db.ttl(b"a").unwrap(),
         eagle_core::db::Ttl::At(4_000_000_000_000)

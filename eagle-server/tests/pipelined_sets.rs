@@ -1,4 +1,4 @@
-//! Pipelined plain SETs run in groups (`Db::set_group`): random pipelines of SETs with and
+//! Pipelined plain SETs run in groups (`Db::set_run`): random pipelines of SETs with and
 //! without options, reads, deletes, type errors, MULTI blocks and skipped replies, sent as one
 //! write to eagle-server and to a real `redis-server`, must get the same replies in the same
 //! order and leave the same keys.

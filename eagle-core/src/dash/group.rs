@@ -14,8 +14,8 @@
 //! them (holding nothing else), every later key's only if they are free (`try_lock`). A key the
 //! group cannot take closes it before that key: a bucket another writer holds, a key already in
 //! the group, a new key whose two buckets have no free slot (displacement, the stash and splits
-//! are left to a put), no space for its record, or an error. The caller puts that key alone and
-//! starts a new group after it.
+//! are left to a put), no space for its record, or an error. [`Dash::put_run`] then puts that key
+//! alone (a group that cannot take its first key is none) and starts a new group after it.
 
 use std::sync::atomic::Ordering;
 
@@ -23,7 +23,7 @@ use super::bucket::{Bucket, SLOTS};
 use super::error::IndexError;
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, Segment, bucket_index};
-use super::write::{bucket_off, slot_offset};
+use super::write::{PutMode, bucket_off, slot_offset};
 use crate::fault::{self, Fault};
 use crate::pmem::FlushMode;
 use crate::record::{RecordKind, record_size, write_record};
@@ -106,16 +106,78 @@ impl<'a> Locks<'a> {
     }
 }
 
-impl Dash {
-    /// Upserts string records (no expiry) for `items`, in order, as one group (see the module
-    /// doc); returns how many leading items it applied, durably: at most [`MAX_GROUP`], fewer if
-    /// the group closed early, 0 if the first item must be put alone. Keys must not repeat
-    /// within the group (a repeat closes it). An error is returned only if nothing was applied.
-    pub fn put_group(&self, items: &[(&[u8], &[u8])]) -> Result<usize, IndexError> {
-        let items = &items[..items.len().min(MAX_GROUP)];
-        if !self.groups_pay() {
-            return Ok(0);
+/// What [`Dash::put_run`] (or a run of SETs above it) did: how many leading items it applied,
+/// durably, how many of those shared their fences with another item, and why it stopped short
+/// (`Err`) if it did.
+#[must_use]
+#[derive(Debug)]
+pub struct RunDone<E> {
+    pub applied: usize,
+    pub grouped: usize,
+    pub result: Result<(), E>,
+}
+
+impl<E> RunDone<E> {
+    /// The same counts, with the error converted.
+    pub fn map_err<F>(self, f: impl FnOnce(E) -> F) -> RunDone<F> {
+        RunDone {
+            applied: self.applied,
+            grouped: self.grouped,
+            result: self.result.map_err(f),
         }
+    }
+}
+
+impl Dash {
+    /// Upserts string records (no expiry) for `items`, in order, in groups of up to
+    /// [`MAX_GROUP`] (see the module doc), each item a group cannot take put alone: what the same
+    /// puts one by one would leave. Keys may repeat (a repeat closes a group, and the later
+    /// value wins). Stops at the first error, which the item at `applied` met; every item
+    /// before it is durable. Where groups cannot pay ([`groups_pay`](Self::groups_pay)), every
+    /// item is put alone.
+    pub fn put_run(&self, items: &[(&[u8], &[u8])]) -> RunDone<IndexError> {
+        let mut done = RunDone {
+            applied: 0,
+            grouped: 0,
+            result: Ok(()),
+        };
+        let pays = self.groups_pay();
+        while done.applied < items.len() {
+            let rest = &items[done.applied..];
+            let n = if pays && rest.len() >= 2 {
+                match self.put_group(rest) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        done.result = Err(e);
+                        return done;
+                    }
+                }
+            } else {
+                0
+            };
+            if n == 0 {
+                let (key, value) = rest[0];
+                if let Err(e) = self.put(key, value, RecordKind::String, 0, PutMode::Upsert) {
+                    done.result = Err(e);
+                    return done;
+                }
+                done.applied += 1;
+                continue;
+            }
+            done.applied += n;
+            if n >= 2 {
+                done.grouped += n;
+            }
+        }
+        done
+    }
+
+    /// Upserts string records (no expiry) for the leading items of `items` as one group;
+    /// returns how many it applied, durably: at most [`MAX_GROUP`], fewer if the group closed
+    /// early, 0 if the first item must be put alone. An error is returned only if nothing was
+    /// applied.
+    fn put_group(&self, items: &[(&[u8], &[u8])]) -> Result<usize, IndexError> {
+        let items = &items[..items.len().min(MAX_GROUP)];
         let mut hashes = [0u64; MAX_GROUP];
         for (h, (key, _)) in hashes.iter_mut().zip(items) {
             *h = self.hash(key);
@@ -202,7 +264,7 @@ impl Dash {
     }
 
     /// Whether a group can save a round trip: not where a flush is an msync and a fence
-    /// nothing (`FlushMode::Msync`; `put_group` then returns 0).
+    /// nothing (`FlushMode::Msync`; [`put_run`](Self::put_run) then puts every item alone).
     pub fn groups_pay(&self) -> bool {
         self.region().flush_mode() != FlushMode::Msync
     }
@@ -336,28 +398,13 @@ mod tests {
         e.index().get(key, |r| r.value().to_vec()).unwrap()
     }
 
-    /// Puts `pairs` in order as groups where they can, alone where not (as the server does);
-    /// returns how many went in groups.
+    /// Puts `pairs` through `put_run`; returns how many went in groups.
     fn put_all(e: &crate::Engine, pairs: &[(Vec<u8>, Vec<u8>)]) -> usize {
         let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-        let (mut i, mut grouped) = (0, 0);
-        while i < refs.len() {
-            match e.index().put_group(&refs[i..]).unwrap() {
-                0 => {
-                    let (k, v) = refs[i];
-                    e.index()
-                        .put(k, v, RecordKind::String, 0, PutMode::Upsert)
-                        .unwrap();
-                    i += 1;
-                }
-                n => {
-                    assert!(n <= MAX_GROUP);
-                    grouped += n;
-                    i += n;
-                }
-            }
-        }
-        grouped
+        let done = e.index().put_run(&refs);
+        done.result.unwrap();
+        assert_eq!(done.applied, refs.len());
+        done.grouped
     }
 
     #[test]
@@ -412,6 +459,27 @@ mod tests {
             "{segments_before} -> {stats:?}"
         );
         assert!(grouped * 2 > total, "{grouped} of {total} went in groups");
+    }
+
+    #[test]
+    fn a_run_puts_alone_what_no_group_takes_and_its_last_value_wins() {
+        let e = temp_engine("group-run", 4 << 20);
+        let keys: Vec<Vec<u8>> = (0..2 * MAX_GROUP + 8)
+            .map(|i| format!("run{i}").into_bytes())
+            .collect();
+        let mut pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &b"v"[..])).collect();
+        // A repeat of the third group's first key closes that group; left alone at the end of
+        // the run, it is put alone.
+        let repeated = &keys[2 * MAX_GROUP];
+        pairs.push((repeated, b"last"));
+        let done = e.index().put_run(&pairs);
+        done.result.unwrap();
+        assert_eq!(done.applied, pairs.len());
+        assert_eq!(done.grouped, keys.len(), "two full groups and one of 8");
+        assert_eq!(value_of(&e, repeated).unwrap(), b"last");
+        assert_eq!(value_of(&e, &keys[0]).unwrap(), b"v");
+        assert_eq!(e.index().len(), keys.len() as u64);
+        assert!(e.check().is_clean());
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod write;
 pub use bucket::{Bucket, SLOTS, Slot};
 pub use check::CheckReport;
 pub use error::IndexError;
-pub use group::MAX_GROUP;
+pub use group::{MAX_GROUP, RunDone};
 pub use index::{Dash, IndexStats, Pinned};
 pub use segment::{BUCKETS, STASH, Segment, bucket_index};
 pub use write::{PutMode, PutOutcome};

@@ -3,6 +3,7 @@
 use super::core::Db;
 use super::error::DbError;
 use super::num::{format_f64, parse_f64, parse_i64};
+use crate::dash::RunDone;
 use crate::engine::BatchOp;
 use crate::record::RecordKind;
 
@@ -142,24 +143,45 @@ impl Db {
         })
     }
 
-    /// Plain SETs (no option: each key loses any expiry) of `pairs`, in order, as one group
-    /// that waits for the media twice in all instead of twice per key
-    /// ([`Dash::put_group`](crate::dash::Dash::put_group)). Returns how many leading pairs it
-    /// applied, durably; the caller SETs the next one alone (0: the first). A pipeline's
-    /// consecutive SETs are the use: run in order, a group and the SETs put alone give what the
-    /// SETs one by one would.
-    pub fn set_group(&self, pairs: &[(&[u8], &[u8])]) -> Result<usize, DbError> {
+    /// Plain SETs (no option: each key loses any expiry) of the first [`MAX_GROUP`] `pairs`
+    /// (fewer if `pairs` is shorter), in order, under all their keys' locks: what the SETs one
+    /// by one would leave, with the keys that can go in groups waiting for the media twice per
+    /// group instead of twice per key ([`Dash::put_run`](crate::dash::Dash::put_run)). A
+    /// pipeline's consecutive SETs are the use. Stops at the first error, which the pair at
+    /// `applied` met; every pair before it is durable.
+    ///
+    /// [`MAX_GROUP`]: crate::dash::MAX_GROUP
+    pub fn set_run(&self, pairs: &[(&[u8], &[u8])]) -> RunDone<DbError> {
         let pairs = &pairs[..pairs.len().min(crate::dash::MAX_GROUP)];
-        if pairs.len() < 2 || self.engine.in_atomic() || !self.groups_pay() {
-            // Inside an atomic transaction each key's undo record comes first: one at a time.
-            return Ok(0);
+        let mut done = RunDone {
+            applied: 0,
+            grouped: 0,
+            result: Ok(()),
+        };
+        let _held = match self.lock_write(pairs.iter().map(|p| p.0)) {
+            Ok(held) => held,
+            Err(e) => {
+                done.result = Err(e);
+                return done;
+            }
+        };
+        if !self.engine.in_atomic() {
+            return self.engine.index().put_run(pairs).map_err(DbError::from);
         }
-        let _held = self.lock_write(pairs.iter().map(|p| p.0))?;
-        Ok(self.engine.index().put_group(pairs)?)
+        // Inside an atomic transaction each key's undo record comes before its put: one at a
+        // time, as SET does.
+        for &(key, value) in pairs {
+            if let Err(e) = self.store(key, RecordKind::String, value, 0) {
+                done.result = Err(e);
+                break;
+            }
+            done.applied += 1;
+        }
+        done
     }
 
-    /// Whether [`set_group`](Self::set_group) can save anything: not where a flush is an
-    /// msync and a fence nothing (`FlushMode::Msync`), where it always returns 0.
+    /// Whether [`set_run`](Self::set_run) can save anything over SETs one by one: not where a
+    /// flush is an msync and a fence nothing (`FlushMode::Msync`), where it puts every pair alone.
     pub fn groups_pay(&self) -> bool {
         self.engine.index().groups_pay()
     }

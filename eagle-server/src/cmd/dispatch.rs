@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use eagle_core::dash::MAX_GROUP;
 use eagle_core::db::EvictionPolicy;
 use eagle_core::resp::Frame;
 
@@ -127,12 +128,12 @@ pub fn plain_set(ctx: &Ctx<'_>, request: &Request) -> bool {
         && ctx.db().eviction() == EvictionPolicy::NoEviction
 }
 
-/// Runs consecutive pipelined requests that each passed [`plain_set`], in order, in as few
-/// groups as they allow ([`Db::set_group`](eagle_core::Db::set_group)): a group waits for the
-/// media twice in all, where each SET alone waits twice. A SET the group cannot take runs
-/// alone through [`execute_request`]. Hands each reply to `reply`, in order, and empties
-/// `sets`. A grouped SET is counted as a SET run alone is, with an equal share of its group's
-/// time.
+/// Runs consecutive pipelined requests that each passed [`plain_set`], in order, in runs of
+/// up to [`MAX_GROUP`] ([`Db::set_run`](eagle_core::Db::set_run)), whose keys go in groups where
+/// they can: a group waits for the media twice in all, where each SET alone waits twice. A SET
+/// a run fails on runs alone through [`execute_request`], which reports its error. Hands each
+/// reply to `reply`, in order, and empties `sets`. A SET of a run is counted as a SET run alone
+/// is, with an equal share of its run's time.
 pub fn execute_sets(
     ctx: &mut Ctx<'_>,
     sets: &mut Vec<Request>,
@@ -140,8 +141,24 @@ pub fn execute_sets(
 ) {
     let mut done = 0;
     while done < sets.len() {
-        let (applied, nanos) = run_set_group(ctx, &sets[done..]);
-        if applied == 0 {
+        let rest = &sets[done..];
+        let (applied, nanos, failed) = if rest.len() >= 2 && ctx.db().groups_pay() {
+            run_sets(ctx, rest)
+        } else {
+            (0, 0, true)
+        };
+        if applied > 0 {
+            if let Some(spec) = sets[done].spec {
+                note_last_cmd(ctx, spec);
+            }
+            let share = nanos / applied as u64;
+            for _ in 0..applied {
+                ctx.session.tally.add("set", share);
+                reply(ctx, Frame::ok());
+            }
+            done += applied;
+        }
+        if (failed || applied == 0) && done < sets.len() {
             let request = &mut sets[done];
             let alone = Request {
                 argv: std::mem::take(&mut request.argv),
@@ -150,54 +167,42 @@ pub fn execute_sets(
             let frame = execute_request(ctx, alone);
             reply(ctx, frame);
             done += 1;
-            continue;
         }
-        if let Some(spec) = sets[done].spec {
-            note_last_cmd(ctx, spec);
-        }
-        let share = nanos / applied as u64;
-        for _ in 0..applied {
-            ctx.session.tally.add("set", share);
-            reply(ctx, Frame::ok());
-        }
-        done += applied;
     }
     sets.clear();
 }
 
-/// One group of the plain SETs `sets` (at least two): how many it applied, and its time. The
-/// applied SETs touch their watchers and count as changes before the transaction gate is
-/// released, as a SET run alone does: an EXEC that takes the gate next sees them.
-fn run_set_group(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64) {
-    if sets.len() < 2 || !ctx.db().groups_pay() {
-        return (0, 0);
-    }
-    let mut pairs: [(&[u8], &[u8]); eagle_core::dash::MAX_GROUP] =
-        [(&[], &[]); eagle_core::dash::MAX_GROUP];
-    let n = sets.len().min(pairs.len());
+/// One run of the plain SETs `sets` (at least two): how many it applied, its time, and whether
+/// it stopped at an error (an error of a read-only engine, say; the SET it stopped at is to
+/// run alone). The applied SETs touch their watchers and count as changes before the
+/// transaction gate is released, as a SET run alone does: an EXEC that takes the gate next
+/// sees them.
+fn run_sets(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64, bool) {
+    let mut pairs: [(&[u8], &[u8]); MAX_GROUP] = [(&[], &[]); MAX_GROUP];
+    let n = sets.len().min(MAX_GROUP);
     for (pair, set) in pairs.iter_mut().zip(sets) {
         *pair = (&set.argv[1], &set.argv[2]);
     }
     let server = &ctx.shared.server;
     let started = stopwatch::now();
     let _gate = server.gate.shared(ctx.session.id);
-    // An error (a read-only engine, say) applied nothing: the SET run alone reports it.
-    let applied = ctx.db().set_group(&pairs[..n]).unwrap_or(0);
-    if applied > 0 {
+    let run = ctx.db().set_run(&pairs[..n]);
+    if run.applied > 0 {
         if server.watches.any() {
             server
                 .watches
-                .touch(pairs[..applied].iter().map(|&(key, _)| key));
+                .touch(pairs[..run.applied].iter().map(|&(key, _)| key));
         }
-        for _ in 0..applied {
+        for _ in 0..run.applied {
             server.saves.changed();
         }
         server
             .stats
             .grouped_sets
-            .fetch_add(applied as u64, Ordering::Relaxed);
+            .fetch_add(run.grouped as u64, Ordering::Relaxed);
     }
-    (applied, stopwatch::nanos_between(started, stopwatch::now()))
+    let nanos = stopwatch::nanos_between(started, stopwatch::now());
+    (run.applied, nanos, run.result.is_err())
 }
 
 /// A command refused before running: counted, and it dooms an open transaction. A refused
