@@ -1,5 +1,6 @@
-//! Group puts: a run of string upserts of distinct keys (a pipeline's plain SETs) made durable
-//! by two fences in all instead of two each.
+//! Group puts: upserts of distinct keys (a pipeline's plain SETs, an MSET's logged publications)
+//! made durable by two fences in all instead of two each. A key names a string record the group
+//! writes, or a record its caller prepared (`Source`).
 //!
 //! A put (`write.rs`) waits for two write-back round trips: its record and slot must be durable
 //! before the alloc bit (or slot word) that publishes them, and that publication before its
@@ -14,7 +15,7 @@
 //! them (holding nothing else), every later key's only if they are free (`try_lock`). A key the
 //! group cannot take closes it before that key: a bucket another writer holds, a key already in
 //! the group, a new key whose two buckets have no free slot (displacement, the stash and splits
-//! are left to a put), no space for its record, or an error. [`Dash::put_run`] then puts that key
+//! are left to a put), no space for its record, or an error. A run (`run.rs`) then puts that key
 //! alone (a group that cannot take its first key is none) and starts a new group after it.
 
 use std::sync::atomic::Ordering;
@@ -23,9 +24,8 @@ use super::bucket::{Bucket, SLOTS};
 use super::error::IndexError;
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, Segment, bucket_index};
-use super::write::{PutMode, bucket_off, slot_offset};
+use super::write::{bucket_off, slot_offset};
 use crate::fault::{self, Fault};
-use crate::pmem::FlushMode;
 use crate::record::{RecordKind, record_size, write_record};
 
 /// Most keys in one group (a connection's pipeline window).
@@ -51,13 +51,51 @@ enum Target {
     },
 }
 
-/// A key taken into the group: its record written (not flushed), its buckets locked.
+/// What a group's key is to name.
+#[derive(Clone, Copy)]
+pub(super) enum Source<'v> {
+    /// A string record (no expiry) of this value, written by the group.
+    Value(&'v [u8]),
+    /// A record the caller prepared and made durable (`Dash::prepare`, then a fence).
+    Prepared(u64),
+}
+
+/// An item a group takes: a key and what it is to name.
+pub(super) trait Item {
+    fn key(&self) -> &[u8];
+    fn source(&self) -> Source<'_>;
+}
+
+impl Item for (&[u8], &[u8]) {
+    fn key(&self) -> &[u8] {
+        self.0
+    }
+    fn source(&self) -> Source<'_> {
+        Source::Value(self.1)
+    }
+}
+
+impl Item for (&[u8], u64) {
+    fn key(&self) -> &[u8] {
+        self.0
+    }
+    fn source(&self) -> Source<'_> {
+        Source::Prepared(self.1)
+    }
+}
+
+/// A key taken into the group: its record written (flushed by the group unless `len` is 0: a
+/// prepared record is durable already), its buckets locked.
 #[derive(Clone, Copy)]
 struct Member<'a> {
     seg: &'a Segment,
     seg_off: u64,
     hash: u64,
     record: u64,
+    /// The slot word naming `record` (its offset, tagged if it owns blocks).
+    word: u64,
+    /// 1 if `record` has an expiry.
+    expires: i64,
     len: u64,
     target: Target,
 }
@@ -106,81 +144,15 @@ impl<'a> Locks<'a> {
     }
 }
 
-/// What [`Dash::put_run`] (or a run of SETs above it) did: how many leading items it applied,
-/// durably, how many of those shared their fences with another item, and why it stopped short
-/// (`Err`) if it did.
-#[must_use]
-#[derive(Debug)]
-pub struct RunDone<E> {
-    pub applied: usize,
-    pub grouped: usize,
-    pub result: Result<(), E>,
-}
-
-impl<E> RunDone<E> {
-    /// The same counts, with the error converted.
-    pub fn map_err<F>(self, f: impl FnOnce(E) -> F) -> RunDone<F> {
-        RunDone {
-            applied: self.applied,
-            grouped: self.grouped,
-            result: self.result.map_err(f),
-        }
-    }
-}
-
 impl Dash {
-    /// Upserts string records (no expiry) for `items`, in order, in groups of up to
-    /// [`MAX_GROUP`] (see the module doc), each item a group cannot take put alone: what the same
-    /// puts one by one would leave. Keys may repeat (a repeat closes a group, and the later
-    /// value wins). Stops at the first error, which the item at `applied` met; every item
-    /// before it is durable. Where groups cannot pay ([`groups_pay`](Self::groups_pay)), every
-    /// item is put alone.
-    pub fn put_run(&self, items: &[(&[u8], &[u8])]) -> RunDone<IndexError> {
-        let mut done = RunDone {
-            applied: 0,
-            grouped: 0,
-            result: Ok(()),
-        };
-        let pays = self.groups_pay();
-        while done.applied < items.len() {
-            let rest = &items[done.applied..];
-            let n = if pays && rest.len() >= 2 {
-                match self.put_group(rest) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        done.result = Err(e);
-                        return done;
-                    }
-                }
-            } else {
-                0
-            };
-            if n == 0 {
-                let (key, value) = rest[0];
-                if let Err(e) = self.put(key, value, RecordKind::String, 0, PutMode::Upsert) {
-                    done.result = Err(e);
-                    return done;
-                }
-                done.applied += 1;
-                continue;
-            }
-            done.applied += n;
-            if n >= 2 {
-                done.grouped += n;
-            }
-        }
-        done
-    }
-
-    /// Upserts string records (no expiry) for the leading items of `items` as one group;
-    /// returns how many it applied, durably: at most [`MAX_GROUP`], fewer if the group closed
-    /// early, 0 if the first item must be put alone. An error is returned only if nothing was
-    /// applied.
-    fn put_group(&self, items: &[(&[u8], &[u8])]) -> Result<usize, IndexError> {
+    /// Makes the leading items of `items` name their records (upserts) as one group; returns
+    /// how many it applied, durably: at most [`MAX_GROUP`], fewer if the group closed early, 0
+    /// if the first item must be put alone. An error is returned only if nothing was applied.
+    pub(super) fn group<I: Item>(&self, items: &[I]) -> Result<usize, IndexError> {
         let items = &items[..items.len().min(MAX_GROUP)];
         let mut hashes = [0u64; MAX_GROUP];
-        for (h, (key, _)) in hashes.iter_mut().zip(items) {
-            *h = self.hash(key);
+        for (h, item) in hashes.iter_mut().zip(items) {
+            *h = self.hash(item.key());
             self.prefetch_home(*h);
         }
         let guard = self.pin();
@@ -191,11 +163,12 @@ impl Dash {
         let mut members: [Option<Member<'_>>; MAX_GROUP] = [None; MAX_GROUP];
         let mut n = 0;
         while n < items.len() {
-            let (key, value) = items[n];
-            if items[..n].iter().any(|(k, _)| *k == key) {
+            let key = items[n].key();
+            if items[..n].iter().any(|i| i.key() == key) {
                 break;
             }
-            match self.take_member(key, value, hashes[n], &mut locks, &members[..n]) {
+            let source = items[n].source();
+            match self.take_member(key, source, hashes[n], &mut locks, &members[..n]) {
                 Ok(Some(m)) => {
                     members[n] = Some(m);
                     n += 1;
@@ -213,25 +186,28 @@ impl Dash {
         // before the flushes.
         for m in members.iter().flatten() {
             match m.target {
-                Target::Insert { .. } => self.count(m.seg_off, 1, 0),
+                Target::Insert { .. } => self.count(m.seg_off, 1, m.expires),
                 Target::Replace { old, .. } => {
                     // Freed only once this thread unpins, after the swap below is durable.
-                    self.count(m.seg_off, 0, -self.has_expiry(old));
+                    self.count(m.seg_off, 0, m.expires - self.has_expiry(old));
                     self.retire_record(&guard, old, true);
                 }
             }
         }
         let region = self.region();
         for m in members.iter().flatten() {
-            region.flush(m.record, m.len as usize);
+            if m.len > 0 {
+                region.flush(m.record, m.len as usize);
+            }
             if let Target::Insert { bucket, slot, .. } = m.target {
-                m.seg.bucket(bucket).write_slot(slot, m.record, m.hash);
+                m.seg.bucket(bucket).write_slot(slot, m.word, m.hash);
                 region.flush(slot_offset(m.seg_off, bucket, slot), 16);
             }
         }
         // Ordering: every record, and every new key's slot contents, is durable before any
         // store below publishes it (a crash before this fence leaves them unreachable, and the
-        // next open's sweep reclaims the records).
+        // next open's sweep reclaims the records; a prepared record was durable before, and
+        // the log record naming it redoes its publication).
         if !fault::armed(Fault::SkipGroupFenceBeforePublish) {
             region.fence();
         }
@@ -249,7 +225,7 @@ impl Dash {
                     // Failure-atomic: after a crash the slot names the old record or the new.
                     m.seg.bucket(bucket).slots[slot]
                         .record
-                        .store(m.record, Ordering::Release);
+                        .store(m.word, Ordering::Release);
                     region.flush(slot_offset(m.seg_off, bucket, slot), 8);
                 }
             }
@@ -263,33 +239,39 @@ impl Dash {
         Ok(n)
     }
 
-    /// Whether a group can save a round trip: not where a flush is an msync and a fence
-    /// nothing (`FlushMode::Msync`; [`put_run`](Self::put_run) then puts every item alone).
-    pub fn groups_pay(&self) -> bool {
-        self.region().flush_mode() != FlushMode::Msync
-    }
-
-    /// Takes `key` into the group: writes its record and locks its home buckets. `None` (and
-    /// nothing held or allocated for it) if the group must close before it.
+    /// Takes `key` into the group: writes its record (for a value) and locks its home buckets.
+    /// `None` (and nothing held, or allocated for it, and a prepared record left to the
+    /// caller) if the group must close before it.
     fn take_member<'a>(
         &'a self,
         key: &[u8],
-        value: &[u8],
+        source: Source<'_>,
         h: u64,
         locks: &mut Locks<'a>,
         members: &[Option<Member<'a>>],
     ) -> Result<Option<Member<'a>>, IndexError> {
-        let Ok(record) = self.alloc(record_size(key, value.len() as u64)) else {
-            return Ok(None);
+        let (record, word, expires, len) = match source {
+            Source::Value(value) => {
+                let Ok(record) = self.alloc(record_size(key, value.len() as u64)) else {
+                    return Ok(None);
+                };
+                // SAFETY: `record` was just allocated; nothing else can reach it.
+                let len = unsafe {
+                    write_record(self.region(), record, RecordKind::String, key, value, 0)
+                };
+                // A string owns no blocks: its slot word is its offset.
+                (record, record, 0, len)
+            }
+            Source::Prepared(record) => {
+                (record, self.slot_word(record), self.has_expiry(record), 0)
+            }
         };
-        // SAFETY: `record` was just allocated; nothing else can reach it.
-        let len = unsafe { write_record(self.region(), record, RecordKind::String, key, value, 0) };
         let member = self.place(key, h, locks, members, record, len);
-        if !matches!(member, Ok(Some(_))) {
+        if let (Source::Value(_), Ok(None) | Err(_)) = (source, &member) {
             // Never published: no reader can have seen it.
             let _ = self.heap.free(record);
         }
-        member
+        Ok(member?.map(|m| Member { word, expires, ..m }))
     }
 
     /// Locks the home buckets of hash `h` and finds where `key` goes.
@@ -347,6 +329,8 @@ impl Dash {
                 seg_off: at.segment,
                 hash: h,
                 record,
+                word: record,
+                expires: 0,
                 len,
                 target,
             }));
@@ -486,9 +470,9 @@ mod tests {
     fn a_group_closes_at_a_key_it_already_holds() {
         let e = temp_engine("group-repeat", 4 << 20);
         let pairs: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")];
-        assert_eq!(e.index().put_group(&pairs).unwrap(), 2);
+        assert_eq!(e.index().group(&pairs).unwrap(), 2);
         assert_eq!(value_of(&e, b"a").unwrap(), b"1");
-        assert_eq!(e.index().put_group(&pairs[2..]).unwrap(), 1);
+        assert_eq!(e.index().group(&pairs[2..]).unwrap(), 1);
         assert_eq!(value_of(&e, b"a").unwrap(), b"3");
         assert_eq!(value_of(&e, b"b").unwrap(), b"2");
     }
@@ -501,11 +485,11 @@ mod tests {
             .all_repaired
             .store(false, std::sync::atomic::Ordering::Release);
         let pairs: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")];
-        assert_eq!(index.put_group(&pairs).unwrap(), 1);
+        assert_eq!(index.group(&pairs).unwrap(), 1);
         index
             .all_repaired
             .store(true, std::sync::atomic::Ordering::Release);
-        assert_eq!(index.put_group(&pairs[1..]).unwrap(), 2);
+        assert_eq!(index.group(&pairs[1..]).unwrap(), 2);
         assert!(e.check().is_clean());
     }
 
@@ -531,7 +515,7 @@ mod tests {
         let (_, seg) = index.locate(h).unwrap();
         let v = seg.bucket(bucket_index(h)).lock();
         let pairs: [(&[u8], &[u8]); 2] = [(a, b"1"), (c, b"2")];
-        assert_eq!(index.put_group(&pairs).unwrap(), 1, "c's bucket is held");
+        assert_eq!(index.group(&pairs).unwrap(), 1, "c's bucket is held");
         seg.bucket(bucket_index(h)).unlock_at(v);
         drop(guard);
         assert_eq!(value_of(&e, a).unwrap(), b"1");

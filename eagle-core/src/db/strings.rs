@@ -153,11 +153,7 @@ impl Db {
     /// [`MAX_GROUP`]: crate::dash::MAX_GROUP
     pub fn set_run(&self, pairs: &[(&[u8], &[u8])]) -> RunDone<DbError> {
         let pairs = &pairs[..pairs.len().min(crate::dash::MAX_GROUP)];
-        let mut done = RunDone {
-            applied: 0,
-            grouped: 0,
-            result: Ok(()),
-        };
+        let mut done = RunDone::new();
         let _held = match self.lock_write(pairs.iter().map(|p| p.0)) {
             Ok(held) => held,
             Err(e) => {

@@ -8,7 +8,8 @@
 //!    thread can still take);
 //! 2. a fence makes the prepared records durable; then one WAL record lists the operations
 //!    (`Put{key, record offset}`, `Delete{key}`), persisted by its append;
-//! 3. the operations are applied to the index, each durable on return;
+//! 3. the operations are applied to the index, in order, each durable on return (consecutive
+//!    puts as a run, `Dash::publish_run`: their publications share fences);
 //! 4. the WAL record is checkpointed.
 //!
 //! A crash before 2 is durable leaves the prepared records unreachable (the sweep reclaims them)
@@ -32,7 +33,7 @@ use std::fmt;
 use super::core::Engine;
 use super::payload::Reader;
 use super::tx::KIND_UNDO;
-use crate::dash::{IndexError, PutMode};
+use crate::dash::{IndexError, MAX_GROUP, PutMode};
 use crate::heap::ReserveScope;
 use crate::wal::{WalEntry, WalError};
 
@@ -271,18 +272,25 @@ impl Engine {
             }
         };
         crate::fault::pause_point();
-        for (i, op) in ops.iter().enumerate() {
-            let done = if i == 1 && crate::fault::armed(crate::fault::Fault::FailBatchMidway) {
+        let fail_midway = crate::fault::armed(crate::fault::Fault::FailBatchMidway);
+        let mut i = 0;
+        while i < ops.len() {
+            let done = if i == 1 && fail_midway {
                 Err(IndexError::Corrupted {
                     what: "fault injected: the batch's second operation failed".into(),
                 })
+            } else if fail_midway {
+                self.apply_op(&ops[i], false).map(|()| 1)
             } else {
-                self.apply_op(op, false)
+                self.apply_ops(&ops[i..])
             };
-            if let Err(e) = done {
-                // Half applied: only the redo at the next open may finish it.
-                self.poison();
-                return Err(BatchError::HalfApplied(e));
+            match done {
+                Ok(n) => i += n,
+                Err(e) => {
+                    // Half applied: only the redo at the next open may finish it.
+                    self.poison();
+                    return Err(BatchError::HalfApplied(e));
+                }
             }
         }
         // Every operation above was durable on return, so the record is no longer needed.
@@ -383,6 +391,28 @@ impl Engine {
             return Ok(0);
         }
         self.index().make_room(&puts)
+    }
+
+    /// Applies the leading operations of `ops`, durable on return: a run of puts as a run
+    /// (`Dash::publish_run`: their publications share fences), else one operation. Returns how
+    /// many it applied; on an error, some of them may be applied.
+    fn apply_ops(&self, ops: &[BatchOp]) -> Result<usize, IndexError> {
+        let mut puts: [(&[u8], u64); MAX_GROUP] = [(&[], 0); MAX_GROUP];
+        let mut n = 0;
+        for op in ops.iter().take(MAX_GROUP) {
+            let BatchOp::Put { key, record } = op else {
+                break;
+            };
+            puts[n] = (key, *record);
+            n += 1;
+        }
+        if n < 2 {
+            return self.apply_op(&ops[0], false).map(|()| 1);
+        }
+        // Ordering: each publication as a put's (see `dash/group.rs`); every record was
+        // fenced before the log record, which redoes the publications a crash interrupts.
+        let run = self.index().publish_run(&puts[..n]);
+        run.result.map(|()| n)
     }
 
     /// Applies one operation (redo: `replay`), durable on return.
