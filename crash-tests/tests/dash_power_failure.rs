@@ -124,10 +124,10 @@ fn group_len(ops: &[KvOp]) -> usize {
 /// Puts `ops` (puts of distinct keys) through `put_run`: in groups, each key a group leaves put
 /// alone.
 fn put_as_groups(e: &Engine, ops: &[KvOp]) {
-    let pairs: Vec<(&[u8], &[u8])> = ops
+    let pairs: Vec<(&[u8], &[u8], u64)> = ops
         .iter()
         .map(|op| match op {
-            KvOp::Put(k, v) => (&k[..], &v[..]),
+            KvOp::Put(k, v) => (&k[..], &v[..], 0),
             KvOp::Delete(_) => unreachable!("a group holds puts"),
         })
         .collect();

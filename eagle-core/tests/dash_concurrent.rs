@@ -280,7 +280,7 @@ fn put_run(
         .iter()
         .map(|&(id, version)| (key(id), value(id, version)))
         .collect();
-    let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let refs: Vec<(&[u8], &[u8], u64)> = pairs.iter().map(|(k, v)| (&k[..], &v[..], 0)).collect();
     let done = idx.put_run(&refs);
     done.result.unwrap();
     assert_eq!(done.applied, refs.len());

@@ -115,6 +115,46 @@ fn set_conditions_get_and_keepttl_follow_redis() {
 }
 
 #[test]
+fn a_run_of_sets_leaves_what_the_sets_one_by_one_would_expiries_included() {
+    let db = Fixture::new("set-run");
+    let ex = |at| SetOptions {
+        expiry: SetExpiry::At(at),
+        ..Default::default()
+    };
+    db.set(b"old", b"1", ex(T0 + 100)).unwrap();
+    db.hset(b"h", &[(b"f", b"v")]).unwrap();
+    let run = db.set_run(&[
+        (b"a", b"1", 0),
+        (b"b", b"2", T0 + 5000),
+        (b"h", b"3", 0),
+        (b"old", b"4", 0),
+    ]);
+    run.result.unwrap();
+    assert_eq!((run.applied, run.grouped), (4, 4));
+    assert_eq!(db.ttl(b"a").unwrap(), Ttl::Persistent);
+    assert_eq!(db.ttl(b"b").unwrap(), Ttl::At(T0 + 5000));
+    assert_eq!(
+        db.ttl(b"old").unwrap(),
+        Ttl::Persistent,
+        "a plain SET clears it"
+    );
+    assert_eq!(db.key_type(b"h").unwrap(), Some(KeyType::String));
+    assert_eq!(db.get(b"h").unwrap(), s(b"3"));
+    assert_eq!(db.stats().expires, 1);
+    // An expiry already past deletes the key, as SET ... PXAT does.
+    let run = db.set_run(&[(b"c", b"1", 0), (b"a", b"x", T0 - 1), (b"b", b"y", T0 + 1)]);
+    run.result.unwrap();
+    assert_eq!(run.applied, 3);
+    assert_eq!(db.get(b"a").unwrap(), None);
+    assert_eq!(db.get(b"b").unwrap(), s(b"y"));
+    assert_eq!(db.get(b"c").unwrap(), s(b"1"));
+    assert_eq!(db.stats().keys, 4); // b, c, h, old
+    assert_eq!(db.stats().expires, 1);
+    db.advance(2);
+    assert_eq!(db.get(b"b").unwrap(), None);
+}
+
+#[test]
 fn expired_keys_vanish_on_access_and_by_the_sweep() {
     let db = Fixture::new("expiry");
     db.set(b"a", b"1", SetOptions::default()).unwrap();

@@ -23,7 +23,7 @@ fn seed(db: &Db) {
 /// a RENAME, an in-place expiry, a large hash's in-place part update and a multi-part one.
 fn write_everything(db: &Db) {
     db.set(b"a", b"2", SetOptions::default()).unwrap();
-    let run = db.set_run(&[(b"r1", b"x"), (b"r2", b"y")]);
+    let run = db.set_run(&[(b"r1", b"x", 0), (b"r2", b"y", 4_000_000_000_000)]);
     run.result.unwrap();
     assert_eq!(run.applied, 2);
     db.del(&[b"gone"]).unwrap();
@@ -95,6 +95,10 @@ fn a_transaction_that_ended_survives_a_crash() {
     assert_eq!(db.get(b"gone").unwrap(), None);
     assert_eq!(db.get(b"m3").unwrap().as_deref(), Some(&b"x"[..]));
     assert_eq!(db.get(b"r2").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        db.ttl(b"r2").unwrap(),
+        eagle_core::db::Ttl::At(4_000_000_000_000)
+    );
     assert_eq!(
         db.ttl(b"a").unwrap(),
         eagle_core::db::Ttl::At(4_000_000_000_000)

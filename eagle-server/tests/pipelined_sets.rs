@@ -28,8 +28,25 @@ fn pipeline(rng: &mut Rng, len: usize) -> Vec<Vec<String>> {
         let value = format!("v{}", rng.below(1000));
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let cmd = match rng.below(100) {
-            0..60 => s(&["SET", &key, &value]),
-            60..64 => s(&[
+            0..50 => s(&["SET", &key, &value]),
+            // Grouped too: EX and PX (any case) with a valid number. A long one, so nothing
+            // expires during the test.
+            50..60 => s(&[
+                "SET",
+                &key,
+                &value,
+                ["EX", "px", "Ex", "PX"][rng.below(4) as usize],
+                ["1000", "2000000", "3000"][rng.below(3) as usize],
+            ]),
+            // Not grouped: the same options with numbers SET rejects.
+            60..61 => s(&[
+                "SET",
+                &key,
+                &value,
+                ["EX", "PX"][rng.below(2) as usize],
+                ["0", "-5", "abc", "9223372036854775807", ""][rng.below(5) as usize],
+            ]),
+            61..64 => s(&[
                 "SET",
                 &key,
                 &value,
@@ -111,6 +128,16 @@ fn pipelined_sets_reply_and_store_like_redis_server() {
                 ours.cmd(&["GET", &key]),
                 theirs.cmd(&["GET", &key]),
                 "{key}"
+            );
+            // The same expiry, give or take the second that passed between the two reads.
+            let ttl = |c: &mut Raw| match c.cmd(&["PTTL", &key]) {
+                Frame::Integer(ms) => ms,
+                other => panic!("PTTL {key}: {other:?}"),
+            };
+            let (a, b) = (ttl(&mut ours), ttl(&mut theirs));
+            assert!(
+                (a < 0) == (b < 0) && (a - b).abs() < 5_000,
+                "{key}: PTTL {a} and {b}"
             );
         }
     }

@@ -54,8 +54,9 @@ enum Target {
 /// What a group's key is to name.
 #[derive(Clone, Copy)]
 pub(super) enum Source<'v> {
-    /// A string record (no expiry) of this value, written by the group.
-    Value(&'v [u8]),
+    /// A string record of this value, expiring at `expire_at` (ms since the Unix epoch; 0:
+    /// never), written by the group.
+    Value { value: &'v [u8], expire_at: u64 },
     /// A record the caller prepared and made durable (`Dash::prepare`, then a fence).
     Prepared(u64),
 }
@@ -66,12 +67,15 @@ pub(super) trait Item {
     fn source(&self) -> Source<'_>;
 }
 
-impl Item for (&[u8], &[u8]) {
+impl Item for (&[u8], &[u8], u64) {
     fn key(&self) -> &[u8] {
         self.0
     }
     fn source(&self) -> Source<'_> {
-        Source::Value(self.1)
+        Source::Value {
+            value: self.1,
+            expire_at: self.2,
+        }
     }
 }
 
@@ -251,23 +255,30 @@ impl Dash {
         members: &[Option<Member<'a>>],
     ) -> Result<Option<Member<'a>>, IndexError> {
         let (record, word, expires, len) = match source {
-            Source::Value(value) => {
+            Source::Value { value, expire_at } => {
                 let Ok(record) = self.alloc(record_size(key, value.len() as u64)) else {
                     return Ok(None);
                 };
                 // SAFETY: `record` was just allocated; nothing else can reach it.
                 let len = unsafe {
-                    write_record(self.region(), record, RecordKind::String, key, value, 0)
+                    write_record(
+                        self.region(),
+                        record,
+                        RecordKind::String,
+                        key,
+                        value,
+                        expire_at,
+                    )
                 };
                 // A string owns no blocks: its slot word is its offset.
-                (record, record, 0, len)
+                (record, record, (expire_at != 0) as i64, len)
             }
             Source::Prepared(record) => {
                 (record, self.slot_word(record), self.has_expiry(record), 0)
             }
         };
         let member = self.place(key, h, locks, members, record, len);
-        if let (Source::Value(_), Ok(None) | Err(_)) = (source, &member) {
+        if let (Source::Value { .. }, Ok(None) | Err(_)) = (source, &member) {
             // Never published: no reader can have seen it.
             let _ = self.heap.free(record);
         }
@@ -384,7 +395,8 @@ mod tests {
 
     /// Puts `pairs` through `put_run`; returns how many went in groups.
     fn put_all(e: &crate::Engine, pairs: &[(Vec<u8>, Vec<u8>)]) -> usize {
-        let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let refs: Vec<(&[u8], &[u8], u64)> =
+            pairs.iter().map(|(k, v)| (&k[..], &v[..], 0)).collect();
         let done = e.index().put_run(&refs);
         done.result.unwrap();
         assert_eq!(done.applied, refs.len());
@@ -451,11 +463,12 @@ mod tests {
         let keys: Vec<Vec<u8>> = (0..2 * MAX_GROUP + 8)
             .map(|i| format!("run{i}").into_bytes())
             .collect();
-        let mut pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &b"v"[..])).collect();
+        let mut pairs: Vec<(&[u8], &[u8], u64)> =
+            keys.iter().map(|k| (&k[..], &b"v"[..], 0)).collect();
         // A repeat of the third group's first key closes that group; left alone at the end of
         // the run, it is put alone.
         let repeated = &keys[2 * MAX_GROUP];
-        pairs.push((repeated, b"last"));
+        pairs.push((repeated, b"last", 0));
         let done = e.index().put_run(&pairs);
         done.result.unwrap();
         assert_eq!(done.applied, pairs.len());
@@ -469,7 +482,7 @@ mod tests {
     #[test]
     fn a_group_closes_at_a_key_it_already_holds() {
         let e = temp_engine("group-repeat", 4 << 20);
-        let pairs: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")];
+        let pairs: [(&[u8], &[u8], u64); 3] = [(b"a", b"1", 0), (b"b", b"2", 0), (b"a", b"3", 0)];
         assert_eq!(e.index().group(&pairs).unwrap(), 2);
         assert_eq!(value_of(&e, b"a").unwrap(), b"1");
         assert_eq!(e.index().group(&pairs[2..]).unwrap(), 1);
@@ -484,7 +497,7 @@ mod tests {
         index
             .all_repaired
             .store(false, std::sync::atomic::Ordering::Release);
-        let pairs: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")];
+        let pairs: [(&[u8], &[u8], u64); 3] = [(b"a", b"1", 0), (b"b", b"2", 0), (b"c", b"3", 0)];
         assert_eq!(index.group(&pairs).unwrap(), 1);
         index
             .all_repaired
@@ -514,7 +527,7 @@ mod tests {
         let guard = index.pin();
         let (_, seg) = index.locate(h).unwrap();
         let v = seg.bucket(bucket_index(h)).lock();
-        let pairs: [(&[u8], &[u8]); 2] = [(a, b"1"), (c, b"2")];
+        let pairs: [(&[u8], &[u8], u64); 2] = [(a, b"1", 0), (c, b"2", 0)];
         assert_eq!(index.group(&pairs).unwrap(), 1, "c's bucket is held");
         seg.bucket(bucket_index(h)).unlock_at(v);
         drop(guard);

@@ -48,12 +48,12 @@ impl<E> Default for RunDone<E> {
 }
 
 impl Dash {
-    /// Upserts string records (no expiry) for `items` (key, value), in order, as a run. Keys
-    /// may repeat (a repeat closes a group; the later value wins). Stops at the first error;
-    /// every item before it is durable.
-    pub fn put_run(&self, items: &[(&[u8], &[u8])]) -> RunDone<IndexError> {
-        self.run(items, |&(key, value)| {
-            self.put(key, value, RecordKind::String, 0, PutMode::Upsert)
+    /// Upserts string records for `items` (key, value, expiry in ms since the Unix epoch or 0
+    /// for none), in order, as a run. Keys may repeat (a repeat closes a group; the later value
+    /// wins). Stops at the first error; every item before it is durable.
+    pub fn put_run(&self, items: &[(&[u8], &[u8], u64)]) -> RunDone<IndexError> {
+        self.run(items, |&(key, value, expire_at)| {
+            self.put(key, value, RecordKind::String, expire_at, PutMode::Upsert)
                 .map(drop)
         })
     }

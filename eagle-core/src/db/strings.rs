@@ -143,31 +143,38 @@ impl Db {
         })
     }
 
-    /// Plain SETs (no option: each key loses any expiry) of the first [`MAX_GROUP`] `pairs`
-    /// (fewer if `pairs` is shorter), in order, under all their keys' locks: what the SETs one
-    /// by one would leave, with the keys that can go in groups waiting for the media twice per
-    /// group instead of twice per key ([`Dash::put_run`](crate::dash::Dash::put_run)). A
-    /// pipeline's consecutive SETs are the use. Stops at the first error, which the pair at
-    /// `applied` met; every pair before it is durable.
+    /// SETs of the first [`MAX_GROUP`] `items` (key, value, expiry in ms since the Unix epoch
+    /// or 0 for none: a plain SET, or one with EX or PX; fewer if `items` is shorter), in order,
+    /// under all their keys' locks: what the SETs one by one would leave, with the keys that
+    /// can go in groups waiting for the media twice per group instead of twice per key
+    /// ([`Dash::put_run`](crate::dash::Dash::put_run)). A pipeline's consecutive SETs are the
+    /// use. Stops at the first error, which the item at `applied` met; every item before it is
+    /// durable.
     ///
     /// [`MAX_GROUP`]: crate::dash::MAX_GROUP
-    pub fn set_run(&self, pairs: &[(&[u8], &[u8])]) -> RunDone<DbError> {
-        let pairs = &pairs[..pairs.len().min(crate::dash::MAX_GROUP)];
+    pub fn set_run(&self, items: &[(&[u8], &[u8], u64)]) -> RunDone<DbError> {
+        let items = &items[..items.len().min(crate::dash::MAX_GROUP)];
         let mut done = RunDone::new();
-        let _held = match self.lock_write(pairs.iter().map(|p| p.0)) {
+        let _held = match self.lock_write(items.iter().map(|i| i.0)) {
             Ok(held) => held,
             Err(e) => {
                 done.result = Err(e);
                 return done;
             }
         };
-        if !self.engine.in_atomic() {
-            return self.engine.index().put_run(pairs).map_err(DbError::from);
+        let past = |at: u64| at != 0 && at <= self.now_ms();
+        if !self.engine.in_atomic() && !items.iter().any(|i| past(i.2)) {
+            return self.engine.index().put_run(items).map_err(DbError::from);
         }
-        // Inside an atomic transaction each key's undo record comes before its put: one at a
-        // time, as SET does.
-        for &(key, value) in pairs {
-            if let Err(e) = self.store(key, RecordKind::String, value, 0) {
+        // One at a time, as SET does: inside an atomic transaction each key's undo record comes
+        // before its put, and an expiry already past deletes the key rather than store it.
+        for &(key, value, at) in items {
+            let one = if past(at) {
+                self.remove(key).map(drop)
+            } else {
+                self.store(key, RecordKind::String, value, at)
+            };
+            if let Err(e) = one {
                 done.result = Err(e);
                 break;
             }

@@ -12,6 +12,7 @@ use eagle_core::resp::Frame;
 use super::ctx::Ctx;
 use super::multi;
 use super::parse::{CmdError, Parse};
+use super::strings::relative_ttl_ms;
 use super::table::{Spec, lookup, unknown_command, wrong_arity};
 use crate::stopwatch;
 
@@ -117,12 +118,17 @@ fn note_last_cmd(ctx: &mut Ctx<'_>, spec: &'static Spec) {
     }
 }
 
-/// Whether `request` is a plain SET (a key and a value, no option) that [`execute_sets`] may
-/// run in a group: one that would pass every check of [`execute_request`] now and run
-/// without the eviction retry. Nothing a SET does changes the answer for the next one.
+/// Whether `request` is a plain SET (a key and a value, no option but EX or PX with a valid
+/// number) that [`execute_sets`] may run in a group: one that would pass every check of
+/// [`execute_request`] now and run without the eviction retry. Nothing a SET does changes the
+/// answer for the next one.
 pub fn plain_set(ctx: &Ctx<'_>, request: &Request) -> bool {
     request.spec.is_some_and(|s| s.name == "set")
-        && request.argv.len() == 3
+        && match &request.argv[..] {
+            [_, _, _] => true,
+            [_, _, _, option, number] => relative_ttl_ms(option, number).is_some(),
+            _ => false,
+        }
         && !ctx.session.multi.active()
         && (ctx.session.authenticated || !ctx.shared.server.password_set())
         && ctx.db().eviction() == EvictionPolicy::NoEviction
@@ -178,20 +184,27 @@ pub fn execute_sets(
 /// transaction gate is released, as a SET run alone does: an EXEC that takes the gate next
 /// sees them.
 fn run_sets(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64, bool) {
-    let mut pairs: [(&[u8], &[u8]); MAX_GROUP] = [(&[], &[]); MAX_GROUP];
+    let mut items: [(&[u8], &[u8], u64); MAX_GROUP] = [(&[], &[], 0); MAX_GROUP];
     let n = sets.len().min(MAX_GROUP);
-    for (pair, set) in pairs.iter_mut().zip(sets) {
-        *pair = (&set.argv[1], &set.argv[2]);
-    }
     let server = &ctx.shared.server;
     let started = stopwatch::now();
     let _gate = server.gate.shared(ctx.session.id);
-    let run = ctx.db().set_run(&pairs[..n]);
+    // EX and PX count from now, as SET's `apply` does.
+    let mut now = None;
+    for (item, set) in items.iter_mut().zip(sets) {
+        let expire_at = match &set.argv[..] {
+            [_, _, _, option, number] => relative_ttl_ms(option, number)
+                .map_or(0, |ms| *now.get_or_insert_with(|| ctx.db().now_ms()) + ms),
+            _ => 0,
+        };
+        *item = (&set.argv[1], &set.argv[2], expire_at);
+    }
+    let run = ctx.db().set_run(&items[..n]);
     if run.applied > 0 {
         if server.watches.any() {
             server
                 .watches
-                .touch(pairs[..run.applied].iter().map(|&(key, _)| key));
+                .touch(items[..run.applied].iter().map(|&(key, _, _)| key));
         }
         for _ in 0..run.applied {
             server.saves.changed();

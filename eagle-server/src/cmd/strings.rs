@@ -30,6 +30,22 @@ pub(super) fn expire_time(
     Ok(at as u64)
 }
 
+/// The TTL in ms of SET's option `option` `number` when it is EX or PX (any case) with a
+/// number Redis accepts and at most `i64::MAX / 2` ms (so adding it to the time cannot
+/// overflow); `None` for anything else, which SET itself then parses (and may reject).
+pub(crate) fn relative_ttl_ms(option: &[u8], number: &[u8]) -> Option<u64> {
+    let unit_ms = if option.eq_ignore_ascii_case(b"EX") {
+        false
+    } else if option.eq_ignore_ascii_case(b"PX") {
+        true
+    } else {
+        return None;
+    };
+    let v = eagle_core::db::parse_i64(number)?;
+    let ms = if unit_ms { v } else { v.checked_mul(1000)? };
+    (v > 0 && ms <= i64::MAX / 2).then_some(ms as u64)
+}
+
 struct Get(Bytes);
 impl Command for Get {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
