@@ -15,8 +15,11 @@
 //! them (holding nothing else), every later key's only if they are free (`try_lock`). A key the
 //! group cannot take closes it before that key: a bucket another writer holds, a key already in
 //! the group, a new key whose two buckets have no free slot (displacement, the stash and splits
-//! are left to a put), no space for its record, or an error. A run (`run.rs`) then puts that key
-//! alone (a group that cannot take its first key is none) and starts a new group after it.
+//! are left to a put), no space for its record, or an error. A run (`run.rs`) starts the next
+//! group with that key, and puts alone a key that no group can take even as its first.
+//!
+//! A group of prepared records (a logged batch's) also closes at a new key whose two buckets
+//! meet those of another new key in it: see `free_slot`.
 
 use std::sync::atomic::Ordering;
 
@@ -277,7 +280,10 @@ impl Dash {
                 (record, self.slot_word(record), self.has_expiry(record), 0)
             }
         };
-        let member = self.place(key, h, locks, members, record, len);
+        // A prepared record belongs to a logged batch, whose room for new keys was counted for
+        // keys placed one after another (`room.rs`): see `free_slot`.
+        let independent = matches!(source, Source::Prepared(_));
+        let member = self.place(key, h, locks, members, record, len, independent);
         if let (Source::Value { .. }, Ok(None) | Err(_)) = (source, &member) {
             // Never published: no reader can have seen it.
             let _ = self.heap.free(record);
@@ -285,7 +291,9 @@ impl Dash {
         Ok(member?.map(|m| Member { word, expires, ..m }))
     }
 
-    /// Locks the home buckets of hash `h` and finds where `key` goes.
+    /// Locks the home buckets of hash `h` and finds where `key` goes (`independent`: see
+    /// `free_slot`).
+    #[allow(clippy::too_many_arguments)]
     fn place<'a>(
         &'a self,
         key: &[u8],
@@ -294,6 +302,7 @@ impl Dash {
         members: &[Option<Member<'a>>],
         record: u64,
         len: u64,
+        independent: bool,
     ) -> Result<Option<Member<'a>>, IndexError> {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         let first = locks.n == 0;
@@ -329,7 +338,7 @@ impl Dash {
                     slot,
                     old: rec.offset(),
                 }),
-                Ok(None) => free_slot(seg, members, b, b1),
+                Ok(None) => free_slot(seg, members, b, b1, independent),
             };
             let Some(target) = target else {
                 locks.release_after(keep);
@@ -351,16 +360,33 @@ impl Dash {
 
 /// A free slot in `b` or `b1` (home bucket `b`) not already promised to a member: the less
 /// full of the two (counting promised slots; `b` on a tie), else the other, as a put picks.
-fn free_slot(seg: &Segment, members: &[Option<Member<'_>>], b: usize, b1: usize) -> Option<Target> {
-    let promised = |bi: usize| {
+///
+/// `independent`: none if the pair meets the pair of a new key already in the group. A crash
+/// can leave any subset of a group published, and a logged batch's redo then places the rest
+/// one by one; `make_room` (`room.rs`) counted on each new key finding the buckets as the keys
+/// before it left them. With pairs no other new key of the group touches, a key's choice does
+/// not depend on which of the others the crash kept, so the redo places it as the group did.
+fn free_slot(
+    seg: &Segment,
+    members: &[Option<Member<'_>>],
+    b: usize,
+    b1: usize,
+    independent: bool,
+) -> Option<Target> {
+    let new_in_seg = || {
         members
             .iter()
             .flatten()
-            .filter(|m| std::ptr::eq(m.seg, seg))
-            .fold(0u32, |bits, m| match m.target {
-                Target::Insert { bucket, slot, .. } if bucket == bi => bits | 1 << slot,
-                _ => bits,
-            })
+            .filter(|m| std::ptr::eq(m.seg, seg) && matches!(m.target, Target::Insert { .. }))
+    };
+    if independent && new_in_seg().any(|m| pairs_meet(bucket_index(m.hash), b)) {
+        return None;
+    }
+    let promised = |bi: usize| {
+        new_in_seg().fold(0u32, |bits, m| match m.target {
+            Target::Insert { bucket, slot, .. } if bucket == bi => bits | 1 << slot,
+            _ => bits,
+        })
     };
     let free = |bi: usize| !(seg.bucket(bi).alloc_bits() | promised(bi)) & ALL_SLOTS;
     let (f0, f1) = (free(b), free(b1));
@@ -377,6 +403,13 @@ fn free_slot(seg: &Segment, members: &[Option<Member<'_>>], b: usize, b1: usize)
             slot: f.trailing_zeros() as usize,
             probe: bi == b1,
         })
+}
+
+/// Whether the bucket pairs of home buckets `p` and `q` (each with its neighbour, wrapping
+/// around the segment) share a bucket.
+fn pairs_meet(p: usize, q: usize) -> bool {
+    let d = (p + BUCKETS - q) % BUCKETS;
+    d <= 1 || d == BUCKETS - 1
 }
 
 #[cfg(test)]
@@ -458,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_puts_alone_what_no_group_takes_and_its_last_value_wins() {
+    fn a_run_in_groups_puts_a_repeated_last_key_alone_and_its_last_value_wins() {
         let e = temp_engine("group-run", 4 << 20);
         let keys: Vec<Vec<u8>> = (0..2 * MAX_GROUP + 8)
             .map(|i| format!("run{i}").into_bytes())
@@ -476,6 +509,46 @@ mod tests {
         assert_eq!(value_of(&e, repeated).unwrap(), b"last");
         assert_eq!(value_of(&e, &keys[0]).unwrap(), b"v");
         assert_eq!(e.index().len(), keys.len() as u64);
+        assert!(e.check().is_clean());
+    }
+
+    #[test]
+    fn a_group_of_prepared_records_closes_at_a_new_key_whose_buckets_meet_another_new_keys() {
+        let e = temp_engine("group-independent", 4 << 20);
+        let index = e.index();
+        let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("key{i}").into_bytes()).collect();
+        // Two new keys with the same home bucket (the table has one segment), from `from` on.
+        let twins = |from: usize| {
+            let home = |k: &Vec<u8>| bucket_index(index.hash(k));
+            let a = &keys[from];
+            (
+                a,
+                keys[from + 1..]
+                    .iter()
+                    .find(|k| home(k) == home(a))
+                    .unwrap(),
+            )
+        };
+        let (a, b) = twins(0);
+        let prepared: Vec<(&[u8], u64)> = [a, b]
+            .into_iter()
+            .map(|k| {
+                (
+                    &k[..],
+                    index.prepare(k, b"p", RecordKind::String, 0).unwrap(),
+                )
+            })
+            .collect();
+        index.region().fence();
+        assert_eq!(index.group(&prepared).unwrap(), 1, "b's pair meets a's");
+        index.publish(b, prepared[1].1, PutMode::Upsert).unwrap();
+        // Values are not held to it (no log redoes them): the same shape groups whole.
+        let (c, d) = twins(500);
+        let values: [(&[u8], &[u8], u64); 2] = [(c, b"v", 0), (d, b"v", 0)];
+        assert_eq!(index.group(&values).unwrap(), 2);
+        for k in [a, b, c, d] {
+            assert!(value_of(&e, k).is_some());
+        }
         assert!(e.check().is_clean());
     }
 

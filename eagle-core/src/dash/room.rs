@@ -19,7 +19,11 @@
 //! or the real one chose a bucket with a free slot the simulation lacked; and a real key goes
 //! to the stash only when both its buckets are full, so the simulated key did too. So every key
 //! the simulation places finds a slot, also in a redo of the batch after a crash (which starts
-//! from a state the applied prefix reached by the same rule).
+//! from a state the applied prefix reached by the same rule). Consecutive puts are published in
+//! groups (`group.rs`), of which a crash may keep any subset, not a prefix; so a group of a
+//! batch's records takes no two new keys whose bucket pairs meet. Each new key of a group then
+//! finds its buckets as the keys before the group left them, whichever of the group the crash
+//! kept, and the redo places it where the group did.
 //!
 //! What it cannot promise: another thread's write between the simulation and the batch's put
 //! may fill a counted slot (an insert of another key into the same buckets, or a displacement

@@ -1,5 +1,6 @@
-//! Runs: a sequence of upserts made in groups (`group.rs`) where they can go, each key a group
-//! cannot take put alone, in order: what the same upserts one by one would leave. The server's
+//! Runs: a sequence of upserts made in groups (`group.rs`), in order: what the same upserts one
+//! by one would leave. A key that closes a group starts the next one; a key no group can take
+//! even as its first is put alone. The server's
 //! pipelined SETs run as runs of values; an MSET's publications, after its log record, as a run
 //! of prepared records.
 

@@ -8,8 +8,9 @@
 //!    thread can still take);
 //! 2. a fence makes the prepared records durable; then one WAL record lists the operations
 //!    (`Put{key, record offset}`, `Delete{key}`), persisted by its append;
-//! 3. the operations are applied to the index, in order, each durable on return (consecutive
-//!    puts as a run, `Dash::publish_run`: their publications share fences);
+//! 3. the operations are applied to the index, in order, each durable on return, except that
+//!    consecutive puts go in groups (`Dash::publish_run`) that are durable together at their
+//!    last fence (a crash may keep any subset of a group; the redo completes the rest);
 //! 4. the WAL record is checkpointed.
 //!
 //! A crash before 2 is durable leaves the prepared records unreachable (the sweep reclaims them)
