@@ -121,8 +121,7 @@ fn group_len(ops: &[KvOp]) -> usize {
     n.max(1)
 }
 
-/// Puts `ops` (puts of distinct keys) through `put_run`: in groups, each key a group leaves put
-/// alone.
+/// Puts `ops` (puts of distinct keys) through `put_run`, in groups.
 fn put_as_groups(e: &Engine, ops: &[KvOp]) {
     let pairs: Vec<(&[u8], &[u8], u64)> = ops
         .iter()

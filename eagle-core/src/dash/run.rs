@@ -1,8 +1,7 @@
 //! Runs: a sequence of upserts made in groups (`group.rs`), in order: what the same upserts one
 //! by one would leave. A key that closes a group starts the next one; a key no group can take
-//! even as its first is put alone. The server's
-//! pipelined SETs run as runs of values; an MSET's publications, after its log record, as a run
-//! of prepared records.
+//! even as its first is put alone. The server's pipelined SETs run as runs of values; an MSET's
+//! publications, after its log record, as a run of prepared records.
 
 use super::error::IndexError;
 use super::group::Item;
