@@ -447,12 +447,19 @@ where
             ctx.db().prefetch(&keys[..n]);
         }
         let mut pending = window.drain(..).peekable();
+        // Whether the next request is a plain SET, when a SET before it looked ahead: only
+        // SETs run in between, and they change nothing `plain_set` reads.
+        let mut next_plain = None;
         while let Some(request) = pending.next() {
             // Consecutive plain SETs run as groups, the last of them once the next request is
             // not one (or the window ends).
-            if plain_set(ctx, &request) {
+            if next_plain
+                .take()
+                .unwrap_or_else(|| plain_set(ctx, &request))
+            {
                 sets.push(request);
-                if pending.peek().is_some_and(|next| plain_set(ctx, next)) {
+                next_plain = pending.peek().map(|next| plain_set(ctx, next));
+                if next_plain == Some(true) {
                     continue;
                 }
                 execute_sets(ctx, sets, |ctx, frame| reply(ctx, &frame, wbuf));
