@@ -117,11 +117,17 @@ pub(crate) fn decode_run(mut p: &[u8]) -> Result<FieldsRef<'_>, DbError> {
 /// pairs. A run without it is validated to its end, as `decode_run` validates it.
 pub(crate) fn run_contains(mut p: &[u8], field: &[u8]) -> Result<bool, DbError> {
     while !p.is_empty() {
-        if pair(&mut p)?.0 == field {
+        if same_name(pair(&mut p)?.0, field) {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// `a == b`, the last 8 bytes compared first, as one word: names in one hash often share a
+/// prefix (`user:1`, `element:000000123456`) and differ at the end.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (a.len() < 8 || a.last_chunk::<8>() == b.last_chunk::<8>()) && a == b
 }
 
 /// Number of fields, read from the header alone.
@@ -191,5 +197,18 @@ mod tests {
         let cut = &run[..run.len() - 1];
         assert!(run_contains(cut, b"a").unwrap());
         assert!(run_contains(cut, b"z").is_err());
+    }
+
+    #[test]
+    fn names_that_share_their_last_eight_bytes_are_told_apart() {
+        let pairs = [(&b"user:00000001"[..], &b"v"[..]), (b"item:00000002", b"w")];
+        let mut run = Vec::new();
+        encode_into(&mut run, &pairs, false);
+        assert!(run_contains(&run, b"user:00000001").unwrap());
+        assert!(run_contains(&run, b"item:00000002").unwrap());
+        // Same length, same tail, a different start; and a tail alone.
+        assert!(!run_contains(&run, b"item:00000001").unwrap());
+        assert!(!run_contains(&run, b"00000001").unwrap());
+        assert!(!run_contains(&run, b"xuser:00000001").unwrap());
     }
 }
