@@ -269,3 +269,29 @@ fn a_bulk_hset_rebuilds_the_table_for_its_size() {
     db.close().unwrap();
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_hash_of_large_values_doubles_for_its_parts_bytes() {
+    let path = pool_path("hash-parts-large-values");
+    let db = open(&path);
+    let mut m = Model::new();
+    // One field at a time: compact up to 32 fields, then a table with parts of about 2 KiB
+    // (33 KiB of fields: 32 parts). By field count alone (32 per part on average) 300 fields
+    // would not double it; by bytes (parts past 4 KiB while they average more than 4 fields)
+    // it doubles at about 128 and 256 fields.
+    for i in 0..300 {
+        let value = vec![b'a' + (i % 26) as u8; 1000 + i % 50];
+        assert_eq!(db.hset(b"h", &[(&field(i), &value)]).unwrap(), 1);
+        m.insert(field(i), value);
+    }
+    let doublings = db.stats().hash_table_doublings;
+    assert!(doublings >= 2, "{doublings} doublings");
+    // Overwrites and removals rewrite those parts; new fields append to them.
+    churn(&db, &mut m, 300, 300, 11);
+    verify(&db, &m);
+    db.close().unwrap();
+    let db = open(&path);
+    verify(&db, &m);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}

@@ -1,8 +1,8 @@
 //! Where a hash's fields live: inline in its record while small (format 0, up to
 //! `COMPACT_MAX` fields, like Redis's listpack), else in a table of parts (`hashtab`), where a
-//! field operation reads one part of about 16-32 fields whatever the hash's size, and either
-//! appends new fields to it in place or rewrites it. Every change is durable on return and
-//! atomic across a crash: a compact hash by one record swap; a table by one part header store
+//! field operation reads one part of about 16-32 fields (2-4 KiB when values are large)
+//! whatever the hash's size, and either appends new fields to it in place or rewrites it.
+//! Every change is durable on return and atomic across a crash: a compact hash by one record swap; a table by one part header store
 //! (an append), by the stores of one part's words (one entry's change, see `replace_parts`), or
 //! by one logged batch; a table grows by one record swap (see `double_table`).
 
@@ -27,6 +27,14 @@ use crate::record::RecordKind;
 pub(super) const COMPACT_MAX: usize = 32;
 /// Average fields per part before the table doubles.
 const PART_MAX: u64 = 32;
+/// Bytes of a part past which a change that adds to it doubles the table, while the parts hold
+/// more than `PART_MIN` fields on average: with large values a part's scan (for a field's
+/// presence) and its rewrite (an overwrite, a split) cost its bytes, and 32 fields of 1 KiB
+/// made every overwrite copy 24 KiB or more.
+const PART_BYTES: u64 = 4096;
+/// Average fields per part below which parts' bytes do not double the table: so one large
+/// field, or a few, cannot grow it without end.
+const PART_MIN: u64 = 4;
 const FORMAT_COMPACT: u8 = 0;
 
 /// A hash as found under its key.
@@ -336,8 +344,14 @@ impl Db {
         let in_atomic = self.engine.in_atomic();
         // Only a change that adds fields doubles the table: one that only removes (HDEL, which
         // runs on the heap's reserve) must not grow the hash.
-        let due =
-            added > 0 && count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
+        let grown = groups
+            .iter()
+            .filter_map(|g| g.2.as_ref())
+            .map(|p| p.fields.len() as u64)
+            .max()
+            .unwrap_or(0)
+            + added_bytes(changes);
+        let due = added > 0 && growth_due(&table, count, grown);
         // A change that more than doubles the hash (a bulk HSET) pays for a rebuild sized for
         // it: one doubling would leave its parts far above the average.
         let bulk = count > 2 * PART_MAX * table.parts();
@@ -412,8 +426,7 @@ impl Db {
         change: &Change<'_>,
     ) -> Result<Option<(u64, u64)>, DbError> {
         let count = before + 1;
-        let due = count > PART_MAX * table.parts() && table.log2_parts < MAX_LOG2_PARTS;
-        if change.1.is_none() || due || !self.runs() || self.engine.in_atomic() {
+        if change.1.is_none() || !self.runs() || self.engine.in_atomic() {
             return Ok(None);
         }
         let i = table.part_of(self.hash(change.0));
@@ -424,6 +437,10 @@ impl Db {
         let Some(part) = self.part_unverified(table.part(i))? else {
             return Ok(None);
         };
+        let grown = part.fields.len() as u64 + added_bytes(std::slice::from_ref(change));
+        if growth_due(table, count, grown) {
+            return Ok(None);
+        }
         let present = run_contains(part.fields, change.0)
             .map_err(|e| corrupt(format!("hash part {:#x}: {e}", part.offset)))?;
         let appended = !present
@@ -687,8 +704,17 @@ impl Db {
         expire_at: u64,
     ) -> Result<(), DbError> {
         let n = fields.len() as u64;
+        let bytes: u64 = fields
+            .iter()
+            .map(|(f, v)| (8 + f.as_ref().len() + v.as_ref().len()) as u64)
+            .sum();
+        // Parts of about half what doubles a table: 16 fields, or PART_BYTES / 2 bytes while
+        // that leaves them more than PART_MIN / 2 fields on average.
         let mut k = 0;
-        while (1u64 << k) * (PART_MAX / 2) < n && k < crate::hashtab::MAX_LOG2_PARTS {
+        while k < crate::hashtab::MAX_LOG2_PARTS
+            && ((1u64 << k) * (PART_MAX / 2) < n
+                || ((1u64 << k) * (PART_BYTES / 2) < bytes && (1u64 << k) * (PART_MIN / 2) < n))
+        {
             k += 1;
         }
         let region = self.engine.pool().region();
@@ -731,6 +757,23 @@ impl Db {
                 }
             })
     }
+}
+
+/// Whether a change that adds fields, leaving the hash `count` fields and the part it grows
+/// about `part_bytes` bytes, doubles `table`: more than `PART_MAX` fields per word on average,
+/// or a part over `PART_BYTES` while words hold more than `PART_MIN` on average.
+fn growth_due(table: &Table<'_>, count: u64, part_bytes: u64) -> bool {
+    let parts = table.parts();
+    table.log2_parts < MAX_LOG2_PARTS
+        && (count > PART_MAX * parts || (part_bytes > PART_BYTES && count > PART_MIN * parts))
+}
+
+/// Bytes `changes` add to a part at most (each new value as a pair of its own).
+fn added_bytes(changes: &[Change<'_>]) -> u64 {
+    changes
+        .iter()
+        .filter_map(|(f, v)| v.map(|v| (8 + f.len() + v.len()) as u64))
+        .sum()
 }
 
 /// Checks the checksums of parts opened unverified.
