@@ -1,5 +1,5 @@
-//! A batch that fails half applied (injected: its second operation fails, as a full pool would
-//! make it): the engine refuses writes, `close` reports it and leaves the pool as after a
+//! A batch that fails half applied (injected: its second operation fails, or its run of puts
+//! fails after its first group, as a full pool would make it): the engine refuses writes, `close` reports it and leaves the pool as after a
 //! crash, and the next open finishes the batch, or, inside a transaction, rolls the whole
 //! transaction back.
 
@@ -50,6 +50,42 @@ fn a_half_applied_batch_refuses_writes_and_is_finished_by_the_next_open() {
     for k in [&b"a"[..], b"b", b"c"] {
         assert_eq!(get(&db, k).as_deref(), Some(&b"1"[..]));
     }
+    assert!(db.engine().check().is_clean());
+    db.close().unwrap();
+}
+
+#[test]
+fn a_batch_that_fails_after_its_first_group_is_finished_whole_by_the_next_open() {
+    let scratch = Scratch::new("half-batch-group");
+    let path = scratch.path("eagle.pool");
+    let db = open(&path);
+    // Keys 0..10 exist; the MSET overwrites them and adds 10..40, published in groups.
+    let key = |i: usize| format!("key-{i:03}").into_bytes();
+    for i in 0..10 {
+        db.set(&key(i), b"old", SetOptions::default()).unwrap();
+    }
+    let keys: Vec<Vec<u8>> = (0..40).map(key).collect();
+    let pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (&k[..], &b"new"[..])).collect();
+    let failed = fault::with(Fault::FailRunAfterGroup, || db.mset(&pairs));
+    assert!(failed.is_err(), "the run's failure must fail the batch");
+    assert!(!db.engine().writable());
+    // What the first group published is there; the rest is not.
+    let new = keys
+        .iter()
+        .filter(|k| get(&db, k).as_deref() == Some(&b"new"[..]))
+        .count();
+    assert!(
+        (2..40).contains(&new),
+        "{new} of 40 keys applied before the failure"
+    );
+    assert!(db.close().is_err());
+
+    let db = open(&path);
+    assert_eq!(db.engine().replayed_batches(), 1);
+    for k in &keys {
+        assert_eq!(get(&db, k).as_deref(), Some(&b"new"[..]));
+    }
+    assert_eq!(db.dbsize(), 40);
     assert!(db.engine().check().is_clean());
     db.close().unwrap();
 }

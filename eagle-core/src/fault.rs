@@ -53,6 +53,10 @@ pub enum Fault {
     /// Not a bug: a batch's second operation fails (as a full pool would make it), leaving the
     /// batch half applied, so a test can follow what the engine does then.
     FailBatchMidway,
+    /// Not a bug: a run of puts (`Dash::put_run`, `Dash::publish_run`) fails after its first
+    /// group of two or more, as a full pool would make it, with that group durable; so a test
+    /// can follow a batch left half applied in groups.
+    FailRunAfterGroup,
     /// Not a bug: a batch stops after its log record is durable, before it applies anything,
     /// until the test calls [`release_paused`]; so a test can hold an older batch open while
     /// newer ones run.

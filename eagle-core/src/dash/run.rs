@@ -82,6 +82,12 @@ impl Dash {
         let mut done = RunDone::new();
         let pays = self.groups_pay();
         while done.applied < items.len() {
+            if done.grouped > 0 && crate::fault::armed(crate::fault::Fault::FailRunAfterGroup) {
+                done.result = Err(IndexError::Corrupted {
+                    what: "fault injected: a run failed after its first group".into(),
+                });
+                return done;
+            }
             let rest = &items[done.applied..];
             let n = if pays && rest.len() >= 2 {
                 match self.group(rest) {
