@@ -1,10 +1,10 @@
-//! Where a hash's fields live: inline in its record while small (format 0, up to
-//! `COMPACT_MAX` fields, like Redis's listpack), else in a table of parts (`hashtab`), where a
-//! field operation reads one part of about 16-32 fields (2-4 KiB when values are large)
-//! whatever the hash's size, and either appends new fields to it in place or rewrites it.
-//! Every change is durable on return and atomic across a crash: a compact hash by one record swap; a table by one part header store
-//! (an append), by the stores of one part's words (one entry's change, see `replace_parts`), or
-//! by one logged batch; a table grows by one record swap (see `double_table`).
+//! Where a hash's fields live: inline in its record while small (format 0, up to `COMPACT_MAX`
+//! fields, like Redis's listpack), else in a table of parts (`hashtab`), where a field operation
+//! reads one part of about 16-32 fields (2-4 KiB when values are large) whatever the hash's size,
+//! and either appends new fields to it in place or rewrites it. Every change is durable on return
+//! and atomic across a crash: a compact hash by one record swap; a table by one part header store
+//! (an append), by the stores of one part's words (one entry's change, see `replace_parts`), or by
+//! one logged batch; a table grows by one record swap (see `double_table`).
 
 use super::core::{Db, Entry};
 use super::error::DbError;
@@ -357,9 +357,9 @@ impl Db {
         let bulk = count > 2 * PART_MAX * table.parts();
         if due && (!self.shared() || in_atomic || bulk) {
             verified(&groups)?;
-            // The table is rebuilt for about 16 fields per part, every part rewritten (pools
-            // without shared parts; atomic transactions, whose undo covers the record, not a
-            // table's ownership of parts; and bulk changes).
+            // The table is rebuilt for about 16 fields (or 2 KiB) per part, every part
+            // rewritten (pools without shared parts; atomic transactions, whose undo covers the
+            // record, not a table's ownership of parts; and bulk changes).
             let mut all = Vec::new();
             self.each_part(&table, |lo, own| {
                 if !groups.iter().any(|g| (g.0..g.1).contains(&lo)) {
@@ -695,8 +695,8 @@ impl Db {
         Ok(block)
     }
 
-    /// Stores `fields` as a new table (parts for about 16 fields each) under `key`, replacing
-    /// its record (and so retiring the old table and parts, if any).
+    /// Stores `fields` as a new table (parts for about 16 fields or 2 KiB each) under `key`,
+    /// replacing its record (and so retiring the old table and parts, if any).
     pub(super) fn store_table<F: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         key: &[u8],
