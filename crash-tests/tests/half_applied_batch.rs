@@ -173,3 +173,95 @@ fn a_large_hash_write_that_fails_half_applied_keeps_its_new_parts_for_the_redo()
     assert!(report.is_clean(), "{:?}", report.problems);
     db.close().unwrap();
 }
+
+#[test]
+fn a_large_hash_write_applied_behind_a_batch_that_fails_is_not_reported_done() {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    let scratch = Scratch::new("half-batch-behind");
+    let path = scratch.path("eagle.pool");
+    let db = Arc::new(open(&path));
+    let fields: Vec<Vec<u8>> = (0..600).map(|i| format!("f{i}").into_bytes()).collect();
+    for chunk in fields.chunks(100) {
+        let pairs: Vec<(&[u8], &[u8])> = chunk.iter().map(|f| (&f[..], &b"old"[..])).collect();
+        db.hset(b"h", &pairs).unwrap();
+    }
+    // The three writers' keys in distinct key-lock stripes (the low 10 bits of the key's hash),
+    // so each waits for the log, not for another's locks.
+    let stripe = |k: &[u8]| db.engine().index().hash(k) & 1023;
+    let mut taken = vec![stripe(b"h")];
+    let mut pick = |prefix: &str| {
+        let k = (0..)
+            .map(|i| format!("{prefix}{i}").into_bytes())
+            .find(|k| !taken.contains(&stripe(k)))
+            .unwrap();
+        taken.push(stripe(&k));
+        k
+    };
+    let (a1, a2, c1, c2) = (pick("a"), pick("a"), pick("c"), pick("c"));
+    let appends = || db.engine().wal().stats().appends;
+    let logged_before = appends();
+    // A: logged, then held before it applies anything: the log's head stays at its record.
+    let older = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            fault::with(Fault::PauseAfterBatchLog, || {
+                let _ = db.mset(&[(&a1[..], &b"A"[..]), (&a2[..], &b"A"[..])]);
+            })
+        })
+    };
+    assert!(
+        fault::wait_paused(Duration::from_secs(30)),
+        "A never paused"
+    );
+    // B: existing fields over many parts, published by one logged batch of part words, which
+    // applies and then waits for the head to pass its record, behind A's.
+    let changed: Vec<Vec<u8>> = fields.iter().step_by(37).cloned().collect();
+    let (sent, result) = mpsc::channel();
+    let behind = {
+        let (db, changed) = (db.clone(), changed.clone());
+        std::thread::spawn(move || {
+            let pairs: Vec<(&[u8], &[u8])> =
+                changed.iter().map(|f| (&f[..], &b"new"[..])).collect();
+            sent.send(db.hset(b"h", &pairs)).unwrap();
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while appends() < logged_before + 2 {
+        assert!(std::time::Instant::now() < deadline, "B never logged");
+        std::thread::yield_now();
+    }
+    // C fails half applied: the engine refuses writes, and B's wait gives up with its record
+    // still in the log, so the next open applies B again. B must not report success (nor go on
+    // as if done: free the blocks it published, or double the table they are in).
+    let failed = fault::with(Fault::FailBatchMidway, || {
+        db.mset(&[(&c1[..], &b"C"[..]), (&c2[..], &b"C"[..])])
+    });
+    assert!(failed.is_err());
+    let b = result
+        .recv_timeout(Duration::from_secs(30))
+        .expect("B ended");
+    fault::release_paused();
+    older.join().unwrap();
+    behind.join().unwrap();
+    assert!(
+        matches!(b, Err(DbError::ReadOnly)),
+        "B's HSET, applied behind a failed batch, returned {b:?}"
+    );
+    let db = Arc::into_inner(db).unwrap();
+    assert!(db.close().is_err());
+
+    let db = open(&path);
+    // A, released, finished and passed the head over B's record too: only C is redone.
+    assert_eq!(db.engine().replayed_batches(), 1);
+    assert_eq!(db.hlen(b"h").unwrap(), fields.len() as u64);
+    for f in &fields {
+        let want = if changed.contains(f) { "new" } else { "old" };
+        assert_eq!(db.hget(b"h", f).unwrap().as_deref(), Some(want.as_bytes()));
+    }
+    db.engine().index().wait_recovered().unwrap();
+    let report = db.engine().check();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    db.close().unwrap();
+}

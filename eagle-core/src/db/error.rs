@@ -91,7 +91,9 @@ impl From<BatchError> for DbError {
     fn from(e: BatchError) -> Self {
         match e {
             BatchError::Index(e) => e.into(),
-            BatchError::Poisoned | BatchError::HalfApplied(_) => DbError::ReadOnly,
+            BatchError::Poisoned | BatchError::HalfApplied(_) | BatchError::Unfinished => {
+                DbError::ReadOnly
+            }
             BatchError::Wal(_) => DbError::BatchTooLarge,
             BatchError::Corrupted { what } => DbError::Corrupted { what },
         }

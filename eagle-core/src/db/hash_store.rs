@@ -13,7 +13,7 @@ use super::hash_codec::{
     run_contains,
 };
 use crate::dash::{IndexError, PutMode};
-use crate::engine::{BatchError, BatchOp};
+use crate::engine::BatchOp;
 use crate::hashtab::{
     MAX_LOG2_PARTS, PART_HEADER, Part, Table, append_to_part, build_part, open_part,
     publish_append, table_ref, table_size, write_table_ref,
@@ -542,10 +542,11 @@ impl Db {
                 offset: t + 16,
                 value: count,
             });
-            // A batch that failed half-applied has published some of the blocks, and the redo at
-            // the next open publishes them all: they are freed only if it was never logged.
+            // A batch whose record stays in the log (it failed half-applied, or was applied
+            // behind one that did) has published some or all of the blocks, and the redo at the
+            // next open publishes them all: they are freed only if it was never logged.
             self.engine.apply_batch(&ops).inspect_err(|e| {
-                if !matches!(e, BatchError::HalfApplied(_)) {
+                if !e.logged() {
                     discard(&words)
                 }
             })?;

@@ -90,11 +90,23 @@ pub enum BatchError {
     /// This batch failed half-applied (why, from the index); writes wait for a reopen to
     /// redo it.
     HalfApplied(IndexError),
+    /// This batch is applied, but an older one failed half-applied while this one waited for
+    /// the log's head to pass its record: the record stays for the next open's redo, which
+    /// applies it again, so the caller must touch nothing more of what it changed.
+    Unfinished,
     /// A logged batch that cannot be decoded.
     Corrupted {
         /// What is wrong.
         what: String,
     },
+}
+
+impl BatchError {
+    /// Whether the batch's log record stays live (it may have published some of its blocks,
+    /// and the next open's redo publishes them all): its caller must not free what it prepared.
+    pub fn logged(&self) -> bool {
+        matches!(self, BatchError::HalfApplied(_) | BatchError::Unfinished)
+    }
 }
 
 impl fmt::Display for BatchError {
@@ -109,6 +121,11 @@ impl fmt::Display for BatchError {
             BatchError::HalfApplied(cause) => write!(
                 f,
                 "an atomic batch failed half-applied ({cause}); reopen the pool to finish it"
+            ),
+            BatchError::Unfinished => write!(
+                f,
+                "an atomic batch is applied but an older one failed half-applied; reopen the \
+                 pool to finish both"
             ),
             BatchError::Corrupted { what } => write!(f, "logged batch corrupted: {what}"),
         }
@@ -300,8 +317,14 @@ impl Engine {
             self.wal.checkpoint(lsn);
             // (Inside a transaction the head waits for its end, and so do these keys: the
             // transaction's caller holds them until then.)
-            if !crate::fault::armed(crate::fault::Fault::SkipWaitForLogHead) && !self.in_atomic() {
-                self.wal.wait_passed(lsn, || !self.writable());
+            if !crate::fault::armed(crate::fault::Fault::SkipWaitForLogHead)
+                && !self.in_atomic()
+                && !self.wal.wait_passed(lsn, || !self.writable())
+            {
+                // An older batch failed half-applied: the redo at the next open applies this
+                // record again, so the caller must not go on as if it were done (a large hash
+                // would retire the table these words are in, and the redo write into it).
+                return Err(BatchError::Unfinished);
             }
         }
         Ok(())
@@ -337,8 +360,8 @@ impl Engine {
         match self.delete_all() {
             Ok(n) => {
                 self.wal.checkpoint(lsn);
-                if !self.in_atomic() {
-                    self.wal.wait_passed(lsn, || !self.writable());
+                if !self.in_atomic() && !self.wal.wait_passed(lsn, || !self.writable()) {
+                    return Err(BatchError::Unfinished);
                 }
                 Ok(n)
             }

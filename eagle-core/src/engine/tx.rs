@@ -146,7 +146,7 @@ impl Engine {
         // head back; then the commit is the store that passes it. Until then a crash rolls
         // the transaction back, so it is not over before that.
         if let Some(&last) = journal.lsns.last() {
-            self.wal.wait_passed(last, || !self.writable());
+            let _ = self.wal.wait_passed(last, || !self.writable());
         }
         // Gave up on a poisoned engine: the head may not have passed the undo records, and
         // the reopen may roll back to the blocks they name, so none may be freed.

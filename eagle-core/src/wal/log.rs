@@ -531,9 +531,16 @@ impl Wal {
     /// or `give_up()` holds. Records are checkpointed out of order but the head moves in order:
     /// a batch that finished before an older one waits here for it, so its caller keeps its
     /// key locks until no redo can touch its keys again.
-    pub fn wait_passed(&self, lsn: Lsn, give_up: impl Fn() -> bool) {
+    /// Returns whether the head passed `lsn` (false: it gave up first).
+    pub fn wait_passed(&self, lsn: Lsn, give_up: impl Fn() -> bool) -> bool {
         let mut st = self.state.lock();
-        while st.live.front().is_some_and(|l| l.lsn <= lsn) && !give_up() {
+        loop {
+            if st.live.front().is_none_or(|l| l.lsn > lsn) {
+                return true;
+            }
+            if give_up() {
+                return false;
+            }
             // Woken by `checkpoint` or `wake`; the timeout only bounds a missed `give_up`.
             self.head_moved
                 .wait_for(&mut st, std::time::Duration::from_millis(10));
