@@ -25,6 +25,19 @@ pub fn simulator_of(e: &eagle_core::Engine) -> std::sync::Arc<pmem_emulation::Si
         .expect("the engine runs under the simulator")
 }
 
+/// Options of a small pool (16 MiB) on a plain file, without flushes: for tests that follow
+/// what the engine does after a failure it was made to have (not what a power cut keeps).
+pub fn small_unflushed() -> eagle_core::DbOptions {
+    eagle_core::DbOptions {
+        pool: eagle_core::PoolOptions {
+            size: 16 << 20,
+            flush: Some(eagle_core::pmem::FlushMode::None),
+            ..eagle_core::PoolOptions::default()
+        },
+        ..eagle_core::DbOptions::default()
+    }
+}
+
 /// Whether the harnesses run their long mode (`EAGLE_CRASH_LONG` set).
 pub fn long_mode() -> bool {
     std::env::var_os("EAGLE_CRASH_LONG").is_some()

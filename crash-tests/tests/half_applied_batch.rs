@@ -6,19 +6,10 @@
 use crash_tests::Scratch;
 use eagle_core::db::SetOptions;
 use eagle_core::fault::{self, Fault};
-use eagle_core::pmem::FlushMode;
-use eagle_core::{Db, DbError, DbOptions, PoolOptions};
+use eagle_core::{Db, DbError};
 
 fn open(path: &std::path::Path) -> Db {
-    let opts = DbOptions {
-        pool: PoolOptions {
-            size: 16 << 20,
-            flush: Some(FlushMode::None),
-            ..PoolOptions::default()
-        },
-        ..DbOptions::default()
-    };
-    Db::open(path, opts).unwrap()
+    Db::open(path, crash_tests::small_unflushed()).unwrap()
 }
 
 fn get(db: &Db, k: &[u8]) -> Option<Vec<u8>> {

@@ -61,6 +61,10 @@ pub enum Fault {
     /// until the test calls [`release_paused`]; so a test can hold an older batch open while
     /// newer ones run.
     PauseAfterBatchLog,
+    /// Not a bug: a large hash's writer stops after it published its rewritten parts, before
+    /// it retires the old blocks, until the test calls [`release_paused`]; so a test can run
+    /// the background sweep in between.
+    PauseBeforePartRetire,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -77,11 +81,13 @@ enum Pause {
     Released,
 }
 
-/// Called at the pause point: with [`Fault::PauseAfterBatchLog`] armed on this thread, waits
-/// there until [`release_paused`].
-pub(crate) fn pause_point() {
+/// Called at a pause point: with `fault` (one of the `Pause...` faults) armed on this thread,
+/// waits there until [`release_paused`].
+pub(crate) fn pause_point(fault: Fault) {
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = fault;
     #[cfg(feature = "fault-injection")]
-    if armed(Fault::PauseAfterBatchLog) {
+    if armed(fault) {
         let mut p = PAUSE.0.lock();
         *p = Pause::Paused;
         PAUSE.1.notify_all();
@@ -112,6 +118,29 @@ pub fn release_paused() {
     if *p == Pause::Paused {
         *p = Pause::Released;
         PAUSE.1.notify_all();
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+static SWEEPS_HELD: (parking_lot::Mutex<bool>, parking_lot::Condvar) =
+    (parking_lot::Mutex::new(false), parking_lot::Condvar::new());
+
+/// Holds every recovery sweep that starts from now on at its start (`true`) until called with
+/// `false`: process-wide, so a test that uses it runs alone in its binary.
+#[cfg(feature = "fault-injection")]
+pub fn hold_sweeps(held: bool) {
+    *SWEEPS_HELD.0.lock() = held;
+    SWEEPS_HELD.1.notify_all();
+}
+
+/// Called where a recovery sweep starts: waits while [`hold_sweeps`] holds sweeps.
+pub(crate) fn sweep_gate() {
+    #[cfg(feature = "fault-injection")]
+    {
+        let mut held = SWEEPS_HELD.0.lock();
+        while *held {
+            SWEEPS_HELD.1.wait(&mut held);
+        }
     }
 }
 

@@ -188,6 +188,7 @@ impl Dash {
     }
 
     fn sweep(&self) -> Result<(), IndexError> {
+        crate::fault::sweep_gate();
         let mut visited = HashSet::new();
         loop {
             let mut pending = Vec::new();
@@ -235,6 +236,11 @@ impl Dash {
                 .mark(off)
                 .map_err(|e| corrupted(format!("{what}: {e}")))
         };
+        // Pinned while it reads and marks: a large hash's writer changes part words under the
+        // key's lock, not this segment's, and retires the old block after it kept it. Without
+        // the pin that block's deferred free could run between this visit reading its word and
+        // marking it, and the mark would then bring a freed block back to life (a leak).
+        let _pinned = self.pin();
         seg.lock_all();
         let result = (|| {
             mark(s, "segment")?;

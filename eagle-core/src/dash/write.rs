@@ -511,6 +511,16 @@ impl Dash {
         }
     }
 
+    /// Keeps `block` through a background sweep, for a writer about to unlink it from a
+    /// reference that the sweep reads under locks the writer does not hold (a large hash's part
+    /// word: the sweep reads it under the record's segment lock, the writer holds the key's
+    /// lock). Called before the store that unlinks it, then [`retire`](Self::retire) after:
+    /// either the sweep read the old reference and marked the block, or this marked it, so a
+    /// sweep that ends in between does not free it under the later deferred free.
+    pub(crate) fn keep(&self, block: u64) {
+        self.heap.keep(block);
+    }
+
     /// Frees `block` once no reader pinned now can still see it.
     pub(crate) fn defer_free(&self, guard: &crossbeam_epoch::Guard, block: u64, size: u64) {
         let garbage = self.garbage.clone();

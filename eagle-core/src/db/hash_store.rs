@@ -399,7 +399,16 @@ impl Db {
             // keeping some of a longer run's stores could leave the old block named by words
             // that are not adjacent (`[B, B1', B, B3']`), which no reader can tell from damage.
             let single = one_entry && rewrite.iter().all(|(lo, hi, _)| hi - lo <= 2);
+            // The background sweep reads part words under the record's segment lock, which
+            // this writer does not hold: the old blocks are kept before their words change, or
+            // a sweep that read the new words and ended before the retire below would free
+            // them as unreachable, and the retire's deferred free would free them again,
+            // perhaps reallocated by then.
+            for &old in &olds {
+                self.engine.index().keep(old);
+            }
             self.replace_parts(&table, rewrite, single, count, epoch)?;
+            crate::fault::pause_point(crate::fault::Fault::PauseBeforePartRetire);
             let guard = self.engine.index().pin();
             for old in olds {
                 self.engine.index().retire(&guard, old);

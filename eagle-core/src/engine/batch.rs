@@ -289,7 +289,7 @@ impl Engine {
                 return Err(BatchError::Wal(e));
             }
         };
-        crate::fault::pause_point();
+        crate::fault::pause_point(crate::fault::Fault::PauseAfterBatchLog);
         let fail_midway = crate::fault::armed(crate::fault::Fault::FailBatchMidway);
         let mut i = 0;
         while i < ops.len() {
