@@ -118,7 +118,7 @@ fn command(r: &mut Rng) -> Vec<String> {
     let f = |r: &mut Rng| r.pick(FIELDS).to_string();
     let i = |r: &mut Rng| r.pick(INTS).to_string();
     let s = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    match r.below(44) {
+    match r.below(45) {
         0 | 1 => vec!["GET".into(), k(r)],
         2 | 3 => {
             let mut c = vec!["SET".into(), k(r), v(r)];
@@ -213,6 +213,16 @@ fn command(r: &mut Rng) -> Vec<String> {
         ],
         41 => vec![r.pick(&["GET", "SET", "HSET", "MSET", "STRLEN"]).into()], // wrong arity
         42 => vec!["NOSUCHCOMMAND".into(), k(r)],
+        // Counts whose replies do not depend on the draw: the whole hash (in any order), none,
+        // or an error.
+        44 => {
+            let count = r.pick(&["100000000", "0", "-9223372036854775808", "x"]);
+            let mut c = vec!["HRANDFIELD".into(), k(r), count.into()];
+            if r.below(2) == 0 {
+                c.push("WITHVALUES".into());
+            }
+            c
+        }
         _ => vec!["SET".into(), k(r), v(r), "GET".into()],
     }
 }
@@ -237,6 +247,14 @@ fn close_enough(cmd: &str, a: &Frame, b: &Frame) -> bool {
     match (cmd, a, b) {
         ("TTL", Frame::Integer(x), Frame::Integer(y)) => (x - y).abs() <= 1,
         ("PTTL", Frame::Integer(x), Frame::Integer(y)) => (x - y).abs() <= 1000,
+        ("HRANDFIELD", Frame::Array(x), Frame::Array(y)) => {
+            let sorted = |v: &[Frame]| {
+                let mut v: Vec<String> = v.iter().map(|f| format!("{f:?}")).collect();
+                v.sort();
+                v
+            };
+            sorted(x) == sorted(y)
+        }
         _ => a == b,
     }
 }

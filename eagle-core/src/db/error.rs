@@ -30,6 +30,8 @@ pub enum DbError {
     StringTooLong,
     /// A negative SETRANGE offset.
     OffsetOutOfRange,
+    /// A count beyond what the command allows (HRANDFIELD's repeats).
+    ValueOutOfRange,
     /// The pool is full.
     OutOfMemory,
     /// An atomic batch (this one or an earlier one) failed half-applied; writes wait for a
@@ -62,6 +64,7 @@ impl fmt::Display for DbError {
                 "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
             }
             DbError::OffsetOutOfRange => "ERR offset is out of range",
+            DbError::ValueOutOfRange => "ERR value is out of range",
             DbError::OutOfMemory => "OOM command not allowed when used memory > 'maxmemory'.",
             DbError::ReadOnly => {
                 "ERR an atomic batch could not be completed; restart the server to finish it"

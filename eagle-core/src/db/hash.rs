@@ -7,6 +7,9 @@ use super::hash_codec::Fields;
 use super::keys::random_u64;
 use super::num::{format_f64, parse_f64, parse_i64};
 
+/// The most fields HRANDFIELD returns for a negative count (fields repeated).
+pub const MAX_RANDOM_REPEATS: u64 = 1 << 24;
+
 impl Db {
     /// HSET (HMSET): how many fields were added (not updated). Atomic across a crash.
     pub fn hset(&self, key: &[u8], pairs: &[(&[u8], &[u8])]) -> Result<u64, DbError> {
@@ -139,8 +142,13 @@ impl Db {
     }
 
     /// HRANDFIELD: without `count`, one field; with a positive count, up to that many distinct
-    /// fields; with a negative one, that many with repeats.
+    /// fields; with a negative one, that many with repeats, at most [`MAX_RANDOM_REPEATS`]
+    /// (beyond it, [`DbError::ValueOutOfRange`]: the answer is built in memory, and Redis, which
+    /// streams it, runs out of output buffer there too).
     pub fn hrandfield(&self, key: &[u8], count: Option<i64>) -> Result<Fields, DbError> {
+        if count.is_some_and(|c| c < 0 && c.unsigned_abs() > MAX_RANDOM_REPEATS) {
+            return Err(DbError::ValueOutOfRange);
+        }
         let mut fields = self.hgetall(key)?;
         if fields.is_empty() {
             return Ok(fields);

@@ -34,6 +34,7 @@ pub use evict::{EVICTION_ROUNDS, EvictionPolicy};
 pub use expire::{ExpireCondition, Ttl};
 pub use gate::Gate;
 pub use glob::glob_match;
+pub use hash::MAX_RANDOM_REPEATS;
 pub use num::{format_f64, parse_f64, parse_i64};
 pub use snapshot::{RestoreOptions, RestoreStats, SnapshotInfo, SnapshotStats, verify_snapshot};
 pub use snapshot_error::SnapshotError;

@@ -155,10 +155,6 @@ impl Command for HScan {
     }
 }
 
-/// The most HRANDFIELD may return with a negative count (Redis has no such cap; it keeps
-/// one request from allocating without bound).
-const MAX_RANDOM_FIELDS: u64 = 1 << 24;
-
 struct HRandField {
     key: Bytes,
     count: Option<i64>,
@@ -180,8 +176,13 @@ impl Command for HRandField {
             with_values = true;
         }
         p.finish()?;
-        if count.is_some_and(|c| c.unsigned_abs() > MAX_RANDOM_FIELDS) {
-            return Err(CmdError::new("ERR value is out of range"));
+        // Redis's range for the count; a positive count beyond the hash returns all of it,
+        // and the keyspace refuses too many repeats of a negative one.
+        if count == Some(i64::MIN) {
+            return Err(CmdError::new(
+                "ERR value is out of range, value must between -9223372036854775807 and \
+                 9223372036854775807",
+            ));
         }
         Ok(HRandField {
             key,
