@@ -81,6 +81,17 @@ fn build(db: &Db, n: usize) -> Model {
     m
 }
 
+/// The word at `offset` in hash `h`'s table block, for a test to damage.
+fn table_word(db: &Db, offset: u64) -> &std::sync::atomic::AtomicU64 {
+    let record = db.engine().index().get(b"h", |r| r.value().to_vec());
+    let table = eagle_core::hashtab::table_ref(&record.unwrap().unwrap()).unwrap();
+    db.engine()
+        .pool()
+        .region()
+        .atomic_u64(table + offset)
+        .unwrap()
+}
+
 fn verify(db: &Db, m: &Model) {
     assert_eq!(db.hlen(b"h").unwrap(), m.len() as u64);
     let all: Model = db.hgetall(b"h").unwrap().into_iter().collect();
@@ -293,5 +304,41 @@ fn a_hash_of_large_values_doubles_for_its_parts_bytes() {
     let db = open(&path);
     verify(&db, &m);
     db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_damaged_field_count_does_not_delete_the_fields_its_parts_hold() {
+    let path = pool_path("hash-parts-damaged-count");
+    let db = open(&path);
+    let mut m = build(&db, 200);
+    db.hlen(b"h").unwrap(); // the count is trusted in this epoch from here on
+    // Damage the table's count (offset 16) to 1: deleting one field would take it to zero.
+    table_word(&db, 16).store(1, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(db.hdel(b"h", &[&field(3)]).unwrap(), 1);
+    m.remove(&field(3));
+    // Counted again rather than trusted to zero: the hash keeps its 199 other fields.
+    verify(&db, &m);
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_table_whose_size_outgrows_its_block_is_reported_damaged() {
+    let path = pool_path("hash-parts-damaged-size");
+    let db = open(&path);
+    build(&db, 200);
+    // The table's log2 of parts (the low half of the word at offset 8), grown by 4: its part
+    // words would reach sixteen times past its block.
+    table_word(&db, 8).fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+    for got in [
+        db.hset(b"h", &[(b"new", b"v")]).map(|_| ()),
+        db.hget(b"h", &field(1)).map(|_| ()),
+    ] {
+        assert!(
+            matches!(got, Err(eagle_core::DbError::Corrupted { .. })),
+            "{got:?}"
+        );
+    }
     let _ = std::fs::remove_file(&path);
 }

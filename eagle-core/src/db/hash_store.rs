@@ -64,9 +64,16 @@ impl Db {
         hash_of(self.load_read_as(key, RecordKind::Hash)?)
     }
 
+    /// The table block at `t`, its size checked against the heap block holding it: the header
+    /// has no checksum, and a damaged `k` would have part words read (and stored) past the
+    /// block, in another owner's bytes.
     fn table(&self, t: u64) -> Result<Table<'_>, DbError> {
-        Table::open(self.engine.pool().region(), t)
-            .ok_or_else(|| corrupt(format!("hash table {t:#x} is damaged")))
+        let damaged = || corrupt(format!("hash table {t:#x} is damaged"));
+        let table = Table::open(self.engine.pool().region(), t).ok_or_else(damaged)?;
+        match self.engine.index().heap().block_size(t) {
+            Some(size) if size >= table_size(table.log2_parts) => Ok(table),
+            _ => Err(damaged()),
+        }
     }
 
     /// Whether this pool's parts are runs that grow in place (`INCOMPAT_APPEND_PARTS`).
@@ -336,7 +343,23 @@ impl Db {
             // Only fields that were not there removed: nothing to write.
             return Ok((0, 0));
         }
-        let count = before + added - removed;
+        // The stored count is trusted in its epoch but read from the media: a count that this
+        // change would take below zero, or to zero (which deletes the hash), is checked against
+        // a recount first, so a damaged count cannot delete fields the parts still hold.
+        let count = match before
+            .checked_add(added)
+            .and_then(|n| n.checked_sub(removed))
+        {
+            Some(n) if n > 0 => n,
+            _ => {
+                let actual = self.recount(&table)?;
+                (actual + added).checked_sub(removed).ok_or_else(|| {
+                    corrupt(format!(
+                        "hash table {t:#x}: a change removes {removed} of its {actual} fields"
+                    ))
+                })?
+            }
+        };
         if count == 0 {
             self.remove(key)?;
             return Ok((added, removed));
@@ -434,7 +457,9 @@ impl Db {
         epoch: u64,
         change: &Change<'_>,
     ) -> Result<Option<(u64, u64)>, DbError> {
-        let count = before + 1;
+        let Some(count) = before.checked_add(1) else {
+            return Ok(None);
+        };
         if change.1.is_none() || !self.runs() || self.engine.in_atomic() {
             return Ok(None);
         }
