@@ -34,6 +34,11 @@ use crate::record::{RecordKind, record_size, write_record};
 /// Most keys in one group (a connection's pipeline window).
 pub const MAX_GROUP: usize = 16;
 
+/// The most value bytes a group copies while it holds other members' buckets: a value that
+/// would take it past this starts the next group instead (where it is written before any lock
+/// is taken), so readers of those buckets do not spin through large copies.
+pub const GROUP_BYTES: u64 = 64 << 10;
+
 /// Free slots of a bucket, as bits.
 const ALL_SLOTS: u32 = (1 << SLOTS) - 1;
 
@@ -151,6 +156,14 @@ impl<'a> Locks<'a> {
     }
 }
 
+/// A panic while the group holds buckets (damaged pool bytes met under the locks, say) unlocks
+/// them, as `put`'s `Held` does, rather than leave readers spinning on them for good.
+impl Drop for Locks<'_> {
+    fn drop(&mut self) {
+        self.release_after(0);
+    }
+}
+
 impl Dash {
     /// Makes the leading items of `items` name their records (upserts) as one group; returns
     /// how many it applied, durably: at most [`MAX_GROUP`], fewer if the group closed early, 0
@@ -168,13 +181,19 @@ impl Dash {
             n: 0,
         };
         let mut members: [Option<Member<'_>>; MAX_GROUP] = [None; MAX_GROUP];
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0);
         while n < items.len() {
             let key = items[n].key();
             if items[..n].iter().any(|i| i.key() == key) {
                 break;
             }
             let source = items[n].source();
+            if let Source::Value { value, .. } = source {
+                bytes += value.len() as u64;
+                if n > 0 && bytes > GROUP_BYTES {
+                    break;
+                }
+            }
             match self.take_member(key, source, hashes[n], &mut locks, &members[..n]) {
                 Ok(Some(m)) => {
                     members[n] = Some(m);
@@ -417,7 +436,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::super::segment::{BUCKETS, bucket_index};
-    use super::MAX_GROUP;
+    use super::{GROUP_BYTES, MAX_GROUP};
     use crate::dash::PutMode;
     use crate::engine::temp_engine;
     use crate::record::RecordKind;
@@ -550,6 +569,25 @@ mod tests {
             assert!(value_of(&e, k).is_some());
         }
         assert!(e.check().is_clean());
+    }
+
+    #[test]
+    fn a_group_closes_before_a_value_that_takes_it_past_its_byte_budget() {
+        let e = temp_engine("group-bytes", 4 << 20);
+        let half = vec![7u8; (GROUP_BYTES / 2) as usize];
+        let whole = vec![8u8; GROUP_BYTES as usize];
+        let pairs: [(&[u8], &[u8], u64); 4] = [
+            (b"a", &half, 0),
+            (b"b", &half, 0),
+            (b"c", b"1", 0),
+            (b"d", &whole, 0),
+        ];
+        // a and b fill the budget exactly and c's byte passes it; c and d pass it too; d alone
+        // may exceed it.
+        assert_eq!(e.index().group(&pairs).unwrap(), 2);
+        assert_eq!(e.index().group(&pairs[2..]).unwrap(), 1);
+        assert_eq!(e.index().group(&pairs[3..]).unwrap(), 1);
+        assert_eq!(value_of(&e, b"d").unwrap(), whole);
     }
 
     #[test]
