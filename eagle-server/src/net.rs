@@ -16,7 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::cmd::{Ctx, Request, Session, Shared, Spec, execute_request, execute_sets, plain_set};
+use crate::cmd::{
+    Ctx, Request, Session, Shared, Spec, execute_hsets, execute_request, execute_sets, plain_hset,
+    plain_set, same_hash,
+};
 use crate::state::DRAIN_TIMEOUT;
 
 /// Redis's reply to a client over `maxclients`.
@@ -269,6 +272,9 @@ struct Intake {
     recent: Option<&'static Spec>,
     /// Consecutive plain SETs of the window, waiting to run as a group ([`execute_sets`]).
     sets: Vec<Request>,
+    /// Consecutive HSETs of one key, waiting to run under one take of its lock
+    /// ([`execute_hsets`]).
+    hsets: Vec<Request>,
 }
 
 /// Serves one client connection on `stream` until it closes, is killed, idles out, breaks the
@@ -308,6 +314,7 @@ pub async fn serve_connection<S>(
         window: Vec::with_capacity(LOOKAHEAD),
         recent: None,
         sets: Vec::with_capacity(LOOKAHEAD),
+        hsets: Vec::with_capacity(LOOKAHEAD),
     };
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
@@ -415,6 +422,7 @@ where
         window,
         recent,
         sets,
+        hsets,
     } = intake;
     let mut outcome = Outcome::Continue;
     let mut ran = false;
@@ -463,6 +471,17 @@ where
                     continue;
                 }
                 execute_sets(ctx, sets, |ctx, frame| reply(ctx, &frame, wbuf));
+            } else if plain_hset(ctx, &request) {
+                // Consecutive HSETs of one key run under one take of its lock, the last of them
+                // once the next request is not one (or the window ends).
+                hsets.push(request);
+                if pending
+                    .peek()
+                    .is_some_and(|next| plain_hset(ctx, next) && same_hash(&hsets[0], next))
+                {
+                    continue;
+                }
+                execute_hsets(ctx, hsets, |ctx, frame| reply(ctx, &frame, wbuf));
             } else {
                 let frame = execute_request(ctx, request);
                 reply(ctx, &frame, wbuf);

@@ -1,7 +1,8 @@
-//! Pipelined plain SETs run in groups (`Db::set_run`): random pipelines of SETs with and
-//! without options, reads, deletes, type errors, MULTI blocks and skipped replies, sent as one
-//! write to eagle-server and to a real `redis-server`, must get the same replies in the same
-//! order and leave the same keys.
+//! Pipelined plain SETs run in groups (`Db::set_run`), and consecutive HSETs of one key under
+//! one take of its lock (`Db::hset_run`): random pipelines of them, with options, reads,
+//! deletes, type errors, MULTI blocks and skipped replies, sent as one write to eagle-server and
+//! to a real `redis-server`, must get the same replies in the same order and leave the same
+//! keys.
 
 mod common;
 
@@ -98,23 +99,36 @@ fn replies(conn: &mut Raw, cmds: &[Vec<String>]) -> Vec<Frame> {
     }
 }
 
-#[test]
-fn pipelined_sets_reply_and_store_like_redis_server() {
-    let redis = RedisServer::start();
-    let eagle = Server::start("pipelined-sets", &[]);
-    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+/// Sends 30 pipelines from `next` to both servers; every reply must be the same. Returns how
+/// many were compared.
+fn same_replies(
+    ours: &mut Raw,
+    theirs: &mut Raw,
+    mut next: impl FnMut() -> Vec<Vec<String>>,
+) -> usize {
     let mut compared = 0;
     for round in 0..30 {
-        let len = 16 + rng.below(200) as usize;
-        let cmds = pipeline(&mut rng, len);
-        let (a, b) = (replies(&mut ours, &cmds), replies(&mut theirs, &cmds));
+        let cmds = next();
+        let (a, b) = (replies(ours, &cmds), replies(theirs, &cmds));
         assert_eq!(a.len(), b.len(), "round {round}: reply counts\n{cmds:?}");
         for (i, (a, b)) in a.iter().zip(&b).enumerate() {
             assert_eq!(a, b, "round {round}, reply {i}\n{cmds:?}");
         }
         compared += a.len();
     }
+    compared
+}
+
+#[test]
+fn pipelined_sets_reply_and_store_like_redis_server() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("pipelined-sets", &[]);
+    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let compared = same_replies(&mut ours, &mut theirs, || {
+        let len = 16 + rng.below(200) as usize;
+        pipeline(&mut rng, len)
+    });
     // The same keys, with the same values or types, are left on both.
     for k in 0..24 {
         let key = format!("k{k}");
@@ -193,4 +207,67 @@ fn a_grouped_set_aborts_the_exec_of_a_client_watching_its_key() {
     assert_eq!(b.cmd(&["SET", "k", "b"]), simple("QUEUED"));
     assert_eq!(b.cmd(&["EXEC"]), Frame::NullArray);
     assert_eq!(b.cmd(&["GET", "k"]), bulk("a"));
+}
+
+/// A random pipeline of mostly HSETs of one hash (fields repeat, and the hash grows past its
+/// compact form), mixed with what must end a run or see its effects.
+fn hash_pipeline(rng: &mut Rng, len: usize) -> Vec<Vec<String>> {
+    let mut cmds = Vec::new();
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    while cmds.len() < len {
+        let key = ["h", "h", "h", "h", "h2", "s"][rng.below(6) as usize];
+        let (f, g) = (format!("f{}", rng.below(80)), format!("f{}", rng.below(80)));
+        let value = format!("v{}", rng.below(1000));
+        let cmd = match rng.below(100) {
+            0..70 => s(&["HSET", key, &f, &value]),
+            70..78 => s(&["HSET", key, &f, &value, &g, &value]),
+            78..80 => s(&["HSET", key, &f]),
+            80..84 => s(&["HGET", key, &f]),
+            84..88 => s(&["HDEL", key, &f, &g]),
+            88..90 => s(&["HLEN", key]),
+            90..91 => s(&["DEL", key]),
+            91..93 => s(&["SET", "s", &value]),
+            93..95 => s(&["CLIENT", "REPLY", "SKIP"]),
+            _ => {
+                cmds.push(s(&["MULTI"]));
+                cmds.push(s(&["HSET", key, &f, &value]));
+                s(&["EXEC"])
+            }
+        };
+        cmds.push(cmd);
+    }
+    cmds.push(s(&["HLEN", "h"]));
+    cmds
+}
+
+#[test]
+fn pipelined_hsets_of_one_key_reply_and_store_like_redis_server() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("pipelined-hsets", &[]);
+    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let compared = same_replies(&mut ours, &mut theirs, || {
+        let len = 16 + rng.below(100) as usize;
+        hash_pipeline(&mut rng, len)
+    });
+    for key in ["h", "h2", "s"] {
+        assert_eq!(
+            ours.cmd(&["TYPE", key]),
+            theirs.cmd(&["TYPE", key]),
+            "{key}"
+        );
+        let sorted = |c: &mut Raw| match c.cmd(&["HGETALL", key]) {
+            Frame::Array(items) => {
+                let mut pairs: Vec<String> = items
+                    .chunks(2)
+                    .map(|p| format!("{:?}={:?}", p[0], p.get(1)))
+                    .collect();
+                pairs.sort();
+                pairs
+            }
+            other => vec![format!("{other:?}")],
+        };
+        assert_eq!(sorted(&mut ours), sorted(&mut theirs), "{key}");
+    }
+    println!("pipelined hsets: {compared} replies compared with redis-server, 0 differences");
 }

@@ -14,6 +14,33 @@ impl Db {
     /// HSET (HMSET): how many fields were added (not updated). Atomic across a crash.
     pub fn hset(&self, key: &[u8], pairs: &[(&[u8], &[u8])]) -> Result<u64, DbError> {
         let _held = self.lock_write([key])?;
+        self.hset_held(key, pairs)
+    }
+
+    /// HSETs of one key in a row (a pipeline's), under one take of the key's lock: each one's
+    /// result, in order, as the HSETs one by one would give them (each atomic across a crash on
+    /// its own). Where several connections write one hash, each HSET taking the lock made the
+    /// workers hand it to one another (and park) once per command.
+    pub fn hset_run(
+        &self,
+        key: &[u8],
+        commands: &[&[(&[u8], &[u8])]],
+    ) -> Vec<Result<u64, DbError>> {
+        let held = self.lock_write([key]);
+        commands
+            .iter()
+            .map(|pairs| match &held {
+                Err(e) => Err(e.clone()),
+                // An atomic batch that failed half-applied meanwhile (another key's) makes the
+                // engine refuse writes, as `lock_write` would for each HSET alone.
+                Ok(_) if !self.engine.writable() => Err(DbError::ReadOnly),
+                Ok(_) => self.hset_held(key, pairs),
+            })
+            .collect()
+    }
+
+    /// HSET with the key's lock held.
+    fn hset_held(&self, key: &[u8], pairs: &[(&[u8], &[u8])]) -> Result<u64, DbError> {
         let found = self.open_hash(key)?;
         let changes: Vec<_> = pairs.iter().map(|(f, v)| (*f, Some(*v))).collect();
         Ok(self.hash_update(key, found, &changes)?.0)

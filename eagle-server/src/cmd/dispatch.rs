@@ -218,6 +218,87 @@ fn run_sets(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64, bool) {
     (run.applied, nanos, run.result.is_err())
 }
 
+/// Whether `request` is an HSET that [`execute_hsets`] may run together with the HSETs of the
+/// same key next to it: one that would pass every check of [`execute_request`] now and run
+/// without the eviction retry. (An HSET with an odd number of arguments runs alone, for its
+/// arity error.)
+pub fn plain_hset(ctx: &Ctx<'_>, request: &Request) -> bool {
+    request.spec.is_some_and(|s| s.name == "hset")
+        && request.argv.len() >= 4
+        && request.argv.len().is_multiple_of(2)
+        && !ctx.session.multi.active()
+        && (ctx.session.authenticated || !ctx.shared.server.password_set())
+        && ctx.db().eviction() == EvictionPolicy::NoEviction
+}
+
+/// Whether two requests that passed [`plain_hset`] name the same key.
+pub fn same_hash(a: &Request, b: &Request) -> bool {
+    a.argv[1] == b.argv[1]
+}
+
+/// Runs consecutive pipelined HSETs of one key (each passed [`plain_hset`]) under one take of
+/// the key's lock ([`Db::hset_run`](eagle_core::Db::hset_run)), and hands each reply to `reply`,
+/// in order; empties `hsets`. Each HSET is counted, and touches the key's watchers, as an HSET
+/// run alone is, with an equal share of the run's time.
+pub fn execute_hsets(
+    ctx: &mut Ctx<'_>,
+    hsets: &mut Vec<Request>,
+    mut reply: impl FnMut(&mut Ctx<'_>, Frame),
+) {
+    if hsets.len() == 1 {
+        let frame = execute_request(ctx, hsets.remove(0));
+        reply(ctx, frame);
+        return;
+    }
+    let Some(spec) = hsets.first().and_then(|r| r.spec) else {
+        return;
+    };
+    note_last_cmd(ctx, spec);
+    let server = &ctx.shared.server;
+    let started = stopwatch::now();
+    let results = {
+        let _gate = server.gate.shared(ctx.session.id);
+        let key = &hsets[0].argv[1][..];
+        let pairs: Vec<Vec<(&[u8], &[u8])>> = hsets
+            .iter()
+            .map(|r| {
+                r.argv[2..]
+                    .chunks_exact(2)
+                    .map(|p| (&p[0][..], &p[1][..]))
+                    .collect()
+            })
+            .collect();
+        let commands: Vec<&[(&[u8], &[u8])]> = pairs.iter().map(Vec::as_slice).collect();
+        let results = ctx.db().hset_run(key, &commands);
+        // Before the gate is released, as `run` does: an EXEC that takes it next sees them.
+        let applied = results.iter().filter(|r| r.is_ok()).count();
+        if applied > 0 && server.watches.any() {
+            server.watches.touch(std::iter::once(key));
+        }
+        for _ in 0..applied {
+            server.saves.changed();
+        }
+        results
+    };
+    let share = stopwatch::nanos_between(started, stopwatch::now()) / results.len() as u64;
+    for result in results {
+        ctx.session.tally.add(spec.name, share);
+        let frame = match result {
+            Ok(added) => Frame::Integer(added.try_into().unwrap_or(i64::MAX)),
+            Err(e) => {
+                let e = CmdError::from(e);
+                server.stats.error(e.0.as_bytes());
+                if let Some(stat) = server.stats.cmds().get(spec.name) {
+                    stat.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                e.frame()
+            }
+        };
+        reply(ctx, frame);
+    }
+    hsets.clear();
+}
+
 /// A command refused before running: counted, and it dooms an open transaction. A refused
 /// EXEC discards the transaction and says why, as Redis's `execCommandAbort`.
 fn reject(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, err: CmdError) -> Frame {

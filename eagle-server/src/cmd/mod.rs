@@ -15,7 +15,10 @@ mod strings;
 mod table;
 
 pub use ctx::{Ctx, Session, Shared};
-pub use dispatch::{Request, execute, execute_request, execute_sets, plain_set};
+pub use dispatch::{
+    Request, execute, execute_hsets, execute_request, execute_sets, plain_hset, plain_set,
+    same_hash,
+};
 pub use parse::{CmdError, Parse};
 pub use table::{Command, NameMap, Spec, lookup, table};
 
