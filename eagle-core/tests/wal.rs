@@ -368,9 +368,11 @@ fn scrub_erases_stale_bytes_outside_the_live_records_and_keeps_them() {
         bytes[at..at + 10].copy_from_slice(b"GONE999999");
     }
     std::fs::write(&p.0, &bytes).unwrap();
+    assert_eq!(occurrences(&p, b"GONE"), 7);
+    // The pool was not closed cleanly: the open scrubs before it returns.
     let (wal, rec) = open(&p);
     assert_eq!(rec.len(), 5);
-    assert_eq!(occurrences(&p, b"GONE"), 7);
+    assert_eq!(occurrences(&p, b"GONE"), 5);
     wal.scrub(|| false);
     assert_eq!(occurrences(&p, b"GONE"), 5);
     drop(wal);
@@ -422,10 +424,10 @@ fn scrub_erases_the_end_of_a_lap_past_its_marker_while_the_tail_is_a_lap_ahead()
     let at = (256 << 10) + cap as usize - 100;
     bytes[at..at + 10].copy_from_slice(b"GONE999999");
     std::fs::write(&p.0, &bytes).unwrap();
+    assert_eq!(occurrences(&p, b"GONE"), 1);
+    // The pool was not closed cleanly: the open scrubs before it returns.
     let (wal, rec) = open(&p);
     assert_eq!(rec.iter().map(|e| e.lsn).collect::<Vec<_>>(), live);
-    assert_eq!(occurrences(&p, b"GONE"), 1);
-    wal.scrub(|| false);
     assert_eq!(occurrences(&p, b"GONE"), 0);
     drop(wal);
     let (_, rec) = open(&p);
@@ -468,4 +470,32 @@ fn an_empty_log_whose_head_waits_at_a_marker_takes_any_record_that_fits_in_a_lap
     // Nothing is live, the head waits at the marker (70% into its lap) and the tail is at the
     // start of the next: 80% of a lap fits neither after the tail nor before the head.
     append_to_empty_and_reopen(&p, wal, cap * 8 / 10);
+}
+
+#[test]
+fn a_record_appended_over_a_torn_one_does_not_bring_back_the_record_behind_it() {
+    let p = tmp("stale-behind-torn");
+    let (wal, _) = open(&p);
+    // X (LSN 1) and Y (LSN 2); then a crash tears X and keeps Y.
+    let (x, y) = (payload(1), payload(2));
+    wal.append(1, &x).unwrap();
+    wal.append(1, &y).unwrap();
+    drop(wal);
+    let mut bytes = std::fs::read(&p.0).unwrap();
+    bytes[(256 << 10) + 16] ^= 0xff;
+    std::fs::write(&p.0, &bytes).unwrap();
+    let (wal, rec) = open(&p);
+    assert!(rec.is_empty(), "the torn record ends the log");
+    // Z, as long as X, takes X's place and LSN: Y, still in the ring, would follow it.
+    let z = vec![0x5a; x.len()];
+    assert_eq!(wal.append(1, &z).unwrap(), 1);
+    drop(wal);
+    let (wal, rec) = open(&p);
+    let payloads: Vec<&[u8]> = rec.iter().map(|e| &e.payload[..]).collect();
+    assert_eq!(payloads, [&z[..]], "only Z was appended since the crash");
+    // Z checkpointed: the head moves to where Y was, and must find nothing there.
+    wal.checkpoint(1);
+    drop(wal);
+    let (_, rec) = open(&p);
+    assert!(rec.is_empty(), "{rec:?}");
 }

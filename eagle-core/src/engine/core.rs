@@ -135,18 +135,22 @@ impl Engine {
         // Redo before the sweep: the logged batches name records that nothing else reaches yet.
         (engine.replayed, engine.rolled_back) = engine.replay(entries)?;
         // Background mode: the first request is served at once (see docs/recovery.md).
-        // After the index's recovery, the log's free space is scrubbed (`Wal::scrub`); `close`
-        // joins the thread. Records checkpointed later are zeroed in memory only: what a power
-        // failure keeps of them, the next open's scrub erases.
+        // After the index's recovery, the log's free space is scrubbed (`Wal::scrub`) unless
+        // `Wal::open` did it already (after a crash); `close` joins the thread. Records
+        // checkpointed later are zeroed in memory only: what a power failure keeps of them, the
+        // next open's scrub erases.
         let (index, wal) = (engine.index.clone(), engine.wal.clone());
+        let scrubbed = !engine.pool().was_clean();
         let recover = move || {
             index.run_recovery();
-            wal.scrub(|| {
-                index
-                    .recovery
-                    .cancel
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            });
+            if !scrubbed {
+                wal.scrub(|| {
+                    index
+                        .recovery
+                        .cancel
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                });
+            }
         };
         if mode == RecoveryMode::Background {
             let (index, wal) = (engine.index.clone(), engine.wal.clone());

@@ -147,7 +147,8 @@ fn ring_ranges(from: (u64, u32), to: (u64, u32), len: u64) -> impl Iterator<Item
 }
 
 impl Wal {
-    /// Opens the log and returns the records recovery must redo (oldest first).
+    /// Opens the log and returns the records recovery must redo (oldest first). After a crash
+    /// (the pool not closed cleanly) the free space is scrubbed before this returns.
     pub fn open(pool: Arc<Pool>) -> Result<(Wal, Vec<WalEntry>), WalError> {
         let ext = pool.layout().wal;
         let head_word = pool.layout().meta.offset + HEAD_WORD;
@@ -232,6 +233,17 @@ impl Wal {
             syncs: AtomicU64::new(0),
             pool,
         };
+        // After a crash the scan stopped at a record that does not validate: torn, or never
+        // written. Records past it may still validate (written before the crash, their lines
+        // written back when the torn one's were not; none acknowledged), and nothing may be
+        // appended before they are gone: a new record at the tail as long as the torn one would
+        // end where the stale one starts, which has the next LSN in the same generation, and the
+        // next recovery would redo it (a batch whose prepared records the sweep has freed since:
+        // the open would then fail for good); once the new record is checkpointed, the head
+        // itself would name the stale one. The background scrub came too late for that.
+        if !wal.pool.was_clean() {
+            wal.scrub(|| false);
+        }
         Ok((wal, entries))
     }
 
