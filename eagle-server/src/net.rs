@@ -430,7 +430,15 @@ where
     'batch: loop {
         // Take in up to `LOOKAHEAD` requests, start fetching what their keys' lookups read, then
         // run them: the misses of a pipeline's lookups overlap instead of adding up.
-        while window.len() < LOOKAHEAD {
+        // Until the client authenticates, one request at a time, parsed with the tighter
+        // limits (`RequestParser::set_authenticated`): an AUTH lifts them for the next one.
+        parser.set_authenticated(ctx.session.authenticated);
+        let lookahead = if ctx.session.authenticated {
+            LOOKAHEAD
+        } else {
+            1
+        };
+        while window.len() < lookahead {
             match parser.parse(rbuf) {
                 Ok(Some(argv)) => window.push(Request::after(argv, recent)),
                 Ok(None) => break,

@@ -110,6 +110,30 @@ fn requirepass_gates_commands_until_auth() {
     assert_eq!(raw.cmd(&["AUTH", "s3cret"]), ok());
     assert_eq!(raw.cmd(&["SET", "k", "v"]), ok());
     assert_eq!(raw.cmd(&["GET", "k"]), bulk("v"));
+    // Before AUTH, Redis's limits on request size (nothing sent unauthenticated can make the
+    // server hold much); an AUTH lifts them for the next request of the same pipeline.
+    let mut fresh = s.raw();
+    fresh.send(b"*11\r\n");
+    assert_eq!(
+        fresh.read(),
+        Some(error(
+            "ERR Protocol error: unauthenticated multibulk length"
+        ))
+    );
+    assert_eq!(fresh.read(), None, "the connection closes");
+    let mut fresh = s.raw();
+    fresh.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n");
+    assert_eq!(
+        fresh.read(),
+        Some(error("ERR Protocol error: unauthenticated bulk length"))
+    );
+    let mut fresh = s.raw();
+    let large = "v".repeat(100_000);
+    let mut pipeline = encode_cmd(&[b"AUTH", b"s3cret"]);
+    pipeline.extend(encode_cmd(&[b"SET", b"large", large.as_bytes()]));
+    fresh.send(&pipeline);
+    assert_eq!(fresh.read(), Some(ok()));
+    assert_eq!(fresh.read(), Some(ok()));
     // RESET forgets the authentication.
     assert_eq!(raw.cmd(&["RESET"]), simple("RESET"));
     assert_eq!(raw.cmd(&["GET", "k"]), noauth);

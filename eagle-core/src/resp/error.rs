@@ -23,6 +23,10 @@ pub enum ProtocolError {
     TooBigBulkCount,
     /// An inline request line with no newline within the inline limit.
     TooBigInline,
+    /// A `*` count above 10 from a client that has not authenticated.
+    UnauthenticatedMultibulkLength,
+    /// A `$` length above 16 KiB from a client that has not authenticated.
+    UnauthenticatedBulkLength,
     /// An inline request with an unterminated quote, or a closing quote followed by neither a
     /// space nor the end of the line.
     UnbalancedQuotes,
@@ -60,6 +64,8 @@ impl ProtocolError {
             ProtocolError::TooBigMbulkCount => "too big mbulk count string",
             ProtocolError::TooBigBulkCount => "too big bulk count string",
             ProtocolError::TooBigInline => "too big inline request",
+            ProtocolError::UnauthenticatedMultibulkLength => "unauthenticated multibulk length",
+            ProtocolError::UnauthenticatedBulkLength => "unauthenticated bulk length",
             ProtocolError::UnbalancedQuotes => "unbalanced quotes in request",
         }
     }

@@ -45,6 +45,12 @@ impl Default for Limits {
     }
 }
 
+/// Most arguments a request of a client that has not authenticated may have (Redis's limit):
+/// nothing it sends before AUTH can make the server hold much.
+pub const UNAUTHENTICATED_ARGS: u64 = 10;
+/// Largest argument of a client that has not authenticated, in bytes (Redis's limit).
+pub const UNAUTHENTICATED_BULK: u64 = 16384;
+
 /// Parses requests out of one connection's read buffer, resuming where it stopped.
 ///
 /// Use one parser per connection, with the same buffer every call: the caller only ever appends
@@ -55,6 +61,9 @@ impl Default for Limits {
 #[derive(Debug, Default)]
 pub struct RequestParser {
     limits: Limits,
+    /// The client has not authenticated (a password is set): commands of at most
+    /// [`UNAUTHENTICATED_ARGS`] arguments of at most [`UNAUTHENTICATED_BULK`] bytes, as Redis.
+    unauthenticated: bool,
     /// Elements still to read of the multibulk command in progress; 0 between commands.
     pending: u64,
     /// Length of the bulk whose header has been consumed but whose payload has not.
@@ -94,6 +103,24 @@ impl RequestParser {
     /// The limits this parser enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Tells the parser whether the client has authenticated (or needs not): until it has, a
+    /// request of more than [`UNAUTHENTICATED_ARGS`] arguments, or an argument over
+    /// [`UNAUTHENTICATED_BULK`] bytes, is a protocol error. The caller must tell it before it
+    /// parses the request after an AUTH.
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.unauthenticated = !authenticated;
+    }
+
+    /// The limits for the next request: tighter until the client has authenticated.
+    fn active_limits(&self) -> Limits {
+        let mut limits = self.limits;
+        if self.unauthenticated {
+            limits.max_multibulk_len = limits.max_multibulk_len.min(UNAUTHENTICATED_ARGS);
+            limits.max_bulk_len = limits.max_bulk_len.min(UNAUTHENTICATED_BULK);
+        }
+        limits
     }
 
     /// Whether part of a multibulk command has been consumed but the command is not complete.
@@ -138,7 +165,7 @@ impl RequestParser {
     /// leaves `buf` and the parser untouched.
     fn take_whole(&mut self, buf: &mut BytesMut) -> Option<Vec<Bytes>> {
         let mut ranges = [(0, 0); whole::MAX_ARGS];
-        let (end, count) = whole::scan(buf, &self.limits, &mut ranges)?;
+        let (end, count) = whole::scan(buf, &self.active_limits(), &mut ranges)?;
         let (&(last_start, last_end), before) = ranges.get(..count)?.split_last()?;
         let mut command = buf.split_to(end).freeze();
         self.scanned = 0;
@@ -171,6 +198,9 @@ impl RequestParser {
             .and_then(string2ll)
             .filter(|&n| u64::try_from(n).map_or(true, |n| n <= max))
             .ok_or(ProtocolError::InvalidMultibulkLength)?;
+        if self.unauthenticated && count > UNAUTHENTICATED_ARGS as i64 {
+            return Err(ProtocolError::UnauthenticatedMultibulkLength);
+        }
         self.consume(buf, i + 2);
         if let Ok(count) = u64::try_from(count)
             && count > 0
@@ -208,6 +238,9 @@ impl RequestParser {
                         .filter(|&n| n <= max)
                         .and_then(|n| usize::try_from(n).ok())
                         .ok_or(ProtocolError::InvalidBulkLength)?;
+                    if self.unauthenticated && len as u64 > UNAUTHENTICATED_BULK {
+                        return Err(ProtocolError::UnauthenticatedBulkLength);
+                    }
                     self.consume(buf, i + 2);
                     self.bulk_len = Some(len);
                     len

@@ -423,3 +423,38 @@ proptest! {
         prop_assert_eq!(&single, &whole);
     }
 }
+
+#[test]
+fn a_client_that_has_not_authenticated_sends_small_requests_only() {
+    let mut parser = RequestParser::new(Limits::default());
+    parser.set_authenticated(false);
+    let parse = |parser: &mut RequestParser, input: &[u8]| {
+        let mut buf = BytesMut::from(input);
+        parser.parse(&mut buf)
+    };
+    // Ten arguments of 16 KiB pass; one more argument, or one more byte, does not.
+    let big = format!("*2\r\n$4\r\nAUTH\r\n$16384\r\n{}\r\n", "p".repeat(16384));
+    assert_eq!(
+        parse(&mut parser, big.as_bytes()).unwrap().unwrap().len(),
+        2
+    );
+    assert_eq!(
+        parse(&mut parser, b"*11\r\n"),
+        Err(ProtocolError::UnauthenticatedMultibulkLength)
+    );
+    let mut parser = RequestParser::new(Limits::default());
+    parser.set_authenticated(false);
+    assert_eq!(
+        parse(&mut parser, b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"),
+        Err(ProtocolError::UnauthenticatedBulkLength)
+    );
+    assert_eq!(
+        ProtocolError::UnauthenticatedBulkLength.message_bytes(),
+        b"ERR Protocol error: unauthenticated bulk length"
+    );
+    // Authenticated, the usual limits.
+    let mut parser = RequestParser::new(Limits::default());
+    parser.set_authenticated(false);
+    parser.set_authenticated(true);
+    assert_eq!(parse(&mut parser, b"*11\r\n"), Ok(None));
+}
