@@ -323,11 +323,11 @@ fn hashes_keep_insertion_order_and_drop_empty_keys() {
     assert_eq!(db.hlen(b"h").unwrap(), 4);
     assert_eq!(db.hstrlen(b"h", b"n").unwrap(), 3);
     assert_eq!(db.hmget(b"h", &[b"b", b"zz"]).unwrap(), vec![s(b"2"), None]);
-    assert_eq!(db.hrandfield(b"h", Some(10)).unwrap().len(), 4);
-    assert_eq!(db.hrandfield(b"h", Some(-10)).unwrap().len(), 10);
-    assert_eq!(db.hrandfield(b"h", Some(i64::MAX)).unwrap().len(), 4);
+    assert_eq!(db.hrandfield(b"h", Some(10), true).unwrap().len(), 4);
+    assert_eq!(db.hrandfield(b"h", Some(-10), true).unwrap().len(), 10);
+    assert_eq!(db.hrandfield(b"h", Some(i64::MAX), false).unwrap().len(), 4);
     assert_eq!(
-        db.hrandfield(b"h", Some(i64::MIN)),
+        db.hrandfield(b"h", Some(i64::MIN), false),
         Err(DbError::ValueOutOfRange)
     );
     assert_eq!(db.hdel(b"h", &[b"a", b"b", b"n", b"s", b"x"]).unwrap(), 4);

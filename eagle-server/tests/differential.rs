@@ -216,10 +216,18 @@ fn command(r: &mut Rng) -> Vec<String> {
         // Counts whose replies do not depend on the draw: the whole hash (in any order), none,
         // or an error.
         44 => {
-            let count = r.pick(&["100000000", "0", "-9223372036854775808", "x"]);
+            let count = r.pick(&[
+                "100000000",
+                "4611686018427387904",
+                "0",
+                "-9223372036854775808",
+                "x",
+            ]);
             let mut c = vec!["HRANDFIELD".into(), k(r), count.into()];
-            if r.below(2) == 0 {
-                c.push("WITHVALUES".into());
+            match r.below(3) {
+                0 => c.push("WITHVALUES".into()),
+                1 => c.push("FOO".into()),
+                _ => {}
             }
             c
         }

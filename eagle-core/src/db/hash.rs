@@ -171,12 +171,23 @@ impl Db {
     /// HRANDFIELD: without `count`, one field; with a positive count, up to that many distinct
     /// fields; with a negative one, that many with repeats, at most [`MAX_RANDOM_REPEATS`]
     /// (beyond it, [`DbError::ValueOutOfRange`]: the answer is built in memory, and Redis, which
-    /// streams it, runs out of output buffer there too).
-    pub fn hrandfield(&self, key: &[u8], count: Option<i64>) -> Result<Fields, DbError> {
+    /// streams it, runs out of output buffer there too). Without `with_values` the values come
+    /// back empty (and are not copied for every repeat).
+    pub fn hrandfield(
+        &self,
+        key: &[u8],
+        count: Option<i64>,
+        with_values: bool,
+    ) -> Result<Fields, DbError> {
         if count.is_some_and(|c| c < 0 && c.unsigned_abs() > MAX_RANDOM_REPEATS) {
             return Err(DbError::ValueOutOfRange);
         }
         let mut fields = self.hgetall(key)?;
+        if !with_values {
+            for (_, v) in &mut fields {
+                *v = Vec::new();
+            }
+        }
         if fields.is_empty() {
             return Ok(fields);
         }

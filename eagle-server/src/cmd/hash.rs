@@ -168,6 +168,15 @@ impl Command for HRandField {
         } else {
             None
         };
+        // In Redis's order: the count's range, the option, the count's range with values (a
+        // positive count beyond the hash returns all of it, and the keyspace refuses too many
+        // repeats of a negative one).
+        if count == Some(i64::MIN) {
+            return Err(CmdError::new(
+                "ERR value is out of range, value must between -9223372036854775807 and \
+                 9223372036854775807",
+            ));
+        }
         let mut with_values = false;
         if p.remaining() > 0 {
             if p.keyword()? != "WITHVALUES" {
@@ -176,13 +185,8 @@ impl Command for HRandField {
             with_values = true;
         }
         p.finish()?;
-        // Redis's range for the count; a positive count beyond the hash returns all of it,
-        // and the keyspace refuses too many repeats of a negative one.
-        if count == Some(i64::MIN) {
-            return Err(CmdError::new(
-                "ERR value is out of range, value must between -9223372036854775807 and \
-                 9223372036854775807",
-            ));
+        if with_values && count.is_some_and(|c| c.unsigned_abs() > (i64::MAX / 2) as u64) {
+            return Err(CmdError::new("ERR value is out of range"));
         }
         Ok(HRandField {
             key,
@@ -191,7 +195,9 @@ impl Command for HRandField {
         })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        let fields = ctx.db().hrandfield(&self.key, self.count)?;
+        let fields = ctx
+            .db()
+            .hrandfield(&self.key, self.count, self.with_values)?;
         if self.count.is_none() {
             return Ok(opt_bulk(fields.into_iter().next().map(|(f, _)| f)));
         }
