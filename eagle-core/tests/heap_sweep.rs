@@ -13,12 +13,16 @@ use eagle_core::heap::{CHUNK, Heap};
 use eagle_core::{Pool, PoolOptions};
 
 fn open(path: &Path) -> Heap {
+    try_open(path).unwrap()
+}
+
+fn try_open(path: &Path) -> Result<Heap, eagle_core::heap::HeapError> {
     let opts = PoolOptions {
         size: 8 << 20,
         flush: Some(eagle_core::pmem::FlushMode::None),
         ..PoolOptions::default()
     };
-    Heap::open(Arc::new(Pool::open(path, opts).unwrap())).unwrap()
+    Heap::open(Arc::new(Pool::open(path, opts).unwrap()))
 }
 
 fn fill(heap: &Heap, at: u64, len: u64, byte: u8) {
@@ -91,5 +95,28 @@ fn a_block_freed_during_the_sweep_is_freed_once_and_counted_once() {
     assert_eq!(heap.finish_sweep(), 0);
     assert_eq!(heap.stats().chunk_bytes, 0);
     drop(heap);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_large_object_said_to_reach_past_the_last_chunk_is_damage() {
+    let path = pool_path("heap-large-past-end");
+    let heap = open(&path);
+    heap.alloc(3 * CHUNK).unwrap();
+    // The head's word in the chunk table (kind 2 in its top byte), its chunk count grown past
+    // the heap's end.
+    let table = heap.pool().layout().heap.offset;
+    let region = heap.pool().region();
+    let word = (0..64)
+        .map(|c| region.atomic_u64(table + 8 * c).unwrap())
+        .find(|w| w.load(std::sync::atomic::Ordering::Relaxed) >> 56 == 2)
+        .expect("the large object's head word");
+    word.fetch_add(1 << 20, std::sync::atomic::Ordering::Relaxed);
+    drop(heap);
+    let err = try_open(&path).err();
+    assert!(
+        matches!(err, Some(eagle_core::heap::HeapError::Corrupted { .. })),
+        "{err:?}"
+    );
     let _ = std::fs::remove_file(&path);
 }

@@ -550,6 +550,23 @@ mod tests {
     }
 
     #[test]
+    fn a_logged_store_into_the_chunk_table_is_refused() {
+        let e = crate::engine::temp_engine("setword-chunk-table", 8 << 20);
+        let table = e.pool().layout().heap.offset;
+        let word = e.pool().region().atomic_u64(table).unwrap();
+        let before = word.load(std::sync::atomic::Ordering::Relaxed);
+        let store = BatchOp::SetWord {
+            offset: table,
+            value: !before,
+        };
+        assert!(matches!(
+            e.apply_batch(&[store]),
+            Err(BatchError::HalfApplied(IndexError::Corrupted { .. }))
+        ));
+        assert_eq!(word.load(std::sync::atomic::Ordering::Relaxed), before);
+    }
+
+    #[test]
     fn batch_encoding_round_trips_and_rejects_truncation() {
         let ops = vec![
             BatchOp::Put {

@@ -232,15 +232,16 @@ impl Engine {
         Ok(self.index().set_expire_at(key, expire_at_ms)?)
     }
 
-    /// The 8-byte word at `offset`, which must lie in the heap.
+    /// The 8-byte word at `offset`, which must lie in the heap's chunks: a logged store (redo
+    /// or undo) into the chunk table would change chunk kinds on the media behind the heap's
+    /// DRAM copy of them.
     pub(crate) fn heap_word(&self, offset: u64) -> Result<&AtomicU64, IndexError> {
-        let heap = self.pool().layout().heap;
         self.pool()
             .region()
             .atomic_u64(offset)
-            .filter(|_| offset >= heap.offset && offset + 8 <= heap.offset + heap.len)
+            .filter(|_| self.index().heap().in_chunks(offset, 8))
             .ok_or_else(|| IndexError::Corrupted {
-                what: format!("a store to {offset:#x}, outside the heap"),
+                what: format!("a store to {offset:#x}, outside the heap's chunks"),
             })
     }
 

@@ -216,6 +216,15 @@ impl Heap {
             let kind = geo.read(region, c).map_err(|w| HeapError::Corrupted {
                 what: format!("chunk table entry {c} holds {w:#018x}"),
             })?;
+            // No writer places a large object past the last chunk (or of no chunks): a head
+            // saying so is damage, and a free of it would reach past the heap.
+            if let ChunkKind::LargeHead(n) = kind
+                && (n == 0 || c as u64 + n as u64 > geo.chunks as u64)
+            {
+                return Err(HeapError::Corrupted {
+                    what: format!("chunk table entry {c}: a large object of {n} chunks"),
+                });
+            }
             let pending = match kind {
                 ChunkKind::Free => {
                     free.insert(c);
@@ -729,6 +738,15 @@ impl Heap {
             free_chunks,
             reserved_chunks: self.reserve,
         }
+    }
+
+    /// Whether `offset..offset + len` lies inside the heap's chunks (not its chunk table, nor
+    /// past its last chunk).
+    pub fn in_chunks(&self, offset: u64, len: u64) -> bool {
+        len > 0
+            && offset.checked_add(len - 1).is_some_and(|last| {
+                self.geo.locate(offset).is_some() && self.geo.locate(last).is_some()
+            })
     }
 
     /// Usable bytes of the block at `offset` (its class size, or its chunks), if it is a block.

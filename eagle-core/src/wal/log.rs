@@ -181,7 +181,10 @@ impl Wal {
             }
             let Some(h) = record::header(&hdr) else { break };
             let size = footprint(h.len) as u64;
-            if h.len as u64 > ext.len || pos + size > ext.len {
+            // A record leaves room for the end-of-lap marker after it, as `write` places them:
+            // one reaching into that room is not one this log wrote.
+            let room = if h.kind == WRAP { 0 } else { MARKER };
+            if h.len as u64 > ext.len || pos + size + room > ext.len {
                 break;
             }
             let mut rec = vec![0u8; size as usize];
@@ -198,7 +201,10 @@ impl Wal {
             if expect.is_some_and(|e| e != h.lsn) {
                 break;
             }
-            expect = Some(h.lsn + 1);
+            let Some(next) = h.lsn.checked_add(1) else {
+                break;
+            };
+            expect = Some(next);
             live.push_back(Live {
                 lsn: h.lsn,
                 pos,
@@ -591,5 +597,60 @@ impl Wal {
     /// The log's capacity in bytes.
     pub fn capacity(&self) -> u64 {
         self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pmem::FlushMode;
+    use crate::pool::PoolOptions;
+
+    /// A 2 MiB pool (a 256 KiB log) in a temporary file, unlinked at once.
+    fn pool(name: &str) -> Arc<Pool> {
+        let path = std::env::temp_dir().join(format!("eagle-{name}-{}.pool", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let opts = PoolOptions {
+            size: 2 << 20,
+            flush: Some(FlushMode::None),
+            ..PoolOptions::default()
+        };
+        let pool = Arc::new(Pool::open(&path, opts).unwrap());
+        let _ = std::fs::remove_file(&path);
+        pool
+    }
+
+    /// Writes a record with a valid checksum (generation 1) at `pos` of the log.
+    fn forge(pool: &Pool, pos: u64, lsn: Lsn, payload: &[u8]) {
+        let mut rec = vec![0u8; footprint(payload.len())];
+        record::encode(
+            &mut rec,
+            record::seed(&pool.header().uuid, 1),
+            1,
+            lsn,
+            payload,
+        );
+        // SAFETY: a test's own pool, used by nothing else.
+        unsafe { pool.region().write(pool.layout().wal.offset + pos, &rec) };
+    }
+
+    #[test]
+    fn recovery_refuses_records_no_writer_could_have_placed() {
+        // LSN u64::MAX: the next LSN would overflow.
+        let p = pool("wal-forged-lsn");
+        forge(&p, 0, u64::MAX, b"x");
+        let (_, entries) = Wal::open(p).unwrap();
+        assert!(entries.is_empty());
+        // A record ending inside the end-of-lap marker's room.
+        let p = pool("wal-forged-end");
+        let len = p.layout().wal.len;
+        let payload = vec![7u8; 40];
+        let pos = len - footprint(payload.len()) as u64 - 8;
+        let head_word = p.layout().meta.offset + HEAD_WORD;
+        let head = p.region().atomic_u64(head_word).unwrap();
+        head.store((1 << 32) | pos, Ordering::Release);
+        forge(&p, pos, 5, &payload);
+        let (_, entries) = Wal::open(p).unwrap();
+        assert!(entries.is_empty());
     }
 }
