@@ -118,7 +118,7 @@ fn command(r: &mut Rng) -> Vec<String> {
     let f = |r: &mut Rng| r.pick(FIELDS).to_string();
     let i = |r: &mut Rng| r.pick(INTS).to_string();
     let s = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    match r.below(45) {
+    match r.below(46) {
         0 | 1 => vec!["GET".into(), k(r)],
         2 | 3 => {
             let mut c = vec!["SET".into(), k(r), v(r)];
@@ -213,6 +213,11 @@ fn command(r: &mut Rng) -> Vec<String> {
         ],
         41 => vec![r.pick(&["GET", "SET", "HSET", "MSET", "STRLEN"]).into()], // wrong arity
         42 => vec!["NOSUCHCOMMAND".into(), k(r)],
+        // An unknown subcommand longer than the 128 bytes Redis quotes of it.
+        45 => vec![
+            r.pick(&["CLIENT", "CONFIG", "MEMORY", "COMMAND"]).into(),
+            format!("{}{}", r.pick(&["x", "list", "get"]), "y".repeat(200)),
+        ],
         // Counts whose replies do not depend on the draw: the whole hash (in any order), none,
         // or an error.
         44 => {

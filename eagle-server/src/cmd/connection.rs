@@ -7,7 +7,7 @@ use eagle_core::resp::{Frame, Protocol};
 
 use super::ctx::Ctx;
 use super::parse::{CmdError, Parse};
-use super::table::{Command, Spec, run, wrong_arity};
+use super::table::{Command, Spec, run, subcommand, wrong_arity};
 use crate::state::ServerState;
 
 /// The Redis version EagleDB reports (HELLO, INFO), for clients that pick features by version.
@@ -55,7 +55,8 @@ fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), CmdError> {
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    let name = (!name.is_empty()).then_some(name);
+    // A copy: the argument is a slice of the read buffer, which a kept slice would keep whole.
+    let name = (!name.is_empty()).then(|| Bytes::copy_from_slice(&name));
     if let Some(c) = &ctx.session.client {
         *c.name.lock() = name.clone();
     }
@@ -299,7 +300,7 @@ fn on_off(v: &[u8]) -> Result<bool, CmdError> {
 
 impl Command for Client {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
-        let sub = String::from_utf8_lossy(&p.bytes()?).into_owned();
+        let sub = subcommand(&p.bytes()?);
         Ok(Client {
             sub,
             args: p.rest(),

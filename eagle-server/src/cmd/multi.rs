@@ -185,6 +185,9 @@ impl Command for Watch {
             if ctx.session.multi.watched.iter().any(|w| w.key == key) {
                 continue;
             }
+            // A copy: the argument is a slice of the connection's read buffer, which a key kept
+            // for as long as the watch would keep whole (up to a pipeline of 512 MiB arguments).
+            let key = Bytes::copy_from_slice(&key);
             let version = shared.server.watches.watch(&key);
             let ttl = shared.db.ttl_uncounted(&key)?;
             ctx.session.multi.watched.push(Watched {

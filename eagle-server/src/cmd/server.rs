@@ -12,7 +12,7 @@ use eagle_core::resp::Frame;
 use super::connection::REDIS_VERSION;
 use super::ctx::Ctx;
 use super::parse::{CmdError, Parse};
-use super::table::{Command, Spec, lookup, run, table};
+use super::table::{Command, Spec, lookup, run, subcommand, table};
 use crate::config::{PARAMS, PROTECTED, param};
 
 fn sub_arity(cmd: &str, sub: &str) -> CmdError {
@@ -421,7 +421,7 @@ const CONFIG_HELP: &[&str] = &[
 impl Command for Config {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         Ok(Config {
-            sub: String::from_utf8_lossy(&p.bytes()?).into_owned(),
+            sub: subcommand(&p.bytes()?),
             args: p.rest(),
         })
     }
@@ -671,9 +671,7 @@ struct CommandCmd {
 impl Command for CommandCmd {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         Ok(CommandCmd {
-            sub: p
-                .maybe_bytes()
-                .map(|s| String::from_utf8_lossy(&s).into_owned()),
+            sub: p.maybe_bytes().map(|s| subcommand(&s)),
             args: p.rest(),
         })
     }
@@ -790,7 +788,7 @@ const MEMORY_HELP: &[&str] = &[
 impl Command for Memory {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         Ok(Memory {
-            sub: String::from_utf8_lossy(&p.bytes()?).into_owned(),
+            sub: subcommand(&p.bytes()?),
             args: p.rest(),
         })
     }

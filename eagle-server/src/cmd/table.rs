@@ -144,6 +144,13 @@ pub fn wrong_arity(name: &str) -> CmdError {
 }
 
 /// At most `max` bytes, cut at a NUL (Redis formats these with `%.*s`).
+/// A subcommand's name as the command matches and quotes it: its first 128 bytes, up to a NUL,
+/// as Redis's `%.128s` quotes it. A longer argument names no subcommand, and a client sending
+/// 512 MiB gets (and makes the server copy) no more.
+pub fn subcommand(b: &[u8]) -> String {
+    lossy(b, 128)
+}
+
 fn lossy(b: &[u8], max: usize) -> String {
     let b = &b[..b.len().min(max)];
     let b = b.split(|&c| c == 0).next().unwrap_or_default();
