@@ -556,7 +556,35 @@ async fn flush<S: AsyncWrite + Unpin>(
     if wbuf.is_empty() {
         return Ok(());
     }
-    stream.write_all(wbuf).await?;
+    // A client that does not read its replies blocks the write: CLIENT KILL and the idle
+    // timeout still end it (as in Redis, where a client none of whose replies can be written
+    // is idle; the timer restarts at each write that makes progress), or it would hold its
+    // slot, buffers and replies until it reads.
+    match &ctx.session.client {
+        Some(info) => {
+            let killed = || io::Error::new(io::ErrorKind::ConnectionAborted, "killed");
+            let mut at = 0;
+            while at < wbuf.len() {
+                if info.killed.load(Ordering::Acquire) {
+                    return Err(killed());
+                }
+                tokio::select! {
+                    n = stream.write(&wbuf[at..]) => match n? {
+                        0 => return Err(io::ErrorKind::WriteZero.into()),
+                        n => at += n,
+                    },
+                    _ = info.kill.notified() => return Err(killed()),
+                    _ = idle_timer(ctx.shared.server.idle_timeout()) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "idle: none of its replies could be written",
+                        ));
+                    }
+                }
+            }
+        }
+        None => stream.write_all(wbuf).await?,
+    }
     ctx.shared
         .server
         .stats

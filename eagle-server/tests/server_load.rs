@@ -1,6 +1,6 @@
 //! Many commands and many clients: a 10,000-command pipeline sent in one write, a QUIT inside
-//! a pipeline, 1,000 connections open at once, maxclients, and malformed requests that close
-//! only their own connection.
+//! a pipeline, 1,000 connections open at once, maxclients, malformed requests that close
+//! only their own connection, and a client that stops reading its replies.
 
 mod common;
 
@@ -232,4 +232,55 @@ fn malformed_requests_get_the_protocol_error_and_only_that_connection_closes() {
         panic!()
     };
     assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:6\r\n"));
+}
+
+/// Whether the connection `id` still shows in CLIENT LIST within `secs` seconds of polling.
+fn still_listed(ctl: &mut Raw, id: i64, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let Frame::Bulk(list) = ctl.cmd(&["CLIENT", "LIST"]) else {
+            panic!("CLIENT LIST");
+        };
+        if !String::from_utf8_lossy(&list).contains(&format!("id={id} ")) {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    true
+}
+
+/// A connection that sends 200 GETs of a 1 MB value and never reads: the server is left
+/// waiting to write its replies. Its client id.
+fn stuck_reader(s: &Server) -> (Raw, i64) {
+    let mut stuck = s.raw();
+    let Frame::Integer(id) = stuck.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID");
+    };
+    let gets: Vec<Vec<u8>> = (0..200).map(|_| encode_cmd(&[b"GET", b"big"])).collect();
+    stuck.send(&gets.concat());
+    (stuck, id)
+}
+
+#[test]
+fn a_client_that_stops_reading_its_replies_can_be_killed_and_times_out() {
+    let s = Server::start("stuck-reader", &["--timeout", "2"]);
+    let mut ctl = s.raw();
+    let big = "b".repeat(1 << 20);
+    assert_eq!(ctl.cmd(&["SET", "big", &big]), ok());
+    let (_stuck, id) = stuck_reader(&s);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        ctl.cmd(&["CLIENT", "KILL", "ID", &id.to_string()]),
+        Frame::Integer(1)
+    );
+    assert!(
+        !still_listed(&mut ctl, id, 5),
+        "CLIENT KILL left it connected"
+    );
+    // Nothing written for the idle timeout (2 s): closed too.
+    let (_stuck, id) = stuck_reader(&s);
+    assert!(
+        !still_listed(&mut ctl, id, 8),
+        "the idle timeout left it connected"
+    );
 }
