@@ -5,12 +5,19 @@
 //! is never revisited, a range not yet reached is visited whole (in one segment or in two).
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::bucket::set_bits;
-use super::error::IndexError;
+use super::directory::MAX_GLOBAL_DEPTH;
+use super::error::{IndexError, corrupted};
 use super::index::Dash;
 use super::segment::{BUCKETS, STASH, Segment, bucket_index};
 use crate::record::RecordRef;
+
+/// How long a segment may fail to cover the position its unchanged directory entry maps to
+/// before a scan calls it damage (a split between its two stores, preempted, lasts a time slice
+/// or a few).
+const UNCOVERED_FOR: Duration = Duration::from_secs(5);
 
 impl Dash {
     /// A cursor from which a scan first visits the records whose home bucket is `key`'s, in
@@ -33,12 +40,33 @@ impl Dash {
         let mut j = (cursor & (BUCKETS as u64 - 1)) as usize;
         let mut seen = 0;
         let mut batch = Vec::new();
+        // Since when the segment found for `pos` has not covered it, its directory entry
+        // unchanged: a split between its two stores, or damage if it lasts.
+        let mut uncovered: Option<Instant> = None;
         'segment: loop {
             let (at, seg) = self.locate(pos)?;
             let (d, p) = seg.depth_pattern();
+            if d > MAX_GLOBAL_DEPTH || p >> d != 0 {
+                return Err(corrupted(format!(
+                    "segment {:#x} has depth {d} and pattern {p:#x}",
+                    at.segment
+                )));
+            }
             if !seg.covers(pos) || !self.still_current(&at) {
+                if self.still_current(&at) {
+                    let since = *uncovered.get_or_insert_with(Instant::now);
+                    if since.elapsed() > UNCOVERED_FOR {
+                        return Err(corrupted(format!(
+                            "segment {:#x} (depth {d}, pattern {p:#x}) does not cover the \
+                             position {pos:#x} its directory entry maps to",
+                            at.segment
+                        )));
+                    }
+                    std::thread::yield_now();
+                }
                 continue;
             }
+            uncovered = None;
             let start = if d == 0 { 0 } else { p << (64 - d) };
             let end = if d == 0 {
                 0
@@ -58,9 +86,8 @@ impl Dash {
                     continue 'segment;
                 }
                 for &rec in &batch {
-                    let r = RecordRef::open(self.region(), rec).ok_or_else(|| {
-                        super::error::corrupted(format!("record {rec:#x} is unreadable"))
-                    })?;
+                    let r = RecordRef::open(self.region(), rec)
+                        .ok_or_else(|| corrupted(format!("record {rec:#x} is unreadable")))?;
                     f(r);
                 }
                 seen += batch.len();
