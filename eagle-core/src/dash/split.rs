@@ -99,6 +99,28 @@ impl Dash {
                 "new segment {new_off:#x} has depth {nd}"
             )));
         }
+        // N holds the upper half of S's range: its pattern is S's with a 1 appended (S's depth
+        // already nd if step 6 was done before the crash). Anything else is damage, and its
+        // directory entries (step 5) could lie past the directory or be another segment's.
+        let (sd, sp) = seg.depth_pattern();
+        let halves = np >> nd == 0
+            && np & 1 == 1
+            && ((sd + 1 == nd && sp == np >> 1) || (sd == nd && sp == np & !1));
+        if !halves {
+            return Err(corrupted(format!(
+                "segment {seg_off:#x} (depth {sd}, pattern {sp:#x}) names {new_off:#x} (depth \
+                 {nd}, pattern {np:#x}) as the half it splits into"
+            )));
+        }
+        // Checked before anything moves: a split that stopped at step 5 would leave N's half of
+        // the records in N, which nothing names.
+        let dir = self.directory()?;
+        let g = dir.global_depth;
+        if nd > g {
+            return Err(corrupted(format!(
+                "segment depth {nd} exceeds global depth {g}"
+            )));
+        }
         // Step 3: copy N's records (those whose prefix of depth nd is N's pattern) into N,
         // unless already there (a previous attempt copied them before the crash).
         let mut moved = Vec::new();
@@ -139,13 +161,6 @@ impl Dash {
         }
         region.fence();
         // Step 5: every directory entry whose prefix of depth nd is N's pattern points to N.
-        let dir = self.directory()?;
-        let g = dir.global_depth;
-        if nd > g {
-            return Err(corrupted(format!(
-                "segment depth {nd} exceeds global depth {g}"
-            )));
-        }
         let first = np << (g - nd);
         let count = 1u64 << (g - nd);
         for i in first..first + count {
@@ -218,5 +233,36 @@ pub(crate) fn rebuild_overflow(seg: &Segment) {
             seg.bucket(bucket_index(h))
                 .add_overflow(super::bucket::fingerprint(h), s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dash::IndexError;
+
+    #[test]
+    fn a_split_whose_new_half_is_not_half_of_its_segment_is_refused_before_anything_moves() {
+        let e = crate::engine::temp_engine_with_keys("split-damaged", 16 << 20, 3000);
+        let index = e.index();
+        let dir = index.directory().unwrap();
+        assert!(dir.global_depth >= 1);
+        let seg_off = dir.entry(0).load(Ordering::Acquire);
+        let seg = index.segment(seg_off).unwrap();
+        let (d, p) = seg.depth_pattern();
+        let records = |seg: &Segment| -> u32 {
+            (0..ALL_BUCKETS)
+                .map(|bi| seg.bucket(bi).alloc_bits().count_ones())
+                .sum()
+        };
+        let before = records(seg);
+        // A pattern with a bit beyond its depth (the depth S's, as after step 6): its directory
+        // entries would start past the directory.
+        let new_off = index.new_segment(d, p | 1 << d, seg_off).unwrap();
+        assert!(matches!(
+            index.finish_split(seg_off, seg, new_off),
+            Err(IndexError::Corrupted { .. })
+        ));
+        assert_eq!(records(seg), before, "records left the segment");
     }
 }
