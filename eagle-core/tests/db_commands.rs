@@ -330,6 +330,11 @@ fn hashes_keep_insertion_order_and_drop_empty_keys() {
         db.hrandfield(b"h", Some(i64::MIN), false),
         Err(DbError::ValueOutOfRange)
     );
+    // A missing key answers first, as in Redis.
+    assert_eq!(
+        db.hrandfield(b"none", Some(i64::MIN), false),
+        Ok(Vec::new())
+    );
     assert_eq!(db.hdel(b"h", &[b"a", b"b", b"n", b"s", b"x"]).unwrap(), 4);
     assert_eq!(db.exists(&[b"h"]).unwrap(), 0);
     db.set(b"str", b"v", SetOptions::default()).unwrap();

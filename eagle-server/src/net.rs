@@ -432,12 +432,9 @@ where
         // run them: the misses of a pipeline's lookups overlap instead of adding up.
         // Until the client authenticates, one request at a time, parsed with the tighter
         // limits (`RequestParser::set_authenticated`): an AUTH lifts them for the next one.
-        parser.set_authenticated(ctx.session.authenticated);
-        let lookahead = if ctx.session.authenticated {
-            LOOKAHEAD
-        } else {
-            1
-        };
+        let authenticated = ctx.session.authenticated || !server.password_set();
+        parser.set_authenticated(authenticated);
+        let lookahead = if authenticated { LOOKAHEAD } else { 1 };
         while window.len() < lookahead {
             match parser.parse(rbuf) {
                 Ok(Some(argv)) => window.push(Request::after(argv, recent)),

@@ -751,3 +751,15 @@ fn server_cpulist_pins_every_worker_thread() {
         "{out}"
     );
 }
+
+#[test]
+fn a_client_connected_before_the_password_was_removed_sends_large_requests() {
+    let s = Server::start("auth-removed", &["--requirepass", "s3cret"]);
+    let mut early = s.raw();
+    let mut admin = s.raw();
+    assert_eq!(admin.cmd(&["AUTH", "s3cret"]), ok());
+    assert_eq!(admin.cmd(&["CONFIG", "SET", "requirepass", ""]), ok());
+    // As Redis: whether a client must authenticate is asked afresh, not fixed at connect.
+    let large = "v".repeat(20_000);
+    assert_eq!(early.cmd(&["SET", "k", &large]), ok());
+}

@@ -179,10 +179,13 @@ impl Db {
         count: Option<i64>,
         with_values: bool,
     ) -> Result<Fields, DbError> {
-        if count.is_some_and(|c| c < 0 && c.unsigned_abs() > MAX_RANDOM_REPEATS) {
+        let mut fields = self.hgetall(key)?;
+        // After the lookup, as Redis answers a missing key (or one of another type) first.
+        if !fields.is_empty()
+            && count.is_some_and(|c| c < 0 && c.unsigned_abs() > MAX_RANDOM_REPEATS)
+        {
             return Err(DbError::ValueOutOfRange);
         }
-        let mut fields = self.hgetall(key)?;
         if !with_values {
             for (_, v) in &mut fields {
                 *v = Vec::new();

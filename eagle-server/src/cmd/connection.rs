@@ -7,7 +7,7 @@ use eagle_core::resp::{Frame, Protocol};
 
 use super::ctx::Ctx;
 use super::parse::{CmdError, Parse};
-use super::table::{Command, Spec, run, subcommand, wrong_arity};
+use super::table::{Command, Spec, quoted, run, subcommand, wrong_arity};
 use crate::state::ServerState;
 
 /// The Redis version EagleDB reports (HELLO, INFO), for clients that pick features by version.
@@ -400,7 +400,7 @@ impl Command for Client {
             )),
             _ => Err(CmdError::new(format!(
                 "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                self.sub
+                quoted(&self.sub)
             ))),
         }
     }

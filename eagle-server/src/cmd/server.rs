@@ -12,7 +12,7 @@ use eagle_core::resp::Frame;
 use super::connection::REDIS_VERSION;
 use super::ctx::Ctx;
 use super::parse::{CmdError, Parse};
-use super::table::{Command, Spec, lookup, run, subcommand, table};
+use super::table::{Command, Spec, lookup, quoted, run, subcommand, table};
 use crate::config::{PARAMS, PROTECTED, param};
 
 fn sub_arity(cmd: &str, sub: &str) -> CmdError {
@@ -24,7 +24,8 @@ fn sub_arity(cmd: &str, sub: &str) -> CmdError {
 
 fn unknown_sub(cmd: &str, sub: &str) -> CmdError {
     CmdError::new(format!(
-        "ERR unknown subcommand '{sub}'. Try {} HELP.",
+        "ERR unknown subcommand '{}'. Try {} HELP.",
+        quoted(sub),
         cmd.to_ascii_uppercase()
     ))
 }

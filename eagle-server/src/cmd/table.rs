@@ -143,14 +143,24 @@ pub fn wrong_arity(name: &str) -> CmdError {
     ))
 }
 
-/// At most `max` bytes, cut at a NUL (Redis formats these with `%.*s`).
-/// A subcommand's name as the command matches and quotes it: its first 128 bytes, up to a NUL,
-/// as Redis's `%.128s` quotes it. A longer argument names no subcommand, and a client sending
-/// 512 MiB gets (and makes the server copy) no more.
+/// A subcommand's name as the command matches it: whole (a NUL in it matches no name, as in
+/// Redis), unless it is longer than 128 bytes: then it names no subcommand, and only what an
+/// error quotes of it is kept ([`quoted`]), so a client sending 512 MiB does not have the server
+/// copy it.
 pub fn subcommand(b: &[u8]) -> String {
-    lossy(b, 128)
+    if b.len() > 128 {
+        lossy(b, 128)
+    } else {
+        String::from_utf8_lossy(b).into_owned()
+    }
 }
 
+/// What an error quotes of a subcommand's name: up to a NUL, as Redis's `%.128s`.
+pub fn quoted(sub: &str) -> &str {
+    sub.split('\0').next().unwrap_or_default()
+}
+
+/// At most `max` bytes, cut at a NUL (Redis formats these with `%.*s`).
 fn lossy(b: &[u8], max: usize) -> String {
     let b = &b[..b.len().min(max)];
     let b = b.split(|&c| c == 0).next().unwrap_or_default();
