@@ -241,13 +241,17 @@ mod tests {
     use super::*;
     use crate::dash::IndexError;
 
-    #[test]
-    fn a_split_whose_new_half_is_not_half_of_its_segment_is_refused_before_anything_moves() {
-        let e = crate::engine::temp_engine_with_keys("split-damaged", 16 << 20, 3000);
+    /// Segment 0 of a table of 3,000 keys, the directory doubled past its depth (so a half of it
+    /// fits in the directory), with a new segment of `depth` and `pattern` named as the half it
+    /// splits into; the roll-forward must refuse it and leave every record where it was.
+    fn refused(name: &str, half: impl Fn(u32, u64) -> (u32, u64)) {
+        let e = crate::engine::temp_engine_with_keys(name, 16 << 20, 3000);
         let index = e.index();
-        let dir = index.directory().unwrap();
-        assert!(dir.global_depth >= 1);
-        let seg_off = dir.entry(0).load(Ordering::Acquire);
+        {
+            let _dir = index.dir_lock.lock();
+            index.double().unwrap();
+        }
+        let seg_off = index.directory().unwrap().entry(0).load(Ordering::Acquire);
         let seg = index.segment(seg_off).unwrap();
         let (d, p) = seg.depth_pattern();
         let records = |seg: &Segment| -> u32 {
@@ -256,13 +260,28 @@ mod tests {
                 .sum()
         };
         let before = records(seg);
-        // A pattern with a bit beyond its depth (the depth S's, as after step 6): its directory
-        // entries would start past the directory.
-        let new_off = index.new_segment(d, p | 1 << d, seg_off).unwrap();
+        let (nd, np) = half(d, p);
+        let new_off = index.new_segment(nd, np, seg_off).unwrap();
         assert!(matches!(
             index.finish_split(seg_off, seg, new_off),
             Err(IndexError::Corrupted { .. })
         ));
         assert_eq!(records(seg), before, "records left the segment");
+    }
+
+    #[test]
+    fn a_split_whose_new_half_is_the_lower_half_is_refused_before_anything_moves() {
+        // Half of the segment's records match it: they would move to it, and its directory
+        // entries would be the segment's own.
+        refused("split-lower-half", |d, p| (d + 1, p << 1));
+    }
+
+    #[test]
+    fn a_split_whose_new_half_is_wider_than_its_depth_is_refused() {
+        // A pattern with a bit beyond its depth: its directory entries would start past the
+        // directory.
+        refused("split-wide-pattern", |d, p| {
+            (d + 1, (p << 1 | 1) | 1 << (d + 1))
+        });
     }
 }
