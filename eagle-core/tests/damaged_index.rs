@@ -1,11 +1,16 @@
-//! An index whose segment header was damaged (after the open's checks: a pool closed cleanly is
-//! not repaired): a scan reports it as corrupted instead of overflowing a shift or looping.
+//! An index whose segment header or bucket lock was damaged (after the open's checks: a pool
+//! closed cleanly is not repaired): operations report it as corrupted instead of overflowing a
+//! shift or waiting for ever. (Waits give up after `STALLED_FOR`, 10 s, so these tests take
+//! that long.)
 
 mod common;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{open_db, pool_path};
+use eagle_core::dash::bucket_index;
 use eagle_core::{Db, DbError};
 
 /// The `depth_pattern` word of the first segment the directory names.
@@ -60,4 +65,142 @@ fn a_segment_that_does_not_cover_its_directory_range_is_reported_by_a_scan() {
         damaged("damaged-pattern", 1, 1),
         Err(DbError::Corrupted { .. })
     ));
+}
+
+/// The offset of the segment the directory names for `key`.
+fn segment_of(db: &Db, key: &[u8]) -> u64 {
+    let region = db.engine().pool().region();
+    let word = |at: u64| region.atomic_u64(at).unwrap().load(Ordering::Acquire);
+    let h = db.engine().index().hash(key);
+    let dir = word(db.engine().pool().layout().meta.offset);
+    let g = word(dir + 8);
+    let index = if g == 0 { 0 } else { h >> (64 - g) };
+    word(dir + 64 + 8 * index)
+}
+
+/// The 8-byte word at the start of `key`'s home bucket (its low 4 bytes are the lock word).
+fn home_lock<'a>(db: &'a Db, key: &[u8]) -> &'a AtomicU64 {
+    let h = db.engine().index().hash(key);
+    let at = segment_of(db, key) + 64 + 256 * bucket_index(h) as u64;
+    db.engine().pool().region().atomic_u64(at).unwrap()
+}
+
+const LOCK_BIT: u64 = 1 << 31;
+
+fn is_corrupted<T: std::fmt::Debug>(r: Result<T, DbError>) -> bool {
+    matches!(r, Err(DbError::Corrupted { .. }))
+}
+
+/// A pool of 100 keys `k0..k99`, closed cleanly.
+fn hundred_keys(path: &Path) {
+    let db = open_db(path);
+    for i in 0..100 {
+        db.set(format!("k{i}").as_bytes(), b"v", Default::default())
+            .unwrap();
+    }
+    db.close().unwrap();
+}
+
+#[test]
+fn a_bucket_lock_that_never_frees_fails_reads_and_writes_instead_of_hanging() {
+    let path = pool_path("held-lock");
+    hundred_keys(&path);
+    let db = open_db(&path);
+    db.engine().index().wait_recovered().unwrap();
+    let lock = home_lock(&db, b"k0");
+    lock.fetch_or(LOCK_BIT, Ordering::AcqRel);
+    let started = Instant::now();
+    // (Side by side: each waits out the stall limit.)
+    std::thread::scope(|s| {
+        s.spawn(|| assert!(is_corrupted(db.get(b"k0")), "GET"));
+        s.spawn(|| assert!(is_corrupted(db.set(b"k0", b"w", Default::default())), "SET"));
+        s.spawn(|| assert!(is_corrupted(db.del(&[b"k0"])), "DEL"));
+        s.spawn(|| {
+            let (mut cursor, mut scanned) = (0, Ok(()));
+            while scanned.is_ok() {
+                scanned = db
+                    .scan(cursor, None, 10, None)
+                    .map(|(next, _)| cursor = next);
+                if cursor == 0 {
+                    break;
+                }
+            }
+            assert!(is_corrupted(scanned), "SCAN");
+        });
+    });
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The others are served meanwhile, and with the bit clear again so is k0.
+    let other = (1..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| !std::ptr::eq(home_lock(&db, k.as_bytes()), lock))
+        .unwrap();
+    assert_eq!(
+        db.get(other.as_bytes()).unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    lock.fetch_and(!LOCK_BIT, Ordering::AcqRel);
+    assert_eq!(db.get(b"k0").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_lock_bit_set_in_a_cleanly_closed_pool_fails_the_background_sweep_and_the_close() {
+    let path = pool_path("held-lock-file");
+    hundred_keys(&path);
+    // Damage the file itself: the lock bit of k0's home bucket, in a pool marked clean.
+    let offset = {
+        let db = open_db(&path);
+        db.engine().index().wait_recovered().unwrap();
+        let lock = home_lock(&db, b"k0");
+        let base = db.engine().pool().region().atomic_u64(0).unwrap();
+        let offset = (lock as *const AtomicU64 as usize) - (base as *const AtomicU64 as usize);
+        db.close().unwrap();
+        offset
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[offset + 3] |= 0x80;
+    std::fs::write(&path, bytes).unwrap();
+    let db = open_db(&path);
+    assert!(
+        matches!(
+            db.engine().index().wait_recovered(),
+            Err(eagle_core::dash::IndexError::Corrupted { .. })
+        ),
+        "the sweep waited for the lock for ever, or took it"
+    );
+    assert!(db.close().is_err(), "a close after a failed sweep");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_write_into_a_segment_that_does_not_cover_its_directory_range_is_refused() {
+    let path = pool_path("uncovered-write");
+    let db = open_db(&path);
+    for i in 0..5000 {
+        db.set(format!("k{i}").as_bytes(), b"v", Default::default())
+            .unwrap();
+    }
+    db.engine().index().wait_recovered().unwrap();
+    // k0's segment says it holds its sibling's range, at its own depth (within the
+    // directory's): a new key that finds its buckets full would split it "for" a hash it does
+    // not hold, find room elsewhere, and try again, for ever.
+    let region = db.engine().pool().region();
+    let word = region.atomic_u64(segment_of(&db, b"k0") + 8).unwrap();
+    let depth_pattern = word.load(Ordering::Acquire);
+    assert!(
+        depth_pattern >> 56 >= 1,
+        "5000 keys make more than one segment"
+    );
+    word.store(depth_pattern ^ 1, Ordering::Release);
+    let refused = (5000..200_000).find_map(|i| {
+        db.set(format!("k{i}").as_bytes(), b"v", Default::default())
+            .err()
+    });
+    assert!(
+        matches!(refused, Some(DbError::Corrupted { .. })),
+        "{refused:?}"
+    );
+    drop(db);
+    let _ = std::fs::remove_file(&path);
 }

@@ -9,7 +9,9 @@
 //! ```
 //! - `lock`: bit 31 set while a writer holds the bucket; bits 0..31 a version bumped at every
 //!   unlock. Readers snapshot it and re-check it; they never write it. Not meaningful on the media
-//!   (a crash can leave it set): repair resets it. The protocol is in `version_lock.rs`.
+//!   (a crash can leave it set): repair resets it. In a pool closed cleanly it is clear; one
+//!   that stays held is reported as damage by its waiters (`stall.rs`). The protocol is in
+//!   `version_lock.rs`.
 //! - `bitmap`: bits 0..14 say which slots hold a record (the only bucket state recovery trusts,
 //!   with the slots); bits 14..28 mark records that belong to the previous bucket ("probe").
 //! - fingerprints: the low byte of each slot's hash; `ovf fp`/`om`/`oi`/`oc`: up to four
@@ -20,6 +22,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::error::{IndexError, corrupted};
+use super::stall::Stall;
 use super::version_lock;
 use crate::pmem::PmemObject;
 
@@ -123,6 +127,16 @@ pub fn set_bits(mut bits: u32) -> impl Iterator<Item = usize> {
     })
 }
 
+/// The error for a bucket whose lock word stayed `word` (held) while a writer or reader waited
+/// [`STALLED_FOR`](super::stall::STALLED_FOR).
+#[cold]
+pub(crate) fn held_for_ever(word: u64) -> IndexError {
+    corrupted(format!(
+        "a bucket lock stayed held (word {word:#x}) for {:?}: its lock bit is set in the pool",
+        super::stall::STALLED_FOR
+    ))
+}
+
 /// The fingerprint of a hash.
 #[inline]
 pub fn fingerprint(hash: u64) -> u8 {
@@ -150,10 +164,20 @@ impl Bucket {
         version_lock::try_lock(&self.lock)
     }
 
-    /// Spins until the lock is taken; returns the version it was taken at.
+    /// Waits until the lock is taken; returns the version it was taken at. `Corrupted` if the
+    /// lock stays held, its word unchanged, for [`STALLED_FOR`](super::stall::STALLED_FOR): a
+    /// lock bit the pool file holds set (no writer of this process took it), see `stall.rs`.
     #[inline]
-    pub fn lock(&self) -> u32 {
-        version_lock::lock(&self.lock)
+    pub fn lock(&self) -> Result<u32, IndexError> {
+        let mut stall = Stall::default();
+        version_lock::lock_with(&self.lock, |word| stall.wait(word.into()))
+            .map_err(|s| held_for_ever(s.value))
+    }
+
+    /// The lock word as it is now (what a waiting reader watches: see [`Stall`]).
+    #[inline]
+    pub(crate) fn lock_word(&self) -> u64 {
+        self.lock.load(Ordering::Relaxed).into()
     }
 
     /// Releases the lock and bumps the version.

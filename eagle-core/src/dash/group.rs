@@ -127,22 +127,23 @@ impl<'a> Locks<'a> {
     }
 
     /// Locks `bucket` unless the group holds it: blocking if the group holds nothing else
-    /// (`wait`), else only if it is free. False if it is not free.
-    fn take(&mut self, bucket: &'a Bucket, wait: bool) -> bool {
+    /// (`wait`), else only if it is free. False if it is not free; an error if waiting met a
+    /// lock that never frees (see `Bucket::lock`).
+    fn take(&mut self, bucket: &'a Bucket, wait: bool) -> Result<bool, IndexError> {
         if self.holds(bucket) {
-            return true;
+            return Ok(true);
         }
         let v = if wait {
-            bucket.lock()
+            bucket.lock()?
         } else {
             match bucket.try_lock() {
                 Some(v) => v,
-                None => return false,
+                None => return Ok(false),
             }
         };
         self.held[self.n] = Some((bucket, v));
         self.n += 1;
-        true
+        Ok(true)
     }
 
     /// Unlocks, newest first, every bucket taken after the first `keep`.
@@ -337,9 +338,20 @@ impl Dash {
             let keep = locks.n;
             let (at, seg) = self.locate(h)?;
             let (lo, hi) = (b.min(b1), b.max(b1));
-            if !(locks.take(seg.bucket(lo), first) && locks.take(seg.bucket(hi), first)) {
-                locks.release_after(keep);
-                return Ok(None);
+            let taken = match locks.take(seg.bucket(lo), first) {
+                Ok(true) => locks.take(seg.bucket(hi), first),
+                other => other,
+            };
+            match taken {
+                Ok(true) => {}
+                Ok(false) => {
+                    locks.release_after(keep);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    locks.release_after(keep);
+                    return Err(e);
+                }
             }
             if !self.still_current(&at) {
                 locks.release_after(keep);
@@ -637,7 +649,7 @@ mod tests {
         let h = index.hash(c);
         let guard = index.pin();
         let (_, seg) = index.locate(h).unwrap();
-        let v = seg.bucket(bucket_index(h)).lock();
+        let v = seg.bucket(bucket_index(h)).lock().unwrap();
         let pairs: [(&[u8], &[u8], u64); 2] = [(a, b"1", 0), (c, b"2", 0)];
         assert_eq!(index.group(&pairs).unwrap(), 1, "c's bucket is held");
         seg.bucket(bucket_index(h)).unlock_at(v);

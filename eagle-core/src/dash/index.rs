@@ -7,10 +7,11 @@ use crossbeam_epoch::{Collector, Guard};
 use parking_lot::Mutex;
 
 use super::bucket::set_bits;
-use super::bucket::{Bucket, fingerprint};
+use super::bucket::{Bucket, fingerprint, held_for_ever};
 use super::directory::{Directory, dir_size};
 use super::error::{IndexError, corrupted};
 use super::segment::{ALL_BUCKETS, BUCKETS, STASH, Segment, bucket_index, bucket_offset};
+use super::stall::Stall;
 use crate::heap::{Heap, SEGMENT_CLASS_SIZE};
 use crate::pmem::Region;
 use crate::record::{RecordRef, SLOT_OWNS_BLOCKS, slot_record};
@@ -389,6 +390,7 @@ impl Dash {
         let hinted = self.prefetch_home(h);
         let _guard = self.pin();
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
+        let mut stall = Stall::default();
         loop {
             let (at, seg) = self.locate(h)?;
             if !hinted {
@@ -399,7 +401,9 @@ impl Dash {
             let (Some(v0), Some(v1)) =
                 (seg.bucket(b).read_version(), seg.bucket(b1).read_version())
             else {
-                std::hint::spin_loop();
+                // A writer holds one of them, or (if it stays held) the pool has the bit set.
+                let words = seg.bucket(b).lock_word() << 32 | seg.bucket(b1).lock_word();
+                stall.wait(words).map_err(|s| held_for_ever(s.value))?;
                 continue;
             };
             if !self.still_current(&at) {

@@ -22,6 +22,7 @@ mod run;
 mod scan;
 mod segment;
 mod split;
+mod stall;
 mod sweep;
 mod version_lock;
 mod write;

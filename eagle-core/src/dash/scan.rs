@@ -5,19 +5,14 @@
 //! is never revisited, a range not yet reached is visited whole (in one segment or in two).
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
-use super::bucket::set_bits;
+use super::bucket::{held_for_ever, set_bits};
 use super::directory::MAX_GLOBAL_DEPTH;
 use super::error::{IndexError, corrupted};
 use super::index::Dash;
 use super::segment::{BUCKETS, STASH, Segment, bucket_index};
+use super::stall::Stall;
 use crate::record::RecordRef;
-
-/// How long a segment may fail to cover the position its unchanged directory entry maps to
-/// before a scan calls it damage (a split between its two stores, preempted, lasts a time slice
-/// or a few).
-const UNCOVERED_FOR: Duration = Duration::from_secs(5);
 
 impl Dash {
     /// A cursor from which a scan first visits the records whose home bucket is `key`'s, in
@@ -40,9 +35,11 @@ impl Dash {
         let mut j = (cursor & (BUCKETS as u64 - 1)) as usize;
         let mut seen = 0;
         let mut batch = Vec::new();
-        // Since when the segment found for `pos` has not covered it, its directory entry
-        // unchanged: a split between its two stores, or damage if it lasts.
-        let mut uncovered: Option<Instant> = None;
+        // A segment found for `pos` that does not cover it, its directory entry unchanged (a
+        // split between its two stores, or damage if it lasts), and a bucket that stays held,
+        // are waited for with a `Stall`: each is reported as damage if it never changes.
+        let mut uncovered = Stall::default();
+        let mut held = Stall::default();
         'segment: loop {
             let (at, seg) = self.locate(pos)?;
             let (d, p) = seg.depth_pattern();
@@ -54,19 +51,19 @@ impl Dash {
             }
             if !seg.covers(pos) || !self.still_current(&at) {
                 if self.still_current(&at) {
-                    let since = *uncovered.get_or_insert_with(Instant::now);
-                    if since.elapsed() > UNCOVERED_FOR {
-                        return Err(corrupted(format!(
+                    uncovered.wait(at.segment).map_err(|_| {
+                        corrupted(format!(
                             "segment {:#x} (depth {d}, pattern {p:#x}) does not cover the \
                              position {pos:#x} its directory entry maps to",
                             at.segment
-                        )));
-                    }
-                    std::thread::yield_now();
+                        ))
+                    })?;
+                } else {
+                    uncovered.progress();
                 }
                 continue;
             }
-            uncovered = None;
+            uncovered.progress();
             let start = if d == 0 { 0 } else { p << (64 - d) };
             let end = if d == 0 {
                 0
@@ -75,8 +72,17 @@ impl Dash {
             };
             while j < BUCKETS {
                 batch.clear();
-                if !read_home(seg, j, &mut batch) {
-                    continue; // a writer was active: read the bucket again
+                match read_home(seg, j, &mut batch) {
+                    Ok(()) => held.progress(),
+                    // A writer was active: read the bucket again.
+                    Err(None) => {
+                        held.progress();
+                        continue;
+                    }
+                    Err(Some(word)) => {
+                        held.wait(word).map_err(|s| held_for_ever(s.value))?;
+                        continue;
+                    }
                 }
                 // A split of this segment since `locate` moved the upper half of its range (and
                 // of bucket j) elsewhere: find the segment for `pos` again and re-read bucket j
@@ -109,8 +115,9 @@ impl Dash {
 }
 
 /// Collects the records whose home is bucket `j` (in `j`, in `j + 1` as probes, or in the
-/// stash) under optimistic validation; false if a writer interfered.
-fn read_home(seg: &Segment, j: usize, out: &mut Vec<u64>) -> bool {
+/// stash) under optimistic validation. `Err(Some(word))` if a bucket was held (its lock word),
+/// `Err(None)` if a writer changed one meanwhile.
+fn read_home(seg: &Segment, j: usize, out: &mut Vec<u64>) -> Result<(), Option<u64>> {
     let j1 = (j + 1) % BUCKETS;
     let mut versions = [0u32; 2 + STASH];
     let mut buckets = [0usize; 2 + STASH];
@@ -122,7 +129,7 @@ fn read_home(seg: &Segment, j: usize, out: &mut Vec<u64>) -> bool {
     for (v, &bi) in versions.iter_mut().zip(&buckets) {
         match seg.bucket(bi).read_version() {
             Some(x) => *v = x,
-            None => return false,
+            None => return Err(Some(seg.bucket(bi).lock_word())),
         }
     }
     for &bi in &buckets {
@@ -135,8 +142,9 @@ fn read_home(seg: &Segment, j: usize, out: &mut Vec<u64>) -> bool {
             }
         }
     }
-    versions
+    let unchanged = versions
         .iter()
         .zip(&buckets)
-        .all(|(&v, &bi)| seg.bucket(bi).validate(v))
+        .all(|(&v, &bi)| seg.bucket(bi).validate(v));
+    if unchanged { Ok(()) } else { Err(None) }
 }

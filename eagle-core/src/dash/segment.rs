@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::bucket::Bucket;
+use super::error::IndexError;
 use crate::pmem::PmemObject;
 
 /// Normal buckets per segment.
@@ -117,11 +118,18 @@ impl Segment {
         self.header.repaired_epoch.store(epoch, Ordering::Relaxed);
     }
 
-    /// Locks every bucket, in index order (the global lock order).
-    pub fn lock_all(&self) {
-        for b in &self.buckets {
-            b.lock();
+    /// Locks every bucket, in index order (the global lock order). On an error (a lock that
+    /// never frees: see `Bucket::lock`) none is left held.
+    pub fn lock_all(&self) -> Result<(), IndexError> {
+        for (i, b) in self.buckets.iter().enumerate() {
+            if let Err(e) = b.lock() {
+                for taken in &self.buckets[..i] {
+                    taken.unlock();
+                }
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// Unlocks every bucket.

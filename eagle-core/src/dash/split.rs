@@ -49,7 +49,7 @@ impl Dash {
     ) -> Result<(), IndexError> {
         let _dir = self.dir_lock.lock();
         let seg = self.segment(seg_off)?;
-        seg.lock_all();
+        seg.lock_all()?;
         let result = if needed(seg) {
             self.split_locked(seg_off, seg)
         } else {

@@ -241,7 +241,13 @@ impl Dash {
         // the pin that block's deferred free could run between this visit reading its word and
         // marking it, and the mark would then bring a freed block back to life (a leak).
         let _pinned = self.pin();
-        seg.lock_all();
+        if !seg.has_magic() {
+            // Before its "locks" are taken: they would be written into whatever is there.
+            return Err(corrupted(format!(
+                "directory names {s:#x}, which is no segment"
+            )));
+        }
+        seg.lock_all()?;
         let result = (|| {
             mark(s, "segment")?;
             let (mut n, mut expiring) = (0i64, 0i64);

@@ -49,10 +49,6 @@ pub(crate) trait VersionWord {
     ) -> Result<u32, u32>;
     /// A memory fence of this word's memory model.
     fn fence(order: Ordering);
-    /// One turn of a busy wait.
-    fn spin_loop();
-    /// Gives up the processor for a while.
-    fn yield_now();
 }
 
 impl VersionWord for AtomicU32 {
@@ -80,16 +76,6 @@ impl VersionWord for AtomicU32 {
     #[inline]
     fn fence(order: Ordering) {
         std::sync::atomic::fence(order);
-    }
-
-    #[inline]
-    fn spin_loop() {
-        std::hint::spin_loop();
-    }
-
-    #[inline]
-    fn yield_now() {
-        std::thread::yield_now();
     }
 }
 
@@ -131,20 +117,19 @@ pub(crate) fn try_lock<W: VersionWord>(word: &W) -> Option<u32> {
     Some(v)
 }
 
-/// Spins until the lock is taken; returns the version it was taken at, for [`unlock_at`].
+/// Takes the lock, calling `wait` with the word a holder keeps between attempts (it spins,
+/// yields, or gives up by returning an error, which this returns); returns the version the lock
+/// was taken at, for [`unlock_at`].
 #[inline]
-pub(crate) fn lock<W: VersionWord>(word: &W) -> u32 {
-    let mut spins = 0u32;
+pub(crate) fn lock_with<W: VersionWord, E>(
+    word: &W,
+    mut wait: impl FnMut(u32) -> Result<(), E>,
+) -> Result<u32, E> {
     loop {
         if let Some(v) = try_lock(word) {
-            return v;
+            return Ok(v);
         }
-        spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(64) {
-            W::yield_now();
-        } else {
-            W::spin_loop();
-        }
+        wait(word.load(Ordering::Relaxed))?;
     }
 }
 
@@ -213,14 +198,15 @@ mod tests {
         fn fence(order: Ordering) {
             shuttle::sync::atomic::fence(order);
         }
+    }
 
-        fn spin_loop() {
-            shuttle::hint::spin_loop();
-        }
-
-        fn yield_now() {
+    /// A blocking lock over [`lock_with`], yielding to shuttle's scheduler between attempts.
+    fn lock(word: &AtomicU32) -> u32 {
+        lock_with(word, |_| {
             thread::yield_now();
-        }
+            Ok::<(), ()>(())
+        })
+        .expect("this wait never gives up")
     }
 
     fn run(scheduler: impl Scheduler + 'static, test: impl Fn() + Send + Sync + 'static) {
@@ -338,7 +324,7 @@ mod tests {
                 thread::spawn(move || {
                     for round in 0..rounds {
                         let v = if t < blocking {
-                            lock(&*word)
+                            lock(&word)
                         } else {
                             loop {
                                 if let Some(v) = try_lock(&*word) {
@@ -428,7 +414,7 @@ mod tests {
             let waiter = {
                 let word = Arc::clone(&word);
                 thread::spawn(move || {
-                    lock(&*word);
+                    lock(&word);
                     unlock(&*word);
                 })
             };

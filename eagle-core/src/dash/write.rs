@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use super::bucket::fingerprint;
 use super::bucket::set_bits;
-use super::error::IndexError;
+use super::error::{IndexError, corrupted};
 use super::index::{Dash, Found};
 use super::segment::{BUCKETS, STASH, Segment, bucket_index, bucket_offset};
 use crate::fault::{self, Fault};
@@ -75,19 +75,18 @@ const _: () = assert!(super::segment::ALL_BUCKETS <= u8::MAX as usize);
 
 impl<'a> Held<'a> {
     /// Locks the home bucket and its neighbour in index order.
-    fn home(seg: &'a Segment, b: usize, b1: usize) -> Held<'a> {
+    fn home(seg: &'a Segment, b: usize, b1: usize) -> Result<Held<'a>, IndexError> {
         let (lo, hi) = if b < b1 { (b, b1) } else { (b1, b) };
-        let vlo = seg.bucket(lo).lock();
-        let vhi = seg.bucket(hi).lock();
         let mut held = Held {
             seg,
             buckets: [0; 8],
             versions: [0; 8],
-            n: 2,
+            n: 0,
         };
-        (held.buckets[0], held.versions[0]) = (lo as u8, vlo);
-        (held.buckets[1], held.versions[1]) = (hi as u8, vhi);
-        held
+        held.add(lo)?;
+        // (On an error here, dropping `held` unlocks `lo`.)
+        held.add(hi)?;
+        Ok(held)
     }
 
     fn holds(&self, i: usize) -> bool {
@@ -100,10 +99,11 @@ impl<'a> Held<'a> {
     }
 
     /// Locks one more bucket, blocking: only for buckets after every one held (stash).
-    fn add(&mut self, i: usize) {
+    fn add(&mut self, i: usize) -> Result<(), IndexError> {
         debug_assert!(self.buckets[..self.n].iter().all(|&h| (h as usize) < i));
-        let v = self.seg.bucket(i).lock();
+        let v = self.seg.bucket(i).lock()?;
         self.push(i, v);
+        Ok(())
     }
 
     /// Tries to lock one more bucket in any order (never blocks, so never deadlocks).
@@ -257,9 +257,20 @@ impl Dash {
                 drop(held);
                 return Ok(PutOutcome::Replaced);
             }
-            let target = match self.pick_slot(seg, seg_off, &mut held, (b, b1), displace) {
+            let target = match self.pick_slot(seg, seg_off, &mut held, (b, b1), displace)? {
                 Some(t) => t,
                 None => {
+                    if !seg.covers(h) {
+                        // A split changes a segment's pattern and its directory entries under
+                        // all its bucket locks, so a segment the directory still names for `h`
+                        // (checked under these locks) covers `h`, unless its header is damaged:
+                        // the split below would find room "elsewhere" and this loop never end.
+                        let (d, p) = seg.depth_pattern();
+                        return Err(corrupted(format!(
+                            "segment {seg_off:#x} (depth {d}, pattern {p:#x}) does not cover the \
+                             hash {h:#x} its directory entry maps to"
+                        )));
+                    }
                     drop(held);
                     self.split(seg_off, h)?;
                     continue;
@@ -308,25 +319,25 @@ impl Dash {
         held: &mut Held<'_>,
         (b, b1): (usize, usize),
         displace: bool,
-    ) -> Option<(usize, usize)> {
+    ) -> Result<Option<(usize, usize)>, IndexError> {
         let (c0, c1) = (seg.bucket(b).count(), seg.bucket(b1).count());
         let first = if c0 <= c1 { b } else { b1 };
         let second = if first == b { b1 } else { b };
         for bi in [first, second] {
             if let Some(i) = seg.bucket(bi).free_slot() {
-                return Some((bi, i));
+                return Ok(Some((bi, i)));
             }
         }
         if displace && let Some(t) = self.displace(seg, seg_off, held, b, b1) {
-            return Some(t);
+            return Ok(Some(t));
         }
         for s in 0..STASH {
-            held.add(BUCKETS + s);
+            held.add(BUCKETS + s)?;
             if let Some(i) = seg.stash(s).free_slot() {
-                return Some((BUCKETS + s, i));
+                return Ok(Some((BUCKETS + s, i)));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Frees a slot in `b1` by moving one of its own records to `b2` (as a probe record), or a
@@ -396,7 +407,7 @@ impl Dash {
         let (b, b1) = (bucket_index(h), (bucket_index(h) + 1) % BUCKETS);
         loop {
             let (at, seg) = self.locate(h)?;
-            let held = Held::home(seg, b, b1);
+            let held = Held::home(seg, b, b1)?;
             if self.still_current(&at) {
                 return Ok((at.segment, seg, held));
             }
@@ -427,7 +438,7 @@ impl Dash {
         };
         let record = rec.offset();
         if bucket >= BUCKETS {
-            held.add(bucket);
+            held.add(bucket)?;
         }
         // Bookkeeping first (see the module doc): the record is freed only
         // once this thread unpins, after `unlink` made its removal durable.
