@@ -169,6 +169,15 @@ impl Bucket {
     /// lock bit the pool file holds set (no writer of this process took it), see `stall.rs`.
     #[inline]
     pub fn lock(&self) -> Result<u32, IndexError> {
+        match self.try_lock() {
+            Some(v) => Ok(v),
+            None => self.lock_contended(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> Result<u32, IndexError> {
         let mut stall = Stall::default();
         version_lock::lock_with(&self.lock, |word| stall.wait(word.into()))
             .map_err(|s| held_for_ever(s.value))

@@ -83,9 +83,13 @@ impl<'a> Held<'a> {
             versions: [0; 8],
             n: 0,
         };
-        held.add(lo)?;
-        // (On an error here, dropping `held` unlocks `lo`.)
-        held.add(hi)?;
+        for i in [lo, hi] {
+            match seg.bucket(i).try_lock() {
+                Some(v) => held.push(i, v),
+                // (On an error for `hi`, dropping `held` unlocks `lo`.)
+                None => held.add_contended(i)?,
+            }
+        }
         Ok(held)
     }
 
@@ -104,6 +108,13 @@ impl<'a> Held<'a> {
         let v = self.seg.bucket(i).lock()?;
         self.push(i, v);
         Ok(())
+    }
+
+    /// [`add`](Self::add) for a bucket whose `try_lock` just failed.
+    #[cold]
+    #[inline(never)]
+    fn add_contended(&mut self, i: usize) -> Result<(), IndexError> {
+        self.add(i)
     }
 
     /// Tries to lock one more bucket in any order (never blocks, so never deadlocks).
