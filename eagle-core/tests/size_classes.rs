@@ -167,3 +167,48 @@ fn a_request_of_a_multiple_of_64_bytes_never_falls_back_to_an_unaligned_class() 
     drop(heap);
     let _ = std::fs::remove_file(&path);
 }
+
+/// Twelve keys a round, kept: values of twelve sizes, so records of twelve classes.
+fn kept(round: u32, j: u32) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("r{round}:{j}").into_bytes(),
+        vec![round as u8; (j * 100) as usize],
+    )
+}
+
+#[test]
+fn reopens_do_not_leave_a_nearly_empty_pool_without_free_chunks() {
+    // A small pool (119 chunks of 256 KiB) reopened many times, holding a few hundred small
+    // records: each open spreads the chunks in use over the shards, so the writing thread's
+    // shard starts without them, and each class it writes took a fresh chunk, which the
+    // records kept assigned.
+    let path = pool_path("reopens-chunks");
+    let rounds = 60u32;
+    for round in 0..rounds {
+        let db = open(&path);
+        for j in 0..12 {
+            let (k, v) = kept(round, j);
+            db.set(&k, &v, Default::default()).unwrap();
+        }
+        if round % 2 == 0 {
+            db.close().unwrap();
+        } else {
+            drop(db); // a crash
+        }
+    }
+    let db = open(&path);
+    db.engine().index().wait_recovered().unwrap();
+    let stats = db.engine().index().heap().stats();
+    // Whole chunks are still to be had: a 1 MiB value (four chunks) fits.
+    db.set(b"large", &vec![7u8; 1 << 20], Default::default())
+        .unwrap_or_else(|e| panic!("{e}; {stats:?}"));
+    for round in 0..rounds {
+        for j in 0..12 {
+            let (k, v) = kept(round, j);
+            assert_eq!(db.get(&k).unwrap(), Some(v));
+        }
+    }
+    assert!(db.engine().check().is_clean());
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}

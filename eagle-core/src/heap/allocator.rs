@@ -177,6 +177,8 @@ pub struct Heap {
     /// the free set), read without a lock, so frees and size lookups take no global lock.
     kinds: Vec<std::sync::atomic::AtomicU64>,
     sweep: Mutex<Option<Sweep>>,
+    /// Until the sweep ends (`sweep` is `Some`), read without its lock.
+    sweeping: std::sync::atomic::AtomicBool,
     /// Chunks in use at open whose blocks the sweep has not settled yet.
     unsettled: Vec<std::sync::atomic::AtomicBool>,
     /// Bytes in allocated blocks, striped: every allocation and free adds to it.
@@ -256,6 +258,7 @@ impl Heap {
             kinds: kinds.iter().map(|k| k.encode().into()).collect(),
             chunks: Mutex::new(Chunks { free }),
             sweep: Mutex::new(Some(sweep)),
+            sweeping: true.into(),
             used: Default::default(),
             reserve: super::reserve::reserved_chunks(geo.chunks),
             pool,
@@ -315,11 +318,37 @@ impl Heap {
 
     /// A block of class `k`: from this shard's chunks (taking a free chunk for them if they are
     /// full, a reserved one only if `reserve`), else from another shard's.
+    ///
+    /// While fewer than half the chunks are free ("scarce"), a fresh chunk is taken only when
+    /// no shard has a free block of the class, and not at all until the sweep ends (unless
+    /// `reserve`): the writes of every open's first seconds each took a chunk for each class
+    /// they wrote (the chunks in use at open serve no allocation until the sweep has settled
+    /// them, and then each open spreads them over the shards), and kept it with a record or
+    /// two: after 60 reopens a small pool had all 119 of its chunks assigned for 484 KB, and a
+    /// value needing a whole chunk failed. Writers that meet the resulting `OutOfSpace` wait
+    /// for the sweep and try again (`Dash::space_may_free_up`). While chunks are plentiful, a
+    /// shard's own chunk spares its allocations the other shards' locks.
     fn alloc_small(&self, k: u8, reserve: bool) -> Option<u64> {
         let home = shard::current();
+        if let Some(off) = self.take_block(&mut self.classes[k as usize][home].lock(), k) {
+            return Some(off);
+        }
+        let from_others = || {
+            (1..SHARDS).find_map(|d| {
+                let mut class = self.classes[k as usize][(home + d) % SHARDS].lock();
+                self.take_block(&mut class, k)
+            })
+        };
+        let scarce = self.chunks_scarce();
+        if scarce && let Some(off) = from_others() {
+            return Some(off);
+        }
+        let hold_back =
+            scarce && !reserve && self.sweeping.load(std::sync::atomic::Ordering::Acquire);
         {
             let mut class = self.classes[k as usize][home].lock();
             if class.partial.is_empty()
+                && !hold_back
                 && let Some(c) = self.take_chunks(1, ChunkKind::Small(k), reserve)
             {
                 self.owner[c as usize].store(home as u8, std::sync::atomic::Ordering::Relaxed);
@@ -333,10 +362,12 @@ impl Heap {
             }
         }
         // No free chunk left: take a block from another shard's chunks before giving up.
-        (1..SHARDS).find_map(|d| {
-            let mut class = self.classes[k as usize][(home + d) % SHARDS].lock();
-            self.take_block(&mut class, k)
-        })
+        from_others()
+    }
+
+    /// Whether fewer than half the heap's chunks are free.
+    fn chunks_scarce(&self) -> bool {
+        self.chunks.lock().free.len() * 2 < self.geo.chunks as usize
     }
 
     /// No free chunk and no free block of class `k` anywhere: a free block of a larger class,
@@ -694,6 +725,8 @@ impl Heap {
         for u in &self.unsettled {
             u.store(false, std::sync::atomic::Ordering::Release);
         }
+        self.sweeping
+            .store(false, std::sync::atomic::Ordering::Release);
         drop(guard);
         reclaimed
     }
