@@ -77,19 +77,22 @@ impl<'a> Held<'a> {
     /// Locks the home bucket and its neighbour in index order.
     fn home(seg: &'a Segment, b: usize, b1: usize) -> Result<Held<'a>, IndexError> {
         let (lo, hi) = if b < b1 { (b, b1) } else { (b1, b) };
+        let vlo = seg.bucket(lo).lock()?;
+        let vhi = match seg.bucket(hi).lock() {
+            Ok(v) => v,
+            Err(e) => {
+                seg.bucket(lo).unlock_at(vlo);
+                return Err(e);
+            }
+        };
         let mut held = Held {
             seg,
             buckets: [0; 8],
             versions: [0; 8],
-            n: 0,
+            n: 2,
         };
-        for i in [lo, hi] {
-            match seg.bucket(i).try_lock() {
-                Some(v) => held.push(i, v),
-                // (On an error for `hi`, dropping `held` unlocks `lo`.)
-                None => held.add_contended(i)?,
-            }
-        }
+        (held.buckets[0], held.versions[0]) = (lo as u8, vlo);
+        (held.buckets[1], held.versions[1]) = (hi as u8, vhi);
         Ok(held)
     }
 
@@ -108,13 +111,6 @@ impl<'a> Held<'a> {
         let v = self.seg.bucket(i).lock()?;
         self.push(i, v);
         Ok(())
-    }
-
-    /// [`add`](Self::add) for a bucket whose `try_lock` just failed.
-    #[cold]
-    #[inline(never)]
-    fn add_contended(&mut self, i: usize) -> Result<(), IndexError> {
-        self.add(i)
     }
 
     /// Tries to lock one more bucket in any order (never blocks, so never deadlocks).
