@@ -139,7 +139,16 @@ fn value(k: u16, v: u8) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // Failures are saved beside this file (`dash_index.proptest-regressions`) and replayed
+    // first: the default (`SourceParallel`) looks for a lib.rs above an integration test's
+    // file, finds none, and saves nothing.
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_operations_match_a_btreemap(ops in proptest::collection::vec(op(), 1..3000)) {
