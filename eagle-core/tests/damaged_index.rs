@@ -1,7 +1,7 @@
 //! An index whose segment header or bucket lock was damaged (after the open's checks: a pool
 //! closed cleanly is not repaired): operations report it as corrupted instead of overflowing a
-//! shift or waiting for ever. (Waits give up after `STALLED_FOR`, 10 s, so these tests take
-//! that long.)
+//! shift or waiting for ever. (Waits give up after the stall limit, which these tests shorten
+//! to 2 s with `set_stall_limit`.)
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{open_db, pool_path};
-use eagle_core::dash::bucket_index;
+use eagle_core::dash::{bucket_index, set_stall_limit};
 use eagle_core::{Db, DbError};
 
 /// The `depth_pattern` word of the first segment the directory names.
@@ -52,6 +52,7 @@ fn damaged(name: &str, depth: u64, pattern: u64) -> Result<usize, DbError> {
 
 #[test]
 fn a_segment_deeper_than_any_directory_is_reported_by_a_scan() {
+    set_stall_limit(Duration::from_secs(2));
     assert!(matches!(
         damaged("damaged-depth", 63, 0),
         Err(DbError::Corrupted { .. })
@@ -60,6 +61,7 @@ fn a_segment_deeper_than_any_directory_is_reported_by_a_scan() {
 
 #[test]
 fn a_segment_that_does_not_cover_its_directory_range_is_reported_by_a_scan() {
+    set_stall_limit(Duration::from_secs(2));
     // The one segment of a new table says it holds only the upper half of the hashes.
     assert!(matches!(
         damaged("damaged-pattern", 1, 1),
@@ -103,6 +105,7 @@ fn hundred_keys(path: &Path) {
 
 #[test]
 fn a_bucket_lock_that_never_frees_fails_reads_and_writes_instead_of_hanging() {
+    set_stall_limit(Duration::from_secs(2));
     let path = pool_path("held-lock");
     hundred_keys(&path);
     let db = open_db(&path);
@@ -128,11 +131,16 @@ fn a_bucket_lock_that_never_frees_fails_reads_and_writes_instead_of_hanging() {
             assert!(is_corrupted(scanned), "SCAN");
         });
     });
-    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(started.elapsed() < Duration::from_secs(20));
     // The others are served meanwhile, and with the bit clear again so is k0.
+    // A key that reads neither k0's home bucket nor it as its neighbour.
+    let b0 = bucket_index(db.engine().index().hash(b"k0"));
     let other = (1..100)
         .map(|i| format!("k{i}"))
-        .find(|k| !std::ptr::eq(home_lock(&db, k.as_bytes()), lock))
+        .find(|k| {
+            let b = bucket_index(db.engine().index().hash(k.as_bytes()));
+            b != b0 && (b + 1) % eagle_core::dash::BUCKETS != b0
+        })
         .unwrap();
     assert_eq!(
         db.get(other.as_bytes()).unwrap().as_deref(),
@@ -146,6 +154,7 @@ fn a_bucket_lock_that_never_frees_fails_reads_and_writes_instead_of_hanging() {
 
 #[test]
 fn a_lock_bit_set_in_a_cleanly_closed_pool_fails_the_background_sweep_and_the_close() {
+    set_stall_limit(Duration::from_secs(2));
     let path = pool_path("held-lock-file");
     hundred_keys(&path);
     // Damage the file itself: the lock bit of k0's home bucket, in a pool marked clean.
@@ -175,6 +184,7 @@ fn a_lock_bit_set_in_a_cleanly_closed_pool_fails_the_background_sweep_and_the_cl
 
 #[test]
 fn a_write_into_a_segment_that_does_not_cover_its_directory_range_is_refused() {
+    set_stall_limit(Duration::from_secs(2));
     let path = pool_path("uncovered-write");
     let db = open_db(&path);
     for i in 0..5000 {

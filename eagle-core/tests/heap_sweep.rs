@@ -44,7 +44,7 @@ fn a_block_freed_during_the_sweep_is_freed_once_and_counted_once() {
     let (kept, freed, unmarked, large, large_kept);
     {
         let heap = open(&path);
-        heap.finish_sweep();
+        heap.finish_sweep().unwrap();
         kept = heap.alloc(100).unwrap();
         freed = heap.alloc(100).unwrap();
         unmarked = heap.alloc(100).unwrap();
@@ -75,7 +75,7 @@ fn a_block_freed_during_the_sweep_is_freed_once_and_counted_once() {
     assert!(!is_zero(&heap, unmarked, small));
     // Reclaimed by the sweep: `unmarked` (not zero yet) and the large block's chunks, which it
     // releases; the small freed block is already zero and free of its mark, so not counted.
-    assert_eq!(heap.finish_sweep(), 2);
+    assert_eq!(heap.finish_sweep(), Ok(2));
     assert!(is_zero(&heap, unmarked, small));
     assert_eq!(
         heap.stats().used,
@@ -92,7 +92,7 @@ fn a_block_freed_during_the_sweep_is_freed_once_and_counted_once() {
     assert_eq!(heap.stats().chunk_bytes, 0);
     drop(heap);
     let heap = open(&path);
-    assert_eq!(heap.finish_sweep(), 0);
+    assert_eq!(heap.finish_sweep(), Ok(0));
     assert_eq!(heap.stats().chunk_bytes, 0);
     drop(heap);
     let _ = std::fs::remove_file(&path);
@@ -119,4 +119,51 @@ fn a_large_object_said_to_reach_past_the_last_chunk_is_damage() {
         "{err:?}"
     );
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_live_large_object_whose_tail_word_is_damaged_is_reported_not_freed() {
+    // The word of its second chunk damaged into "free", then into "a small class's chunk".
+    for damaged in [0u64, 1 << 56] {
+        let path = pool_path("heap-large-torn-tail");
+        let large;
+        {
+            let heap = open(&path);
+            heap.finish_sweep().unwrap();
+            large = heap.alloc(3 * CHUNK).unwrap();
+            fill(&heap, large, 3 * CHUNK, 9);
+            let table = heap.pool().layout().heap.offset;
+            let region = heap.pool().region();
+            let head = (0..64)
+                .find(|&c| {
+                    let w = region.atomic_u64(table + 8 * c).unwrap();
+                    w.load(std::sync::atomic::Ordering::Relaxed) >> 56 == 2
+                })
+                .expect("the large object's head word");
+            region
+                .atomic_u64(table + 8 * (head + 1))
+                .unwrap()
+                .store(damaged, std::sync::atomic::Ordering::Relaxed);
+        }
+        let heap = open(&path);
+        // The index still reaches it.
+        heap.mark(large).unwrap();
+        let swept = heap.finish_sweep();
+        assert!(
+            matches!(swept, Err(eagle_core::heap::HeapError::Corrupted { .. })),
+            "{swept:?}"
+        );
+        // Not zeroed under the value, and never handed out again.
+        let mut buf = vec![0u8; 3 * CHUNK as usize];
+        heap.pool().region().read(large, &mut buf);
+        assert!(buf.iter().all(|&b| b == 9), "the value was zeroed");
+        while let Ok(b) = heap.alloc(CHUNK) {
+            assert!(
+                b + CHUNK <= large || b >= large + 3 * CHUNK,
+                "chunk {b:#x} of the live object was allocated again"
+            );
+        }
+        drop(heap);
+        let _ = std::fs::remove_file(&path);
+    }
 }

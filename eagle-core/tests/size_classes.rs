@@ -106,7 +106,7 @@ fn small_heap(path: &Path) -> Heap {
         ..PoolOptions::default()
     };
     let heap = Heap::open(Arc::new(Pool::open(path, opts).unwrap())).unwrap();
-    heap.finish_sweep();
+    heap.finish_sweep().unwrap();
     heap
 }
 

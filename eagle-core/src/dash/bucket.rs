@@ -128,12 +128,12 @@ pub fn set_bits(mut bits: u32) -> impl Iterator<Item = usize> {
 }
 
 /// The error for a bucket whose lock word stayed `word` (held) while a writer or reader waited
-/// [`STALLED_FOR`](super::stall::STALLED_FOR).
+/// the stall limit.
 #[cold]
 pub(crate) fn held_for_ever(word: u64) -> IndexError {
     corrupted(format!(
         "a bucket lock stayed held (word {word:#x}) for {:?}: its lock bit is set in the pool",
-        super::stall::STALLED_FOR
+        super::stall::stall_limit()
     ))
 }
 
@@ -165,8 +165,8 @@ impl Bucket {
     }
 
     /// Waits until the lock is taken; returns the version it was taken at. `Corrupted` if the
-    /// lock stays held, its word unchanged, for [`STALLED_FOR`](super::stall::STALLED_FOR): a
-    /// lock bit the pool file holds set (no writer of this process took it), see `stall.rs`.
+    /// lock stays held, its word unchanged, for the stall limit: a lock bit the pool file holds
+    /// set (no writer of this process took it), see `stall.rs`.
     #[inline]
     pub fn lock(&self) -> Result<u32, IndexError> {
         match self.try_lock() {

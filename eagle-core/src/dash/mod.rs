@@ -34,4 +34,5 @@ pub use group::MAX_GROUP;
 pub use index::{Dash, IndexStats, Pinned};
 pub use run::RunDone;
 pub use segment::{BUCKETS, STASH, Segment, bucket_index};
+pub use stall::{set_stall_limit, stall_limit};
 pub use write::{PutMode, PutOutcome};

@@ -5,18 +5,34 @@
 //! the pool file (a lock bit set in a pool closed cleanly, a segment pattern that does not match
 //! its directory entries) never changes, and the waiter would spin for ever. A [`Stall`] tells
 //! the two apart by time: it spins, then yields, then naps, and reports the wait as damage once
-//! the word it watches has stayed the same for [`STALLED_FOR`] of time this process ran.
+//! the word it watches has stayed the same for the stall limit ([`stall_limit`], 60 s unless
+//! [`set_stall_limit`] changed it) of time this process ran.
 //!
 //! Legitimate holds are far shorter: a bucket lock is held for one write or one group of them
 //! (at most 64 KiB copied), a segment's locks for one split (a directory doubling included) or
-//! for the sweep to mark the blocks of one segment's records. Time the process did not run (it
-//! was stopped, or the host suspended) is not counted: a nap that overslept by
-//! [`OVERSLEPT`] starts the count again, since the holder did not run either.
+//! for the sweep to mark the blocks of one segment's records. The longest known: a writer that
+//! retires a record in a chunk the open's sweep has not settled waits, under its bucket locks,
+//! for `Heap::finish_sweep` (which settles every such chunk under one lock: about a second at
+//! 10M keys, proportional to the chunks in use), and under `msync` flushing, for the disk. Time
+//! the process did not run (it was stopped, or the host suspended) is not counted: a gap of
+//! [`OVERSLEPT`] between two turns starts the count again, since the holder did not run either.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The stall limit in milliseconds (see [`set_stall_limit`]).
+static LIMIT_MS: AtomicU64 = AtomicU64::new(60_000);
+
 /// How long a watched word may stay the same before the wait is called damage.
-pub(crate) const STALLED_FOR: Duration = Duration::from_secs(10);
+pub fn stall_limit() -> Duration {
+    Duration::from_millis(LIMIT_MS.load(Ordering::Relaxed))
+}
+
+/// Sets the stall limit for the whole process (tests shorten it to see damage reported
+/// quickly; at least 1 ms).
+pub fn set_stall_limit(limit: Duration) {
+    LIMIT_MS.store((limit.as_millis() as u64).max(1), Ordering::Relaxed);
+}
 
 /// Turns spent spinning and yielding before the clock is read at all (the fast path of every
 /// contended lock stays as it was: a few microseconds).
@@ -24,7 +40,8 @@ const UNTIMED_TURNS: u32 = 1 << 12;
 /// After this much time on one value, each turn naps instead of yielding.
 const NAP_AFTER: Duration = Duration::from_millis(10);
 const NAP: Duration = Duration::from_millis(1);
-/// A nap this much longer than asked means the process did not run meanwhile.
+/// A gap this long between two timed turns (each naps 1 ms at most) means the process did not
+/// run meanwhile.
 const OVERSLEPT: Duration = Duration::from_millis(200);
 
 /// The wait of one operation on one kind of word; see the module documentation.
@@ -33,9 +50,11 @@ pub(crate) struct Stall {
     turns: u32,
     /// The value watched, and since when it has been seen unchanged.
     watching: Option<(u64, Instant)>,
+    /// When the last timed turn ended.
+    last: Option<Instant>,
 }
 
-/// A wait that saw the same value for [`STALLED_FOR`].
+/// A wait that saw the same value for the stall limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stalled {
     /// The value that never changed.
@@ -44,7 +63,7 @@ pub(crate) struct Stalled {
 
 impl Stall {
     /// One more turn of waiting while the watched word holds `value`. `Err` once it has held it
-    /// for [`STALLED_FOR`].
+    /// for the stall limit.
     #[inline]
     pub(crate) fn wait(&mut self, value: u64) -> Result<(), Stalled> {
         self.turns = self.turns.saturating_add(1);
@@ -62,6 +81,10 @@ impl Stall {
     #[cold]
     fn timed(&mut self, value: u64) -> Result<(), Stalled> {
         let now = Instant::now();
+        if self.last.is_some_and(|last| now - last > OVERSLEPT) {
+            // Stopped or starved since the last turn: the holder may not have run either.
+            self.watching = None;
+        }
         let since = match self.watching {
             Some((seen, since)) if seen == value => since,
             _ => {
@@ -70,18 +93,15 @@ impl Stall {
             }
         };
         let waited = now - since;
-        if waited >= STALLED_FOR {
+        if waited >= stall_limit() {
             return Err(Stalled { value });
         }
         if waited < NAP_AFTER {
             std::thread::yield_now();
-            return Ok(());
+        } else {
+            std::thread::sleep(NAP);
         }
-        std::thread::sleep(NAP);
-        if now.elapsed() > NAP + OVERSLEPT {
-            // Stopped or starved: the holder may not have run either. Count again.
-            self.watching = None;
-        }
+        self.last = Some(Instant::now());
         Ok(())
     }
 
@@ -98,6 +118,7 @@ mod tests {
 
     #[test]
     fn a_changing_value_never_stalls_and_a_fixed_one_stalls_after_the_limit() {
+        set_stall_limit(Duration::from_secs(1));
         let mut stall = Stall::default();
         let started = Instant::now();
         let mut turns = 0u64;
@@ -114,8 +135,21 @@ mod tests {
         };
         let took = started.elapsed();
         assert_eq!(stalled, Stalled { value: 7 });
-        assert!(took >= STALLED_FOR, "stalled after {took:?}");
-        assert!(took < STALLED_FOR * 2, "took {took:?} to call it");
+        assert!(took >= stall_limit(), "stalled after {took:?}");
+        assert!(took < stall_limit() * 2, "took {took:?} to call it");
+    }
+
+    #[test]
+    fn a_gap_between_turns_restarts_the_count() {
+        let mut stall = Stall::default();
+        for _ in 0..UNTIMED_TURNS {
+            stall.wait(1).unwrap();
+        }
+        let first = stall.watching.expect("timed").1;
+        // As if the process had been stopped for a while between two turns.
+        std::thread::sleep(OVERSLEPT + Duration::from_millis(50));
+        stall.wait(1).unwrap();
+        assert!(stall.watching.expect("timed again").1 > first);
     }
 
     #[test]

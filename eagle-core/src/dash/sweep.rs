@@ -100,6 +100,9 @@ impl Dash {
     pub fn run_recovery(&self) {
         let started = Instant::now();
         let result = self.sweep();
+        // Whatever the result: a sweep that failed never reaches `finish_sweep`, and the heap
+        // must not go on holding fresh chunks back for it.
+        self.heap.sweep_ended();
         if result.is_ok() {
             self.all_repaired.store(true, Ordering::Release);
             let pool = self.heap.pool();
@@ -218,7 +221,9 @@ impl Dash {
                 .mark(dir.offset)
                 .map_err(|e| corrupted(format!("directory: {e}")))?;
         }
-        self.heap.finish_sweep();
+        self.heap
+            .finish_sweep()
+            .map_err(|e| corrupted(format!("sweep: {e}")))?;
         self.recovery.stop_counting();
         Ok(())
     }

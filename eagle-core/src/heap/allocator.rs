@@ -365,6 +365,12 @@ impl Heap {
         from_others()
     }
 
+    /// The sweep has ended, settled or failed: fresh chunks are no longer held back for it.
+    pub fn sweep_ended(&self) {
+        self.sweeping
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
     /// Whether fewer than half the heap's chunks are free.
     fn chunks_scarce(&self) -> bool {
         self.chunks.lock().free.len() * 2 < self.geo.chunks as usize
@@ -628,15 +634,21 @@ impl Heap {
     /// Ends the sweep: every block of the chunks in use at open that was not marked is free
     /// (zeroed if it holds anything), chunks left empty return to the free pool. Returns the
     /// number of blocks reclaimed.
-    pub fn finish_sweep(&self) -> u64 {
+    ///
+    /// `Corrupted` if a large object the index reaches has a chunk whose word does not say it
+    /// is one of its tails (damage: no crash leaves a published object torn, since its words
+    /// are fenced before it is handed out). Its chunks are then left as they are rather than
+    /// freed and zeroed under the value; everything else is settled as usual.
+    pub fn finish_sweep(&self) -> Result<u64, HeapError> {
         // Held throughout: a free of a block in a chunk still being settled waits here, then
         // finds the chunk registered (fresh chunks never take this lock in `free`).
         let mut guard = self.sweep.lock();
         let Some(sweep) = guard.take() else {
-            return 0;
+            return Ok(0);
         };
         let mut reclaimed = 0;
         let kinds = self.kinds_snapshot();
+        let (inside_live, damage) = self.live_large_spans(&sweep, &kinds);
         let mut large = Vec::new();
         for (c, pending) in sweep.chunks.into_iter().enumerate() {
             let c = c as u32;
@@ -646,6 +658,9 @@ impl Heap {
                     large.push((c, live));
                     continue;
                 }
+                // A chunk of a live large object whose word was damaged into a small class's:
+                // its "blocks" are the value's bytes. Left alone (and out of every class).
+                Pending::Small(_) if inside_live[c as usize] => continue,
                 Pending::Small(live) => live,
             };
             let ChunkKind::Small(k) = kinds[c as usize] else {
@@ -699,6 +714,9 @@ impl Heap {
             let intact = (1..n).all(|d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d));
             if live && intact {
                 self.used.add((n as u64 * CHUNK) as i64);
+            } else if live {
+                // Damaged (in `damage`): kept whole, as far as its words reach.
+                self.used.add((n as u64 * CHUNK) as i64);
             } else {
                 // Unreachable (or torn before it was published): zero every chunk it spans.
                 let tails = (1..n)
@@ -728,7 +746,44 @@ impl Heap {
         self.sweeping
             .store(false, std::sync::atomic::Ordering::Release);
         drop(guard);
-        reclaimed
+        match damage {
+            Some(what) => Err(HeapError::Corrupted { what }),
+            None => Ok(reclaimed),
+        }
+    }
+
+    /// Which chunks lie inside (past the head of) a large object the sweep found reachable, and
+    /// the first such chunk whose word does not say so. A chunk damaged into looking free is
+    /// also taken out of the free set, so no later allocation hands it out (one during the
+    /// sweep may have: the error says so either way).
+    fn live_large_spans(&self, sweep: &Sweep, kinds: &[ChunkKind]) -> (Vec<bool>, Option<String>) {
+        let mut inside = vec![false; kinds.len()];
+        let mut damage = None;
+        for (c, pending) in sweep.chunks.iter().enumerate() {
+            let (Pending::Large(true), ChunkKind::LargeHead(n)) = (pending, kinds[c]) else {
+                continue;
+            };
+            // `open` refused heads reaching past the last chunk.
+            let n = (n as usize).min(kinds.len() - c);
+            for d in 1..n {
+                let t = c + d;
+                inside[t] = true;
+                if kinds[t] == ChunkKind::LargeTail(d as u32) {
+                    continue;
+                }
+                if kinds[t] == ChunkKind::Free {
+                    self.chunks.lock().free.remove(&(t as u32));
+                }
+                damage.get_or_insert_with(|| {
+                    format!(
+                        "chunk {t} of the large object at chunk {c}, which the index reaches, \
+                         is marked {:?}",
+                        kinds[t]
+                    )
+                });
+            }
+        }
+        (inside, damage)
     }
 
     fn is_zero(&self, offset: u64, size: u64) -> bool {
