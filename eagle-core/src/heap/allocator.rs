@@ -319,14 +319,16 @@ impl Heap {
     /// A block of class `k`: from this shard's chunks (taking a free chunk for them if they are
     /// full, a reserved one only if `reserve`), else from another shard's.
     ///
-    /// While fewer than half the chunks are free ("scarce"), a fresh chunk is taken only when
-    /// no shard has a free block of the class, and not at all until the sweep ends (unless
-    /// `reserve`): the writes of every open's first seconds each took a chunk for each class
-    /// they wrote (the chunks in use at open serve no allocation until the sweep has settled
-    /// them, and then each open spreads them over the shards), and kept it with a record or
-    /// two: after 60 reopens a small pool had all 119 of its chunks assigned for 484 KB, and a
-    /// value needing a whole chunk failed. Writers that meet the resulting `OutOfSpace` wait
-    /// for the sweep and try again (`Dash::space_may_free_up`). While chunks are plentiful, a
+    /// While fewer than half the chunks are free, a fresh chunk is taken only when no shard has
+    /// a free block of the class; while fewer than an eighth are, not at all until the sweep
+    /// ends (unless `reserve`). The writes of every open's first seconds each took a chunk for
+    /// each class they wrote (the chunks in use at open serve no allocation until the sweep
+    /// has settled them, and then each open spreads them over the shards), and kept it with a
+    /// record or two: after 60 reopens a small pool had all 119 of its chunks assigned for
+    /// 484 KB, and a value needing a whole chunk failed. Writers that meet the resulting
+    /// `OutOfSpace` wait for the sweep and try again (`Dash::space_may_free_up`): a write
+    /// during the background recovery of a pool with fewer than an eighth of its chunks free
+    /// waits for the sweep (as in a pool with none free). While chunks are plentiful, a
     /// shard's own chunk spares its allocations the other shards' locks.
     fn alloc_small(&self, k: u8, reserve: bool) -> Option<u64> {
         let home = shard::current();
@@ -339,12 +341,16 @@ impl Heap {
                 self.take_block(&mut class, k)
             })
         };
-        let scarce = self.chunks_scarce();
-        if scarce && let Some(off) = from_others() {
+        let free = self.chunks.lock().free.len();
+        let chunks = self.geo.chunks as usize;
+        if free * 2 < chunks
+            && let Some(off) = from_others()
+        {
             return Some(off);
         }
-        let hold_back =
-            scarce && !reserve && self.sweeping.load(std::sync::atomic::Ordering::Acquire);
+        let hold_back = free * 8 < chunks
+            && !reserve
+            && self.sweeping.load(std::sync::atomic::Ordering::Acquire);
         {
             let mut class = self.classes[k as usize][home].lock();
             if class.partial.is_empty()
@@ -369,11 +375,6 @@ impl Heap {
     pub fn sweep_ended(&self) {
         self.sweeping
             .store(false, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Whether fewer than half the heap's chunks are free.
-    fn chunks_scarce(&self) -> bool {
-        self.chunks.lock().free.len() * 2 < self.geo.chunks as usize
     }
 
     /// No free chunk and no free block of class `k` anywhere: a free block of a larger class,
