@@ -744,8 +744,7 @@ impl Heap {
         for u in &self.unsettled {
             u.store(false, std::sync::atomic::Ordering::Release);
         }
-        self.sweeping
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.sweep_ended();
         drop(guard);
         match damage {
             Some(what) => Err(HeapError::Corrupted { what }),
