@@ -288,6 +288,9 @@ impl Heap {
     /// on the media already; its slack is flushed all the same, as telling it apart would
     /// cost more.)
     pub fn alloc(&self, size: u64) -> Result<u64, HeapError> {
+        // Read before the attempt: if the sweep had ended by then, the attempt saw every chunk
+        // it settled, and a failure is not one the sweep's end cures.
+        let during_sweep = self.sweeping.load(std::sync::atomic::Ordering::Acquire);
         let (off, block) = match self.geo.classes.class_for(size) {
             // Inside a reserve scope, a free block of any larger class is taken before a
             // reserved chunk: a later allocation of the same command may need a chunk for a
@@ -305,7 +308,10 @@ impl Heap {
             // Whole chunks, taken free: a free chunk is zero on the media (`release_chunks`).
             None => self.alloc_large(size).map(|off| (off, size)),
         }
-        .ok_or(HeapError::OutOfSpace { requested: size })?;
+        .ok_or(HeapError::OutOfSpace {
+            requested: size,
+            during_sweep,
+        })?;
         let region = self.pool.region();
         // The caller's flush covers every flush unit its bytes touch (cache line, or page
         // under msync); the slack starts at the next unit.

@@ -9,6 +9,10 @@ pub enum HeapError {
     OutOfSpace {
         /// Bytes asked for.
         requested: u64,
+        /// The open's sweep had not ended when the allocation began: chunks in use at open
+        /// were still held back, so the sweep's end may cure this (`Dash::space_may_free_up`
+        /// waits for it and tries again), however soon after the failure it ends.
+        during_sweep: bool,
     },
     /// A free of something that is not an allocated block (a bug in the caller).
     BadFree {
@@ -34,7 +38,7 @@ pub enum HeapError {
 impl fmt::Display for HeapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HeapError::OutOfSpace { requested } => {
+            HeapError::OutOfSpace { requested, .. } => {
                 write!(f, "out of pool space (allocating {requested} bytes)")
             }
             HeapError::BadFree { offset, why } => write!(f, "bad free at {offset:#x}: {why}"),
