@@ -65,6 +65,10 @@ pub enum Fault {
     /// it retires the old blocks, until the test calls [`release_paused`]; so a test can run
     /// the background sweep in between.
     PauseBeforePartRetire,
+    /// Not a bug: the heap's last sweep step (`Heap::finish_sweep`) stops after settling each
+    /// chunk that was in use at open, until the test calls [`release_paused`]; so a test can
+    /// free blocks between two chunks.
+    PauseBetweenSettledChunks,
 }
 
 #[cfg(feature = "fault-injection")]

@@ -12,10 +12,10 @@
 //! (at most 64 KiB copied), a segment's locks for one split (a directory doubling included) or
 //! for the sweep to mark the blocks of one segment's records. The longest known: a writer that
 //! retires a record in a chunk the open's sweep has not settled waits, under its bucket locks,
-//! for `Heap::finish_sweep` (which settles every such chunk under one lock: about a second at
-//! 10M keys, proportional to the chunks in use), and under `msync` flushing, for the disk. Time
-//! the process did not run (it was stopped, or the host suspended) is not counted: a gap of
-//! [`OVERSLEPT`] between two turns starts the count again, since the holder did not run either.
+//! for `Heap::finish_sweep` to settle that chunk (it settles one 256 KiB chunk at a time), and
+//! under `msync` flushing, for the disk. Time the process did not run (it was stopped, or the
+//! host suspended) is not counted: a gap of [`OVERSLEPT`] between two turns starts the count
+//! again, since the holder did not run either.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -642,114 +642,79 @@ impl Heap {
     /// (zeroed if it holds anything), chunks left empty return to the free pool. Returns the
     /// number of blocks reclaimed.
     ///
+    /// The marks are complete when this is called (every segment visited), so the chunks are
+    /// settled one at a time, each under the sweep's lock: a free or a `keep` of a block in a
+    /// chunk not settled yet waits for one chunk's settling, not for all of them. (Writers
+    /// call `keep` with bucket locks held, which readers and the stall limit watch; settling
+    /// every chunk under one hold took about a second at 10M keys, and grows with the pool.)
+    ///
     /// `Corrupted` if a large object the index reaches has a chunk whose word does not say it
     /// is one of its tails (damage: no crash leaves a published object torn, since its words
     /// are fenced before it is handed out). Its chunks are then left as they are rather than
     /// freed and zeroed under the value; everything else is settled as usual.
     pub fn finish_sweep(&self) -> Result<u64, HeapError> {
-        // Held throughout: a free of a block in a chunk still being settled waits here, then
-        // finds the chunk registered (fresh chunks never take this lock in `free`).
-        let mut guard = self.sweep.lock();
-        let Some(sweep) = guard.take() else {
-            return Ok(0);
+        let (kinds, damage) = {
+            let guard = self.sweep.lock();
+            let Some(sweep) = guard.as_ref() else {
+                return Ok(0);
+            };
+            // The word of a chunk still unsettled when the loop below reaches it is the word it
+            // had at open: only free chunks are assigned, a free in an unsettled chunk only
+            // clears a mark, and the chunks of a live large object (damaged words included)
+            // are all settled with its head, before a free of the object can release them.
+            let kinds = self.kinds_snapshot();
+            let damage = self.live_large_spans(sweep, &kinds);
+            (kinds, damage)
         };
         let mut reclaimed = 0;
-        let kinds = self.kinds_snapshot();
-        let (inside_live, damage) = self.live_large_spans(&sweep, &kinds);
-        let mut large = Vec::new();
-        for (c, pending) in sweep.chunks.into_iter().enumerate() {
-            let c = c as u32;
-            let live = match pending {
-                Pending::None => continue,
-                Pending::Large(live) => {
-                    large.push((c, live));
-                    continue;
-                }
-                // A chunk of a live large object whose word was damaged into a small class's:
-                // its "blocks" are the value's bytes. Left alone (and out of every class).
-                Pending::Small(_) if inside_live[c as usize] => continue,
-                Pending::Small(live) => live,
-            };
-            let ChunkKind::Small(k) = kinds[c as usize] else {
-                continue;
-            };
-            let n = self.geo.classes.blocks_per_chunk(k);
-            let size = self.geo.classes.size(k);
-            let mut blocks = Blocks::all_free(n);
-            let mut in_use = 0;
-            let mut zeroed = false;
-            for i in 0..n {
-                let off = self.geo.chunk_offset(c) + i as u64 * size;
-                if live[(i / 64) as usize] & (1 << (i % 64)) != 0 {
-                    blocks.free_bits[(i / 64) as usize] &= !(1 << (i % 64));
-                    blocks.free -= 1;
-                    in_use += 1;
-                } else if !self.is_zero(off, size) {
-                    // Flushed here, fenced once below (or persisted with the whole chunk if
-                    // it turns out empty and is released).
-                    self.zero_in_memory(off, size);
-                    self.pool.region().flush(off, size as usize);
-                    zeroed = true;
-                    reclaimed += 1;
-                }
-            }
-            if in_use == 0 {
-                self.release_chunks(c, 1);
-                continue;
-            }
-            if zeroed {
-                // Ordering: the deleted bytes found here are durably gone before the sweep
-                // ends (a free block of a chunk in use is otherwise only looked at again by
-                // the next open's sweep).
-                self.pool.region().fence();
-            }
-            self.used.add((in_use * self.geo.classes.size(k)) as i64);
-            // Chunks in use at open are spread over the shards round-robin.
-            let shard = c as usize % SHARDS;
-            self.owner[c as usize].store(shard as u8, std::sync::atomic::Ordering::Relaxed);
-            let mut class = self.classes[k as usize][shard].lock();
-            if blocks.free > 0 {
-                class.partial.insert(c);
-            }
-            class.chunks.insert(c, blocks);
-        }
-        for (c, live) in large {
-            let ChunkKind::LargeHead(n) = kinds[c as usize] else {
-                continue;
-            };
-            let n = n.min(self.geo.chunks - c);
-            let intact = (1..n).all(|d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d));
-            if live && intact {
-                self.used.add((n as u64 * CHUNK) as i64);
-            } else if live {
-                // Damaged (in `damage`): kept whole, as far as its words reach.
-                self.used.add((n as u64 * CHUNK) as i64);
-            } else {
-                // Unreachable (or torn before it was published): zero every chunk it spans.
-                let tails = (1..n)
-                    .take_while(|&d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d))
-                    .count() as u32;
-                // `release_chunks` persists the zeroes.
-                self.zero_in_memory(self.geo.chunk_offset(c), (1 + tails) as u64 * CHUNK);
-                reclaimed += 1;
-                self.release_chunks(c, 1 + tails);
-            }
-        }
-        // Tails left without their head (a release or an assignment torn by a crash).
-        let kinds = self.kinds_snapshot();
         for c in 0..self.geo.chunks {
-            if let ChunkKind::LargeTail(d) = kinds[c as usize] {
-                let headed =
-                    d <= c && matches!(kinds[(c - d) as usize], ChunkKind::LargeHead(n) if n > d);
-                if !headed {
-                    self.zero_in_memory(self.geo.chunk_offset(c), CHUNK);
-                    self.release_chunks(c, 1);
-                }
+            if !self.unsettled[c as usize].load(std::sync::atomic::Ordering::Acquire) {
+                continue;
             }
+            let mut guard = self.sweep.lock();
+            // Another caller ended the sweep (there is one, the recovery thread, but a second
+            // would find nothing left to do rather than settle a chunk twice).
+            let Some(sweep) = guard.as_mut() else {
+                return Ok(reclaimed);
+            };
+            let pending = std::mem::replace(&mut sweep.chunks[c as usize], Pending::None);
+            reclaimed += match pending {
+                Pending::None => 0,
+                Pending::Small(live) => self.settle_small(c, kinds[c as usize], &live),
+                Pending::Large(live) => self.settle_large(sweep, c, live, &kinds),
+            };
+            // Released under the lock, after the chunk's blocks are registered: a free that
+            // waited for the lock, or reads this flag clear, finds them.
+            self.unsettled[c as usize].store(false, std::sync::atomic::Ordering::Release);
+            drop(guard);
+            crate::fault::pause_point(crate::fault::Fault::PauseBetweenSettledChunks);
         }
-        for u in &self.unsettled {
-            u.store(false, std::sync::atomic::Ordering::Release);
+        let mut guard = self.sweep.lock();
+        if guard.is_none() {
+            return Ok(reclaimed);
         }
+        // Tails left without their head (a release or an assignment torn by a crash). Read
+        // under the free set's lock: `take_chunks` assigns a head before its tails, and a
+        // snapshot taken beside it could see a tail without its head.
+        let orphans: Vec<u32> = {
+            let _chunks = self.chunks.lock();
+            let kinds = self.kinds_snapshot();
+            (0..self.geo.chunks)
+                .filter(|&c| match kinds[c as usize] {
+                    ChunkKind::LargeTail(d) => {
+                        d > c
+                            || !matches!(kinds[(c - d) as usize], ChunkKind::LargeHead(n) if n > d)
+                    }
+                    _ => false,
+                })
+                .collect()
+        };
+        // Assigned, so out of the free set: nothing can take them between the two locks.
+        for c in orphans {
+            self.zero_in_memory(self.geo.chunk_offset(c), CHUNK);
+            self.release_chunks(c, 1);
+        }
+        guard.take();
         self.sweep_ended();
         drop(guard);
         match damage {
@@ -758,12 +723,94 @@ impl Heap {
         }
     }
 
-    /// Which chunks lie inside (past the head of) a large object the sweep found reachable, and
-    /// the first such chunk whose word does not say so. A chunk damaged into looking free is
-    /// also taken out of the free set, so no later allocation hands it out (one during the
-    /// sweep may have: the error says so either way).
-    fn live_large_spans(&self, sweep: &Sweep, kinds: &[ChunkKind]) -> (Vec<bool>, Option<String>) {
-        let mut inside = vec![false; kinds.len()];
+    /// Settles small chunk `c` (of word `kind`) from its marks `live`: unmarked blocks are
+    /// zeroed and free, the chunk joins a shard's class (or is released if nothing in it is
+    /// live). Under the sweep's lock. Returns the blocks reclaimed.
+    fn settle_small(&self, c: u32, kind: ChunkKind, live: &[u64]) -> u64 {
+        let ChunkKind::Small(k) = kind else {
+            return 0;
+        };
+        let n = self.geo.classes.blocks_per_chunk(k);
+        let size = self.geo.classes.size(k);
+        let mut blocks = Blocks::all_free(n);
+        let (mut in_use, mut reclaimed) = (0, 0);
+        let mut zeroed = false;
+        for i in 0..n {
+            let off = self.geo.chunk_offset(c) + i as u64 * size;
+            if live[(i / 64) as usize] & (1 << (i % 64)) != 0 {
+                blocks.free_bits[(i / 64) as usize] &= !(1 << (i % 64));
+                blocks.free -= 1;
+                in_use += 1;
+            } else if !self.is_zero(off, size) {
+                // Flushed here, fenced once below (or persisted with the whole chunk if it
+                // turns out empty and is released).
+                self.zero_in_memory(off, size);
+                self.pool.region().flush(off, size as usize);
+                zeroed = true;
+                reclaimed += 1;
+            }
+        }
+        if in_use == 0 {
+            self.release_chunks(c, 1);
+            return reclaimed;
+        }
+        if zeroed {
+            // Ordering: the deleted bytes found here are durably gone before the chunk serves
+            // allocations (a free block of a chunk in use is otherwise only looked at again by
+            // the next open's sweep).
+            self.pool.region().fence();
+        }
+        self.used.add((in_use * size) as i64);
+        // Chunks in use at open are spread over the shards round-robin.
+        let shard = c as usize % SHARDS;
+        self.owner[c as usize].store(shard as u8, std::sync::atomic::Ordering::Relaxed);
+        let mut class = self.classes[k as usize][shard].lock();
+        if blocks.free > 0 {
+            class.partial.insert(c);
+        }
+        class.chunks.insert(c, blocks);
+        reclaimed
+    }
+
+    /// Settles the large object whose head is chunk `c`: counted if `live`, else (unreachable,
+    /// or torn before it was published) zeroed and released with the tails that follow it.
+    /// Under the sweep's lock. Returns the objects reclaimed (0 or 1).
+    fn settle_large(&self, sweep: &mut Sweep, c: u32, live: bool, kinds: &[ChunkKind]) -> u64 {
+        let ChunkKind::LargeHead(n) = kinds[c as usize] else {
+            return 0;
+        };
+        let n = n.min(self.geo.chunks - c);
+        if live {
+            // Intact, or damaged (in `damage`): kept whole, as far as its words reach. Its
+            // chunks are settled with it, whatever their words say: a chunk damaged into a
+            // small class's word or a head's holds the value's bytes, which no later step may
+            // zero. (Once the head is settled a free of the object releases all of them, and
+            // the loop must not then settle one handed out again.)
+            for d in 1..n {
+                sweep.chunks[(c + d) as usize] = Pending::None;
+                self.unsettled[(c + d) as usize].store(false, std::sync::atomic::Ordering::Release);
+            }
+            self.used.add((n as u64 * CHUNK) as i64);
+            return 0;
+        }
+        let tails = (1..n)
+            .take_while(|&d| kinds[(c + d) as usize] == ChunkKind::LargeTail(d))
+            .count() as u32;
+        // `release_chunks` persists the zeroes.
+        self.zero_in_memory(self.geo.chunk_offset(c), (1 + tails) as u64 * CHUNK);
+        for d in 1..=tails {
+            // Free now, and perhaps assigned again before the loop reaches them.
+            self.unsettled[(c + d) as usize].store(false, std::sync::atomic::Ordering::Release);
+        }
+        self.release_chunks(c, 1 + tails);
+        1
+    }
+
+    /// The first chunk of a large object the sweep found reachable whose word does not say it
+    /// is one of its tails (damage), if any. A chunk damaged into looking free is also taken
+    /// out of the free set, so no later allocation hands it out (one during the sweep may
+    /// have: the error says so either way).
+    fn live_large_spans(&self, sweep: &Sweep, kinds: &[ChunkKind]) -> Option<String> {
         let mut damage = None;
         for (c, pending) in sweep.chunks.iter().enumerate() {
             let (Pending::Large(true), ChunkKind::LargeHead(n)) = (pending, kinds[c]) else {
@@ -773,7 +820,6 @@ impl Heap {
             let n = (n as usize).min(kinds.len() - c);
             for d in 1..n {
                 let t = c + d;
-                inside[t] = true;
                 if kinds[t] == ChunkKind::LargeTail(d as u32) {
                     continue;
                 }
@@ -789,7 +835,7 @@ impl Heap {
                 });
             }
         }
-        (inside, damage)
+        damage
     }
 
     fn is_zero(&self, offset: u64, size: u64) -> bool {
