@@ -13,6 +13,7 @@ use crate::state::ServerState;
 /// The Redis version EagleDB reports (HELLO, INFO), for clients that pick features by version.
 pub const REDIS_VERSION: &str = "7.0.0";
 
+const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 /// Compares without an early exit, so the time taken does not tell how much of a guess matched.
@@ -51,9 +52,7 @@ fn valid_name(name: &[u8]) -> bool {
 
 fn set_name(ctx: &mut Ctx<'_>, name: Bytes) -> Result<(), CmdError> {
     if !valid_name(&name) {
-        return Err(CmdError::new(
-            "ERR Client names cannot contain spaces, newlines or special characters.",
-        ));
+        return Err(CmdError::new(BAD_NAME));
     }
     // A copy: the argument is a slice of the read buffer, which a kept slice would keep whole.
     let name = (!name.is_empty()).then(|| Bytes::copy_from_slice(&name));
@@ -152,33 +151,20 @@ impl Command for Auth {
     }
 }
 
+/// HELLO's arguments, checked in Redis's order when applied: the version first (an error for
+/// one that is not 2 or 3, whatever follows), then each option in turn, AUTH authenticating
+/// where it stands (a failed AUTH answers WRONGPASS before a later bad option is looked at).
 struct Hello {
     version: Option<Bytes>,
-    auth: Option<(Bytes, Bytes)>,
-    name: Option<Bytes>,
+    options: Vec<Bytes>,
 }
 impl Command for Hello {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let version = p.maybe_bytes();
-        let mut hello = Hello {
+        Ok(Hello {
             version,
-            auth: None,
-            name: None,
-        };
-        while let Some(opt) = p.maybe_bytes() {
-            let more = p.remaining();
-            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                hello.auth = Some((p.bytes()?, p.bytes()?));
-            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-                hello.name = Some(p.bytes()?);
-            } else {
-                return Err(CmdError::new(format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    String::from_utf8_lossy(&opt)
-                )));
-            }
-        }
-        Ok(hello)
+            options: p.rest(),
+        })
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         let proto = match &self.version {
@@ -194,9 +180,27 @@ impl Command for Hello {
                 Some(_) => return Err(CmdError::new("NOPROTO unsupported protocol version")),
             },
         };
-        if let Some((user, pass)) = &self.auth {
-            check_credentials(ctx.server(), Some(user), pass)?;
-            ctx.session.authenticated = true;
+        let mut name = None;
+        let mut opts = self.options.into_iter();
+        while let Some(opt) = opts.next() {
+            let more = opts.len();
+            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                let user = opts.next().unwrap_or_default();
+                let pass = opts.next().unwrap_or_default();
+                check_credentials(ctx.server(), Some(&user), &pass)?;
+                ctx.session.authenticated = true;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                let n = opts.next().unwrap_or_default();
+                if !valid_name(&n) {
+                    return Err(CmdError::new(BAD_NAME));
+                }
+                name = Some(n);
+            } else {
+                return Err(CmdError::new(format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&opt)
+                )));
+            }
         }
         if ctx.server().password_set() && !ctx.session.authenticated {
             return Err(CmdError::new(
@@ -205,7 +209,7 @@ impl Command for Hello {
                  select the RESP protocol version at the same time",
             ));
         }
-        if let Some(name) = self.name {
+        if let Some(name) = name {
             set_name(ctx, name)?;
         }
         if let Some(proto) = proto {
@@ -392,6 +396,7 @@ impl Command for Client {
                 on_off(&self.args[0])?;
                 Ok(Frame::ok())
             }
+            "HELP" if n > 0 => Err(client_arity_error(&self.sub)),
             "HELP" => Ok(Frame::Array(
                 CLIENT_HELP
                     .iter()

@@ -21,14 +21,19 @@ impl Command for Expire {
         let key = p.bytes()?;
         let when = p.bytes()?;
         let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-        while p.remaining() > 0 {
-            let kw = p.keyword()?;
-            match kw.as_str() {
-                "NX" => nx = true,
-                "XX" => xx = true,
-                "GT" => gt = true,
-                "LT" => lt = true,
-                _ => return Err(CmdError::new(format!("ERR Unsupported option {kw}"))),
+        while let Some(opt) = p.maybe_bytes() {
+            match opt.to_ascii_uppercase().as_slice() {
+                b"NX" => nx = true,
+                b"XX" => xx = true,
+                b"GT" => gt = true,
+                b"LT" => lt = true,
+                // As the client spelled it (Redis quotes the argument, not its upper case).
+                _ => {
+                    return Err(CmdError::new(format!(
+                        "ERR Unsupported option {}",
+                        String::from_utf8_lossy(&opt)
+                    )));
+                }
             }
         }
         if nx && (xx || gt || lt) {

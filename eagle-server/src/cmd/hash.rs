@@ -1,6 +1,7 @@
 //! Hash commands.
 
 use bytes::Bytes;
+use eagle_core::db::{DbError, KeyType};
 use eagle_core::resp::{Frame, Protocol};
 
 use super::ctx::Ctx;
@@ -138,15 +139,23 @@ impl Command for HIncrByFloat {
     }
 }
 
-struct HScan(Bytes, super::keys::ScanOptions);
+/// The key and the options, read after the key is found (Redis's order: the cursor, then the
+/// key, a missing one answering an empty scan and a string WRONGTYPE, then the options).
+struct HScan(Bytes, Parse);
 impl Command for HScan {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let key = p.bytes()?;
         cursor(p)?;
-        Ok(HScan(key, scan_options(p, false)?))
+        Ok(HScan(key, p.defer()))
     }
-    fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        let fields = ctx.db().hscan(&self.0, self.1.pattern.as_deref())?;
+    fn apply(mut self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
+        match ctx.db().key_type(&self.0)? {
+            None => return Ok(scan_reply(0, Vec::new())),
+            Some(KeyType::Hash) => {}
+            Some(_) => return Err(DbError::WrongType.into()),
+        }
+        let options = scan_options(&mut self.1, false)?;
+        let fields = ctx.db().hscan(&self.0, options.pattern.as_deref())?;
         let items = fields
             .into_iter()
             .flat_map(|(f, v)| [bulk(f), bulk(v)])

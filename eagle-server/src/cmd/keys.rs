@@ -123,12 +123,28 @@ pub(super) struct ScanOptions {
 
 /// Parses a cursor as Redis does (`strtoull` of the whole argument).
 pub(super) fn cursor(p: &mut Parse) -> Result<u64, CmdError> {
-    let c = p.bytes()?;
-    std::str::from_utf8(&c)
-        .ok()
-        .filter(|s| !s.starts_with('+') && !s.starts_with('-'))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| CmdError::new("ERR invalid cursor"))
+    parse_cursor(&p.bytes()?).ok_or_else(|| CmdError::new("ERR invalid cursor"))
+}
+
+/// A cursor by Redis's rules (`strtoul` in base 10, refusing a leading space, trailing bytes
+/// and overflow): an optional sign, digits, a minus wrapping around (`-1` is 2^64 - 1); the
+/// empty string is 0.
+fn parse_cursor(c: &[u8]) -> Option<u64> {
+    if c.is_empty() {
+        return Some(0);
+    }
+    let (negative, digits) = match c[0] {
+        b'-' => (true, &c[1..]),
+        b'+' => (false, &c[1..]),
+        _ => (false, c),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = digits.iter().try_fold(0u64, |v, &d| {
+        v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })?;
+    Some(if negative { v.wrapping_neg() } else { v })
 }
 
 pub(super) fn scan_options(p: &mut Parse, allow_type: bool) -> Result<ScanOptions, CmdError> {
@@ -214,3 +230,37 @@ pub static SPECS: &[Spec] = &[
     Spec { name: "scan", arity: -2, flags: &["readonly"], keys: (0, 0, 0), run: run::<Scan> },
     Spec { name: "randomkey", arity: 1, flags: &["readonly"], keys: (0, 0, 0), run: run::<RandomKey> },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursor;
+
+    #[test]
+    fn cursors_follow_strtoul_as_redis_reads_them() {
+        assert_eq!(parse_cursor(b"0"), Some(0));
+        assert_eq!(parse_cursor(b""), Some(0));
+        assert_eq!(parse_cursor(b"+5"), Some(5));
+        assert_eq!(parse_cursor(b"-0"), Some(0));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"-18446744073709551615"), Some(1));
+        for bad in [
+            &b"18446744073709551616"[..],
+            b"-18446744073709551616",
+            b"-",
+            b"+",
+            b"--1",
+            b" 1",
+            b"1 ",
+            b"0x10",
+            b"abc",
+        ] {
+            assert_eq!(
+                parse_cursor(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -508,6 +508,7 @@ impl Command for Config {
                     ))
                 }
             }
+            "HELP" if !self.args.is_empty() => Err(sub_arity("config", &self.sub)),
             "HELP" => Ok(help(CONFIG_HELP)),
             _ => Err(unknown_sub("config", &self.sub)),
         }
@@ -763,6 +764,7 @@ impl Command for CommandCmd {
                         .collect(),
                 ))
             }
+            "HELP" if !args.is_empty() => Err(sub_arity("command", &sub)),
             "HELP" => Ok(help(COMMAND_HELP)),
             _ => Err(unknown_sub("command", &sub)),
         }
@@ -823,6 +825,7 @@ impl Command for Memory {
                     _ => Frame::Null,
                 })
             }
+            "HELP" if !self.args.is_empty() => Err(sub_arity("memory", &self.sub)),
             "HELP" => Ok(help(MEMORY_HELP)),
             _ => Err(unknown_sub("memory", &self.sub)),
         }

@@ -1,7 +1,7 @@
 //! String commands.
 
 use bytes::Bytes;
-use eagle_core::db::{GetExExpiry, SetCondition, SetExpiry, SetOptions};
+use eagle_core::db::{DbError, GetExExpiry, KeyType, SetCondition, SetExpiry, SetOptions};
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
@@ -191,19 +191,24 @@ impl Command for GetDel {
 
 struct GetEx {
     key: Bytes,
-    option: Option<(String, i64)>,
+    /// The option and its value's text (empty for PERSIST).
+    option: Option<(String, Bytes)>,
     name: &'static str,
 }
 impl Command for GetEx {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let key = p.bytes()?;
-        let mut option = None;
+        // Redis's rules: an option may be repeated (the last value counts, and only it is
+        // read as a number), not combined with another; one without its value is a syntax
+        // error.
+        let mut option: Option<(String, Bytes)> = None;
         while p.remaining() > 0 {
             let kw = p.keyword()?;
+            let repeat_or_first = option.as_ref().is_none_or(|(k, _)| *k == kw);
             match kw.as_str() {
-                "PERSIST" if option.is_none() => option = Some((kw, 0)),
-                "EX" | "PX" | "EXAT" | "PXAT" if option.is_none() => {
-                    let v = p.i64()?;
+                "PERSIST" if repeat_or_first => option = Some((kw, Bytes::new())),
+                "EX" | "PX" | "EXAT" | "PXAT" if repeat_or_first && p.remaining() > 0 => {
+                    let v = p.bytes()?;
                     option = Some((kw, v));
                 }
                 _ => return Err(CmdError::syntax()),
@@ -218,17 +223,26 @@ impl Command for GetEx {
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
         let db = ctx.db();
         let expiry = match &self.option {
-            None => None,
-            Some((kw, _)) if kw == "PERSIST" => Some(GetExExpiry::Persist),
+            None => Ok(None),
+            Some((kw, _)) if kw == "PERSIST" => Ok(Some(GetExExpiry::Persist)),
             Some((kw, v)) => {
                 let (unit_ms, absolute) = (kw.starts_with('P'), kw.ends_with("AT"));
-                Some(GetExExpiry::At(expire_time(
-                    unit_ms,
-                    absolute,
-                    *v,
-                    db.now_ms(),
-                    self.name,
-                )?))
+                eagle_core::db::parse_i64(v)
+                    .ok_or_else(CmdError::not_integer)
+                    .and_then(|v| expire_time(unit_ms, absolute, v, db.now_ms(), self.name))
+                    .map(|at| Some(GetExExpiry::At(at)))
+            }
+        };
+        let expiry = match expiry {
+            Ok(expiry) => expiry,
+            // Redis looks the key up before it reads the time: a missing key answers nil and
+            // a hash WRONGTYPE, whatever the time says.
+            Err(e) => {
+                return match db.key_type(&self.key)? {
+                    None => Ok(Frame::Null),
+                    Some(KeyType::String) => Err(e),
+                    Some(_) => Err(DbError::WrongType.into()),
+                };
             }
         };
         Ok(opt_bulk(db.getex(&self.key, expiry)?))
