@@ -48,7 +48,8 @@ pub enum Fault {
     /// nothing durable, so a crash can bring the key back, naming a record already freed.
     SkipUnlinkFlush,
     /// Reads of a large hash take every field of a part's block, not only those that hash to
-    /// the part (so a split that a crash interrupted shows fields twice).
+    /// the part (so a block left half split, as a crash could leave it in a pool written by a
+    /// build before splits were logged, shows the other entry's fields).
     UnfilteredParts,
     /// Not a bug: a batch's second operation fails (as a full pool would make it), leaving the
     /// batch half applied, so a test can follow what the engine does then.

@@ -418,10 +418,13 @@ impl Db {
                     olds.extend(g.2.as_ref().map(|p| p.offset));
                 }
             }
-            // Plain stores only for one entry's change to runs of at most two words: a crash
-            // keeping some of a longer run's stores could leave the old block named by words
-            // that are not adjacent (`[B, B1', B, B3']`), which no reader can tell from damage.
-            let single = one_entry && rewrite.iter().all(|(lo, hi, _)| hi - lo <= 2);
+            // Plain stores only for one entry's change to a block no other entry names: a
+            // crash keeping some of a run's stores leaves the old block named by the entries
+            // whose words it did not keep, holding the changed entry's old fields, which no
+            // reader sees but no later write of those entries removes either (an HDEL's value
+            // stayed in the pool; `deleted_values.rs`). So a split of a shared block is logged,
+            // and a crash leaves it wholly done or not done.
+            let single = one_entry && rewrite.iter().all(|(lo, hi, _)| hi - lo == 1);
             // The background sweep reads part words under the record's segment lock, which
             // this writer does not hold: the old blocks are kept before their words change, or
             // a sweep that read the new words and ended before the retire below would free
@@ -485,8 +488,8 @@ impl Db {
     /// Writes changed parts as new blocks and publishes them: each entry `lo..hi` of a
     /// changed block gets a block of its own fields (a block that several entries named is
     /// split among them), or none if it has no fields left. If the change's fields all fall in
-    /// one entry of a run of at most two words (`single`), the new blocks are published with
-    /// plain 8-byte stores; else through one logged batch. The caller retires the replaced
+    /// one entry whose block no other entry names (`single`), the new block is published with
+    /// a plain 8-byte store; else through one logged batch. The caller retires the replaced
     /// blocks.
     fn replace_parts(
         &self,
@@ -547,14 +550,12 @@ impl Db {
                     return Err(e.into());
                 }
             }
-            // Ordering: the new parts' bytes (flushed by place_part) are durable before the
-            // 8-byte stores that publish them; the second fence makes those stores and the count
+            // Ordering: the new part's bytes (flushed by place_part) are durable before the
+            // 8-byte store that publishes it; the second fence makes that store and the count
             // durable before the command returns (the count in any order: see `store_count`).
-            // A crash between the fences keeps any subset of the stores. Only one entry's fields
-            // changed, so every subset reads as the change wholly done or not done: the other
-            // entry's new block holds what the old block gave it (a split), and an entry still
-            // naming the old block reads from it only the fields that hash to it. With at most
-            // two words, the old block stays named by adjacent words (or by one).
+            // One entry, whose block no other entry names: a crash between the fences leaves
+            // the change wholly done or not done, and the old block named by nothing (the
+            // retire below, or the next open's sweep, frees and zeroes it).
             let region = self.engine.pool().region();
             region.fence();
             for &(j, block) in &words {

@@ -18,8 +18,8 @@
 //! pairs`) in pools without `INCOMPAT_APPEND_PARTS`, a run of pairs in pools with it.
 //!
 //! A change replaces a part: the new part, built in a new block, is published with one 8-byte
-//! store into the table, or two when it splits a block that two entries named; anything wider
-//! goes through the write-ahead log (`db/hash_store.rs`, `replace_parts`). In a pool
+//! store into the table when no other entry names its block; a split of a shared block, and
+//! anything wider, goes through the write-ahead log (`db/hash_store.rs`, `replace_parts`). In a pool
 //! with `INCOMPAT_APPEND_PARTS`, a change that only adds fields to one part whose block has room
 //! appends them in place instead: the pairs go past `len`, where no reader looks, then one
 //! 8-byte store of the header word (the new `len` and the checksum extended over them)
@@ -32,8 +32,8 @@
 //! table names each old part's block from both entries it splits into, so a block may be named
 //! by a run of adjacent entries (2^m of them, aligned, after m doublings). The part of entry `j`
 //! is the fields of its block that hash to `j`; a block may also hold fields that hash to none
-//! of the entries naming it (a split that a crash interrupted, below), which every reader that
-//! lists fields leaves out. A shared block is split at the first change to any of its entries:
+//! of the entries naming it (a two-word split that a crash interrupted, in a pool written by a
+//! build before splits were logged), which every reader that lists fields leaves out. A shared block is split at the first change to any of its entries:
 //! each entry of the run gets a block of its own fields, and the old block is retired once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
