@@ -290,9 +290,9 @@ fn large_hash_workload(n: usize, seed: u64) -> Vec<Op> {
 }
 
 /// A large hash whose table doubles at its second command (in pools with shared parts, without
-/// rewriting a part), then changes that split the shared parts one by one: new fields alone
-/// (split without the log, then appended), updates, deletions, and a new field with an update
-/// in another part (logged).
+/// rewriting a part), then changes that split the shared parts one by one (each split logged):
+/// new fields alone (split, then appended), updates, deletions, and a new field with an update
+/// in another part.
 fn doubling_hash_workload(n: usize, seed: u64) -> Vec<Op> {
     let mut rng = SplitMix64::new(seed);
     let mut rnd = move |m: usize| rng.below(m);

@@ -34,8 +34,9 @@ fn a_sweep_between_a_part_rewrite_and_its_retire_keeps_the_old_part() {
     }
     fault::hold_sweeps(true);
     let db = std::sync::Arc::new(open(&path));
-    // An overwrite of one field: its part is rewritten and published with a plain store, then
-    // the writer stops before it retires the old block.
+    // An overwrite of one field: its part is rewritten and published (a logged split, if the
+    // table doubled since the block was written), then the writer stops before it retires the
+    // old block.
     let writer = {
         let db = db.clone();
         std::thread::spawn(move || {

@@ -40,9 +40,9 @@ fn put(e: &Engine, key: &[u8], value: &[u8], mode: PutMode) -> PutOutcome {
         .unwrap_or_else(|err| {
             // The heap's state says whether a full pool was full or fragmented.
             panic!(
-                "put: {err:?}; heap {:?}; recovery {:?}; {} keys",
+                "put: {err:?}; heap {:?}; recovered {}; {} keys",
                 e.index().heap().stats(),
-                e.index().wait_recovered(),
+                e.index().recovered(),
                 e.index().len()
             )
         })

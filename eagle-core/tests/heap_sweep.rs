@@ -123,9 +123,10 @@ fn a_large_object_said_to_reach_past_the_last_chunk_is_damage() {
 
 #[test]
 fn a_live_large_object_whose_tail_word_is_damaged_is_reported_not_freed() {
-    // The word of its second chunk damaged into "free", into "a small class's chunk", then
-    // into "the head of a one-chunk object" (which nothing reaches: it would be freed).
-    for damaged in [0u64, 1 << 56, 2 << 56 | 1] {
+    // The word of its second chunk damaged into "free", into "a small class's chunk", into
+    // "the head of a one-chunk object" (which nothing reaches: it would be freed), then into
+    // "the second tail of an object" (a tail without its head: an orphan, it would be freed).
+    for damaged in [0u64, 1 << 56, 2 << 56 | 1, 3 << 56 | 2] {
         let path = pool_path("heap-large-torn-tail");
         let large;
         {

@@ -526,7 +526,7 @@ impl Db {
         // Placed largest first: on a full pool (HDEL on the heap's reserve) the first part may
         // take the last free chunk, for its class, and the smaller parts can then take that
         // chunk's blocks (a larger class will do there) instead of each needing a chunk.
-        // (The words' order does not matter: plain stores between two fences, or one batch.)
+        // (The words' order does not matter: one plain store between two fences, or one batch.)
         parts.sort_by_key(|p| std::cmp::Reverse(p.1.as_ref().map_or(0, Vec::len)));
         let mut words: Vec<(u64, u64)> = Vec::with_capacity(parts.len());
         for (j, bytes) in &parts {

@@ -667,6 +667,8 @@ impl Heap {
             (kinds, damage)
         };
         let mut reclaimed = 0;
+        // The chunks past the head of each live large object (left out of the orphan pass).
+        let mut live_spans = vec![false; self.geo.chunks as usize];
         for c in 0..self.geo.chunks {
             if !self.unsettled[c as usize].load(std::sync::atomic::Ordering::Acquire) {
                 continue;
@@ -681,7 +683,7 @@ impl Heap {
             reclaimed += match pending {
                 Pending::None => 0,
                 Pending::Small(live) => self.settle_small(c, kinds[c as usize], &live),
-                Pending::Large(live) => self.settle_large(sweep, c, live, &kinds),
+                Pending::Large(live) => self.settle_large(sweep, c, live, &kinds, &mut live_spans),
             };
             // Released under the lock, after the chunk's blocks are registered: a free that
             // waited for the lock, or reads this flag clear, finds them.
@@ -695,12 +697,16 @@ impl Heap {
         }
         // Tails left without their head (a release or an assignment torn by a crash). Read
         // under the free set's lock: `take_chunks` assigns a head before its tails, and a
-        // snapshot taken beside it could see a tail without its head.
+        // snapshot taken beside it could see a tail without its head. A chunk of a live large
+        // object is not one, whatever its word says (damage the error reports): its bytes are
+        // the value's. (Once that object is freed its chunks are free, or assigned anew with
+        // their head.)
         let orphans: Vec<u32> = {
             let _chunks = self.chunks.lock();
             let kinds = self.kinds_snapshot();
             (0..self.geo.chunks)
                 .filter(|&c| match kinds[c as usize] {
+                    _ if live_spans[c as usize] => false,
                     ChunkKind::LargeTail(d) => {
                         d > c
                             || !matches!(kinds[(c - d) as usize], ChunkKind::LargeHead(n) if n > d)
@@ -773,9 +779,17 @@ impl Heap {
     }
 
     /// Settles the large object whose head is chunk `c`: counted if `live`, else (unreachable,
-    /// or torn before it was published) zeroed and released with the tails that follow it.
-    /// Under the sweep's lock. Returns the objects reclaimed (0 or 1).
-    fn settle_large(&self, sweep: &mut Sweep, c: u32, live: bool, kinds: &[ChunkKind]) -> u64 {
+    /// or torn before it was published) zeroed and released with the tails that follow it; a
+    /// live one's chunks past the head are noted in `live_spans`. Under the sweep's lock.
+    /// Returns the objects reclaimed (0 or 1).
+    fn settle_large(
+        &self,
+        sweep: &mut Sweep,
+        c: u32,
+        live: bool,
+        kinds: &[ChunkKind],
+        live_spans: &mut [bool],
+    ) -> u64 {
         let ChunkKind::LargeHead(n) = kinds[c as usize] else {
             return 0;
         };
@@ -787,6 +801,7 @@ impl Heap {
             // zero. (Once the head is settled a free of the object releases all of them, and
             // the loop must not then settle one handed out again.)
             for d in 1..n {
+                live_spans[(c + d) as usize] = true;
                 sweep.chunks[(c + d) as usize] = Pending::None;
                 self.unsettled[(c + d) as usize].store(false, std::sync::atomic::Ordering::Release);
             }

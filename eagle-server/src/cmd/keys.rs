@@ -128,8 +128,9 @@ pub(super) fn cursor(p: &mut Parse) -> Result<u64, CmdError> {
 
 /// A cursor by Redis's rules (`strtoul` in base 10, refusing a leading space, trailing bytes
 /// and overflow): an optional sign, digits, a minus wrapping around (`-1` is 2^64 - 1); the
-/// empty string is 0.
+/// empty string is 0. As C reads the argument, a NUL ends it.
 fn parse_cursor(c: &[u8]) -> Option<u64> {
+    let c = c.split(|&b| b == 0).next().unwrap_or_default();
     if c.is_empty() {
         return Some(0);
     }
@@ -244,6 +245,8 @@ mod tests {
         assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
         assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_cursor(b"-18446744073709551615"), Some(1));
+        assert_eq!(parse_cursor(b"5\0x"), Some(5));
+        assert_eq!(parse_cursor(b"\0"), Some(0));
         for bad in [
             &b"18446744073709551616"[..],
             b"-18446744073709551616",
