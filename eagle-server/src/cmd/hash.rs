@@ -1,11 +1,11 @@
 //! Hash commands.
 
 use bytes::Bytes;
-use eagle_core::db::{DbError, KeyType};
+use eagle_core::db::KeyType;
 use eagle_core::resp::{Frame, Protocol};
 
 use super::ctx::Ctx;
-use super::keys::{cursor, scan_options, scan_reply};
+use super::keys::{cursor, key_before_arguments, scan_options, scan_reply};
 use super::parse::{CmdError, Parse};
 use super::table::reply::{bulk, int, opt_bulk};
 use super::table::{Command, Spec, run};
@@ -139,22 +139,23 @@ impl Command for HIncrByFloat {
     }
 }
 
-/// The key and the options, read after the key is found (Redis's order: the cursor, then the
-/// key, a missing one answering an empty scan and a string WRONGTYPE, then the options).
-struct HScan(Bytes, Parse);
+/// The key and its options, or why they were refused: Redis answers a missing key (an empty
+/// scan) or a string (WRONGTYPE) before it reads the options.
+struct HScan(Bytes, Result<super::keys::ScanOptions, CmdError>);
 impl Command for HScan {
     fn parse(p: &mut Parse) -> Result<Self, CmdError> {
         let key = p.bytes()?;
         cursor(p)?;
-        Ok(HScan(key, p.defer()))
+        Ok(HScan(key, scan_options(p, false)))
     }
-    fn apply(mut self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        match ctx.db().key_type(&self.0)? {
-            None => return Ok(scan_reply(0, Vec::new())),
-            Some(KeyType::Hash) => {}
-            Some(_) => return Err(DbError::WrongType.into()),
-        }
-        let options = scan_options(&mut self.1, false)?;
+    fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
+        let options = match self.1 {
+            Ok(options) => options,
+            Err(e) => {
+                let empty = scan_reply(0, Vec::new());
+                return key_before_arguments(ctx, &self.0, KeyType::Hash, empty, e);
+            }
+        };
         let fields = ctx.db().hscan(&self.0, options.pattern.as_deref())?;
         let items = fields
             .into_iter()

@@ -2,7 +2,7 @@
 //! RANDOMKEY.
 
 use bytes::Bytes;
-use eagle_core::db::KeyType;
+use eagle_core::db::{DbError, KeyType};
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
@@ -146,6 +146,23 @@ fn parse_cursor(c: &[u8]) -> Option<u64> {
         v.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })?;
     Some(if negative { v.wrapping_neg() } else { v })
+}
+
+/// The reply to a command whose argument `e` was refused, in Redis's order, which looks the key
+/// up first: `missing` for a missing key, WRONGTYPE for a key not of type `want`, else `e`.
+/// (Called only on the error path, so a well-formed command looks its key up once.)
+pub(super) fn key_before_arguments(
+    ctx: &Ctx<'_>,
+    key: &[u8],
+    want: KeyType,
+    missing: Frame,
+    e: CmdError,
+) -> Result<Frame, CmdError> {
+    match ctx.db().key_type(key)? {
+        None => Ok(missing),
+        Some(t) if t == want => Err(e),
+        Some(_) => Err(DbError::WrongType.into()),
+    }
 }
 
 pub(super) fn scan_options(p: &mut Parse, allow_type: bool) -> Result<ScanOptions, CmdError> {

@@ -69,15 +69,6 @@ impl Parse {
         self.args.next()
     }
 
-    /// The arguments left, to be read later (by a command that looks at its key before its
-    /// options, as Redis does).
-    pub fn defer(&mut self) -> Parse {
-        Parse {
-            args: std::mem::take(&mut self.args),
-            name: self.name,
-        }
-    }
-
     /// Every argument left.
     pub fn rest(&mut self) -> Vec<Bytes> {
         self.args.by_ref().collect()

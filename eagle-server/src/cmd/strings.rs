@@ -1,10 +1,11 @@
 //! String commands.
 
 use bytes::Bytes;
-use eagle_core::db::{DbError, GetExExpiry, KeyType, SetCondition, SetExpiry, SetOptions};
+use eagle_core::db::{GetExExpiry, KeyType, SetCondition, SetExpiry, SetOptions};
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
+use super::keys::key_before_arguments;
 use super::parse::{CmdError, Parse};
 use super::table::reply::{bulk, int, opt_bulk};
 use super::table::{Command, Spec, run};
@@ -238,11 +239,7 @@ impl Command for GetEx {
             // Redis looks the key up before it reads the time: a missing key answers nil and
             // a hash WRONGTYPE, whatever the time says.
             Err(e) => {
-                return match db.key_type(&self.key)? {
-                    None => Ok(Frame::Null),
-                    Some(KeyType::String) => Err(e),
-                    Some(_) => Err(DbError::WrongType.into()),
-                };
+                return key_before_arguments(ctx, &self.key, KeyType::String, Frame::Null, e);
             }
         };
         Ok(opt_bulk(db.getex(&self.key, expiry)?))
