@@ -342,16 +342,9 @@ impl Dash {
                 Ok(true) => locks.take(seg.bucket(hi), first),
                 other => other,
             };
-            match taken {
-                Ok(true) => {}
-                Ok(false) => {
-                    locks.release_after(keep);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    locks.release_after(keep);
-                    return Err(e);
-                }
+            if taken != Ok(true) {
+                locks.release_after(keep);
+                return taken.map(|_| None);
             }
             if !self.still_current(&at) {
                 locks.release_after(keep);

@@ -139,13 +139,19 @@ mod tests {
         assert!(took < stall_limit() * 2, "took {took:?} to call it");
     }
 
-    #[test]
-    fn a_gap_between_turns_restarts_the_count() {
+    /// A stall past its untimed turns, watching one value: it and when the count started.
+    fn timed() -> (Stall, Instant) {
         let mut stall = Stall::default();
         for _ in 0..UNTIMED_TURNS {
             stall.wait(1).unwrap();
         }
-        let first = stall.watching.expect("timed").1;
+        let since = stall.watching.expect("timed").1;
+        (stall, since)
+    }
+
+    #[test]
+    fn a_gap_between_turns_restarts_the_count() {
+        let (mut stall, first) = timed();
         // As if the process had been stopped for a while between two turns.
         std::thread::sleep(OVERSLEPT + Duration::from_millis(50));
         stall.wait(1).unwrap();
@@ -154,11 +160,7 @@ mod tests {
 
     #[test]
     fn progress_restarts_the_count() {
-        let mut stall = Stall::default();
-        for _ in 0..UNTIMED_TURNS {
-            stall.wait(1).unwrap();
-        }
-        let first = stall.watching.expect("timed").1;
+        let (mut stall, first) = timed();
         stall.progress();
         stall.wait(1).unwrap();
         assert!(stall.watching.expect("timed again").1 > first);

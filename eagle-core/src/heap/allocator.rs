@@ -177,7 +177,8 @@ pub struct Heap {
     /// the free set), read without a lock, so frees and size lookups take no global lock.
     kinds: Vec<std::sync::atomic::AtomicU64>,
     sweep: Mutex<Option<Sweep>>,
-    /// Until the sweep ends (`sweep` is `Some`), read without its lock.
+    /// Until the sweep ends or fails (a failed sweep leaves `sweep` as it was): fresh chunks
+    /// are held back meanwhile. Read without a lock.
     sweeping: std::sync::atomic::AtomicBool,
     /// Chunks in use at open whose blocks the sweep has not settled yet.
     unsettled: Vec<std::sync::atomic::AtomicBool>,
@@ -663,7 +664,7 @@ impl Heap {
             // clears a mark, and the chunks of a live large object (damaged words included)
             // are all settled with its head, before a free of the object can release them.
             let kinds = self.kinds_snapshot();
-            let damage = self.live_large_spans(sweep, &kinds);
+            let damage = self.large_object_damage(sweep, &kinds);
             (kinds, damage)
         };
         let mut reclaimed = 0;
@@ -825,7 +826,7 @@ impl Heap {
     /// is one of its tails (damage), if any. A chunk damaged into looking free is also taken
     /// out of the free set, so no later allocation hands it out (one during the sweep may
     /// have: the error says so either way).
-    fn live_large_spans(&self, sweep: &Sweep, kinds: &[ChunkKind]) -> Option<String> {
+    fn large_object_damage(&self, sweep: &Sweep, kinds: &[ChunkKind]) -> Option<String> {
         let mut damage = None;
         for (c, pending) in sweep.chunks.iter().enumerate() {
             let (Pending::Large(true), ChunkKind::LargeHead(n)) = (pending, kinds[c]) else {
