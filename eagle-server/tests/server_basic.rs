@@ -104,10 +104,12 @@ fn requirepass_gates_commands_until_auth() {
     assert_eq!(raw.cmd(&["AUTH", "someone", "s3cret"]), wrongpass);
     assert_eq!(raw.cmd(&["GET", "k"]), noauth);
     assert!(matches!(
-        raw.cmd(&["HELLO", "3"]),
+        raw.cmd(&["HELLO", "3", "SETNAME", "early"]),
         Frame::Error(e) if e.starts_with(b"NOAUTH HELLO must be called with the client already authenticated")
     ));
     assert_eq!(raw.cmd(&["AUTH", "s3cret"]), ok());
+    // The refused HELLO still named the client, as Redis 7.0 does (and kept RESP2).
+    assert_eq!(raw.cmd(&["CLIENT", "GETNAME"]), bulk("early"));
     assert_eq!(raw.cmd(&["SET", "k", "v"]), ok());
     assert_eq!(raw.cmd(&["GET", "k"]), bulk("v"));
     // Before AUTH, Redis's limits on request size (nothing sent unauthenticated can make the

@@ -153,7 +153,8 @@ impl Command for Auth {
 
 /// HELLO's arguments, checked in Redis's order when applied: the version first (an error for
 /// one that is not 2 or 3, whatever follows), then each option in turn, AUTH authenticating
-/// where it stands (a failed AUTH answers WRONGPASS before a later bad option is looked at).
+/// where it stands (a failed AUTH answers WRONGPASS before a later bad option is looked at)
+/// and SETNAME naming the client where it stands.
 struct Hello {
     version: Option<Bytes>,
     options: Vec<Bytes>,
@@ -180,7 +181,6 @@ impl Command for Hello {
                 Some(_) => return Err(CmdError::new("NOPROTO unsupported protocol version")),
             },
         };
-        let mut name = None;
         let mut opts = self.options.into_iter();
         while let Some(opt) = opts.next() {
             let more = opts.len();
@@ -190,11 +190,9 @@ impl Command for Hello {
                 check_credentials(ctx.server(), Some(&user), &pass)?;
                 ctx.session.authenticated = true;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-                let n = opts.next().unwrap_or_default();
-                if !valid_name(&n) {
-                    return Err(CmdError::new(BAD_NAME));
-                }
-                name = Some(n);
+                // Set where it stands, as Redis does: the name stays even when a later option
+                // is refused or the client is not authenticated.
+                set_name(ctx, opts.next().unwrap_or_default())?;
             } else {
                 return Err(CmdError::new(format!(
                     "ERR Syntax error in HELLO option '{}'",
@@ -208,9 +206,6 @@ impl Command for Hello {
                  HELLO AUTH <user> <pass> option can be used to authenticate the client and \
                  select the RESP protocol version at the same time",
             ));
-        }
-        if let Some(name) = name {
-            set_name(ctx, name)?;
         }
         if let Some(proto) = proto {
             set_protocol(ctx, proto);
