@@ -338,12 +338,18 @@ impl Db {
         Ok(text)
     }
 
-    /// APPEND: the new length.
+    /// APPEND: the new length. A string may grow to [`MAX_STRING`] bytes.
     pub fn append(&self, key: &[u8], suffix: &[u8]) -> Result<u64, DbError> {
+        self.append_within(key, suffix, MAX_STRING)
+    }
+
+    /// [`append`](Self::append) with the longest string allowed given (Redis's
+    /// `proto-max-bulk-len`): `StringTooLong` past it, the key left as it was.
+    pub fn append_within(&self, key: &[u8], suffix: &[u8], max_len: u64) -> Result<u64, DbError> {
         let _held = self.lock_write([key])?;
         let e = self.load_as(key, RecordKind::String)?;
         let (mut value, expire_at) = e.map_or((Vec::new(), 0), |e| (e.value, e.expire_at));
-        if value.len() as u64 + suffix.len() as u64 > MAX_STRING {
+        if value.len() as u64 + suffix.len() as u64 > max_len {
             return Err(DbError::StringTooLong);
         }
         value.extend_from_slice(suffix);
@@ -384,8 +390,21 @@ impl Db {
         Ok(e.value[s as usize..=t as usize].to_vec())
     }
 
-    /// SETRANGE (offset already checked non-negative by the caller): the new length.
+    /// SETRANGE (offset already checked non-negative by the caller): the new length. A string
+    /// may grow to [`MAX_STRING`] bytes.
     pub fn setrange(&self, key: &[u8], offset: u64, patch: &[u8]) -> Result<u64, DbError> {
+        self.setrange_within(key, offset, patch, MAX_STRING)
+    }
+
+    /// [`setrange`](Self::setrange) with the longest string allowed given (Redis's
+    /// `proto-max-bulk-len`): `StringTooLong` past it, the key left as it was.
+    pub fn setrange_within(
+        &self,
+        key: &[u8],
+        offset: u64,
+        patch: &[u8],
+        max_len: u64,
+    ) -> Result<u64, DbError> {
         let _held = self.lock_write([key])?;
         let e = self.load_as(key, RecordKind::String)?;
         let Some(end) = offset.checked_add(patch.len() as u64) else {
@@ -397,7 +416,7 @@ impl Db {
             Some(e) if patch.is_empty() => return Ok(e.value.len() as u64),
             Some(e) => (e.value, e.expire_at),
         };
-        if end > MAX_STRING {
+        if end > max_len {
             return Err(DbError::StringTooLong);
         }
         if (value.len() as u64) < end {

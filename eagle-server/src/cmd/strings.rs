@@ -333,7 +333,8 @@ impl Command for Append {
         Ok(Append(k, v))
     }
     fn apply(self, ctx: &mut Ctx<'_>) -> Result<Frame, CmdError> {
-        Ok(int(ctx.db().append(&self.0, &self.1)?))
+        let max = ctx.server().with_config(|c| c.proto_max_bulk_len);
+        Ok(int(ctx.db().append_within(&self.0, &self.1, max)?))
     }
 }
 
@@ -375,7 +376,13 @@ impl Command for SetRange {
         if self.1 < 0 {
             return Err(CmdError::new("ERR offset is out of range"));
         }
-        Ok(int(ctx.db().setrange(&self.0, self.1 as u64, &self.2)?))
+        let max = ctx.server().with_config(|c| c.proto_max_bulk_len);
+        Ok(int(ctx.db().setrange_within(
+            &self.0,
+            self.1 as u64,
+            &self.2,
+            max,
+        )?))
     }
 }
 
