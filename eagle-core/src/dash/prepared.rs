@@ -74,11 +74,17 @@ impl Dash {
     /// Redo of a logged publication: makes `key` name `record` unless it already does. The
     /// record must be intact and hold `key` (it was durable before the log record naming it).
     pub(crate) fn replay_put(&self, key: &[u8], record: u64) -> Result<(), IndexError> {
-        let intact =
-            RecordRef::open(self.region(), record).is_some_and(|r| r.verify() && r.key() == key);
+        // A record is a heap block of its own: one that only looks intact elsewhere in the
+        // mapping (a damaged log naming the directory, say) is refused before a slot names it.
+        let intact = RecordRef::open(self.region(), record).is_some_and(|r| {
+            self.heap.block_size(record).is_some_and(|b| r.size() <= b)
+                && r.verify()
+                && r.key() == key
+        });
         if !intact {
             return Err(corrupted(format!(
-                "the log names record {record:#x}, which is not an intact record of its key"
+                "the log names record {record:#x}, which is not an intact record of its key \
+                 in a heap block"
             )));
         }
         let current = self.get(key, |r| r.offset())?;
@@ -100,6 +106,19 @@ impl Dash {
             return Ok(false);
         };
         // `search` opened the record (its header bounds-checked), so its expiry word is readable.
+        // It is written only into a heap block of the record's own: a damaged slot naming
+        // bytes elsewhere that happen to hold the key (the log, the metadata, a value inside
+        // another block) is reported instead. One read of the chunk's kind, in DRAM.
+        let at = found.rec.offset();
+        if self
+            .heap
+            .block_size(at)
+            .is_none_or(|b| b < found.rec.size())
+        {
+            return Err(corrupted(format!(
+                "the slot of a key names {at:#x}, which is not a heap block holding its record"
+            )));
+        }
         let word = found.rec.expire_at();
         let before = (word.load(std::sync::atomic::Ordering::Acquire) != 0) as i64;
         // Counted before the persist (bookkeeping first: see `write.rs`).
@@ -110,5 +129,81 @@ impl Dash {
         self.region().persist(found.rec.expire_at_offset(), 8);
         drop(held);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dash::{IndexError, PutMode};
+    use crate::pool::PoolOptions;
+    use crate::record::RecordKind;
+
+    /// Bytes that look like an intact record of a key, but lie outside the heap's chunks (in
+    /// the metadata region's reserved bytes, as a damaged log or slot could name them): redo
+    /// does not publish them, and an expiry change through a slot naming them writes nothing.
+    #[test]
+    fn a_record_outside_the_heap_is_neither_republished_nor_written() {
+        let path =
+            std::env::temp_dir().join(format!("eagle-outside-heap-{}.pool", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let opts = PoolOptions {
+            size: 8 << 20,
+            flush: Some(crate::pmem::FlushMode::None),
+            ..PoolOptions::default()
+        };
+        let engine = crate::Engine::open(&path, opts).unwrap();
+        let index = engine.index();
+        index
+            .put(b"victim", b"value", RecordKind::String, 0, PutMode::Insert)
+            .unwrap();
+        let (at, size) = index
+            .get(b"victim", |r| (r.offset(), r.size()))
+            .unwrap()
+            .unwrap();
+        let mut bytes = vec![0u8; size as usize];
+        assert!(index.region().read(at, &mut bytes));
+        // Reserved metadata bytes: zero on a fresh pool, read by nothing.
+        let copy = 8192;
+        // SAFETY: a test's own pool, no reader of these reserved bytes.
+        unsafe { index.region().write(copy, &bytes) };
+        assert!(!index.heap().in_chunks(copy, size));
+        // The same bytes inside another block (a value a client chose could hold them).
+        let inner = index
+            .heap()
+            .alloc(size + 64)
+            .expect("a block for the inner copy");
+        // SAFETY: just allocated, reachable from nothing.
+        unsafe { index.region().write(inner + 64, &bytes) };
+
+        for fake in [copy, inner + 64] {
+            let redo = index.replay_put(b"victim", fake);
+            assert!(
+                matches!(redo, Err(IndexError::Corrupted { .. })),
+                "{redo:?}"
+            );
+            assert_eq!(index.get(b"victim", |r| r.offset()).unwrap(), Some(at));
+        }
+        // A slot naming a copy (published directly, as damage would leave it).
+        for fake in [copy, inner + 64] {
+            index.publish(b"victim", fake, PutMode::Upsert).unwrap();
+            let change = index.set_expire_at(b"victim", 777);
+            assert!(
+                matches!(change, Err(IndexError::Corrupted { .. })),
+                "{change:?}"
+            );
+            let mut word = [0u8; 8];
+            assert!(
+                index
+                    .region()
+                    .read(fake + crate::record::EXPIRE_AT, &mut word)
+            );
+            assert_eq!(
+                u64::from_le_bytes(word),
+                0,
+                "the expiry word of a copy changed"
+            );
+        }
+        drop(engine);
+        let _ = std::fs::remove_file(&path);
     }
 }

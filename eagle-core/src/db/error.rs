@@ -26,7 +26,7 @@ pub enum DbError {
     NoSuchKey,
     /// COPY onto itself.
     SameObject,
-    /// SETRANGE/APPEND past the 512 MB limit.
+    /// SETRANGE/APPEND past the longest string allowed (512 MiB, or the caller's limit).
     StringTooLong,
     /// A negative SETRANGE offset.
     OffsetOutOfRange,
