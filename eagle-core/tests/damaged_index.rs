@@ -69,15 +69,21 @@ fn a_segment_that_does_not_cover_its_directory_range_is_reported_by_a_scan() {
     ));
 }
 
-/// The offset of the segment the directory names for `key`.
-fn segment_of(db: &Db, key: &[u8]) -> u64 {
+/// The offset of the directory entry that names `key`'s segment, and the segment's.
+fn entry_and_segment_of(db: &Db, key: &[u8]) -> (u64, u64) {
     let region = db.engine().pool().region();
     let word = |at: u64| region.atomic_u64(at).unwrap().load(Ordering::Acquire);
     let h = db.engine().index().hash(key);
     let dir = word(db.engine().pool().layout().meta.offset);
     let g = word(dir + 8);
     let index = if g == 0 { 0 } else { h >> (64 - g) };
-    word(dir + 64 + 8 * index)
+    let entry = dir + 64 + 8 * index;
+    (entry, word(entry))
+}
+
+/// The offset of the segment the directory names for `key`.
+fn segment_of(db: &Db, key: &[u8]) -> u64 {
+    entry_and_segment_of(db, key).1
 }
 
 /// The 8-byte word at the start of `key`'s home bucket (its low 4 bytes are the lock word).
@@ -211,6 +217,109 @@ fn a_write_into_a_segment_that_does_not_cover_its_directory_range_is_refused() {
         matches!(refused, Some(DbError::Corrupted { .. })),
         "{refused:?}"
     );
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The file offset of the directory entry that names `key`'s segment, and the segment's, in
+/// a pool at `path` (opened and closed cleanly to find them).
+fn directory_entry_of(path: &Path, key: &[u8]) -> (usize, u64) {
+    let db = open_db(path);
+    db.engine().index().wait_recovered().unwrap();
+    let (entry, segment) = entry_and_segment_of(&db, key);
+    db.close().unwrap();
+    (entry as usize, segment)
+}
+
+fn open_result(path: &Path) -> Result<Db, eagle_core::EngineError> {
+    let opts = eagle_core::DbOptions {
+        pool: eagle_core::PoolOptions {
+            flush: Some(eagle_core::pmem::FlushMode::None),
+            ..eagle_core::PoolOptions::default()
+        },
+        ..eagle_core::DbOptions::default()
+    };
+    Db::open(path, opts)
+}
+
+/// A directory entry damaged into the pool header, the metadata region, or a live block that
+/// is no segment (a record): the open refuses the pool, and writes nothing where the entry
+/// points (a bucket's lock word there would land on the root, the log's head or a record).
+#[test]
+fn a_directory_entry_naming_no_segment_is_refused_at_open_before_anything_is_written() {
+    let path = pool_path("entry-no-segment");
+    hundred_keys(&path);
+    let (entry, segment) = directory_entry_of(&path, b"k0");
+    let record = {
+        let db = open_db(&path);
+        let r = db
+            .engine()
+            .index()
+            .get(b"k1", |r| r.offset())
+            .unwrap()
+            .unwrap();
+        db.close().unwrap();
+        r
+    };
+    let clean = std::fs::read(&path).unwrap();
+    for target in [0u64, 4096, record, segment + 64] {
+        let mut bytes = clean.clone();
+        bytes[entry..entry + 8].copy_from_slice(&target.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = open_result(&path);
+        assert!(
+            matches!(
+                opened,
+                Err(eagle_core::EngineError::Index(
+                    eagle_core::dash::IndexError::Corrupted { .. }
+                ))
+            ),
+            "entry {target:#x}: {:?}",
+            opened.as_ref().err()
+        );
+        drop(opened);
+        let after = std::fs::read(&path).unwrap();
+        // (Only the header's shutdown state, which every open marks, may change.)
+        let changed: Vec<usize> = (0..after.len())
+            .filter(|&i| after[i] != bytes[i] && !(128..192).contains(&i))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "entry {target:#x}: the refused open wrote into the pool at {:?}",
+            changed.iter().take(40).collect::<Vec<_>>()
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+/// After a crash, a segment whose sibling word was damaged into the metadata region: its
+/// repair reports the damage before it resets the "sibling's" bucket locks, which would
+/// write into the index's root and the metadata beyond it.
+#[test]
+fn a_damaged_sibling_word_is_reported_before_repair_writes_through_it() {
+    let path = pool_path("sibling-no-segment");
+    hundred_keys(&path);
+    let (_, segment) = directory_entry_of(&path, b"k0");
+    {
+        // Reopened and dropped without a close: the next open repairs every segment.
+        let db = open_db(&path);
+        db.engine().index().wait_recovered().unwrap();
+        db.set(b"k0", b"w", Default::default()).unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    let sibling = segment as usize + 16;
+    bytes[sibling..sibling + 8].copy_from_slice(&4096u64.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let meta = bytes[4096..4096 + 64 + 256 * 68].to_vec();
+    let db = open_result(&path).expect("the open itself reads no sibling word");
+    assert!(
+        is_corrupted(db.get(b"k0")),
+        "GET through the damaged segment"
+    );
+    let region = db.engine().pool().region();
+    let mut now = vec![0u8; meta.len()];
+    assert!(region.read(4096, &mut now));
+    assert!(now == meta, "repair wrote through the damaged sibling word");
     drop(db);
     let _ = std::fs::remove_file(&path);
 }

@@ -342,3 +342,49 @@ fn a_table_whose_size_outgrows_its_block_is_reported_damaged() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// A hash record whose table reference was damaged into another hash's table (its checksum
+/// no longer matches): deleting it retires nothing it names, so the other hash keeps its table
+/// and parts.
+#[test]
+fn deleting_a_hash_whose_table_reference_was_damaged_frees_no_other_hashs_blocks() {
+    let path = pool_path("hash-parts-damaged-ref");
+    let db = open(&path);
+    let m: Model = (0..200).map(|i| (field(i), b"v".to_vec())).collect();
+    let refs: Vec<(&[u8], &[u8])> = m
+        .iter()
+        .map(|(f, v)| (f.as_slice(), v.as_slice()))
+        .collect();
+    for k in [&b"hashkey0"[..], b"hashkey1"] {
+        db.hset(k, &refs).unwrap();
+    }
+    let index = db.engine().index();
+    let (record, value) = index
+        .get(b"hashkey0", |r| (r.offset(), r.value().to_vec()))
+        .unwrap()
+        .unwrap();
+    assert!(eagle_core::hashtab::table_ref(&value).is_some());
+    let other = index
+        .get(b"hashkey1", |r| eagle_core::hashtab::table_ref(r.value()))
+        .unwrap()
+        .flatten()
+        .unwrap();
+    // The value's offset word (record header 32 bytes, the 8-byte key, then byte 8 of the
+    // value).
+    let word = record + 32 + 8 + 8;
+    db.engine()
+        .pool()
+        .region()
+        .atomic_u64(word)
+        .unwrap()
+        .store(other, std::sync::atomic::Ordering::Relaxed);
+    let _ = db.del(&[&b"hashkey0"[..]]);
+    index.reclaim();
+    let all: Result<Model, _> = db.hgetall(b"hashkey1").map(|v| v.into_iter().collect());
+    assert!(
+        matches!(&all, Ok(a) if *a == m),
+        "the other hash lost its table or parts: {:?}",
+        all.map(|a| a.len())
+    );
+    let _ = std::fs::remove_file(&path);
+}

@@ -173,8 +173,11 @@ impl Dash {
         } else {
             dash.recovery.count_from_zero();
         }
+        // Every segment the directory names is checked once, here (one read of its header
+        // line each): a damaged entry is reported before any write lands where it points.
         let mut segments = 0;
-        dash.for_each_segment(|_| {
+        dash.for_each_segment(|s| {
+            dash.checked_segment(s, "the directory")?;
             segments += 1;
             Ok(())
         })?;
@@ -235,6 +238,21 @@ impl Dash {
         region.persist(off, SEGMENT_CLASS_SIZE as usize);
         self.segments.fetch_add(1, Ordering::Relaxed);
         Ok(off)
+    }
+
+    /// [`segment`](Self::segment) for an offset read from the media where nothing vouches for
+    /// it yet (a directory entry at open, a `parent` or `sibling` word at repair): it must be a
+    /// heap block of a segment's size class holding the segment magic, or the pool is
+    /// reported damaged before anything is written there. (Operations use `segment`: every
+    /// entry of the directory passed this at open, and later ones are the index's own.)
+    pub(crate) fn checked_segment(&self, off: u64, named_by: &str) -> Result<&Segment, IndexError> {
+        let seg = self.segment(off)?;
+        if self.heap.block_size(off) != Some(u64::from(SEGMENT_CLASS_SIZE)) || !seg.has_magic() {
+            return Err(corrupted(format!(
+                "{named_by} names {off:#x}, which is no segment"
+            )));
+        }
+        Ok(seg)
     }
 
     #[inline]
@@ -512,7 +530,28 @@ impl Dash {
 
     /// The blocks record `r` owns (`hashtab::children`, as this pool's format says).
     pub(crate) fn children(&self, r: &RecordRef<'_>) -> Result<Vec<crate::hashtab::Child>, String> {
-        crate::hashtab::children(self.region(), r, self.shared_parts)
+        let children = crate::hashtab::children(self.region(), r, self.shared_parts)?;
+        // What is named here gets freed (retire) or kept (sweep): the record must be intact,
+        // or a damaged table reference would free another hash's table and parts, and the
+        // table must fit its heap block (its header has no checksum; a damaged size would
+        // have part words read past it, in another owner's bytes). One CRC of a small record
+        // and one read of a chunk's kind, for records that own blocks only.
+        if let Some(table) = children.first() {
+            if !r.verify() {
+                return Err(format!("record {:#x} fails its checksum", r.offset()));
+            }
+            if self
+                .heap
+                .block_size(table.offset)
+                .is_none_or(|b| b < table.size)
+            {
+                return Err(format!(
+                    "hash table {:#x} is larger than the heap block holding it",
+                    table.offset
+                ));
+            }
+        }
+        Ok(children)
     }
 
     /// Whether the record a slot's `word` names may own heap blocks (so the sweep, retirement

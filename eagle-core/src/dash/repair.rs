@@ -34,15 +34,10 @@ impl Dash {
 
     fn repair_locked(&self, seg_off: u64) -> Result<(), IndexError> {
         let region = self.region();
-        let seg = self.segment(seg_off)?;
-        if !seg.has_magic() {
-            return Err(corrupted(format!(
-                "directory names {seg_off:#x}, which is no segment"
-            )));
-        }
+        let seg = self.checked_segment(seg_off, "the directory")?;
         let parent = seg.header.parent.load(Ordering::Acquire);
         if parent != 0 {
-            let p = self.segment(parent)?;
+            let p = self.checked_segment(parent, "a segment's parent word")?;
             if p.header.sibling.load(Ordering::Acquire) == seg_off {
                 self.repair_segment(parent, p)?;
             }
@@ -59,12 +54,16 @@ impl Dash {
 
     fn repair_segment(&self, seg_off: u64, seg: &Segment) -> Result<(), IndexError> {
         let region = self.region();
+        // The sibling is checked before any write: its bucket locks are reset below.
+        let sibling = seg.header.sibling.load(Ordering::Acquire);
+        let sibling_seg = match sibling {
+            0 => None,
+            s => Some(self.checked_segment(s, "a segment's sibling word")?),
+        };
         for bi in 0..ALL_BUCKETS {
             seg.bucket(bi).reset_lock();
         }
-        let sibling = seg.header.sibling.load(Ordering::Acquire);
-        if sibling != 0 {
-            let s = self.segment(sibling)?;
+        if let Some(s) = sibling_seg {
             for bi in 0..ALL_BUCKETS {
                 s.bucket(bi).reset_lock();
             }

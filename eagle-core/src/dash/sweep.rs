@@ -248,12 +248,8 @@ impl Dash {
         // the pin that block's deferred free could run between this visit reading its word and
         // marking it, and the mark would then bring a freed block back to life (a leak).
         let _pinned = self.pin();
-        if !seg.has_magic() {
-            // Before its "locks" are taken: they would be written into whatever is there.
-            return Err(corrupted(format!(
-                "directory names {s:#x}, which is no segment"
-            )));
-        }
+        // Before its "locks" are taken: they would be written into whatever is there.
+        self.checked_segment(s, "the directory")?;
         seg.lock_all()?;
         let result = (|| {
             mark(s, "segment")?;
