@@ -94,6 +94,10 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "eagle_grouped_sets_total",
         "Pipelined SETs run in groups that share their fences."
     );
+    metrics::describe_counter!(
+        "eagle_grouped_incrs_total",
+        "Pipelined INCRs and DECRs run in groups that share their fences."
+    );
     Ok(handle)
 }
 
@@ -125,6 +129,7 @@ pub fn refresh(shared: &Shared) {
         .absolute(st.rejected_connections.load(Ordering::Relaxed));
     counter!("eagle_protocol_errors_total").absolute(st.protocol_errors.load(Ordering::Relaxed));
     counter!("eagle_grouped_sets_total").absolute(st.grouped_sets.load(Ordering::Relaxed));
+    counter!("eagle_grouped_incrs_total").absolute(st.grouped_incrs.load(Ordering::Relaxed));
     for (name, cmd) in st.cmds() {
         let calls = cmd.calls.load(Ordering::Relaxed);
         if calls > 0 {

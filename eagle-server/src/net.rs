@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::cmd::{
-    Ctx, Request, Session, Shared, Spec, execute_hsets, execute_request, execute_sets, plain_hset,
-    plain_set, same_hash,
+    Ctx, Request, Session, Shared, Spec, execute_hsets, execute_incrs, execute_request,
+    execute_sets, plain_hset, plain_incr, plain_set, same_hash,
 };
 use crate::state::DRAIN_TIMEOUT;
 
@@ -275,6 +275,8 @@ struct Intake {
     /// Consecutive HSETs of one key, waiting to run under one take of its lock
     /// ([`execute_hsets`]).
     hsets: Vec<Request>,
+    /// Consecutive plain INCRs and DECRs, waiting to run as a group ([`execute_incrs`]).
+    incrs: Vec<Request>,
 }
 
 /// Serves one client connection on `stream` until it closes, is killed, idles out, breaks the
@@ -315,6 +317,7 @@ pub async fn serve_connection<S>(
         recent: None,
         sets: Vec::with_capacity(LOOKAHEAD),
         hsets: Vec::with_capacity(LOOKAHEAD),
+        incrs: Vec::with_capacity(LOOKAHEAD),
     };
     let mut rbuf = BytesMut::with_capacity(4096);
     let mut wbuf = BytesMut::new();
@@ -423,6 +426,7 @@ where
         recent,
         sets,
         hsets,
+        incrs,
     } = intake;
     let mut outcome = Outcome::Continue;
     let mut ran = false;
@@ -487,6 +491,13 @@ where
                     continue;
                 }
                 execute_hsets(ctx, hsets, |ctx, frame| reply(ctx, &frame, wbuf));
+            } else if plain_incr(ctx, &request) {
+                // Consecutive INCRs and DECRs run as groups, as SETs do.
+                incrs.push(request);
+                if pending.peek().is_some_and(|next| plain_incr(ctx, next)) {
+                    continue;
+                }
+                execute_incrs(ctx, incrs, |ctx, frame| reply(ctx, &frame, wbuf));
             } else {
                 let frame = execute_request(ctx, request);
                 reply(ctx, &frame, wbuf);

@@ -353,6 +353,8 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Pipelined SETs run in groups of two or more (`cmd::execute_sets`).
     pub grouped_sets: AtomicU64,
+    /// Pipelined INCRs and DECRs run in groups of two or more (`cmd::execute_incrs`).
+    pub grouped_incrs: AtomicU64,
     /// Error replies by code (`ERR`, `WRONGTYPE`, ...).
     pub errors_by_code: Mutex<HashMap<String, u64>>,
     /// Per-command counters, built on first use from the command table.
@@ -394,6 +396,7 @@ impl Stats {
             &self.error_replies,
             &self.protocol_errors,
             &self.grouped_sets,
+            &self.grouped_incrs,
         ] {
             a.store(0, Ordering::Relaxed);
         }

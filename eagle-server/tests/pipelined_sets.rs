@@ -1,8 +1,8 @@
-//! Pipelined plain SETs run in groups (`Db::set_run`), and consecutive HSETs of one key under
-//! one take of its lock (`Db::hset_run`): random pipelines of them, with options, reads,
-//! deletes, type errors, MULTI blocks and skipped replies, sent as one write to eagle-server and
-//! to a real `redis-server`, must get the same replies in the same order and leave the same
-//! keys.
+//! Pipelined plain SETs run in groups (`Db::set_run`), INCRs and DECRs too (`Db::incr_run`),
+//! and consecutive HSETs of one key under one take of its lock (`Db::hset_run`): random
+//! pipelines of them, with options, reads, deletes, type errors, MULTI blocks and skipped
+//! replies, sent as one write to eagle-server and to a real `redis-server`, must get the same
+//! replies in the same order and leave the same keys.
 
 mod common;
 
@@ -119,19 +119,10 @@ fn same_replies(
     compared
 }
 
-#[test]
-fn pipelined_sets_reply_and_store_like_redis_server() {
-    let redis = RedisServer::start();
-    let eagle = Server::start("pipelined-sets", &[]);
-    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let compared = same_replies(&mut ours, &mut theirs, || {
-        let len = 16 + rng.below(200) as usize;
-        pipeline(&mut rng, len)
-    });
-    // The same keys, with the same values or types, are left on both.
-    for k in 0..24 {
-        let key = format!("k{k}");
+/// The same keys, with the same types, string values and expiries (give or take the seconds
+/// that passed between the reads), are left on both servers.
+fn same_strings(ours: &mut Raw, theirs: &mut Raw, keys: impl Iterator<Item = String>) {
+    for key in keys {
         assert_eq!(
             ours.cmd(&["TYPE", &key]),
             theirs.cmd(&["TYPE", &key]),
@@ -143,18 +134,30 @@ fn pipelined_sets_reply_and_store_like_redis_server() {
                 theirs.cmd(&["GET", &key]),
                 "{key}"
             );
-            // The same expiry, give or take the second that passed between the two reads.
             let ttl = |c: &mut Raw| match c.cmd(&["PTTL", &key]) {
                 Frame::Integer(ms) => ms,
                 other => panic!("PTTL {key}: {other:?}"),
             };
-            let (a, b) = (ttl(&mut ours), ttl(&mut theirs));
+            let (a, b) = (ttl(ours), ttl(theirs));
             assert!(
                 (a < 0) == (b < 0) && (a - b).abs() < 5_000,
                 "{key}: PTTL {a} and {b}"
             );
         }
     }
+}
+
+#[test]
+fn pipelined_sets_reply_and_store_like_redis_server() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("pipelined-sets", &[]);
+    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let compared = same_replies(&mut ours, &mut theirs, || {
+        let len = 16 + rng.below(200) as usize;
+        pipeline(&mut rng, len)
+    });
+    same_strings(&mut ours, &mut theirs, (0..24).map(|k| format!("k{k}")));
     assert_eq!(ours.cmd(&["DBSIZE"]), theirs.cmd(&["DBSIZE"]));
     let grouped: u64 = eagle.info_field("stats", "grouped_sets").parse().unwrap();
     assert!(grouped > 1000, "only {grouped} SETs ran in groups");
@@ -270,4 +273,81 @@ fn pipelined_hsets_of_one_key_reply_and_store_like_redis_server() {
         assert_eq!(sorted(&mut ours), sorted(&mut theirs), "{key}");
     }
     println!("pipelined hsets: {compared} replies compared with redis-server, 0 differences");
+}
+
+/// A random pipeline of mostly INCRs and DECRs over a few keys (so keys repeat within a run),
+/// mixed with what must end a run (values that are no integer or about to overflow, another
+/// type) or see its effects, and with expiries an INCR must keep.
+fn counter_pipeline(rng: &mut Rng, len: usize) -> Vec<Vec<String>> {
+    let mut cmds = Vec::new();
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    while cmds.len() < len {
+        let key = format!("c{}", rng.below(12));
+        let cmd = match rng.below(100) {
+            0..50 => s(&["INCR", &key]),
+            50..70 => s(&["DECR", &key]),
+            70..72 => s(&["SET", &key, "abc"]),
+            72..74 => s(&["SET", &key, "9223372036854775806"]),
+            74..76 => s(&["SET", &key, "-9223372036854775807"]),
+            76..78 => s(&["SET", &key, "7", "EX", "1000"]),
+            78..80 => s(&["HSET", &key, "f", "1"]),
+            80..84 => s(&["GET", &key]),
+            84..86 => s(&["DEL", &key]),
+            86..88 => s(&["INCRBY", &key, "5"]),
+            88..90 => s(&["INCR", &key, "extra"]),
+            90..92 => s(&["EXPIRE", &key, "2000"]),
+            92..94 => s(&["CLIENT", "REPLY", "SKIP"]),
+            _ => {
+                cmds.push(s(&["MULTI"]));
+                cmds.push(s(&["INCR", &key]));
+                cmds.push(s(&["DECR", "c1"]));
+                s(&["EXEC"])
+            }
+        };
+        cmds.push(cmd);
+    }
+    cmds.push(s(&["GET", "c0"]));
+    cmds
+}
+
+#[test]
+fn pipelined_incrs_reply_and_store_like_redis_server() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("pipelined-incrs", &[]);
+    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let compared = same_replies(&mut ours, &mut theirs, || {
+        let len = 16 + rng.below(200) as usize;
+        counter_pipeline(&mut rng, len)
+    });
+    same_strings(&mut ours, &mut theirs, (0..12).map(|k| format!("c{k}")));
+    let grouped: u64 = eagle.info_field("stats", "grouped_incrs").parse().unwrap();
+    assert!(grouped > 500, "only {grouped} INCRs ran in groups");
+    println!("pipelined incrs: {compared} replies compared with redis-server, 0 differences");
+}
+
+#[test]
+fn grouped_incrs_are_counted_as_their_commands() {
+    let s = Server::start("grouped-incr-counts", &[]);
+    let mut c = s.raw();
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        let cmd: &[u8] = if i % 4 == 3 { b"DECR" } else { b"INCR" };
+        batch.extend(encode_cmd(&[cmd, format!("n{}", i % 8).as_bytes()]));
+    }
+    batch.extend(encode_cmd(&[b"INFO", b"commandstats"]));
+    c.send(&batch);
+    let mut model = [0i64; 8];
+    for i in 0..40 {
+        model[i % 8] += if i % 4 == 3 { -1 } else { 1 };
+        assert_eq!(c.read(), Some(Frame::Integer(model[i % 8])), "reply {i}");
+    }
+    let Some(Frame::Bulk(info)) = c.read() else {
+        panic!("INFO's reply")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    assert!(info.contains("cmdstat_incr:calls=30,"), "{info}");
+    assert!(info.contains("cmdstat_decr:calls=10,"), "{info}");
+    let grouped: u64 = s.info_field("stats", "grouped_incrs").parse().unwrap();
+    assert!(grouped >= 16, "only {grouped} INCRs ran in groups");
 }

@@ -31,6 +31,14 @@ impl<E> RunDone<E> {
         }
     }
 
+    /// Nothing applied: the run failed before its first item.
+    pub fn failed(e: E) -> Self {
+        RunDone {
+            result: Err(e),
+            ..Self::new()
+        }
+    }
+
     /// The same counts, with the error converted.
     pub fn map_err<F>(self, f: impl FnOnce(E) -> F) -> RunDone<F> {
         RunDone {

@@ -154,14 +154,11 @@ impl Db {
     /// [`MAX_GROUP`]: crate::dash::MAX_GROUP
     pub fn set_run(&self, items: &[(&[u8], &[u8], u64)]) -> RunDone<DbError> {
         let items = &items[..items.len().min(crate::dash::MAX_GROUP)];
-        let mut done = RunDone::new();
         let _held = match self.lock_write(items.iter().map(|i| i.0)) {
             Ok(held) => held,
-            Err(e) => {
-                done.result = Err(e);
-                return done;
-            }
+            Err(e) => return RunDone::failed(e),
         };
+        let mut done = RunDone::new();
         let past = |at: u64| at != 0 && at <= self.now_ms();
         if !self.engine.in_atomic() && !items.iter().any(|i| past(i.2)) {
             return self.engine.index().put_run(items).map_err(DbError::from);
@@ -305,6 +302,61 @@ impl Db {
             expire_at,
         )?;
         Ok(new)
+    }
+
+    /// INCRBYs of the first [`MAX_GROUP`] `items` (key, increment), in order, under all their
+    /// keys' locks, as a run ([`Dash::put_run`](crate::dash::Dash::put_run)): what the INCRBYs
+    /// one by one would leave, each key's expiry kept, with the new values put in groups that
+    /// wait for the media twice per group instead of twice per key. A pipeline's consecutive
+    /// INCRs are the use. The run ends before the first item that would fail (a value that is
+    /// not an integer, an overflow, another type) or that names a key the run already names;
+    /// that item is the caller's to run alone, and `result` is `Ok`. On an error of the run
+    /// itself (`result`), the items before `applied` are durable. Returns the new values of
+    /// the applied items.
+    ///
+    /// [`MAX_GROUP`]: crate::dash::MAX_GROUP
+    pub fn incr_run(&self, items: &[(&[u8], i64)]) -> (RunDone<DbError>, Vec<i64>) {
+        let items = &items[..items.len().min(crate::dash::MAX_GROUP)];
+        let _held = match self.lock_write(items.iter().map(|i| i.0)) {
+            Ok(held) => held,
+            Err(e) => return (RunDone::failed(e), Vec::new()),
+        };
+        let mut done = RunDone::new();
+        if self.engine.in_atomic() {
+            // Each key's undo record comes before its put: one at a time, as INCR does.
+            return (done, Vec::new());
+        }
+        let mut values = Vec::with_capacity(items.len());
+        let mut texts: Vec<itoa::Buffer> = Vec::with_capacity(items.len());
+        let mut expiries = Vec::with_capacity(items.len());
+        for (i, &(key, delta)) in items.iter().enumerate() {
+            if items[..i].iter().any(|earlier| earlier.0 == key) {
+                break;
+            }
+            let new = match self.load_as(key, RecordKind::String) {
+                Ok(None) => Some((0, 0)),
+                Ok(Some(e)) => parse_i64(&e.value).map(|old| (old, e.expire_at)),
+                Err(_) => None,
+            }
+            .and_then(|(old, at)| Some((old.checked_add(delta)?, at)));
+            let Some((new, expire_at)) = new else {
+                break;
+            };
+            values.push(new);
+            texts.push(itoa::Buffer::new());
+            expiries.push(expire_at);
+        }
+        let mut puts: [(&[u8], &[u8], u64); crate::dash::MAX_GROUP] =
+            [(&[], &[], 0); crate::dash::MAX_GROUP];
+        for (i, text) in texts.iter_mut().enumerate() {
+            puts[i] = (items[i].0, text.format(values[i]).as_bytes(), expiries[i]);
+        }
+        let run = self.engine.index().put_run(&puts[..values.len()]);
+        values.truncate(run.applied);
+        done.applied = run.applied;
+        done.grouped = run.grouped;
+        done.result = run.result.map_err(DbError::from);
+        (done, values)
     }
 
     /// INCRBYFLOAT: the new value as Redis prints it.

@@ -5,14 +5,12 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use eagle_core::dash::MAX_GROUP;
 use eagle_core::db::EvictionPolicy;
 use eagle_core::resp::Frame;
 
 use super::ctx::Ctx;
 use super::multi;
 use super::parse::{CmdError, Parse};
-use super::strings::relative_ttl_ms;
 use super::table::{Spec, lookup, unknown_command, wrong_arity};
 use crate::stopwatch;
 
@@ -21,8 +19,8 @@ const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 
 /// A parsed request, its command looked up, waiting its turn in a pipeline.
 pub struct Request {
-    argv: Vec<Bytes>,
-    spec: Option<&'static Spec>,
+    pub(super) argv: Vec<Bytes>,
+    pub(super) spec: Option<&'static Spec>,
 }
 
 impl Request {
@@ -109,194 +107,13 @@ pub fn execute_request(ctx: &mut Ctx<'_>, request: Request) -> Frame {
 }
 
 /// Records `spec` as the session's last command (CLIENT LIST's `cmd`).
-fn note_last_cmd(ctx: &mut Ctx<'_>, spec: &'static Spec) {
+pub(super) fn note_last_cmd(ctx: &mut Ctx<'_>, spec: &'static Spec) {
     if !std::ptr::eq(ctx.session.last_cmd, spec.name) {
         ctx.session.last_cmd = spec.name;
         if let Some(c) = &ctx.session.client {
             *c.last_cmd.lock() = spec.name;
         }
     }
-}
-
-/// Whether `request` is a plain SET (a key and a value, no option but EX or PX with a valid
-/// number) that [`execute_sets`] may run in a group: one that would pass every check of
-/// [`execute_request`] now and run without the eviction retry. Nothing a SET does changes the
-/// answer for the next one.
-pub fn plain_set(ctx: &Ctx<'_>, request: &Request) -> bool {
-    request.spec.is_some_and(|s| s.name == "set")
-        && match &request.argv[..] {
-            [_, _, _] => true,
-            [_, _, _, option, number] => relative_ttl_ms(option, number).is_some(),
-            _ => false,
-        }
-        && !ctx.session.multi.active()
-        && (ctx.session.authenticated || !ctx.shared.server.password_set())
-        && ctx.db().eviction() == EvictionPolicy::NoEviction
-}
-
-/// Runs consecutive pipelined requests that each passed [`plain_set`], in order, in runs of
-/// up to [`MAX_GROUP`] ([`Db::set_run`](eagle_core::Db::set_run)), whose keys go in groups where
-/// they can: a group waits for the media twice in all, where each SET alone waits twice. A SET
-/// a run fails on runs alone through [`execute_request`], which reports its error. Hands each
-/// reply to `reply`, in order, and empties `sets`. A SET of a run is counted as a SET run alone
-/// is, with an equal share of its run's time.
-pub fn execute_sets(
-    ctx: &mut Ctx<'_>,
-    sets: &mut Vec<Request>,
-    mut reply: impl FnMut(&mut Ctx<'_>, Frame),
-) {
-    let mut done = 0;
-    while done < sets.len() {
-        let rest = &sets[done..];
-        let (applied, nanos, failed) = if rest.len() >= 2 && ctx.db().groups_pay() {
-            run_sets(ctx, rest)
-        } else {
-            (0, 0, true)
-        };
-        if applied > 0 {
-            if let Some(spec) = sets[done].spec {
-                note_last_cmd(ctx, spec);
-            }
-            let share = nanos / applied as u64;
-            for _ in 0..applied {
-                ctx.session.tally.add("set", share);
-                reply(ctx, Frame::ok());
-            }
-            done += applied;
-        }
-        if (failed || applied == 0) && done < sets.len() {
-            let request = &mut sets[done];
-            let alone = Request {
-                argv: std::mem::take(&mut request.argv),
-                spec: request.spec,
-            };
-            let frame = execute_request(ctx, alone);
-            reply(ctx, frame);
-            done += 1;
-        }
-    }
-    sets.clear();
-}
-
-/// One run of the plain SETs `sets` (at least two): how many it applied, its time, and whether
-/// it stopped at an error (an error of a read-only engine, say; the SET it stopped at is to
-/// run alone). The applied SETs touch their watchers and count as changes before the
-/// transaction gate is released, as a SET run alone does: an EXEC that takes the gate next
-/// sees them.
-fn run_sets(ctx: &Ctx<'_>, sets: &[Request]) -> (usize, u64, bool) {
-    let mut items: [(&[u8], &[u8], u64); MAX_GROUP] = [(&[], &[], 0); MAX_GROUP];
-    let n = sets.len().min(MAX_GROUP);
-    let server = &ctx.shared.server;
-    let started = stopwatch::now();
-    let _gate = server.gate.shared(ctx.session.id);
-    // EX and PX count from now, as SET's `apply` does.
-    let mut now = None;
-    for (item, set) in items.iter_mut().zip(sets) {
-        let expire_at = match &set.argv[..] {
-            [_, _, _, option, number] => relative_ttl_ms(option, number)
-                .map_or(0, |ms| *now.get_or_insert_with(|| ctx.db().now_ms()) + ms),
-            _ => 0,
-        };
-        *item = (&set.argv[1], &set.argv[2], expire_at);
-    }
-    let run = ctx.db().set_run(&items[..n]);
-    if run.applied > 0 {
-        if server.watches.any() {
-            server
-                .watches
-                .touch(items[..run.applied].iter().map(|&(key, _, _)| key));
-        }
-        for _ in 0..run.applied {
-            server.saves.changed();
-        }
-        server
-            .stats
-            .grouped_sets
-            .fetch_add(run.grouped as u64, Ordering::Relaxed);
-    }
-    let nanos = stopwatch::nanos_between(started, stopwatch::now());
-    (run.applied, nanos, run.result.is_err())
-}
-
-/// Whether `request` is an HSET that [`execute_hsets`] may run together with the HSETs of the
-/// same key next to it: one that would pass every check of [`execute_request`] now and run
-/// without the eviction retry. (An HSET with an odd number of arguments runs alone, for its
-/// arity error.)
-pub fn plain_hset(ctx: &Ctx<'_>, request: &Request) -> bool {
-    request.spec.is_some_and(|s| s.name == "hset")
-        && request.argv.len() >= 4
-        && request.argv.len().is_multiple_of(2)
-        && !ctx.session.multi.active()
-        && (ctx.session.authenticated || !ctx.shared.server.password_set())
-        && ctx.db().eviction() == EvictionPolicy::NoEviction
-}
-
-/// Whether two requests that passed [`plain_hset`] name the same key.
-pub fn same_hash(a: &Request, b: &Request) -> bool {
-    a.argv[1] == b.argv[1]
-}
-
-/// Runs consecutive pipelined HSETs of one key (each passed [`plain_hset`]) under one take of
-/// the key's lock ([`Db::hset_run`](eagle_core::Db::hset_run)), and hands each reply to `reply`,
-/// in order; empties `hsets`. Each HSET is counted, and touches the key's watchers, as an HSET
-/// run alone is, with an equal share of the run's time.
-pub fn execute_hsets(
-    ctx: &mut Ctx<'_>,
-    hsets: &mut Vec<Request>,
-    mut reply: impl FnMut(&mut Ctx<'_>, Frame),
-) {
-    if hsets.len() == 1 {
-        let frame = execute_request(ctx, hsets.remove(0));
-        reply(ctx, frame);
-        return;
-    }
-    let Some(spec) = hsets.first().and_then(|r| r.spec) else {
-        return;
-    };
-    note_last_cmd(ctx, spec);
-    let server = &ctx.shared.server;
-    let started = stopwatch::now();
-    let results = {
-        let _gate = server.gate.shared(ctx.session.id);
-        let key = &hsets[0].argv[1][..];
-        let pairs: Vec<Vec<(&[u8], &[u8])>> = hsets
-            .iter()
-            .map(|r| {
-                r.argv[2..]
-                    .chunks_exact(2)
-                    .map(|p| (&p[0][..], &p[1][..]))
-                    .collect()
-            })
-            .collect();
-        let commands: Vec<&[(&[u8], &[u8])]> = pairs.iter().map(Vec::as_slice).collect();
-        let results = ctx.db().hset_run(key, &commands);
-        // Before the gate is released, as `run` does: an EXEC that takes it next sees them.
-        let applied = results.iter().filter(|r| r.is_ok()).count();
-        if applied > 0 && server.watches.any() {
-            server.watches.touch(std::iter::once(key));
-        }
-        for _ in 0..applied {
-            server.saves.changed();
-        }
-        results
-    };
-    let share = stopwatch::nanos_between(started, stopwatch::now()) / results.len() as u64;
-    for result in results {
-        ctx.session.tally.add(spec.name, share);
-        let frame = match result {
-            Ok(added) => Frame::Integer(added.try_into().unwrap_or(i64::MAX)),
-            Err(e) => {
-                let e = CmdError::from(e);
-                server.stats.error(e.0.as_bytes());
-                if let Some(stat) = server.stats.cmds().get(spec.name) {
-                    stat.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                e.frame()
-            }
-        };
-        reply(ctx, frame);
-    }
-    hsets.clear();
 }
 
 /// A command refused before running: counted, and it dooms an open transaction. A refused

@@ -9,17 +9,18 @@ mod hash;
 mod keys;
 pub mod multi;
 mod parse;
+mod runs;
 mod save;
 mod server;
 mod strings;
 mod table;
 
 pub use ctx::{Ctx, Session, Shared};
-pub use dispatch::{
-    Request, execute, execute_hsets, execute_request, execute_sets, plain_hset, plain_set,
-    same_hash,
-};
+pub use dispatch::{Request, execute, execute_request};
 pub use parse::{CmdError, Parse};
+pub use runs::{
+    execute_hsets, execute_incrs, execute_sets, plain_hset, plain_incr, plain_set, same_hash,
+};
 pub use table::{Command, NameMap, Spec, lookup, table};
 
 /// Every family's commands.

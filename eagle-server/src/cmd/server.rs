@@ -279,6 +279,7 @@ pub fn info_text(ctx: &Ctx<'_>, wanted: &[String]) -> String {
                 f("total_error_replies", &r(&st.error_replies));
                 f("total_protocol_errors", &r(&st.protocol_errors));
                 f("grouped_sets", &r(&st.grouped_sets));
+                f("grouped_incrs", &r(&st.grouped_incrs));
             }
             "replication" => {
                 f("role", &"master");
