@@ -323,3 +323,50 @@ fn a_damaged_sibling_word_is_reported_before_repair_writes_through_it() {
     drop(db);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A segment in a block of a larger size class (what a split takes on a nearly full pool,
+/// `Heap::alloc`'s fallback) is a healthy segment: the open, the repair after a crash and the
+/// sweep accept it, and its keys read back.
+#[test]
+fn a_segment_in_a_block_of_a_larger_class_opens_repairs_and_reads() {
+    let path = pool_path("segment-larger-block");
+    hundred_keys(&path);
+    {
+        let db = open_db(&path);
+        db.engine().index().wait_recovered().unwrap();
+        let (entry, segment) = entry_and_segment_of(&db, b"k0");
+        let heap = db.engine().index().heap().clone();
+        let class = u64::from(eagle_core::heap::SEGMENT_CLASS_SIZE);
+        let block = heap.alloc(class + 4096).unwrap();
+        assert!(heap.block_size(block).unwrap() > class);
+        let region = db.engine().pool().region();
+        let mut bytes = vec![0u8; class as usize];
+        assert!(region.read(segment, &mut bytes));
+        // SAFETY: the block was just allocated and nothing names it yet.
+        unsafe { region.write(block, &bytes) };
+        region.persist(block, bytes.len());
+        // The directory names the copy (one entry: a hundred keys fill one segment).
+        region
+            .atomic_u64(entry)
+            .unwrap()
+            .store(block, Ordering::Release);
+        region.persist(entry, 8);
+        // Dropped without a close: the next open repairs every segment and sweeps.
+    }
+    let db = open_db(&path);
+    db.engine().index().wait_recovered().unwrap();
+    for i in 0..100 {
+        assert_eq!(
+            db.get(format!("k{i}").as_bytes()).unwrap().as_deref(),
+            Some(&b"v"[..]),
+            "k{i}"
+        );
+    }
+    assert!(db.engine().check().is_clean());
+    db.close().unwrap();
+    let db = open_db(&path);
+    db.engine().index().wait_recovered().unwrap();
+    assert_eq!(db.get(b"k0").unwrap().as_deref(), Some(&b"v"[..]));
+    db.close().unwrap();
+    let _ = std::fs::remove_file(&path);
+}

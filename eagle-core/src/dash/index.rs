@@ -182,7 +182,13 @@ impl Dash {
         // locks one.
         let mut segments = 0;
         dash.for_each_segment(|s| {
-            if dash.heap.block_size(s) != Some(u64::from(SEGMENT_CLASS_SIZE)) {
+            // (At least the class's size: on a nearly full pool a split takes a block of a
+            // larger class, `Heap::alloc`'s fallback.)
+            if dash
+                .heap
+                .block_size(s)
+                .is_none_or(|b| b < u64::from(SEGMENT_CLASS_SIZE))
+            {
                 return Err(corrupted(format!(
                     "the directory names {s:#x}, which is no segment block"
                 )));
@@ -251,13 +257,15 @@ impl Dash {
 
     /// [`segment`](Self::segment) for an offset read from the media where nothing vouches for
     /// it yet (a `parent` or `sibling` word at repair, a directory entry at repair or in the
-    /// sweep): it must be a heap block of a segment's size class holding the segment magic, or
+    /// sweep): it must be a heap block of at least a segment's size (a split on a nearly full
+    /// pool takes a block of a larger class) holding the segment magic, or
     /// the pool is reported damaged before anything is written there. (Operations use
     /// `segment`: every directory entry was checked to be a segment block at open, and later
     /// ones are the index's own.)
     pub(crate) fn checked_segment(&self, off: u64, named_by: &str) -> Result<&Segment, IndexError> {
         let seg = self.segment(off)?;
-        if self.heap.block_size(off) != Some(u64::from(SEGMENT_CLASS_SIZE)) || !seg.has_magic() {
+        let too_small = |b| b < u64::from(SEGMENT_CLASS_SIZE);
+        if self.heap.block_size(off).is_none_or(too_small) || !seg.has_magic() {
             return Err(corrupted(format!(
                 "{named_by} names {off:#x}, which is no segment"
             )));
