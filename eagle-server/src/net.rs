@@ -464,43 +464,50 @@ where
             ctx.db().prefetch(&keys[..n]);
         }
         let mut pending = window.drain(..).peekable();
-        // Whether the next request is a plain SET, when a SET before it looked ahead: only
-        // SETs run in between, and they change nothing `plain_set` reads.
-        let mut next_plain = None;
+        // What the next request is, when a run before it looked ahead: a request a run waits
+        // for is run as the look-ahead classed it, whatever another client changed meanwhile
+        // (CONFIG SET of the eviction policy, a password), or the run would wait for ever or
+        // its replies come out of order. The runs change nothing `run_kind` reads.
+        let mut next_kind = None;
         while let Some(request) = pending.next() {
-            // Consecutive plain SETs run as groups, the last of them once the next request is
-            // not one (or the window ends).
-            if next_plain
-                .take()
-                .unwrap_or_else(|| plain_set(ctx, &request))
-            {
-                sets.push(request);
-                next_plain = pending.peek().map(|next| plain_set(ctx, next));
-                if next_plain == Some(true) {
-                    continue;
+            let kind = next_kind.take().unwrap_or_else(|| run_kind(ctx, &request));
+            match kind {
+                // Consecutive plain SETs run as groups, the last of them once the next request
+                // is not one (or the window ends).
+                RunKind::Set => {
+                    sets.push(request);
+                    next_kind = pending.peek().map(|next| run_kind(ctx, next));
+                    if next_kind == Some(RunKind::Set) {
+                        continue;
+                    }
+                    execute_sets(ctx, sets, |ctx, frame| reply(ctx, &frame, wbuf));
                 }
-                execute_sets(ctx, sets, |ctx, frame| reply(ctx, &frame, wbuf));
-            } else if plain_hset(ctx, &request) {
-                // Consecutive HSETs of one key run under one take of its lock, the last of them
-                // once the next request is not one (or the window ends).
-                hsets.push(request);
-                if pending
-                    .peek()
-                    .is_some_and(|next| plain_hset(ctx, next) && same_hash(&hsets[0], next))
-                {
-                    continue;
+                // Consecutive HSETs of one key run under one take of its lock.
+                RunKind::Hset => {
+                    hsets.push(request);
+                    next_kind = pending.peek().map(|next| run_kind(ctx, next));
+                    if next_kind == Some(RunKind::Hset)
+                        && pending
+                            .peek()
+                            .is_some_and(|next| same_hash(&hsets[0], next))
+                    {
+                        continue;
+                    }
+                    execute_hsets(ctx, hsets, |ctx, frame| reply(ctx, &frame, wbuf));
                 }
-                execute_hsets(ctx, hsets, |ctx, frame| reply(ctx, &frame, wbuf));
-            } else if plain_incr(ctx, &request) {
                 // Consecutive INCRs and DECRs run as groups, as SETs do.
-                incrs.push(request);
-                if pending.peek().is_some_and(|next| plain_incr(ctx, next)) {
-                    continue;
+                RunKind::Incr => {
+                    incrs.push(request);
+                    next_kind = pending.peek().map(|next| run_kind(ctx, next));
+                    if next_kind == Some(RunKind::Incr) {
+                        continue;
+                    }
+                    execute_incrs(ctx, incrs, |ctx, frame| reply(ctx, &frame, wbuf));
                 }
-                execute_incrs(ctx, incrs, |ctx, frame| reply(ctx, &frame, wbuf));
-            } else {
-                let frame = execute_request(ctx, request);
-                reply(ctx, &frame, wbuf);
+                RunKind::Alone => {
+                    let frame = execute_request(ctx, request);
+                    reply(ctx, &frame, wbuf);
+                }
             }
             if ctx.session.close {
                 // The requests taken in after this one are dropped unanswered, as those still
@@ -544,6 +551,28 @@ where
     ctx.session.tally.flush(&server.stats);
     flush(stream, wbuf, ctx).await?;
     Ok(outcome)
+}
+
+/// Which run a request may join: consecutive requests of one kind (and, for HSETs, one key) run
+/// together.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunKind {
+    Set,
+    Hset,
+    Incr,
+    Alone,
+}
+
+fn run_kind(ctx: &Ctx<'_>, request: &Request) -> RunKind {
+    if plain_set(ctx, request) {
+        RunKind::Set
+    } else if plain_hset(ctx, request) {
+        RunKind::Hset
+    } else if plain_incr(ctx, request) {
+        RunKind::Incr
+    } else {
+        RunKind::Alone
+    }
 }
 
 /// Encodes a reply into `wbuf`, unless the client turned replies off or skips this one.
