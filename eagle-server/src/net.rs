@@ -291,7 +291,7 @@ pub async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let server = &shared.server;
-    let (protected, max_bulk) = server.with_config(|c| (c.protected_mode, c.proto_max_bulk_len));
+    let protected = server.with_config(|c| c.protected_mode);
     if protected_mode_denies(protected, server.password_set(), peer.ip()) {
         refuse(stream, PROTECTED_MODE_ERROR).await;
         return;
@@ -309,10 +309,7 @@ pub async fn serve_connection<S>(
         session: &mut session,
     };
     let mut intake = Intake {
-        parser: RequestParser::new(Limits {
-            max_bulk_len: max_bulk,
-            ..Limits::default()
-        }),
+        parser: RequestParser::new(Limits::default()),
         window: Vec::with_capacity(LOOKAHEAD),
         recent: None,
         sets: Vec::with_capacity(LOOKAHEAD),
@@ -438,6 +435,9 @@ where
         // limits (`RequestParser::set_authenticated`): an AUTH lifts them for the next one.
         let authenticated = ctx.session.authenticated || !server.password_set();
         parser.set_authenticated(authenticated);
+        // As set now: a CONFIG SET of proto-max-bulk-len applies to open connections too, as
+        // in Redis.
+        parser.set_max_bulk_len(server.max_bulk_len());
         let lookahead = if authenticated { LOOKAHEAD } else { 1 };
         while window.len() < lookahead {
             match parser.parse(rbuf) {

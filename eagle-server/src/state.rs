@@ -43,6 +43,8 @@ pub struct ServerState {
     password_set: AtomicBool,
     /// Mirrors `config.timeout`, read on every read.
     timeout: AtomicU64,
+    /// Mirrors `config.proto_max_bulk_len`, read before every pipeline window is parsed.
+    max_bulk_len: AtomicU64,
     /// Connected clients.
     pub clients: Clients,
     /// Counters for INFO and metrics.
@@ -84,6 +86,7 @@ impl ServerState {
         ServerState {
             password_set: AtomicBool::new(config.requirepass.is_some()),
             timeout: AtomicU64::new(config.timeout),
+            max_bulk_len: AtomicU64::new(config.proto_max_bulk_len),
             config: RwLock::new(config),
             clients: Clients::default(),
             stats: Stats::default(),
@@ -116,6 +119,8 @@ impl ServerState {
         self.password_set
             .store(c.requirepass.is_some(), Ordering::Relaxed);
         self.timeout.store(c.timeout, Ordering::Relaxed);
+        self.max_bulk_len
+            .store(c.proto_max_bulk_len, Ordering::Relaxed);
         crate::logger::set_level(c.loglevel);
         out
     }
@@ -123,6 +128,11 @@ impl ServerState {
     /// Whether clients must AUTH.
     pub fn password_set(&self) -> bool {
         self.password_set.load(Ordering::Relaxed)
+    }
+
+    /// The longest bulk argument a request may carry (`proto-max-bulk-len`), as set now.
+    pub fn max_bulk_len(&self) -> u64 {
+        self.max_bulk_len.load(Ordering::Relaxed)
     }
 
     /// The idle timeout in seconds (0: none).

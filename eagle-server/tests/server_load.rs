@@ -215,12 +215,14 @@ fn malformed_requests_get_the_protocol_error_and_only_that_connection_closes() {
         assert!(bad.closed(), "connection stays open after {text}");
         assert_eq!(bystander.cmd(&["GET", "alive"]), bulk("yes"));
     }
-    // A bulk over a lowered proto-max-bulk-len is refused the same way.
+    // A bulk over a lowered proto-max-bulk-len is refused the same way, on a connection opened
+    // before the change too.
+    let mut big = s.raw();
+    assert_eq!(big.cmd(&["PING"]), simple("PONG"));
     assert_eq!(
         bystander.cmd(&["CONFIG", "SET", "proto-max-bulk-len", "2mb"]),
         ok()
     );
-    let mut big = s.raw();
     big.send(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", 3 << 20).as_bytes());
     assert_eq!(
         big.read(),

@@ -105,6 +105,12 @@ impl RequestParser {
         &self.limits
     }
 
+    /// Sets the longest bulk argument for the requests parsed from now on (a server's
+    /// `proto-max-bulk-len`, which may change while a connection is open).
+    pub fn set_max_bulk_len(&mut self, max: u64) {
+        self.limits.max_bulk_len = max;
+    }
+
     /// Tells the parser whether the client has authenticated (or needs not): until it has, a
     /// request of more than [`UNAUTHENTICATED_ARGS`] arguments, or an argument over
     /// [`UNAUTHENTICATED_BULK`] bytes, is a protocol error. The caller must tell it before it
