@@ -765,3 +765,51 @@ fn a_client_connected_before_the_password_was_removed_sends_large_requests() {
     let large = "v".repeat(20_000);
     assert_eq!(early.cmd(&["SET", "k", &large]), ok());
 }
+
+/// CLIENT LIST ID and TYPE as Redis 7.0 answers them (checked against redis-server 7.0.15):
+/// the clients of the ids given, in that order, repeats included; ids of no client list
+/// nothing; TYPE and ID do not combine.
+#[test]
+fn client_list_by_id_follows_the_ids_given_and_type_stands_alone() {
+    let s = Server::start("client-list-id", &[]);
+    let (mut a, mut b) = (s.raw(), s.raw());
+    let id = |c: &mut Raw| match c.cmd(&["CLIENT", "ID"]) {
+        Frame::Integer(id) => id.to_string(),
+        other => panic!("CLIENT ID: {other:?}"),
+    };
+    let (ia, ib) = (id(&mut a), id(&mut b));
+    let ids_listed = |f: Frame| -> Vec<String> {
+        let Frame::Bulk(list) = f else {
+            panic!("CLIENT LIST: {f:?}")
+        };
+        String::from_utf8_lossy(&list)
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids_listed(a.cmd(&["CLIENT", "LIST", "ID", &ib, &ia, &ia])),
+        [format!("id={ib}"), format!("id={ia}"), format!("id={ia}")]
+    );
+    assert!(ids_listed(a.cmd(&["CLIENT", "LIST", "ID", "-5", "0", "999999"])).is_empty());
+    assert_eq!(
+        a.cmd(&["CLIENT", "LIST", "ID", "x"]),
+        error("ERR Invalid client ID")
+    );
+    for args in [
+        &["CLIENT", "LIST", "TYPE", "normal", "ID", &ia][..],
+        &["CLIENT", "LIST", "ID"],
+        &["CLIENT", "LIST", "TYPE"],
+    ] {
+        assert_eq!(a.cmd(args), error("ERR syntax error"), "{args:?}");
+    }
+    assert_eq!(
+        a.cmd(&["CLIENT", "LIST", "TYPE", "FOO"]),
+        error("ERR Unknown client type 'FOO'")
+    );
+    assert_eq!(
+        ids_listed(a.cmd(&["CLIENT", "LIST", "TYPE", "Normal"])).len(),
+        2
+    );
+    assert!(ids_listed(a.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"])).is_empty());
+}

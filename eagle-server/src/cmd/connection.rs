@@ -8,7 +8,7 @@ use eagle_core::resp::{Frame, Protocol};
 use super::ctx::Ctx;
 use super::parse::{CmdError, Parse};
 use super::table::{Command, Spec, quoted, run, subcommand, wrong_arity};
-use crate::state::ServerState;
+use crate::state::{ClientInfo, ServerState};
 
 /// The Redis version EagleDB reports (HELLO, INFO), for clients that pick features by version.
 pub const REDIS_VERSION: &str = "7.0.0";
@@ -406,44 +406,40 @@ impl Command for Client {
     }
 }
 
+/// CLIENT LIST [TYPE type | ID id [id ...]], as Redis 7.0: every client, those of a type
+/// (only normal clients here), or the clients with the ids given, in the order given (an id
+/// given twice lists its client twice; an id of no client lists nothing; one that is no
+/// integer is an error). Each id is one lookup.
 fn client_list(server: &ServerState, args: &[Bytes]) -> Result<Frame, CmdError> {
-    let mut ids: Option<Vec<u64>> = None;
-    let mut normal = true;
-    let mut i = 0;
-    while i < args.len() {
-        let opt = String::from_utf8_lossy(&args[i]).to_ascii_uppercase();
-        match opt.as_str() {
-            "TYPE" if i + 1 < args.len() => {
-                let t = String::from_utf8_lossy(&args[i + 1]).to_ascii_lowercase();
-                normal = match t.as_str() {
-                    "normal" => true,
-                    "master" | "replica" | "slave" | "pubsub" => false,
-                    _ => return Err(CmdError::new(format!("ERR Unknown client type '{t}'"))),
-                };
-                i += 2;
-            }
-            "ID" if i + 1 < args.len() => {
-                let mut list = Vec::new();
-                for a in &args[i + 1..] {
-                    match eagle_core::db::parse_i64(a) {
-                        Some(id) if id > 0 => list.push(id as u64),
-                        _ => return Err(CmdError::new("ERR Invalid client ID")),
-                    }
-                }
-                ids = Some(list);
-                i = args.len();
-            }
-            _ => return Err(CmdError::syntax()),
-        }
-    }
     let mut out = String::new();
-    if normal {
-        for c in server.clients.all() {
-            if ids.as_ref().is_none_or(|ids| ids.contains(&c.id)) {
-                out.push_str(&c.line(server));
-                out.push('\n');
+    let mut list = |c: &ClientInfo| {
+        out.push_str(&c.line(server));
+        out.push('\n');
+    };
+    match args {
+        [] => server.clients.all().iter().for_each(|c| list(c)),
+        [opt, t] if opt.eq_ignore_ascii_case(b"TYPE") => {
+            match String::from_utf8_lossy(t).to_ascii_lowercase().as_str() {
+                "normal" => server.clients.all().iter().for_each(|c| list(c)),
+                "master" | "replica" | "slave" | "pubsub" => {}
+                _ => {
+                    return Err(CmdError::new(format!(
+                        "ERR Unknown client type '{}'",
+                        String::from_utf8_lossy(t)
+                    )));
+                }
             }
         }
+        [opt, ids @ ..] if opt.eq_ignore_ascii_case(b"ID") && !ids.is_empty() => {
+            for id in ids {
+                let id = eagle_core::db::parse_i64(id)
+                    .ok_or_else(|| CmdError::new("ERR Invalid client ID"))?;
+                if let Some(c) = u64::try_from(id).ok().and_then(|id| server.clients.get(id)) {
+                    list(&c);
+                }
+            }
+        }
+        _ => return Err(CmdError::syntax()),
     }
     Ok(Frame::verbatim_txt(out))
 }
