@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::cmd::{
-    Ctx, Request, Session, Shared, Spec, execute_hsets, execute_incrs, execute_request,
-    execute_sets, plain_hset, plain_incr, plain_set, same_hash,
+    Ctx, Request, Session, Shared, Spec, execute_get, execute_hsets, execute_incrs,
+    execute_request, execute_sets, plain_get, plain_hset, plain_incr, plain_set, same_hash,
 };
 use crate::state::DRAIN_TIMEOUT;
 
@@ -504,6 +504,7 @@ where
                     }
                     execute_incrs(ctx, incrs, |ctx, frame| reply(ctx, &frame, wbuf));
                 }
+                RunKind::Get => execute_get(ctx, request, wbuf),
                 RunKind::Alone => {
                     let frame = execute_request(ctx, request);
                     reply(ctx, &frame, wbuf);
@@ -560,6 +561,8 @@ enum RunKind {
     Set,
     Hset,
     Incr,
+    /// A GET, answered in place (not a run).
+    Get,
     Alone,
 }
 
@@ -570,6 +573,8 @@ fn run_kind(ctx: &Ctx<'_>, request: &Request) -> RunKind {
         RunKind::Hset
     } else if plain_incr(ctx, request) {
         RunKind::Incr
+    } else if plain_get(ctx, request) {
+        RunKind::Get
     } else {
         RunKind::Alone
     }

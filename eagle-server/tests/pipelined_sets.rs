@@ -351,3 +351,78 @@ fn grouped_incrs_are_counted_as_their_commands() {
     let grouped: u64 = s.info_field("stats", "grouped_incrs").parse().unwrap();
     assert!(grouped >= 16, "only {grouped} INCRs ran in groups");
 }
+
+/// GETs answered in place (their values copied straight into the reply): in RESP2 and RESP3,
+/// found, missing, of another type, expired, and with replies skipped or turned off, as
+/// redis-server answers them in the same pipeline.
+#[test]
+fn pipelined_gets_reply_like_redis_server_in_both_protocols() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("pipelined-gets", &[]);
+    let (mut theirs, mut ours) = (Raw::connect(redis.port), eagle.raw());
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let big = "x".repeat(5000);
+    let cmds = vec![
+        s(&["SET", "a", "1"]),
+        s(&["SET", "big", &big]),
+        s(&["HSET", "h", "f", "v"]),
+        s(&["SET", "gone", "v", "PX", "1"]),
+        s(&["GET", "a"]),
+        s(&["GET", "big"]),
+        s(&["GET", "missing"]),
+        s(&["GET", "h"]),
+        s(&["GET", "a", "extra"]),
+        s(&["CLIENT", "REPLY", "SKIP"]),
+        s(&["GET", "a"]),
+        s(&["GET", "big"]),
+        s(&["CLIENT", "REPLY", "OFF"]),
+        s(&["GET", "a"]),
+        s(&["GET", "h"]),
+        s(&["CLIENT", "REPLY", "ON"]),
+        s(&["GET", "a"]),
+        s(&["MULTI"]),
+        s(&["GET", "a"]),
+        s(&["EXEC"]),
+    ];
+    for proto in ["2", "3"] {
+        // HELLO's own reply differs between the two servers: not compared.
+        let _ = (ours.cmd(&["HELLO", proto]), theirs.cmd(&["HELLO", proto]));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let (a, b) = (replies(&mut ours, &cmds), replies(&mut theirs, &cmds));
+        assert_eq!(a, b, "RESP{proto}");
+        // Past the 1 ms expiry on both.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut gets = vec![s(&["GET", "gone"]); 3];
+        gets.push(s(&["GET", "missing"]));
+        assert_eq!(
+            replies(&mut ours, &gets),
+            replies(&mut theirs, &gets),
+            "RESP{proto}"
+        );
+        // A missing key's null as each protocol writes it ($-1 or _), and a found value.
+        let wire = |c: &mut Raw| {
+            let mut batch = encode_cmd(&[b"GET", b"missing"]);
+            batch.extend(encode_cmd(&[b"GET", b"a"]));
+            c.send(&batch);
+            (c.read_wire().unwrap().1, c.read_wire().unwrap().1)
+        };
+        assert_eq!(wire(&mut ours), wire(&mut theirs), "RESP{proto}");
+    }
+    let _ = (ours.cmd(&["HELLO", "2"]), theirs.cmd(&["HELLO", "2"]));
+    let Frame::Bulk(info) = ours.cmd(&["INFO", "stats"]) else {
+        panic!("INFO")
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    let Frame::Bulk(theirs_info) = theirs.cmd(&["INFO", "stats"]) else {
+        panic!("INFO")
+    };
+    let theirs_info = String::from_utf8_lossy(&theirs_info).into_owned();
+    for field in ["keyspace_hits", "keyspace_misses"] {
+        let value = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{field}:")))
+                .map(str::to_string)
+        };
+        assert_eq!(value(&info), value(&theirs_info), "{field}");
+    }
+}

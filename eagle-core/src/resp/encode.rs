@@ -129,6 +129,13 @@ fn put_len(out: &mut BytesMut, prefix: u8, len: usize) {
     out.put_slice(b"\r\n");
 }
 
+/// Encodes a bulk string of `data` (the same bytes in RESP2 and RESP3): what
+/// `encode(&Frame::Bulk(..))` writes, for a caller whose bytes are borrowed (a value read in
+/// place from the pool).
+pub fn encode_bulk(data: &[u8], out: &mut BytesMut) {
+    put_bulk(out, data);
+}
+
 fn put_bulk(out: &mut BytesMut, data: &[u8]) {
     put_len(out, b'$', data.len());
     out.reserve(data.len() + 2);

@@ -19,7 +19,8 @@ pub use ctx::{Ctx, Session, Shared};
 pub use dispatch::{Request, execute, execute_request};
 pub use parse::{CmdError, Parse};
 pub use runs::{
-    execute_hsets, execute_incrs, execute_sets, plain_hset, plain_incr, plain_set, same_hash,
+    execute_get, execute_hsets, execute_incrs, execute_sets, plain_get, plain_hset, plain_incr,
+    plain_set, same_hash,
 };
 pub use table::{Command, NameMap, Spec, lookup, table};
 

@@ -1,18 +1,21 @@
 //! Runs of pipelined writes: consecutive plain SETs, INCRs and DECRs of a connection's
 //! pipeline window run together (their keys' puts in groups that share the waits for the
-//! media), and consecutive HSETs of one key under one take of its lock. Each request is answered
-//! and counted as if it ran alone.
+//! media), and consecutive HSETs of one key under one take of its lock; and a GET answered in
+//! place (its value copied once, into the reply). Each request is answered and counted as if it
+//! ran alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::BytesMut;
 use eagle_core::dash::{MAX_GROUP, RunDone};
 use eagle_core::db::EvictionPolicy;
-use eagle_core::resp::Frame;
+use eagle_core::resp::{Frame, encode, encode_bulk};
 
 use super::ctx::Ctx;
 use super::dispatch::{Request, execute_request, note_last_cmd};
 use super::parse::CmdError;
 use super::strings::relative_ttl_ms;
+use super::table::Spec;
 use crate::stopwatch;
 
 /// Whether `request` is a plain SET (a key and a value, no option but EX or PX with a valid
@@ -309,16 +312,67 @@ pub fn execute_hsets(
         ctx.session.tally.add(spec.name, share);
         let frame = match result {
             Ok(added) => Frame::Integer(added.try_into().unwrap_or(i64::MAX)),
-            Err(e) => {
-                let e = CmdError::from(e);
-                server.stats.error(e.0.as_bytes());
-                if let Some(stat) = server.stats.cmds().get(spec.name) {
-                    stat.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                e.frame()
-            }
+            Err(e) => failed(ctx, spec, e),
         };
         reply(ctx, frame);
     }
     hsets.clear();
+}
+
+/// Whether `request` is a GET that [`execute_get`] may answer in place: one that would pass
+/// every check of [`execute_request`] now.
+pub fn plain_get(ctx: &Ctx<'_>, request: &Request) -> bool {
+    request.spec.is_some_and(|s| s.name == "get")
+        && request.argv.len() == 2
+        && !ctx.session.multi.active()
+        && (ctx.session.authenticated || !ctx.shared.server.password_set())
+}
+
+/// Runs a GET that passed [`plain_get`] and encodes its reply into `wbuf` as
+/// [`execute_request`] and the connection's reply would (CLIENT REPLY OFF and SKIP included),
+/// but with the value copied once, from the pool into `wbuf` under the key's read lock
+/// ([`Db::get_with`](eagle_core::Db::get_with)), instead of into a value of its own first.
+pub fn execute_get(ctx: &mut Ctx<'_>, request: Request, wbuf: &mut BytesMut) {
+    let Some(spec) = request.spec else {
+        return;
+    };
+    note_last_cmd(ctx, spec);
+    let session = &mut *ctx.session;
+    let answer = session.skip_replies == 0 && !session.reply_off;
+    session.skip_replies = session.skip_replies.saturating_sub(1);
+    let protocol = session.protocol;
+    let server = &ctx.shared.server;
+    let started = stopwatch::now();
+    let found = {
+        let _gate = server.gate.shared(ctx.session.id);
+        ctx.shared.db.get_with(&request.argv[1], |value| {
+            if answer {
+                encode_bulk(value, wbuf);
+            }
+        })
+    };
+    ctx.session.tally.add(
+        spec.name,
+        stopwatch::nanos_between(started, stopwatch::now()),
+    );
+    let frame = match found {
+        Ok(Some(())) => return,
+        Ok(None) => Frame::Null,
+        Err(e) => failed(ctx, spec, e),
+    };
+    if answer {
+        encode(&frame, protocol, wbuf);
+    }
+}
+
+/// The error reply of a command of a run or fast path that failed, counted as
+/// [`execute_request`] counts one.
+fn failed(ctx: &Ctx<'_>, spec: &Spec, e: eagle_core::DbError) -> Frame {
+    let e = CmdError::from(e);
+    let server = &ctx.shared.server;
+    server.stats.error(e.0.as_bytes());
+    if let Some(stat) = server.stats.cmds().get(spec.name) {
+        stat.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    e.frame()
 }

@@ -344,6 +344,23 @@ impl Raw {
         }
     }
 
+    /// The next reply and its bytes as they came (where two encodings parse to one frame: a
+    /// RESP2 and a RESP3 null).
+    pub fn read_wire(&mut self) -> Option<(Frame, Vec<u8>)> {
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf).expect("well-formed reply") {
+                let wire = self.buf.drain(..used).collect();
+                return Some((frame, wire));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Whether the server closed the connection (reads to the end, which must come soon).
     pub fn closed(&mut self) -> bool {
         self.read().is_none()
