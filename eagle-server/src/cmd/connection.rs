@@ -371,7 +371,10 @@ impl Command for Client {
                 let mode = String::from_utf8_lossy(&self.args[0]).to_ascii_uppercase();
                 match mode.as_str() {
                     "ON" => {
+                        // A SKIP just before is undone too (Redis clears both flags), so this
+                        // +OK is sent.
                         ctx.session.reply_off = false;
+                        ctx.session.skip_replies = 0;
                         Ok(Frame::ok())
                     }
                     "OFF" => {
@@ -379,8 +382,11 @@ impl Command for Client {
                         Ok(Frame::ok())
                     }
                     "SKIP" => {
-                        // This command's reply and the next one's.
-                        ctx.session.skip_replies = 2;
+                        // This command's reply and the next one's; nothing while replies are
+                        // off, as in Redis (a later ON then answers).
+                        if !ctx.session.reply_off {
+                            ctx.session.skip_replies = 2;
+                        }
                         Ok(Frame::ok())
                     }
                     _ => Err(CmdError::syntax()),

@@ -342,19 +342,18 @@ pub fn execute_get(ctx: &mut Ctx<'_>, request: Request, wbuf: &mut BytesMut) {
     session.skip_replies = session.skip_replies.saturating_sub(1);
     let protocol = session.protocol;
     let server = &ctx.shared.server;
-    let started = stopwatch::now();
-    let found = {
+    let (found, nanos) = {
+        // Timed once the gate is held, as `execute_request` times a command.
         let _gate = server.gate.shared(ctx.session.id);
-        ctx.shared.db.get_with(&request.argv[1], |value| {
+        let started = stopwatch::now();
+        let found = ctx.shared.db.get_with(&request.argv[1], |value| {
             if answer {
                 encode_bulk(value, wbuf);
             }
-        })
+        });
+        (found, stopwatch::nanos_between(started, stopwatch::now()))
     };
-    ctx.session.tally.add(
-        spec.name,
-        stopwatch::nanos_between(started, stopwatch::now()),
-    );
+    ctx.session.tally.add(spec.name, nanos);
     let frame = match found {
         Ok(Some(())) => return,
         Ok(None) => Frame::Null,
