@@ -293,8 +293,17 @@ fn counter_pipeline(rng: &mut Rng, len: usize) -> Vec<Vec<String>> {
             78..80 => s(&["HSET", &key, "f", "1"]),
             80..84 => s(&["GET", &key]),
             84..86 => s(&["DEL", &key]),
-            86..88 => s(&["INCRBY", &key, "5"]),
-            88..90 => s(&["INCR", &key, "extra"]),
+            86..88 => s(&[
+                "INCRBY",
+                &key,
+                ["5", "-3", "x", "9223372036854775807"][rng.below(4) as usize],
+            ]),
+            88..89 => s(&[
+                "DECRBY",
+                &key,
+                ["2", "-9223372036854775808", "1.5"][rng.below(3) as usize],
+            ]),
+            89..90 => s(&["INCR", &key, "extra"]),
             90..92 => s(&["EXPIRE", &key, "2000"]),
             92..94 => s(&["CLIENT", "REPLY", "SKIP"]),
             _ => {

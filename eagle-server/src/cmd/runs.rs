@@ -206,16 +206,28 @@ fn ran<E>(
     }
 }
 
-/// Whether `request` is an INCR or DECR that [`execute_incrs`] may run in a run: one that would
-/// pass every check of [`execute_request`] now and run without the eviction retry.
+/// Whether `request` is an INCR, DECR, INCRBY or DECRBY that [`execute_incrs`] may run in a
+/// run: one that would pass every check of [`execute_request`] now and run without the
+/// eviction retry.
 pub fn plain_incr(ctx: &Ctx<'_>, request: &Request) -> bool {
-    request
-        .spec
-        .is_some_and(|s| s.name == "incr" || s.name == "decr")
-        && request.argv.len() == 2
+    incr_delta(request).is_some()
         && !ctx.session.multi.active()
         && (ctx.session.authenticated || !ctx.shared.server.password_set())
         && ctx.db().eviction() == EvictionPolicy::NoEviction
+}
+
+/// The increment of an INCR, DECR, INCRBY or DECRBY with its arguments right; `None` for
+/// anything else, an increment that is no integer, and a DECRBY of the smallest integer (each
+/// runs alone, for its error).
+fn incr_delta(request: &Request) -> Option<i64> {
+    let by = || eagle_core::db::parse_i64(request.argv.get(2)?);
+    match (request.spec?.name, request.argv.len()) {
+        ("incr", 2) => Some(1),
+        ("decr", 2) => Some(-1),
+        ("incrby", 3) => by(),
+        ("decrby", 3) => by()?.checked_neg(),
+        _ => None,
+    }
 }
 
 /// One run of the INCRs and DECRs `incrs` (at least two), as [`run_sets`] runs SETs.
@@ -226,12 +238,7 @@ fn run_incrs(ctx: &Ctx<'_>, incrs: &[Request]) -> Ran {
     let started = stopwatch::now();
     let _gate = server.gate.shared(ctx.session.id);
     for (item, incr) in items.iter_mut().zip(incrs) {
-        let delta = if incr.spec.is_some_and(|s| s.name == "decr") {
-            -1
-        } else {
-            1
-        };
-        *item = (&incr.argv[1], delta);
+        *item = (&incr.argv[1], incr_delta(incr).unwrap_or(0));
     }
     let (run, values) = ctx.db().incr_run(&items[..n]);
     let replies = Replies::Integers(values);
