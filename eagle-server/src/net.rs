@@ -441,7 +441,17 @@ where
         let lookahead = if authenticated { LOOKAHEAD } else { 1 };
         while window.len() < lookahead {
             match parser.parse(rbuf) {
-                Ok(Some(argv)) => window.push(Request::after(argv, recent)),
+                Ok(Some(argv)) => {
+                    let request = Request::after(argv, recent);
+                    // The requests after one that may change how they are parsed (the bulk
+                    // limit, authentication) are parsed once it has run, as Redis parses each
+                    // request after the one before it ran.
+                    let changes_limits = request.changes_parsing();
+                    window.push(request);
+                    if changes_limits {
+                        break;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     refused = Some(e);

@@ -229,11 +229,23 @@ fn malformed_requests_get_the_protocol_error_and_only_that_connection_closes() {
         Some(error("ERR Protocol error: invalid bulk length"))
     );
     assert!(big.closed());
+    // Lowered in the same pipeline: the request after the CONFIG SET is parsed under the new
+    // limit (redis-server 7.0.15 answers +OK, then the protocol error).
+    let mut piped = s.raw();
+    let mut batch = encode_cmd(&[b"CONFIG", b"SET", b"proto-max-bulk-len", b"1mb"]);
+    batch.extend(format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", 3 << 19).as_bytes());
+    piped.send(&batch);
+    assert_eq!(piped.read(), Some(ok()));
+    assert_eq!(
+        piped.read(),
+        Some(error("ERR Protocol error: invalid bulk length"))
+    );
+    assert!(piped.closed());
     assert_eq!(bystander.cmd(&["PING"]), simple("PONG"));
     let Frame::Bulk(info) = bystander.cmd(&["INFO", "stats"]) else {
         panic!()
     };
-    assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:6\r\n"));
+    assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:7\r\n"));
 }
 
 /// Whether the connection `id` still shows in CLIENT LIST within `secs` seconds of polling.

@@ -44,6 +44,13 @@ impl Request {
         Request { argv, spec }
     }
 
+    /// Whether running it may change how the requests after it are parsed: CONFIG (the bulk
+    /// limit), AUTH, HELLO and RESET (authentication, whose limits are tighter).
+    pub fn changes_parsing(&self) -> bool {
+        self.spec
+            .is_some_and(|s| matches!(s.name, "config" | "auth" | "hello" | "reset"))
+    }
+
     /// The first key it names, if it is a known command with keys and the right arity: what a
     /// connection prefetches ([`Db::prefetch`](eagle_core::Db::prefetch)) for the requests of
     /// a pipeline before it runs them, so that their cache misses overlap.
