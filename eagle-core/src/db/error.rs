@@ -99,6 +99,10 @@ impl From<BatchError> for DbError {
             }
             BatchError::Wal(_) => DbError::BatchTooLarge,
             BatchError::Corrupted { what } => DbError::Corrupted { what },
+            // A caller's error, which no command makes.
+            e @ BatchError::KeyAfterPut { .. } => DbError::Corrupted {
+                what: e.to_string(),
+            },
         }
     }
 }

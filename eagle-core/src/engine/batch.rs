@@ -94,6 +94,13 @@ pub enum BatchError {
     /// the log's head to pass its record: the record stays for the next open's redo, which
     /// applies it again, so the caller must touch nothing more of what it changed.
     Unfinished,
+    /// The batch names a key again after a put of it (a caller's error): applying the later
+    /// operation retires the put's record, and a redo after a crash could then not replay the
+    /// put. Refused before anything is logged.
+    KeyAfterPut {
+        /// The key.
+        key: Vec<u8>,
+    },
     /// A logged batch that cannot be decoded.
     Corrupted {
         /// What is wrong.
@@ -126,6 +133,11 @@ impl fmt::Display for BatchError {
                 f,
                 "an atomic batch is applied but an older one failed half-applied; reopen the \
                  pool to finish both"
+            ),
+            BatchError::KeyAfterPut { key } => write!(
+                f,
+                "an atomic batch names key {:?} again after its put",
+                String::from_utf8_lossy(key)
             ),
             BatchError::Corrupted { what } => write!(f, "logged batch corrupted: {what}"),
         }
@@ -238,7 +250,7 @@ impl Engine {
         // takes a counted slot meanwhile.
         if let Err(e) = self.make_room(ops) {
             self.discard_prepared(ops);
-            return Err(e.into());
+            return Err(e);
         }
         // Inside an atomic transaction: what these keys and words hold now is logged first.
         if self.in_atomic() {
@@ -392,21 +404,26 @@ impl Engine {
     }
 
     /// Splits what the batch's new keys need before it is logged (see `Dash::make_room`).
-    fn make_room(&self, ops: &[BatchOp]) -> Result<u32, IndexError> {
+    /// Also refuses a batch that names a key again after a put of it
+    /// ([`BatchError::KeyAfterPut`]): only puts set a key's presence to true here.
+    fn make_room(&self, ops: &[BatchOp]) -> Result<u32, BatchError> {
         // Whether each key is in the index after the operations so far, where the batch
-        // itself decides it: a put after a put of the same key replaces, a put after a delete
-        // inserts, and a key's first put inserts if the index lacks it.
+        // itself decides it: a put after a delete inserts, and a key's first put inserts if
+        // the index lacks it.
         let mut present = Presence::default();
         let mut puts = Vec::new();
+        let after_put = |key: &[u8]| BatchError::KeyAfterPut { key: key.to_vec() };
         for op in ops {
             match op {
                 BatchOp::Put { key, .. } => match present.set(key, true) {
-                    Some(true) => {}
+                    Some(true) => return Err(after_put(key)),
                     Some(false) => puts.push((&key[..], true)),
                     None => puts.push((&key[..], false)),
                 },
                 BatchOp::Delete { key } | BatchOp::Detach { key } => {
-                    present.set(key, false);
+                    if present.set(key, false) == Some(true) {
+                        return Err(after_put(key));
+                    }
                 }
                 BatchOp::SetWord { .. } => {}
             }
@@ -414,7 +431,7 @@ impl Engine {
         if puts.is_empty() {
             return Ok(0);
         }
-        self.index().make_room(&puts)
+        Ok(self.index().make_room(&puts)?)
     }
 
     /// Applies the leading operations of `ops`, durable on return: a run of puts as a run
@@ -547,6 +564,64 @@ mod tests {
             assert_eq!(p.set(k, true), Some(i % 3 == 0), "key {i}");
         }
         assert!(p.few.is_empty() && p.many.len() == keys.len());
+    }
+
+    /// A batch that names a key again after its put is refused before it is logged (its redo
+    /// could not replay the put, whose record the later operation retires), and changes
+    /// nothing: the key keeps its value and the prepared records are freed.
+    #[test]
+    fn a_batch_naming_a_key_again_after_its_put_is_refused_unlogged() {
+        let e = crate::engine::temp_engine("key-after-put", 8 << 20);
+        let index = e.index();
+        index
+            .put(
+                b"k",
+                b"old",
+                crate::record::RecordKind::String,
+                0,
+                crate::dash::PutMode::Insert,
+            )
+            .unwrap();
+        let used = index.heap().stats().used;
+        for second in [true, false] {
+            let prepare = |v: &[u8]| index.prepare(b"k", v, crate::record::RecordKind::String, 0);
+            let mut ops = vec![BatchOp::Put {
+                key: b"k".to_vec(),
+                record: prepare(b"one").unwrap(),
+            }];
+            ops.push(if second {
+                BatchOp::Put {
+                    key: b"k".to_vec(),
+                    record: prepare(b"two").unwrap(),
+                }
+            } else {
+                BatchOp::Delete { key: b"k".to_vec() }
+            });
+            assert_eq!(
+                e.apply_batch(&ops),
+                Err(BatchError::KeyAfterPut { key: b"k".to_vec() })
+            );
+            assert_eq!(
+                index.get(b"k", |r| r.value().to_vec()).unwrap().as_deref(),
+                Some(&b"old"[..])
+            );
+            assert_eq!(index.heap().stats().used, used, "prepared records freed");
+        }
+        // A put after a delete of the same key is fine.
+        let ops = [
+            BatchOp::Delete { key: b"k".to_vec() },
+            BatchOp::Put {
+                key: b"k".to_vec(),
+                record: index
+                    .prepare(b"k", b"new", crate::record::RecordKind::String, 0)
+                    .unwrap(),
+            },
+        ];
+        e.apply_batch(&ops).unwrap();
+        assert_eq!(
+            index.get(b"k", |r| r.value().to_vec()).unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
     }
 
     #[test]
