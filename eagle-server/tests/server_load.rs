@@ -241,11 +241,37 @@ fn malformed_requests_get_the_protocol_error_and_only_that_connection_closes() {
         Some(error("ERR Protocol error: invalid bulk length"))
     );
     assert!(piped.closed());
+    // The same, the CONFIG SET queued in a transaction: it runs at EXEC.
+    assert_eq!(
+        bystander.cmd(&["CONFIG", "SET", "proto-max-bulk-len", "512mb"]),
+        ok()
+    );
+    let mut queued = s.raw();
+    let mut batch = encode_cmd(&[b"MULTI"]);
+    batch.extend(encode_cmd(&[
+        b"CONFIG",
+        b"SET",
+        b"proto-max-bulk-len",
+        b"1mb",
+    ]));
+    batch.extend(encode_cmd(&[b"EXEC"]));
+    // The whole SET this time: with the window not cut after EXEC, it would be parsed (and
+    // stored) before the EXEC ran.
+    batch.extend(encode_cmd(&[b"SET", b"k", &vec![b'v'; 3 << 19]]));
+    queued.send(&batch);
+    assert_eq!(queued.read(), Some(ok()));
+    assert_eq!(queued.read(), Some(simple("QUEUED")));
+    assert_eq!(queued.read(), Some(Frame::Array(vec![ok()])));
+    assert_eq!(
+        queued.read(),
+        Some(error("ERR Protocol error: invalid bulk length"))
+    );
+    assert!(queued.closed());
     assert_eq!(bystander.cmd(&["PING"]), simple("PONG"));
     let Frame::Bulk(info) = bystander.cmd(&["INFO", "stats"]) else {
         panic!()
     };
-    assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:7\r\n"));
+    assert!(String::from_utf8_lossy(&info).contains("total_protocol_errors:8\r\n"));
 }
 
 /// Whether the connection `id` still shows in CLIENT LIST within `secs` seconds of polling.

@@ -45,10 +45,11 @@ impl Request {
     }
 
     /// Whether running it may change how the requests after it are parsed: CONFIG (the bulk
-    /// limit), AUTH, HELLO and RESET (authentication, whose limits are tighter).
+    /// limit), AUTH, HELLO and RESET (authentication, whose limits are tighter), and EXEC (which
+    /// runs the CONFIG or AUTH a transaction queued).
     pub fn changes_parsing(&self) -> bool {
         self.spec
-            .is_some_and(|s| matches!(s.name, "config" | "auth" | "hello" | "reset"))
+            .is_some_and(|s| matches!(s.name, "config" | "auth" | "hello" | "reset" | "exec"))
     }
 
     /// The first key it names, if it is a known command with keys and the right arity: what a
