@@ -261,6 +261,9 @@ impl Drop for Engine {
 
 /// For unit tests: an engine on a new pool of `size` bytes (flush mode none) in a file under
 /// the temporary directory, unlinked at once (the mapping keeps it until the engine drops).
+/// Returned once the open's background sweep has ended: a sweep visiting a segment holds its
+/// bucket locks, and a group that meets one held closes early, so a test counting what a group
+/// took would depend on the sweep's timing (a CI run saw it).
 #[cfg(test)]
 pub(crate) fn temp_engine(name: &str, size: u64) -> Engine {
     let path = std::env::temp_dir().join(format!("eagle-{name}-{}.pool", std::process::id()));
@@ -272,6 +275,10 @@ pub(crate) fn temp_engine(name: &str, size: u64) -> Engine {
     };
     let engine = Engine::open(&path, opts).expect("open a temporary pool");
     let _ = std::fs::remove_file(&path);
+    engine
+        .index()
+        .wait_recovered()
+        .expect("the sweep of a new pool");
     engine
 }
 
