@@ -592,11 +592,8 @@ fn run_kind(ctx: &Ctx<'_>, request: &Request) -> RunKind {
 
 /// Encodes a reply into `wbuf`, unless the client turned replies off or skips this one.
 fn reply(ctx: &mut Ctx<'_>, frame: &Frame, wbuf: &mut BytesMut) {
-    let session = &mut *ctx.session;
-    if session.skip_replies > 0 {
-        session.skip_replies -= 1;
-    } else if !session.reply_off {
-        encode(frame, session.protocol, wbuf);
+    if ctx.session.answers_reply() {
+        encode(frame, ctx.session.protocol, wbuf);
     }
 }
 

@@ -105,6 +105,16 @@ impl Tally {
 }
 
 impl Session {
+    /// Whether the next reply goes to the client (CLIENT REPLY OFF and SKIP), counting it as
+    /// given: a reply to skip is used up.
+    pub fn answers_reply(&mut self) -> bool {
+        if self.skip_replies > 0 {
+            self.skip_replies -= 1;
+            return false;
+        }
+        !self.reply_off
+    }
+
     /// A new session with this id.
     pub fn new(id: u64) -> Session {
         Session {

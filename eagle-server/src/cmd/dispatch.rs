@@ -180,12 +180,17 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, spec: &'static Spec, argv: Vec<Bytes>) -> F
         Err(e) => e.frame(),
     };
     if let Frame::Error(text) = &frame {
-        server.stats.error(text);
-        if let Some(stat) = server.stats.cmds().get(spec.name) {
-            stat.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        count_error(server, spec, text);
     }
     frame
+}
+
+/// Counts an error reply of `spec`: by its code, and as a failed call of the command.
+pub(super) fn count_error(server: &crate::state::ServerState, spec: &Spec, text: &[u8]) {
+    server.stats.error(text);
+    if let Some(stat) = server.stats.cmds().get(spec.name) {
+        stat.failed.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A `denyoom` command run through `Db::with_eviction`: while it fails because the pool is full

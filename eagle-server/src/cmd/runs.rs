@@ -12,7 +12,7 @@ use eagle_core::db::EvictionPolicy;
 use eagle_core::resp::{Frame, encode, encode_bulk};
 
 use super::ctx::Ctx;
-use super::dispatch::{Request, execute_request, note_last_cmd};
+use super::dispatch::{Request, count_error, execute_request, note_last_cmd};
 use super::parse::CmdError;
 use super::strings::relative_ttl_ms;
 use super::table::Spec;
@@ -29,9 +29,20 @@ pub fn plain_set(ctx: &Ctx<'_>, request: &Request) -> bool {
             [_, _, _, option, number] => relative_ttl_ms(option, number).is_some(),
             _ => false,
         }
-        && !ctx.session.multi.active()
-        && (ctx.session.authenticated || !ctx.shared.server.password_set())
-        && ctx.db().eviction() == EvictionPolicy::NoEviction
+        && groups_now(ctx)
+}
+
+/// Whether a request that would pass `execute_request`'s checks by its name and arity runs
+/// now rather than being queued or refused: no MULTI open, the client authenticated (or no
+/// password).
+fn runs_now(ctx: &Ctx<'_>) -> bool {
+    !ctx.session.multi.active() && (ctx.session.authenticated || !ctx.shared.server.password_set())
+}
+
+/// [`runs_now`], and a write may run in a run: not under an evicting policy, whose writes
+/// go through the eviction retry one at a time.
+fn groups_now(ctx: &Ctx<'_>) -> bool {
+    runs_now(ctx) && ctx.db().eviction() == EvictionPolicy::NoEviction
 }
 
 /// Runs consecutive pipelined requests that each passed [`plain_set`], in order, in runs of
@@ -210,10 +221,7 @@ fn ran<E>(
 /// run: one that would pass every check of [`execute_request`] now and run without the
 /// eviction retry.
 pub fn plain_incr(ctx: &Ctx<'_>, request: &Request) -> bool {
-    incr_delta(request).is_some()
-        && !ctx.session.multi.active()
-        && (ctx.session.authenticated || !ctx.shared.server.password_set())
-        && ctx.db().eviction() == EvictionPolicy::NoEviction
+    incr_delta(request).is_some() && groups_now(ctx)
 }
 
 /// The increment of an INCR, DECR, INCRBY or DECRBY with its arguments right; `None` for
@@ -260,9 +268,7 @@ pub fn plain_hset(ctx: &Ctx<'_>, request: &Request) -> bool {
     request.spec.is_some_and(|s| s.name == "hset")
         && request.argv.len() >= 4
         && request.argv.len().is_multiple_of(2)
-        && !ctx.session.multi.active()
-        && (ctx.session.authenticated || !ctx.shared.server.password_set())
-        && ctx.db().eviction() == EvictionPolicy::NoEviction
+        && groups_now(ctx)
 }
 
 /// Whether two requests that passed [`plain_hset`] name the same key.
@@ -329,10 +335,7 @@ pub fn execute_hsets(
 /// Whether `request` is a GET that [`execute_get`] may answer in place: one that would pass
 /// every check of [`execute_request`] now.
 pub fn plain_get(ctx: &Ctx<'_>, request: &Request) -> bool {
-    request.spec.is_some_and(|s| s.name == "get")
-        && request.argv.len() == 2
-        && !ctx.session.multi.active()
-        && (ctx.session.authenticated || !ctx.shared.server.password_set())
+    request.spec.is_some_and(|s| s.name == "get") && request.argv.len() == 2 && runs_now(ctx)
 }
 
 /// Runs a GET that passed [`plain_get`] and encodes its reply into `wbuf` as
@@ -344,10 +347,9 @@ pub fn execute_get(ctx: &mut Ctx<'_>, request: Request, wbuf: &mut BytesMut) {
         return;
     };
     note_last_cmd(ctx, spec);
-    let session = &mut *ctx.session;
-    let answer = session.skip_replies == 0 && !session.reply_off;
-    session.skip_replies = session.skip_replies.saturating_sub(1);
-    let protocol = session.protocol;
+    // Decided first: a GET changes neither setting.
+    let answer = ctx.session.answers_reply();
+    let protocol = ctx.session.protocol;
     let server = &ctx.shared.server;
     let (found, nanos) = {
         // Timed once the gate is held, as `execute_request` times a command.
@@ -375,10 +377,6 @@ pub fn execute_get(ctx: &mut Ctx<'_>, request: Request, wbuf: &mut BytesMut) {
 /// [`execute_request`] counts one.
 fn failed(ctx: &Ctx<'_>, spec: &Spec, e: eagle_core::DbError) -> Frame {
     let e = CmdError::from(e);
-    let server = &ctx.shared.server;
-    server.stats.error(e.0.as_bytes());
-    if let Some(stat) = server.stats.cmds().get(spec.name) {
-        stat.failed.fetch_add(1, Ordering::Relaxed);
-    }
+    count_error(&ctx.shared.server, spec, e.0.as_bytes());
     e.frame()
 }
