@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{open_db, pool_path};
+use common::{open_db, pool_path, try_open_db_sized};
 use eagle_core::dash::{bucket_index, set_stall_limit};
 use eagle_core::{Db, DbError};
 
@@ -231,17 +231,6 @@ fn directory_entry_of(path: &Path, key: &[u8]) -> (usize, u64) {
     (entry as usize, segment)
 }
 
-fn open_result(path: &Path) -> Result<Db, eagle_core::EngineError> {
-    let opts = eagle_core::DbOptions {
-        pool: eagle_core::PoolOptions {
-            flush: Some(eagle_core::pmem::FlushMode::None),
-            ..eagle_core::PoolOptions::default()
-        },
-        ..eagle_core::DbOptions::default()
-    };
-    Db::open(path, opts)
-}
-
 /// A directory entry damaged into the pool header, the metadata region, or a live block that
 /// is no segment (a record): the open refuses the pool, and writes nothing where the entry
 /// points (a bucket's lock word there would land on the root, the log's head or a record).
@@ -266,7 +255,7 @@ fn a_directory_entry_naming_no_segment_is_refused_at_open_before_anything_is_wri
         let mut bytes = clean.clone();
         bytes[entry..entry + 8].copy_from_slice(&target.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
-        let opened = open_result(&path);
+        let opened = try_open_db_sized(&path, 32 << 20);
         assert!(
             matches!(
                 opened,
@@ -311,7 +300,7 @@ fn a_damaged_sibling_word_is_reported_before_repair_writes_through_it() {
     bytes[sibling..sibling + 8].copy_from_slice(&4096u64.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let meta = bytes[4096..4096 + 64 + 256 * 68].to_vec();
-    let db = open_result(&path).expect("the open itself reads no sibling word");
+    let db = try_open_db_sized(&path, 32 << 20).expect("the open itself reads no sibling word");
     assert!(
         is_corrupted(db.get(b"k0")),
         "GET through the damaged segment"

@@ -135,7 +135,6 @@ impl Dash {
 #[cfg(test)]
 mod tests {
     use crate::dash::{IndexError, PutMode};
-    use crate::pool::PoolOptions;
     use crate::record::RecordKind;
 
     /// Bytes that look like an intact record of a key, but lie outside the heap's chunks (in
@@ -143,15 +142,7 @@ mod tests {
     /// does not publish them, and an expiry change through a slot naming them writes nothing.
     #[test]
     fn a_record_outside_the_heap_is_neither_republished_nor_written() {
-        let path =
-            std::env::temp_dir().join(format!("eagle-outside-heap-{}.pool", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let opts = PoolOptions {
-            size: 8 << 20,
-            flush: Some(crate::pmem::FlushMode::None),
-            ..PoolOptions::default()
-        };
-        let engine = crate::Engine::open(&path, opts).unwrap();
+        let engine = crate::engine::temp_engine("outside-heap", 8 << 20);
         let index = engine.index();
         index
             .put(b"victim", b"value", RecordKind::String, 0, PutMode::Insert)
@@ -203,7 +194,5 @@ mod tests {
                 "the expiry word of a copy changed"
             );
         }
-        drop(engine);
-        let _ = std::fs::remove_file(&path);
     }
 }

@@ -321,14 +321,12 @@ impl Db {
             Ok(held) => held,
             Err(e) => return (RunDone::failed(e), Vec::new()),
         };
-        let mut done = RunDone::new();
         if self.engine.in_atomic() {
             // Each key's undo record comes before its put: one at a time, as INCR does.
-            return (done, Vec::new());
+            return (RunDone::new(), Vec::new());
         }
         let mut values = Vec::with_capacity(items.len());
-        let mut texts: Vec<itoa::Buffer> = Vec::with_capacity(items.len());
-        let mut expiries = Vec::with_capacity(items.len());
+        let mut expiries = [0u64; crate::dash::MAX_GROUP];
         for (i, &(key, delta)) in items.iter().enumerate() {
             if items[..i].iter().any(|earlier| earlier.0 == key) {
                 break;
@@ -342,21 +340,18 @@ impl Db {
             let Some((new, expire_at)) = new else {
                 break;
             };
+            expiries[values.len()] = expire_at;
             values.push(new);
-            texts.push(itoa::Buffer::new());
-            expiries.push(expire_at);
         }
+        let mut texts = [itoa::Buffer::new(); crate::dash::MAX_GROUP];
         let mut puts: [(&[u8], &[u8], u64); crate::dash::MAX_GROUP] =
             [(&[], &[], 0); crate::dash::MAX_GROUP];
-        for (i, text) in texts.iter_mut().enumerate() {
-            puts[i] = (items[i].0, text.format(values[i]).as_bytes(), expiries[i]);
+        for ((put, text), i) in puts.iter_mut().zip(&mut texts).zip(0..values.len()) {
+            *put = (items[i].0, text.format(values[i]).as_bytes(), expiries[i]);
         }
         let run = self.engine.index().put_run(&puts[..values.len()]);
         values.truncate(run.applied);
-        done.applied = run.applied;
-        done.grouped = run.grouped;
-        done.result = run.result.map_err(DbError::from);
-        (done, values)
+        (run.map_err(DbError::from), values)
     }
 
     /// INCRBYFLOAT: the new value as Redis prints it.

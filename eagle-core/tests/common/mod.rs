@@ -27,6 +27,11 @@ pub fn open_db(path: &Path) -> Db {
 
 /// [`open_db`] with a pool of `size` bytes (when created).
 pub fn open_db_sized(path: &Path, size: u64) -> Db {
+    try_open_db_sized(path, size).unwrap()
+}
+
+/// [`open_db_sized`], its error returned (a damaged pool the open must refuse).
+pub fn try_open_db_sized(path: &Path, size: u64) -> Result<Db, eagle_core::EngineError> {
     let opts = DbOptions {
         pool: PoolOptions {
             size,
@@ -35,7 +40,7 @@ pub fn open_db_sized(path: &Path, size: u64) -> Db {
         },
         ..DbOptions::default()
     };
-    Db::open(path, opts).unwrap()
+    Db::open(path, opts)
 }
 
 /// Clears the incompatible feature bit `feature` in a closed pool's header and re-seals the
