@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use eagle_core::resp::{Frame, Limits, RequestParser, encode};
+use eagle_core::resp::{Frame, Limits, RequestParser, encode, encode_array_header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -592,6 +592,19 @@ fn run_kind(ctx: &Ctx<'_>, request: &Request) -> RunKind {
 
 /// Encodes a reply into `wbuf`, unless the client turned replies off or skips this one.
 fn reply(ctx: &mut Ctx<'_>, frame: &Frame, wbuf: &mut BytesMut) {
+    if let Some(exec) = ctx.session.exec_reply.take() {
+        // An EXEC that ran its queue decided its header and each reply as it went.
+        if exec.header {
+            encode_array_header(exec.len, wbuf);
+        }
+        if let Frame::Array(replies) = frame {
+            for r in replies {
+                encode(r, ctx.session.protocol, wbuf);
+            }
+        }
+        ctx.session.command_done();
+        return;
+    }
     if ctx.session.answers_reply() {
         encode(frame, ctx.session.protocol, wbuf);
     }

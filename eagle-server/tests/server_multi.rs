@@ -236,3 +236,111 @@ fn other_clients_never_see_a_transaction_half_done() {
     };
     assert_eq!(std::str::from_utf8(&v).unwrap(), (rounds * 50).to_string());
 }
+
+/// CLIENT REPLY OFF, ON and SKIP queued in a transaction, or around its EXEC, answer the bytes
+/// redis-server 7.0 answers: EXEC's header under the reply state it began with, each reply
+/// under the state its command left (OFF and SKIP answer nothing, so the header can count more
+/// replies than follow), and a queued SKIP dropping the reply of the command after EXEC.
+#[test]
+fn client_reply_inside_and_around_exec_answers_as_redis_server_does() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("multi-reply", &[]);
+    let sequences: &[&[&str]] = &[
+        &[
+            "MULTI",
+            "CLIENT REPLY SKIP",
+            "SET a 1",
+            "EXEC",
+            "PING x1",
+            "PING x2",
+        ],
+        &[
+            "MULTI",
+            "SET a 1",
+            "CLIENT REPLY SKIP",
+            "EXEC",
+            "PING x1",
+            "PING x2",
+        ],
+        &[
+            "MULTI",
+            "CLIENT REPLY OFF",
+            "SET a 1",
+            "EXEC",
+            "PING x1",
+            "CLIENT REPLY ON",
+        ],
+        &[
+            "MULTI",
+            "CLIENT REPLY SKIP",
+            "CLIENT REPLY ON",
+            "EXEC",
+            "PING x1",
+            "PING x2",
+        ],
+        &[
+            "CLIENT REPLY OFF",
+            "MULTI",
+            "CLIENT REPLY ON",
+            "SET a 2",
+            "EXEC",
+            "PING x1",
+        ],
+        &[
+            "CLIENT REPLY SKIP",
+            "MULTI",
+            "CLIENT REPLY ON",
+            "EXEC",
+            "PING x1",
+        ],
+        &["CLIENT REPLY SKIP", "MULTI", "SET a 3", "EXEC", "PING x1"],
+        &[
+            "MULTI",
+            "SET a 3",
+            "EXEC",
+            "CLIENT REPLY SKIP",
+            "EXEC",
+            "PING x1",
+        ],
+        &[
+            "MULTI",
+            "CLIENT REPLY SKIP",
+            "GET a",
+            "EXEC",
+            "GET a",
+            "GET a",
+        ],
+        &["MULTI", "CLIENT REPLY BAD", "EXEC", "PING x1"],
+        &["CLIENT REPLY SKIP", "RESET", "PING x1"],
+        &["CLIENT REPLY OFF", "RESET", "PING x1"],
+        &[
+            "CLIENT REPLY SKIP",
+            "CLIENT REPLY SKIP",
+            "PING x1",
+            "PING x2",
+        ],
+        &[
+            "CLIENT REPLY OFF",
+            "CLIENT REPLY SKIP",
+            "CLIENT REPLY ON",
+            "PING x1",
+        ],
+        &["CLIENT REPLY SKIP", "CLIENT REPLY ON", "PING x1"],
+        &["CLIENT REPLY SKIP", "SET b 1", "SET c 2", "GET b"],
+    ];
+    // Each sequence in one write on a fresh connection, then a PING whose reply ends it.
+    let answer = |port: u16, seq: &[&str]| {
+        let mut c = Raw::connect(port);
+        let mut wire = Vec::new();
+        for cmd in seq.iter().chain(&["PING end"]) {
+            let args: Vec<&[u8]> = cmd.split(' ').map(str::as_bytes).collect();
+            wire.extend(encode_cmd(&args));
+        }
+        c.send(&wire);
+        String::from_utf8_lossy(&c.read_until(b"$3\r\nend\r\n")).into_owned()
+    };
+    for seq in sequences {
+        let ours = answer(eagle.port, seq);
+        assert_eq!(ours, answer(redis.port, seq), "{seq:?}");
+    }
+}

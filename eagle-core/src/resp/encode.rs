@@ -129,6 +129,12 @@ fn put_len(out: &mut BytesMut, prefix: u8, len: usize) {
     out.put_slice(b"\r\n");
 }
 
+/// Encodes the header of an array of `len` elements (`*n`, the same in RESP2 and RESP3), for a
+/// caller that encodes the elements itself (an EXEC under CLIENT REPLY, which may send fewer).
+pub fn encode_array_header(len: usize, out: &mut BytesMut) {
+    put_len(out, b'*', len);
+}
+
 /// Encodes a bulk string of `data` (the same bytes in RESP2 and RESP3): what
 /// `encode(&Frame::Bulk(..))` writes, for a caller whose bytes are borrowed (a value read in
 /// place from the pool).

@@ -13,7 +13,7 @@ mod reply;
 mod roundtrip_tests;
 mod whole;
 
-pub use encode::{Protocol, encode, encode_bulk, format_double};
+pub use encode::{Protocol, encode, encode_array_header, encode_bulk, format_double};
 pub use error::ProtocolError;
 pub use frame::Frame;
 pub use parse::{Limits, RequestParser};

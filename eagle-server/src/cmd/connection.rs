@@ -238,8 +238,9 @@ impl Command for Reset {
         super::multi::reset(ctx);
         set_protocol(ctx, Protocol::Resp2);
         let _ = set_name(ctx, Bytes::new());
+        // As Redis's RESET: OFF and a pending SKIP end, but a SKIP just before drops this reply.
         ctx.session.reply_off = false;
-        ctx.session.skip_replies = 0;
+        ctx.session.skip_next = false;
         ctx.session.authenticated = !ctx.server().password_set();
         Ok(Frame::Simple(Bytes::from_static(b"RESET")))
     }
@@ -372,21 +373,23 @@ impl Command for Client {
                 match mode.as_str() {
                     "ON" => {
                         // A SKIP just before is undone too (Redis clears both flags), so this
-                        // +OK is sent.
+                        // +OK is sent; one queued in the same EXEC still skips the next reply.
                         ctx.session.reply_off = false;
-                        ctx.session.skip_replies = 0;
+                        ctx.session.reply_skip = false;
                         Ok(Frame::ok())
                     }
                     "OFF" => {
                         ctx.session.reply_off = true;
+                        ctx.session.silent = true;
                         Ok(Frame::ok())
                     }
                     "SKIP" => {
-                        // This command's reply and the next one's; nothing while replies are
-                        // off, as in Redis (a later ON then answers).
+                        // No reply of its own, and none to the next command; nothing while
+                        // replies are off, as in Redis (a later ON then answers).
                         if !ctx.session.reply_off {
-                            ctx.session.skip_replies = 2;
+                            ctx.session.skip_next = true;
                         }
+                        ctx.session.silent = true;
                         Ok(Frame::ok())
                     }
                     _ => Err(CmdError::syntax()),

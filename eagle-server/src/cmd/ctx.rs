@@ -29,11 +29,22 @@ pub struct Session {
     pub close: bool,
     /// Transaction state (MULTI/EXEC/WATCH).
     pub multi: crate::cmd::multi::MultiState,
-    /// CLIENT REPLY OFF: no replies until ON.
+    /// CLIENT REPLY OFF: no replies until ON (or RESET).
     pub reply_off: bool,
-    /// Replies still to drop (CLIENT REPLY SKIP drops its own and the next; a successful
-    /// SHUTDOWN its own).
-    pub skip_replies: u8,
+    /// The replies of the command running now are dropped: the command before it was CLIENT
+    /// REPLY SKIP (Redis's `CLIENT_REPLY_SKIP`). Cleared by ON.
+    pub reply_skip: bool,
+    /// CLIENT REPLY SKIP ran in this command (at top level, or queued in the EXEC running now):
+    /// the next command's replies are dropped (`CLIENT_REPLY_SKIP_NEXT`). Cleared by RESET.
+    pub skip_next: bool,
+    /// The command that just ran sends no reply of its own: CLIENT REPLY OFF and SKIP (Redis
+    /// adds none, so an EXEC running one answers fewer elements than its array header says),
+    /// and a successful SHUTDOWN.
+    pub silent: bool,
+    /// Set by an EXEC that ran its queue: whether its array header goes out (the reply state
+    /// when it began), and how many commands it ran. Its reply then holds only the replies that
+    /// went out, each decided when its command ended, as Redis sends them.
+    pub exec_reply: Option<ExecReply>,
     /// The last command's name (CLIENT LIST `cmd=`).
     pub last_cmd: &'static str,
     /// This connection's entry in the client registry (none outside a connection).
@@ -104,15 +115,35 @@ impl Tally {
     }
 }
 
+/// The shape of an EXEC's reply (see [`Session::exec_reply`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ExecReply {
+    /// Whether the array header goes out.
+    pub header: bool,
+    /// The element count the header gives: every command the transaction ran.
+    pub len: usize,
+}
+
 impl Session {
-    /// Whether the next reply goes to the client (CLIENT REPLY OFF and SKIP), counting it as
-    /// given: a reply to skip is used up.
+    /// Whether the reply of the command that just ran goes out, under CLIENT REPLY OFF and
+    /// SKIP as Redis applies them to a reply when it is added. Also used for each command an
+    /// EXEC runs, and for EXEC's array header when it begins.
+    pub fn answers(&mut self) -> bool {
+        let silent = std::mem::take(&mut self.silent);
+        !silent && !self.reply_off && !self.reply_skip
+    }
+
+    /// Ends a top-level command (Redis's `resetClient`): a SKIP it ran drops the next
+    /// command's replies.
+    pub fn command_done(&mut self) {
+        self.reply_skip = std::mem::take(&mut self.skip_next);
+    }
+
+    /// Whether the reply of the top-level command that just ran goes out; ends the command.
     pub fn answers_reply(&mut self) -> bool {
-        if self.skip_replies > 0 {
-            self.skip_replies -= 1;
-            return false;
-        }
-        !self.reply_off
+        let answer = self.answers();
+        self.command_done();
+        answer
     }
 
     /// A new session with this id.
@@ -125,7 +156,10 @@ impl Session {
             close: false,
             multi: Default::default(),
             reply_off: false,
-            skip_replies: 0,
+            reply_skip: false,
+            skip_next: false,
+            silent: false,
+            exec_reply: None,
             last_cmd: "NULL",
             client: None,
             tally: Tally::default(),

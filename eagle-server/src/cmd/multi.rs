@@ -16,7 +16,7 @@ use bytes::Bytes;
 use eagle_core::db::Ttl;
 use eagle_core::resp::Frame;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, ExecReply};
 use super::dispatch;
 use super::parse::{CmdError, Parse};
 use super::table::{Command, Spec, run};
@@ -144,11 +144,22 @@ impl Command for Exec {
         // All or nothing across a crash: a crash before `_atomic` is dropped (after the last
         // command) rolls every write of the transaction back at the next open.
         let _atomic = shared.db.atomic();
-        let replies = queue
-            .into_iter()
-            .map(|(spec, argv)| dispatch::run(ctx, spec, argv))
-            .collect();
+        // As Redis sends it: the header under the reply state EXEC began with, and each
+        // command's reply under the state it left (a queued CLIENT REPLY OFF silences the
+        // replies after it, ON brings them back, and OFF and SKIP answer nothing, so the
+        // header may count more replies than follow). A queued SKIP drops the reply of the
+        // command after EXEC.
+        let header = ctx.session.answers();
+        let len = queue.len();
+        let mut replies = Vec::with_capacity(len);
+        for (spec, argv) in queue {
+            let frame = dispatch::run(ctx, spec, argv);
+            if ctx.session.answers() {
+                replies.push(frame);
+            }
+        }
         drop(_atomic);
+        ctx.session.exec_reply = Some(ExecReply { header, len });
         Ok(Frame::Array(replies))
     }
 }

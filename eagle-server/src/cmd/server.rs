@@ -615,7 +615,7 @@ impl Command for Shutdown {
         ctx.server().trigger_shutdown();
         // Like Redis, no reply: the connection closes (the pool is closed cleanly on the way out).
         ctx.session.close = true;
-        ctx.session.skip_replies = ctx.session.skip_replies.max(1);
+        ctx.session.silent = true;
         Ok(Frame::ok())
     }
 }

@@ -361,6 +361,23 @@ impl Raw {
         }
     }
 
+    /// The bytes that come until they end with `end` (for replies a frame parser cannot split:
+    /// an EXEC under CLIENT REPLY whose header counts more replies than follow).
+    pub fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        while !self.buf.ends_with(end) {
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).expect("more of the reply");
+            assert!(
+                n > 0,
+                "stream ended before {:?}: {:?}",
+                String::from_utf8_lossy(end),
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        std::mem::take(&mut self.buf)
+    }
+
     /// Whether the server closed the connection (reads to the end, which must come soon).
     pub fn closed(&mut self) -> bool {
         self.read().is_none()
