@@ -542,3 +542,65 @@ fn get_with_answers_as_get_and_lends_only_live_strings() {
     assert_eq!(db.get(b"soon").unwrap(), None);
     assert_eq!(counts(&db), (3, 3));
 }
+
+/// `len` bytes of zeros that cost no memory until read: a private anonymous mapping, unmapped
+/// on drop. For keys and fields longer than a record's 4-byte length holds.
+struct Untouched {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Untouched {
+    fn new(len: usize) -> Untouched {
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing; nothing
+        // else refers to it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap of {len} bytes");
+        Untouched { ptr, len }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is readable, `len` bytes long, and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Untouched {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, which no slice outlives (they borrow `self`).
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+#[test]
+fn keys_and_hash_fields_longer_than_4_gib_are_refused_and_nothing_is_written() {
+    let db = Fixture::new("too-long");
+    let huge = Untouched::new(eagle_core::db::MAX_KEY_LEN + 1);
+    let long = huge.bytes();
+    let too_long = |r: Result<_, DbError>| matches!(r, Err(DbError::TooLong));
+    assert!(too_long(
+        db.set(long, b"v", SetOptions::default()).map(|_| ())
+    ));
+    // A batch with one such key writes none of its keys.
+    assert!(too_long(db.mset(&[(b"short", b"v"), (long, b"v")])));
+    db.set(b"src", b"v", SetOptions::default()).unwrap();
+    assert!(too_long(db.rename(b"src", long, false).map(|_| ())));
+    assert!(too_long(
+        db.hset(b"h", &[(b"f", b"v"), (long, b"v")]).map(|_| ())
+    ));
+    assert!(too_long(db.hset(b"h", &[(b"f", long)]).map(|_| ())));
+    assert!(too_long(db.hsetnx(b"h", long, b"v").map(|_| ())));
+    assert_eq!(db.dbsize(), 1);
+    assert_eq!(db.get(b"src").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db.get(b"short").unwrap(), None);
+    assert_eq!(db.hlen(b"h").unwrap(), 0);
+}

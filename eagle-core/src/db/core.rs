@@ -111,6 +111,10 @@ pub(crate) struct Entry {
     pub expire_at: u64,
 }
 
+/// The longest key, hash field or hash value a pool holds: records and hash parts store those
+/// lengths in 4 bytes (docs/format.md). Longer ones are refused with [`DbError::TooLong`].
+pub const MAX_KEY_LEN: usize = u32::MAX as usize;
+
 /// A Redis keyspace in a pool.
 pub struct Db {
     pub(super) engine: Engine,
@@ -262,7 +266,19 @@ impl Db {
         keys: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<WriteHeld<'a>, DbError> {
         let gate = self.writer_gate();
-        let held = self.stripes.write(keys.into_iter().map(|k| self.hash(k)));
+        let mut too_long = false;
+        let held = self.stripes.write(keys.into_iter().map(|k| {
+            // A record stores its key's length in 4 bytes: a longer key is refused below,
+            // unread (its bytes may span gigabytes).
+            if k.len() > MAX_KEY_LEN {
+                too_long = true;
+                return 0;
+            }
+            self.hash(k)
+        }));
+        if too_long {
+            return Err(DbError::TooLong);
+        }
         if !self.engine.writable() {
             return Err(DbError::ReadOnly);
         }

@@ -32,6 +32,9 @@ pub enum DbError {
     OffsetOutOfRange,
     /// A count beyond what the command allows (HRANDFIELD's repeats).
     ValueOutOfRange,
+    /// A key, hash field or hash value longer than the pool's format holds
+    /// ([`MAX_KEY_LEN`](super::MAX_KEY_LEN)). Nothing was written.
+    TooLong,
     /// The pool is full.
     OutOfMemory,
     /// An atomic batch (this one or an earlier one) failed half-applied; writes wait for a
@@ -39,6 +42,12 @@ pub enum DbError {
     ReadOnly,
     /// A batch, or a transaction's undo records, too large for the write-ahead log.
     BatchTooLarge,
+    /// A batch the engine refused before logging anything (it names a key again after its
+    /// put): a bug in the caller, not damage. Nothing was written.
+    InvalidBatch {
+        /// What the engine said.
+        what: String,
+    },
     /// Persistent data failed validation.
     Corrupted {
         /// What, and where.
@@ -65,12 +74,18 @@ impl fmt::Display for DbError {
             }
             DbError::OffsetOutOfRange => "ERR offset is out of range",
             DbError::ValueOutOfRange => "ERR value is out of range",
+            DbError::TooLong => {
+                "ERR key, hash field or hash value longer than 4294967295 bytes (the pool's limit)"
+            }
             DbError::OutOfMemory => "OOM command not allowed when used memory > 'maxmemory'.",
             DbError::ReadOnly => {
                 "ERR an atomic batch could not be completed; restart the server to finish it"
             }
             DbError::BatchTooLarge => {
                 "ERR too many keys in one atomic command or transaction for the write-ahead log"
+            }
+            DbError::InvalidBatch { what } => {
+                return write!(f, "ERR internal error, nothing was written: {what}");
             }
             DbError::Corrupted { what } => return write!(f, "ERR pool corrupted: {what}"),
         })
@@ -100,7 +115,7 @@ impl From<BatchError> for DbError {
             BatchError::Wal(_) => DbError::BatchTooLarge,
             BatchError::Corrupted { what } => DbError::Corrupted { what },
             // A caller's error, which no command makes.
-            e @ BatchError::KeyAfterPut { .. } => DbError::Corrupted {
+            e @ BatchError::KeyAfterPut { .. } => DbError::InvalidBatch {
                 what: e.to_string(),
             },
         }
@@ -112,5 +127,22 @@ impl From<EngineError> for DbError {
         DbError::Corrupted {
             what: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_naming_a_key_after_its_put_is_a_callers_error_not_damage() {
+        let e = DbError::from(BatchError::KeyAfterPut { key: b"k".to_vec() });
+        assert!(matches!(e, DbError::InvalidBatch { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("ERR internal error, nothing was written: "),
+            "{text}"
+        );
+        assert!(!text.contains("corrupted"), "{text}");
     }
 }

@@ -250,6 +250,14 @@ impl Db {
         found: Option<(Form, u64)>,
         changes: &[Change<'_>],
     ) -> Result<(u64, u64), DbError> {
+        // The encodings store each field's and value's length in 4 bytes.
+        let too_long = |b: &[u8]| b.len() > super::MAX_KEY_LEN;
+        if changes
+            .iter()
+            .any(|(f, v)| too_long(f) || v.is_some_and(too_long))
+        {
+            return Err(DbError::TooLong);
+        }
         let empty = || [&[FORMAT_COMPACT][..], &encode::<&[u8], &[u8]>(&[])].concat();
         let (form, expire_at) = found.unwrap_or_else(|| (Form::Compact(empty()), 0));
         match form {

@@ -28,7 +28,7 @@ mod strings;
 mod stripes;
 
 pub use clock::Clock;
-pub use core::{Db, DbOptions, DbStats, KeyType, Transaction};
+pub use core::{Db, DbOptions, DbStats, KeyType, MAX_KEY_LEN, Transaction};
 pub use error::DbError;
 pub use evict::{EVICTION_ROUNDS, EvictionPolicy};
 pub use expire::{ExpireCondition, Ttl};
