@@ -163,8 +163,9 @@ fn run_sets(ctx: &Ctx<'_>, sets: &[Request]) -> Ran {
     let mut items: [(&[u8], &[u8], u64); MAX_GROUP] = [(&[], &[], 0); MAX_GROUP];
     let n = sets.len().min(MAX_GROUP);
     let server = &ctx.shared.server;
-    let started = stopwatch::now();
+    // Timed once the gate is held, as `execute_request` times a command.
     let _gate = server.gate.shared(ctx.session.id);
+    let started = stopwatch::now();
     // EX and PX count from now, as SET's `apply` does.
     let mut now = None;
     for (item, set) in items.iter_mut().zip(sets) {
@@ -243,8 +244,9 @@ fn run_incrs(ctx: &Ctx<'_>, incrs: &[Request]) -> Ran {
     let mut items: [(&[u8], i64); MAX_GROUP] = [(&[], 0); MAX_GROUP];
     let n = incrs.len().min(MAX_GROUP);
     let server = &ctx.shared.server;
-    let started = stopwatch::now();
+    // Timed once the gate is held, as `execute_request` times a command.
     let _gate = server.gate.shared(ctx.session.id);
+    let started = stopwatch::now();
     for (item, incr) in items.iter_mut().zip(incrs) {
         *item = (&incr.argv[1], incr_delta(incr).unwrap_or(0));
     }
@@ -295,9 +297,10 @@ pub fn execute_hsets(
     };
     note_last_cmd(ctx, spec);
     let server = &ctx.shared.server;
-    let started = stopwatch::now();
-    let results = {
+    let (results, nanos) = {
+        // Timed once the gate is held, as `execute_request` times a command.
         let _gate = server.gate.shared(ctx.session.id);
+        let started = stopwatch::now();
         let key = &hsets[0].argv[1][..];
         let pairs: Vec<Vec<(&[u8], &[u8])>> = hsets
             .iter()
@@ -318,9 +321,9 @@ pub fn execute_hsets(
         for _ in 0..applied {
             server.saves.changed();
         }
-        results
+        (results, stopwatch::nanos_between(started, stopwatch::now()))
     };
-    let share = stopwatch::nanos_between(started, stopwatch::now()) / results.len() as u64;
+    let share = nanos / results.len() as u64;
     for result in results {
         ctx.session.tally.add(spec.name, share);
         let frame = match result {
