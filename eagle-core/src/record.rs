@@ -103,7 +103,7 @@ pub unsafe fn write_record(
             .expect("the body was just written inside the region");
         // Key and value are contiguous here: one checksum call covers both.
         let crc = checksum(
-            &head[0..16],
+            head[0..16].try_into().expect("16 bytes"),
             std::slice::from_raw_parts(p, body_len as usize),
         );
         head[24..28].copy_from_slice(&crc.to_le_bytes());
@@ -114,8 +114,8 @@ pub unsafe fn write_record(
 
 /// The record checksum: crc32c over header bytes 0..16, then the key and value (`body`).
 #[inline]
-fn checksum(head: &[u8], body: &[u8]) -> u32 {
-    crate::checksum::crc32c_append(crate::checksum::crc32c(head), body)
+fn checksum(head: &[u8; 16], body: &[u8]) -> u32 {
+    crate::checksum::crc32c_pair(head, body)
 }
 
 /// Whether two byte strings of the same length are equal. A key of 8 to 16 bytes (the common
@@ -253,18 +253,27 @@ impl<'a> RecordRef<'a> {
 
     /// Whether the checksum matches.
     pub fn verify(&self) -> bool {
-        let mut head = [0u8; 28];
-        self.region.read(self.offset, &mut head);
-        let stored = u32::from_le_bytes(head[24..28].try_into().expect("4 bytes"));
-        let body = self
+        // One bounds check, no copy, one checksum call: a keyspace read verifies every record
+        // it returns, and the fewer instructions wait on the record's cache miss, the sooner
+        // the CPU can reach the next lookup's misses (docs/benchmarks.md, thirty-second
+        // session: lookups with a verify under a held pin ran 60-70% faster).
+        let p = self
             .region
-            .ptr(self.offset + RECORD_HEADER, self.key_len + self.value_len)
+            .ptr(self.offset, self.size())
             .expect("bounds checked in open");
-        // SAFETY: in bounds (checked in `open`); immutable while this RecordRef exists (see the
-        // type's documentation). Key and value are contiguous.
-        let body =
-            unsafe { std::slice::from_raw_parts(body, (self.key_len + self.value_len) as usize) };
-        checksum(&head[0..16], body) == stored
+        let body_len = (self.key_len + self.value_len) as usize;
+        // SAFETY: in bounds (checked just above, and in `open`). Bytes 0..16, the checksum at
+        // 24..28 and the key and value are immutable while this RecordRef exists (see the
+        // type's documentation); the slices leave out the expiry word (16..24), which EXPIRE
+        // stores in place.
+        let (head, stored, body) = unsafe {
+            (
+                &*p.cast::<[u8; 16]>(),
+                p.add(24).cast::<u32>().read_unaligned(),
+                std::slice::from_raw_parts(p.add(RECORD_HEADER as usize), body_len),
+            )
+        };
+        checksum(head, body) == u32::from_le(stored)
     }
 }
 

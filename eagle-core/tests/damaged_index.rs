@@ -359,3 +359,43 @@ fn a_segment_in_a_block_of_a_larger_class_opens_repairs_and_reads() {
     db.close().unwrap();
     let _ = std::fs::remove_file(&path);
 }
+
+/// A bit flipped in a stored record (its key, its value, or a header byte the checksum covers)
+/// is reported by GET as damage, never returned as a wrong value, borrowed or copied; the
+/// record's expiry word, which EXPIRE stores in place, is not covered.
+#[test]
+fn a_damaged_record_reads_as_corrupted_not_as_a_wrong_value() {
+    let path = pool_path("damaged-record");
+    let record = {
+        let db = open_db(&path);
+        db.set(b"key", b"the value", Default::default()).unwrap();
+        let r = db
+            .engine()
+            .index()
+            .get(b"key", |r| r.offset())
+            .unwrap()
+            .unwrap();
+        db.close().unwrap();
+        r as usize
+    };
+    let clean = std::fs::read(&path).unwrap();
+    // Header byte 8 (the value's length), the key's first byte, the value's last byte.
+    for at in [record + 8, record + 32, record + 32 + 3 + 8] {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x04;
+        std::fs::write(&path, &bytes).unwrap();
+        let db = open_db(&path);
+        // A damaged key byte makes it another key: not found, rather than a wrong value.
+        let key_byte = at == record + 32;
+        let got = db.get(b"key");
+        let lent = db.get_with(b"key", |v| v.to_vec());
+        if key_byte {
+            assert_eq!((got, lent), (Ok(None), Ok(None)), "byte {}", at - record);
+        } else {
+            assert!(is_corrupted(got), "byte {}", at - record);
+            assert!(is_corrupted(lent), "byte {}", at - record);
+        }
+        drop(db);
+    }
+    let _ = std::fs::remove_file(&path);
+}
