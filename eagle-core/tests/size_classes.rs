@@ -212,3 +212,31 @@ fn reopens_do_not_leave_a_nearly_empty_pool_without_free_chunks() {
     db.close().unwrap();
     let _ = std::fs::remove_file(&path);
 }
+
+/// Whether the page holding pool byte `offset` is in memory (`mincore`).
+fn resident(heap: &Heap, offset: u64) -> bool {
+    let base = heap.pool().region().mapping().base();
+    // SAFETY: `offset` lies inside the mapping; the page start is at or after its base (which
+    // is page aligned), and mincore reads no byte of the page.
+    unsafe {
+        let page = (base.add(offset as usize) as usize) & !4095;
+        let mut v = 0u8;
+        assert_eq!(libc::mincore(page as *mut libc::c_void, 4096, &mut v), 0);
+        v & 1 == 1
+    }
+}
+
+#[test]
+fn a_chunk_handed_out_has_its_pages_faulted_in_before_they_are_written() {
+    let path = pool_path("populate");
+    let heap = small_heap(&path);
+    // The first block of a class is the first of a fresh chunk: nothing has touched the
+    // chunk's last page, which only later allocations would write.
+    let block = heap.alloc(64).unwrap();
+    let last = block + eagle_core::heap::CHUNK - 1;
+    assert!(resident(&heap, last), "the new chunk's last page is not in");
+    // A chunk no allocation took stays out.
+    assert!(!resident(&heap, last + 2 * eagle_core::heap::CHUNK));
+    drop(heap);
+    let _ = std::fs::remove_file(&path);
+}
