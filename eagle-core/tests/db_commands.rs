@@ -599,8 +599,23 @@ fn keys_and_hash_fields_longer_than_4_gib_are_refused_and_nothing_is_written() {
     ));
     assert!(too_long(db.hset(b"h", &[(b"f", long)]).map(|_| ())));
     assert!(too_long(db.hsetnx(b"h", long, b"v").map(|_| ())));
-    assert_eq!(db.dbsize(), 1);
+    // A value that fits alone, but not with its field and lengths in a part; into a hash
+    // that already has parts (more than 32 fields) and into a new one.
+    let fits_alone = &long[..eagle_core::db::MAX_KEY_LEN - 4];
+    let fields: Vec<(Vec<u8>, &[u8])> = (0..40)
+        .map(|i| (format!("f{i}").into_bytes(), &b"v"[..]))
+        .collect();
+    let pairs: Vec<(&[u8], &[u8])> = fields.iter().map(|(f, v)| (&f[..], *v)).collect();
+    db.hset(b"big", &pairs).unwrap();
+    assert!(too_long(db.hset(b"big", &[(b"f", fits_alone)]).map(|_| ())));
+    assert!(too_long(db.hset(b"h", &[(b"f", fits_alone)]).map(|_| ())));
+    assert_eq!(db.hlen(b"big").unwrap(), 40);
+    db.hdel(b"big", &[b"f0"]).unwrap();
+    // Deleting a field that long deletes nothing, as for any absent field.
+    assert_eq!(db.hdel(b"big", &[long]).unwrap(), 0);
+    assert_eq!(db.dbsize(), 2);
     assert_eq!(db.get(b"src").unwrap(), Some(b"v".to_vec()));
     assert_eq!(db.get(b"short").unwrap(), None);
     assert_eq!(db.hlen(b"h").unwrap(), 0);
+    assert_eq!(db.hlen(b"big").unwrap(), 39);
 }

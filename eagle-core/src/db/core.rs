@@ -111,8 +111,9 @@ pub(crate) struct Entry {
     pub expire_at: u64,
 }
 
-/// The longest key, hash field or hash value a pool holds: records and hash parts store those
-/// lengths in 4 bytes (docs/format.md). Longer ones are refused with [`DbError::TooLong`].
+/// The longest key a pool holds, and the most bytes a hash field and its value take with
+/// their two 4-byte lengths: records and hash parts store those lengths in 4 bytes
+/// (docs/format.md). Longer ones are refused with [`DbError::TooLong`].
 pub const MAX_KEY_LEN: usize = u32::MAX as usize;
 
 /// A Redis keyspace in a pool.

@@ -32,8 +32,9 @@ pub enum DbError {
     OffsetOutOfRange,
     /// A count beyond what the command allows (HRANDFIELD's repeats).
     ValueOutOfRange,
-    /// A key, hash field or hash value longer than the pool's format holds
-    /// ([`MAX_KEY_LEN`](super::MAX_KEY_LEN)). Nothing was written.
+    /// A key, or a hash field and its value, longer than the pool's format holds
+    /// ([`MAX_KEY_LEN`](super::MAX_KEY_LEN) bytes; for a hash field, with its value and 8
+    /// bytes of lengths). Nothing was written.
     TooLong,
     /// The pool is full.
     OutOfMemory,
@@ -75,7 +76,7 @@ impl fmt::Display for DbError {
             DbError::OffsetOutOfRange => "ERR offset is out of range",
             DbError::ValueOutOfRange => "ERR value is out of range",
             DbError::TooLong => {
-                "ERR key, hash field or hash value longer than 4294967295 bytes (the pool's limit)"
+                "ERR key, or hash field and value, longer than 4294967295 bytes (the pool's limit)"
             }
             DbError::OutOfMemory => "OOM command not allowed when used memory > 'maxmemory'.",
             DbError::ReadOnly => {

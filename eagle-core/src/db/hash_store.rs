@@ -250,11 +250,14 @@ impl Db {
         found: Option<(Form, u64)>,
         changes: &[Change<'_>],
     ) -> Result<(u64, u64), DbError> {
-        // The encodings store each field's and value's length in 4 bytes.
-        let too_long = |b: &[u8]| b.len() > super::MAX_KEY_LEN;
+        // The encodings store a field's and a value's length in 4 bytes each, and a part its
+        // pairs' length in 4 bytes: a pair (two lengths, the field, the value) must fit that.
+        // (A field to delete that long is in no hash: nothing to refuse.)
+        let too_long =
+            |f: &[u8], v: &[u8]| (8 + f.len()).saturating_add(v.len()) > super::MAX_KEY_LEN;
         if changes
             .iter()
-            .any(|(f, v)| too_long(f) || v.is_some_and(too_long))
+            .any(|(f, v)| v.is_some_and(|v| too_long(f, v)))
         {
             return Err(DbError::TooLong);
         }
@@ -712,6 +715,11 @@ impl Db {
     fn place_part(&self, bytes: &[u8]) -> Result<u64, DbError> {
         let runs = self.runs();
         let size = bytes.len() as u64;
+        // The header stores the fields' length in 4 bytes: a part of fields longer than that
+        // (one pair near the limit of each is enough) would be written with a wrong length.
+        if size - PART_HEADER > u64::from(u32::MAX) {
+            return Err(DbError::TooLong);
+        }
         // Room never takes a part out of the small classes (whole chunks past them), and a
         // full pool still takes the part without it. None on the heap's reserve (HDEL): it
         // holds what it frees, no more.
