@@ -550,7 +550,10 @@ where
                 c.addr
             );
         }
-        encode(&e.to_frame(), ctx.session.protocol, wbuf);
+        // Under CLIENT REPLY OFF or SKIP Redis drops this reply as any other.
+        if ctx.session.answers() {
+            encode(&e.to_frame(), ctx.session.protocol, wbuf);
+        }
         outcome = Outcome::ProtocolError;
     }
     if let Some(c) = &ctx.session.client {

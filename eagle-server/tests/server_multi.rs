@@ -328,6 +328,25 @@ fn client_reply_inside_and_around_exec_answers_as_redis_server_does() {
         &["CLIENT REPLY SKIP", "CLIENT REPLY ON", "PING x1"],
         &["CLIENT REPLY SKIP", "SET b 1", "SET c 2", "GET b"],
     ];
+    // A protocol error under OFF or SKIP: no reply. (Redis then leaves the connection open,
+    // reading no more of it; eagle closes it. Only the bytes are compared: none.)
+    for first in ["CLIENT REPLY OFF", "CLIENT REPLY SKIP"] {
+        let mut wire = Vec::new();
+        let args: Vec<&[u8]> = first.split(' ').map(str::as_bytes).collect();
+        wire.extend(encode_cmd(&args));
+        wire.extend(b"*abc\r\n");
+        let read = |port: u16| {
+            let mut c = Raw::connect(port);
+            c.stream
+                .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            c.send(&wire);
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c.stream, &mut all);
+            all
+        };
+        assert_eq!(read(eagle.port), read(redis.port), "{first}, then *abc");
+    }
     // Each sequence in one write on a fresh connection, then a PING whose reply ends it.
     let answer = |port: u16, seq: &[&str]| {
         let mut c = Raw::connect(port);
