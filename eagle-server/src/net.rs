@@ -442,6 +442,9 @@ where
         while window.len() < lookahead {
             match parser.parse(rbuf) {
                 Ok(Some(argv)) => {
+                    if parser.take_skipped_empty() {
+                        window.push(Request::empty());
+                    }
                     let request = Request::after(argv, recent);
                     // The requests after one that may change how they are parsed (the bulk
                     // limit, authentication) are parsed once it has run, as Redis parses each
@@ -452,8 +455,16 @@ where
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if parser.take_skipped_empty() {
+                        window.push(Request::empty());
+                    }
+                    break;
+                }
                 Err(e) => {
+                    if parser.take_skipped_empty() {
+                        window.push(Request::empty());
+                    }
                     refused = Some(e);
                     break;
                 }
@@ -480,6 +491,13 @@ where
         // its replies come out of order. The runs change nothing `run_kind` reads.
         let mut next_kind = None;
         while let Some(request) = pending.next() {
+            if request.is_empty() {
+                // A skipped empty command: nothing to run or answer, but the command before it
+                // has ended (a CLIENT REPLY SKIP before it skips nothing more).
+                next_kind = None;
+                ctx.session.command_done();
+                continue;
+            }
             let kind = next_kind.take().unwrap_or_else(|| run_kind(ctx, &request));
             match kind {
                 // Consecutive plain SETs run as groups, the last of them once the next request
@@ -596,15 +614,12 @@ fn run_kind(ctx: &Ctx<'_>, request: &Request) -> RunKind {
 /// Encodes a reply into `wbuf`, unless the client turned replies off or skips this one.
 fn reply(ctx: &mut Ctx<'_>, frame: &Frame, wbuf: &mut BytesMut) {
     if let Some(exec) = ctx.session.exec_reply.take() {
-        // An EXEC that ran its queue decided its header and each reply as it went.
+        // An EXEC that ran its queue decided and encoded its header and each reply as it went
+        // (`frame` holds the same replies, for callers of `execute`).
         if exec.header {
             encode_array_header(exec.len, wbuf);
         }
-        if let Frame::Array(replies) = frame {
-            for r in replies {
-                encode(r, ctx.session.protocol, wbuf);
-            }
-        }
+        wbuf.extend_from_slice(&exec.encoded);
         ctx.session.command_done();
         return;
     }

@@ -237,6 +237,19 @@ fn other_clients_never_see_a_transaction_half_done() {
     assert_eq!(std::str::from_utf8(&v).unwrap(), (rounds * 50).to_string());
 }
 
+/// Sends `wire` on a new connection and reads what comes back until the server closes it or
+/// 300 ms pass without a byte.
+fn exchange(port: u16, wire: &[u8]) -> Vec<u8> {
+    let mut c = Raw::connect(port);
+    c.stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    c.send(wire);
+    let mut all = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c.stream, &mut all);
+    all
+}
+
 /// CLIENT REPLY OFF, ON and SKIP queued in a transaction, or around its EXEC, answer the bytes
 /// redis-server 7.0 answers: EXEC's header under the reply state it began with, each reply
 /// under the state its command left (OFF and SKIP answer nothing, so the header can count more
@@ -328,6 +341,25 @@ fn client_reply_inside_and_around_exec_answers_as_redis_server_does() {
         &["CLIENT REPLY SKIP", "CLIENT REPLY ON", "PING x1"],
         &["CLIENT REPLY SKIP", "SET b 1", "SET c 2", "GET b"],
     ];
+    // Empty requests (an empty line, `*0`, `*-1`) end a command as any other: a SKIP before
+    // one skips nothing more, not even a protocol error after it.
+    for wire in [
+        &b"CLIENT REPLY SKIP\r\n\r\nPING\r\n"[..],
+        b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n*0\r\nPING\r\n",
+        b"CLIENT REPLY SKIP\r\n*-1\r\nPING\r\nPING\r\n",
+        b"CLIENT REPLY SKIP\r\n\r\n\r\nPING a\r\nPING b\r\n",
+        b"CLIENT REPLY SKIP\r\n\r\n*abc\r\n",
+    ] {
+        let read = |port: u16| String::from_utf8_lossy(&exchange(port, wire)).into_owned();
+        let ours = read(eagle.port);
+        assert_eq!(
+            ours,
+            read(redis.port),
+            "{:?}",
+            String::from_utf8_lossy(wire)
+        );
+        assert!(!ours.is_empty(), "{:?}", String::from_utf8_lossy(wire));
+    }
     // A protocol error under OFF or SKIP: no reply. (Redis then leaves the connection open,
     // reading no more of it; eagle closes it. Only the bytes are compared: none.)
     for first in ["CLIENT REPLY OFF", "CLIENT REPLY SKIP"] {
@@ -335,17 +367,11 @@ fn client_reply_inside_and_around_exec_answers_as_redis_server_does() {
         let args: Vec<&[u8]> = first.split(' ').map(str::as_bytes).collect();
         wire.extend(encode_cmd(&args));
         wire.extend(b"*abc\r\n");
-        let read = |port: u16| {
-            let mut c = Raw::connect(port);
-            c.stream
-                .set_read_timeout(Some(std::time::Duration::from_millis(300)))
-                .unwrap();
-            c.send(&wire);
-            let mut all = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut c.stream, &mut all);
-            all
-        };
-        assert_eq!(read(eagle.port), read(redis.port), "{first}, then *abc");
+        assert_eq!(
+            exchange(eagle.port, &wire),
+            exchange(redis.port, &wire),
+            "{first}, then *abc"
+        );
     }
     // Each sequence in one write on a fresh connection, then a PING whose reply ends it.
     let answer = |port: u16, seq: &[&str]| {
@@ -361,5 +387,36 @@ fn client_reply_inside_and_around_exec_answers_as_redis_server_does() {
     for seq in sequences {
         let ours = answer(eagle.port, seq);
         assert_eq!(ours, answer(redis.port, seq), "{seq:?}");
+    }
+}
+
+/// The replies of an EXEC go out in the protocol of their time: a queued `HELLO 3` turns the
+/// replies after it (its own included) into RESP3, and leaves those before it in RESP2, as
+/// redis-server 7.0 sends them (HELLO's own map differs between the servers, so each server's
+/// bytes are checked around it).
+#[test]
+fn a_hello_queued_in_a_transaction_changes_the_protocol_of_the_replies_after_it() {
+    let redis = RedisServer::start();
+    let eagle = Server::start("multi-hello", &[]);
+    for port in [eagle.port, redis.port] {
+        let mut c = Raw::connect(port);
+        assert_eq!(c.cmd(&["HSET", "h", "f", "v"]), Frame::Integer(1));
+        let mut wire = Vec::new();
+        for cmd in [
+            &["MULTI"][..],
+            &["HGETALL", "h"],
+            &["HELLO", "3"],
+            &["HGETALL", "h"],
+            &["EXEC"],
+        ] {
+            let args: Vec<&[u8]> = cmd.iter().map(|a| a.as_bytes()).collect();
+            wire.extend(encode_cmd(&args));
+        }
+        c.send(&wire);
+        let bytes =
+            String::from_utf8_lossy(&c.read_until(b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n")).into_owned();
+        let before =
+            "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n%7\r\n";
+        assert!(bytes.starts_with(before), "port {port}: {bytes:?}");
     }
 }

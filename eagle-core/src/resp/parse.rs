@@ -72,6 +72,9 @@ pub struct RequestParser {
     args: Vec<Bytes>,
     /// Leading bytes of the buffer already searched for the current line end.
     scanned: usize,
+    /// An empty command was skipped since [`take_skipped_empty`](Self::take_skipped_empty)
+    /// last asked.
+    skipped_empty: bool,
 }
 
 /// What a line search found.
@@ -98,6 +101,14 @@ impl RequestParser {
             limits,
             ..RequestParser::default()
         }
+    }
+
+    /// Whether an empty command (skipped by [`parse`](Self::parse)) came since the last call:
+    /// before the command `parse` last returned, or after it if it returned none. Redis ends a
+    /// command at an empty one as at any other (`resetClient`: a CLIENT REPLY SKIP before it
+    /// skips nothing more).
+    pub fn take_skipped_empty(&mut self) -> bool {
+        std::mem::take(&mut self.skipped_empty)
     }
 
     /// The limits this parser enforces.
@@ -213,6 +224,8 @@ impl RequestParser {
         {
             self.pending = count;
             self.args = Vec::with_capacity(count.min(1024) as usize);
+        } else {
+            self.skipped_empty = true;
         }
         Ok(Step::Continue)
     }
@@ -283,6 +296,7 @@ impl RequestParser {
             .ok_or(ProtocolError::UnbalancedQuotes)?;
         self.consume(buf, i + 1);
         if args.is_empty() {
+            self.skipped_empty = true;
             return Ok(Step::Continue);
         }
         Ok(Step::Command(args.into_iter().map(Bytes::from).collect()))

@@ -458,3 +458,25 @@ fn a_client_that_has_not_authenticated_sends_small_requests_only() {
     parser.set_authenticated(true);
     assert_eq!(parse(&mut parser, b"*11\r\n"), Ok(None));
 }
+
+#[test]
+fn an_empty_command_skipped_is_reported_once_before_the_command_after_it() {
+    let mut parser = RequestParser::new(Limits::default());
+    let mut buf = BytesMut::from(&b"PING\r\n\r\n*0\r\n*-1\r\nECHO a\r\nPING\r\n\r\n"[..]);
+    let mut seen = Vec::new();
+    while let Ok(Some(args)) = parser.parse(&mut buf) {
+        seen.push((args[0].clone(), parser.take_skipped_empty()));
+    }
+    // The empties at the end, after the last command, are reported once it returned none.
+    let after = parser.take_skipped_empty();
+    assert_eq!(
+        seen,
+        vec![
+            (Bytes::from("PING"), false),
+            (Bytes::from("ECHO"), true),
+            (Bytes::from("PING"), false),
+        ]
+    );
+    assert!(after);
+    assert!(!parser.take_skipped_empty());
+}

@@ -42,8 +42,8 @@ pub struct Session {
     /// and a successful SHUTDOWN.
     pub silent: bool,
     /// Set by an EXEC that ran its queue: whether its array header goes out (the reply state
-    /// when it began), and how many commands it ran. Its reply then holds only the replies that
-    /// went out, each decided when its command ended, as Redis sends them.
+    /// when it began), how many commands it ran, and the replies that went out, each decided
+    /// and encoded when its command ended, as Redis sends them.
     pub exec_reply: Option<ExecReply>,
     /// The last command's name (CLIENT LIST `cmd=`).
     pub last_cmd: &'static str,
@@ -115,13 +115,16 @@ impl Tally {
     }
 }
 
-/// The shape of an EXEC's reply (see [`Session::exec_reply`]).
-#[derive(Clone, Copy, Debug)]
+/// An EXEC's reply as it goes out (see [`Session::exec_reply`]).
+#[derive(Debug)]
 pub struct ExecReply {
     /// Whether the array header goes out.
     pub header: bool,
     /// The element count the header gives: every command the transaction ran.
     pub len: usize,
+    /// The replies that go out, each encoded in the protocol of its time (a queued HELLO
+    /// changes it for the replies after it, and for its own).
+    pub encoded: bytes::BytesMut,
 }
 
 impl Session {

@@ -29,6 +29,20 @@ impl Request {
         Request::after(argv, &mut None)
     }
 
+    /// Where the parser skipped an empty command: it runs nothing and answers nothing, but
+    /// ends a command as any other does ([`Session::command_done`](super::ctx::Session::command_done)).
+    pub fn empty() -> Request {
+        Request {
+            argv: Vec::new(),
+            spec: None,
+        }
+    }
+
+    /// Whether this is [`empty`](Self::empty).
+    pub fn is_empty(&self) -> bool {
+        self.argv.is_empty()
+    }
+
     /// Looks the command up, trying `recent` (the command this connection's previous request
     /// named) before the table: a pipeline mostly repeats one command, and comparing a name
     /// costs a fraction of a table lookup. `recent` becomes this request's command.

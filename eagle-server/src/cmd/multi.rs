@@ -14,7 +14,7 @@
 
 use bytes::Bytes;
 use eagle_core::db::Ttl;
-use eagle_core::resp::Frame;
+use eagle_core::resp::{Frame, encode};
 
 use super::ctx::{Ctx, ExecReply};
 use super::dispatch;
@@ -152,14 +152,20 @@ impl Command for Exec {
         let header = ctx.session.answers();
         let len = queue.len();
         let mut replies = Vec::with_capacity(len);
+        let mut encoded = bytes::BytesMut::new();
         for (spec, argv) in queue {
             let frame = dispatch::run(ctx, spec, argv);
             if ctx.session.answers() {
+                encode(&frame, ctx.session.protocol, &mut encoded);
                 replies.push(frame);
             }
         }
         drop(_atomic);
-        ctx.session.exec_reply = Some(ExecReply { header, len });
+        ctx.session.exec_reply = Some(ExecReply {
+            header,
+            len,
+            encoded,
+        });
         Ok(Frame::Array(replies))
     }
 }
