@@ -237,6 +237,17 @@ fn a_chunk_handed_out_has_its_pages_faulted_in_before_they_are_written() {
     assert!(resident(&heap, last), "the new chunk's last page is not in");
     // A chunk no allocation took stays out.
     assert!(!resident(&heap, last + 2 * eagle_core::heap::CHUNK));
+    // A large object: the pages it will hold, not the rest of its last chunk.
+    let chunk = eagle_core::heap::CHUNK;
+    let large = heap.alloc(chunk + 4096).unwrap();
+    assert!(
+        resident(&heap, large + chunk + 4095),
+        "the object's last page is not in"
+    );
+    assert!(
+        !resident(&heap, large + 2 * chunk - 1),
+        "the unused tail is in"
+    );
     drop(heap);
     let _ = std::fs::remove_file(&path);
 }

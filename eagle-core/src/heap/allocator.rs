@@ -362,7 +362,8 @@ impl Heap {
         let hold_back = free * 8 < chunks
             && !reserve
             && self.sweeping.load(std::sync::atomic::Ordering::Acquire);
-        {
+        let mut fresh = None;
+        let taken = {
             let mut class = self.classes[k as usize][home].lock();
             if class.partial.is_empty()
                 && !hold_back
@@ -373,10 +374,16 @@ impl Heap {
                     .chunks
                     .insert(c, Blocks::all_free(self.geo.classes.blocks_per_chunk(k)));
                 class.partial.insert(c);
+                fresh = Some(c);
             }
-            if let Some(off) = self.take_block(&mut class, k) {
-                return Some(off);
-            }
+            self.take_block(&mut class, k)
+        };
+        if let Some(c) = fresh {
+            // Once the class's lock is free: other allocations of the class need not wait.
+            self.populate(self.geo.chunk_offset(c), CHUNK);
+        }
+        if taken.is_some() {
+            return taken;
         }
         // No free chunk left: take a block from another shard's chunks before giving up.
         from_others()
@@ -434,6 +441,8 @@ impl Heap {
         let n = u32::try_from(size.div_ceil(CHUNK)).ok()?;
         let c = self.take_chunks(n, ChunkKind::LargeHead(n), super::reserve::in_scope())?;
         self.used.add((n as u64 * CHUNK) as i64);
+        // The bytes the object will hold, not the rest of its last chunk.
+        self.populate(self.geo.chunk_offset(c), size);
         Some(self.geo.chunk_offset(c))
     }
 
@@ -482,25 +491,27 @@ impl Heap {
             };
             self.set_kind(first + d, k);
         }
-        drop(chunks);
-        self.populate(first, n);
         Some(first)
     }
 
-    /// Faults in the pages of chunks `first..first + n`, just handed out, in one call rather
-    /// than one fault per page as writers first touch them: on this machine a fresh pool on
-    /// tmpfs served 2-23% more pipelined 1 KiB SETs, with a lower p99, in six alternating
-    /// rounds (docs/benchmarks.md, thirty-second session). Off for good after the kernel first
-    /// refuses.
-    fn populate(&self, first: u32, n: u32) {
+    /// Faults in the pages of `offset..offset + len`, in a chunk just handed out, in one call
+    /// rather than one fault per page as writers first touch them: on this machine a fresh
+    /// pool on tmpfs served 0.1-23% more pipelined 1 KiB SETs, with a lower p99 in eight of
+    /// ten alternating rounds (docs/benchmarks.md, thirty-second session). The cost: a small
+    /// class's chunk is backed whole (256 KiB) however few of its blocks are ever used. Off
+    /// for good once the kernel says it cannot (EINVAL: before 5.14, or a mapping that does
+    /// not allow it); any other error (a full tmpfs, say) skips this call only.
+    fn populate(&self, offset: u64, len: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         if !self.populate.load(Relaxed) {
             return;
         }
         let mapping = self.pool.region().mapping();
-        if let Err(e) = mapping.populate_write(self.geo.chunk_offset(first), n as u64 * CHUNK) {
-            log::debug!("pages of new chunks are faulted in as written ({e})");
-            self.populate.store(false, Relaxed);
+        if let Err(e) = mapping.populate_write(offset, len) {
+            log::debug!("pages of a new chunk are faulted in as written ({e})");
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                self.populate.store(false, Relaxed);
+            }
         }
     }
 
