@@ -231,6 +231,19 @@ fn directory_entry_of(path: &Path, key: &[u8]) -> (usize, u64) {
     (entry as usize, segment)
 }
 
+/// The offset of `key`'s record in the pool at `path` (closed cleanly again).
+fn record_of(path: &Path, key: &[u8]) -> u64 {
+    let db = open_db(path);
+    let r = db
+        .engine()
+        .index()
+        .get(key, |r| r.offset())
+        .unwrap()
+        .unwrap();
+    db.close().unwrap();
+    r
+}
+
 /// A directory entry damaged into the pool header, the metadata region, or a live block that
 /// is no segment (a record): the open refuses the pool, and writes nothing where the entry
 /// points (a bucket's lock word there would land on the root, the log's head or a record).
@@ -239,17 +252,7 @@ fn a_directory_entry_naming_no_segment_is_refused_at_open_before_anything_is_wri
     let path = pool_path("entry-no-segment");
     hundred_keys(&path);
     let (entry, segment) = directory_entry_of(&path, b"k0");
-    let record = {
-        let db = open_db(&path);
-        let r = db
-            .engine()
-            .index()
-            .get(b"k1", |r| r.offset())
-            .unwrap()
-            .unwrap();
-        db.close().unwrap();
-        r
-    };
+    let record = record_of(&path, b"k1");
     let clean = std::fs::read(&path).unwrap();
     for target in [0u64, 4096, record, segment + 64] {
         let mut bytes = clean.clone();
@@ -366,18 +369,12 @@ fn a_segment_in_a_block_of_a_larger_class_opens_repairs_and_reads() {
 #[test]
 fn a_damaged_record_reads_as_corrupted_not_as_a_wrong_value() {
     let path = pool_path("damaged-record");
-    let record = {
+    {
         let db = open_db(&path);
         db.set(b"key", b"the value", Default::default()).unwrap();
-        let r = db
-            .engine()
-            .index()
-            .get(b"key", |r| r.offset())
-            .unwrap()
-            .unwrap();
         db.close().unwrap();
-        r as usize
-    };
+    }
+    let record = record_of(&path, b"key") as usize;
     let clean = std::fs::read(&path).unwrap();
     // Header byte 8 (the value's length), the key's first byte, the value's last byte.
     for at in [record + 8, record + 32, record + 32 + 3 + 8] {

@@ -440,11 +440,13 @@ where
         parser.set_max_bulk_len(server.max_bulk_len());
         let lookahead = if authenticated { LOOKAHEAD } else { 1 };
         while window.len() < lookahead {
-            match parser.parse(rbuf) {
+            let parsed = parser.parse(rbuf);
+            // Empty commands the parser skipped came before whatever it returned.
+            if parser.take_skipped_empty() {
+                window.push(Request::empty());
+            }
+            match parsed {
                 Ok(Some(argv)) => {
-                    if parser.take_skipped_empty() {
-                        window.push(Request::empty());
-                    }
                     let request = Request::after(argv, recent);
                     // The requests after one that may change how they are parsed (the bulk
                     // limit, authentication) are parsed once it has run, as Redis parses each
@@ -455,16 +457,8 @@ where
                         break;
                     }
                 }
-                Ok(None) => {
-                    if parser.take_skipped_empty() {
-                        window.push(Request::empty());
-                    }
-                    break;
-                }
+                Ok(None) => break,
                 Err(e) => {
-                    if parser.take_skipped_empty() {
-                        window.push(Request::empty());
-                    }
                     refused = Some(e);
                     break;
                 }

@@ -187,8 +187,8 @@ pub struct Heap {
     /// Free chunks that only allocations inside a [`ReserveScope`](super::ReserveScope) may
     /// take (see `reserve.rs`).
     reserve: u32,
-    /// Whether a chunk handed out has its pages faulted in at once (`take_chunks`); cleared
-    /// when the kernel refuses.
+    /// Whether a chunk handed out has its pages faulted in at once (`populate`, called by
+    /// `alloc_small` and `alloc_large`); cleared when the kernel says it cannot.
     populate: std::sync::atomic::AtomicBool,
 }
 

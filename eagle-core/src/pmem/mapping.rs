@@ -220,9 +220,7 @@ impl Mapping {
             Err(std::io::Error::from_raw_os_error(rc))
         }
     }
-}
 
-impl Mapping {
     /// Has the kernel fault in the pages of `offset..offset + len` (clipped to the mapping)
     /// writable, changing no byte (`MADV_POPULATE_WRITE`): the heap calls it for a chunk it
     /// has just handed out, which writers are about to fill, so that one call takes the page
